@@ -1,0 +1,141 @@
+//! The `handler` command line: serve (what the Functions host runs, with no arguments) and the
+//! `user` commands, which work on the store while the service runs.
+
+use std::io::BufRead as _;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::clock::{Clock, SystemClock};
+use crate::secret::Password;
+use crate::settings::{Env, Mode, Settings, load_store};
+use crate::startup::{Application, open_store, shutdown_signal};
+use crate::users::{self, PasswordHasher};
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(name = "handler", version, about = "JWT access tokens and rotating refresh tokens (Azure Functions custom handler)")]
+pub struct Cli {
+    /// Local development: missing Issuer/Audience get local defaults and a signing key is generated
+    /// once and kept in the store directory. Never use in production.
+    #[arg(long, global = true)]
+    pub dev: bool,
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT (default 7071).
+    Serve,
+    /// Manage users of the built-in directory.
+    User {
+        /// The user command.
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+/// `handler user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password is read from one line of standard input.
+    Add {
+        /// Username (compared without case).
+        username: String,
+        /// A role to grant (repeatable), e.g. --role admin.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Read the password from standard input (required: passwords never go on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Disable a user and end all of their sessions.
+    Disable {
+        /// Username.
+        username: String,
+    },
+    /// List users (never prints password hashes).
+    List,
+}
+
+/// What went wrong, with the process exit code to use.
+#[derive(Debug)]
+pub struct Failure {
+    /// One line for stderr.
+    pub message: String,
+    /// Exit code: 2 for configuration, 1 otherwise.
+    pub code: i32,
+}
+
+impl Failure {
+    fn config(message: impl std::fmt::Display) -> Self {
+        Self { message: message.to_string(), code: 2 }
+    }
+    fn other(message: impl std::fmt::Display) -> Self {
+        Self { message: message.to_string(), code: 1 }
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli, env: Env) -> Result<(), Failure> {
+    let mode = if cli.dev { Mode::Development } else { Mode::Production };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&env, mode).await,
+        Command::User { command } => user(command, &env).await,
+    }
+}
+
+async fn serve(env: &Env, mode: Mode) -> Result<(), Failure> {
+    let settings = Settings::load(env, mode).map_err(Failure::config)?;
+    if mode == Mode::Development {
+        tracing::warn!("development mode: local defaults for missing settings; never use in production");
+    }
+    let app = Application::build(&settings, Arc::new(SystemClock)).await.map_err(|e| match e {
+        crate::startup::StartupError::Settings(s) => Failure::config(s),
+        other => Failure::other(other),
+    })?;
+    app.run_until(shutdown_signal()).await;
+    Ok(())
+}
+
+fn read_password_line() -> Result<Password, Failure> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| Failure::other(format!("cannot read the password: {e}")))?;
+    let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+    Ok(Password::new(trimmed))
+}
+
+async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
+    let store = open_store(&load_store(env)).map_err(Failure::config)?;
+    match command {
+        UserCommand::Add { username, roles, password_stdin: _ } => {
+            let password = read_password_line()?;
+            let hasher = PasswordHasher::owasp();
+            let now = SystemClock.now_ms();
+            let user = users::add_user(store.as_ref(), &hasher, &username, &password, &roles, now)
+                .await
+                .map_err(Failure::other)?;
+            println!("added user {} (id {}, roles: {})", user.username, user.id, roles_text(&user.roles));
+        }
+        UserCommand::Disable { username } => {
+            let (user, ended) = users::disable_user(store.as_ref(), &username).await.map_err(Failure::other)?;
+            println!("disabled user {} and ended {ended} session(s)", user.username);
+        }
+        UserCommand::List => {
+            let all = store.list_users().await.map_err(Failure::other)?;
+            for u in all {
+                let state = if u.disabled { "disabled" } else { "active" };
+                println!("{}\t{}\t{}\troles: {}", u.username, u.id, state, roles_text(&u.roles));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn roles_text(roles: &[String]) -> String {
+    if roles.is_empty() { "-".into() } else { roles.join(",") }
+}

@@ -1,0 +1,163 @@
+//! API errors: the only place that knows status codes and `WWW-Authenticate` headers. Bodies are
+//! RFC 6749 §5.2 JSON (`error`, `error_description`); a 5xx never carries internals.
+
+use crate::service::{GrantFailure, ServiceError};
+use crate::tokens::access::AccessTokenError;
+
+use super::ApiResponse;
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400 `invalid_request`.
+    InvalidRequest(String),
+    /// 400 `invalid_grant`.
+    InvalidGrant(GrantFailure),
+    /// 400 `unsupported_grant_type`.
+    UnsupportedGrantType,
+    /// 401 with `WWW-Authenticate: Bearer error="invalid_token"` (and `Token-Expired: true`).
+    InvalidToken {
+        /// Valid except for its expiry.
+        expired: bool,
+        /// What was wrong.
+        description: &'static str,
+    },
+    /// 401 with a bare `WWW-Authenticate: Bearer` (RFC 6750 §3.1: no credentials, no error code).
+    MissingToken,
+    /// 403 `insufficient_scope`.
+    Forbidden(&'static str),
+    /// 404.
+    NotFound(&'static str),
+    /// 405 with `Allow`.
+    MethodNotAllowed(&'static str),
+    /// 413.
+    PayloadTooLarge,
+    /// 415.
+    UnsupportedMediaType,
+    /// 429 with `Retry-After`.
+    Locked {
+        /// Seconds until the lock opens.
+        retry_after_s: i64,
+    },
+    /// 503 with `Retry-After`.
+    Unavailable,
+    /// 500; details are logged, never sent.
+    Internal,
+}
+
+/// Seconds a client should wait before retrying after a 503.
+const UNAVAILABLE_RETRY_AFTER_S: i64 = 1;
+
+impl ApiError {
+    /// HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::InvalidRequest(_) | Self::InvalidGrant(_) | Self::UnsupportedGrantType => 400,
+            Self::InvalidToken { .. } | Self::MissingToken => 401,
+            Self::Forbidden(_) => 403,
+            Self::NotFound(_) => 404,
+            Self::MethodNotAllowed(_) => 405,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::Locked { .. } => 429,
+            Self::Internal => 500,
+            Self::Unavailable => 503,
+        }
+    }
+
+    /// The `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) | Self::PayloadTooLarge | Self::UnsupportedMediaType => "invalid_request",
+            Self::InvalidGrant(_) => "invalid_grant",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidToken { .. } => "invalid_token",
+            Self::MissingToken => "unauthorized",
+            Self::Forbidden(_) => "insufficient_scope",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::Locked { .. } | Self::Unavailable => "temporarily_unavailable",
+            Self::Internal => "server_error",
+        }
+    }
+
+    fn description(&self) -> String {
+        match self {
+            Self::InvalidRequest(d) => d.clone(),
+            Self::InvalidGrant(f) => f.description().to_string(),
+            Self::UnsupportedGrantType => "grant_type must be password or refresh_token".into(),
+            Self::InvalidToken { description, .. } => (*description).into(),
+            Self::MissingToken => "a Bearer access token is required".into(),
+            Self::Forbidden(d) | Self::NotFound(d) => (*d).into(),
+            Self::MethodNotAllowed(allow) => format!("method not allowed; use {allow}"),
+            Self::PayloadTooLarge => format!("request body exceeds {} bytes", super::MAX_BODY_BYTES),
+            Self::UnsupportedMediaType => {
+                "Content-Type must be application/json or application/x-www-form-urlencoded (UTF-8)".into()
+            }
+            Self::Locked { .. } => "too many failed logins for this username; try again later".into(),
+            Self::Unavailable => "the service is temporarily unavailable; try again shortly".into(),
+            Self::Internal => "the server failed to handle the request".into(),
+        }
+    }
+
+    /// Short reason for logs (more precise than the code, never secret).
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidGrant(f) => Some(f.reason()),
+            Self::InvalidToken { description, .. } => Some(description),
+            _ => None,
+        }
+    }
+
+    /// The full response.
+    pub fn into_response(self) -> ApiResponse {
+        let body = serde_json::json!({ "error": self.code(), "error_description": self.description() });
+        let mut response = ApiResponse::json(self.status(), &body);
+        response.outcome = self.code();
+        response.reason = self.reason();
+        match &self {
+            Self::InvalidToken { expired, description } => {
+                response.headers.push((
+                    "WWW-Authenticate",
+                    format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+                ));
+                if *expired {
+                    response.headers.push(("Token-Expired", "true".into()));
+                }
+            }
+            Self::MissingToken => response.headers.push(("WWW-Authenticate", "Bearer".into())),
+            Self::Forbidden(_) => {
+                response.headers.push(("WWW-Authenticate", "Bearer error=\"insufficient_scope\"".into()));
+            }
+            Self::MethodNotAllowed(allow) => response.headers.push(("Allow", (*allow).into())),
+            Self::Locked { retry_after_s } => response.headers.push(("Retry-After", retry_after_s.max(&1).to_string())),
+            Self::Unavailable => response.headers.push(("Retry-After", UNAVAILABLE_RETRY_AFTER_S.to_string())),
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::InvalidRequest(d) => Self::InvalidRequest(d.into()),
+            ServiceError::InvalidGrant(f) => Self::InvalidGrant(f),
+            ServiceError::Locked { retry_after_ms } => Self::Locked { retry_after_s: (retry_after_ms + 999) / 1000 },
+            ServiceError::InvalidToken(AccessTokenError::Expired) => {
+                Self::InvalidToken { expired: true, description: "the access token expired" }
+            }
+            ServiceError::InvalidToken(AccessTokenError::Invalid(why)) => Self::InvalidToken { expired: false, description: why },
+            ServiceError::Forbidden(d) => Self::Forbidden(d),
+            ServiceError::UnknownUser => Self::NotFound("no such user"),
+            ServiceError::Unavailable(source) => {
+                tracing::error!(error = %source, "store unavailable");
+                Self::Unavailable
+            }
+            ServiceError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                Self::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The invocation-payload mode of the Functions host (forwarding off): `POST /<function>` with
+//! `{"Data":{"req":{Method,Headers,Body,…}},"Metadata":{…}}`, answered with HTTP 200 and
+//! `{"Outputs":{"res":{statusCode,headers,body}},"Logs":[],"ReturnValue":null}`. Field names are
+//! matched without case, header values may be arrays or strings, `Query` may be an object or a
+//! string. `Metadata` can repeat body fields (secrets) and is never read or logged.
+
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use super::{ApiRequest, ApiResponse, Function, MAX_BODY_BYTES, Mode};
+
+/// Name of the trigger binding in every `function.json`.
+pub const TRIGGER_BINDING: &str = "req";
+/// Name of the http output binding in every `function.json`.
+pub const OUTPUT_BINDING: &str = "res";
+
+fn get_ci<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    map.get(name).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+}
+
+fn bad(what: &str) -> ApiError {
+    ApiError::InvalidRequest(format!("malformed invocation payload: {what}"))
+}
+
+/// Reads an invocation payload for `function` into an [`ApiRequest`].
+pub fn parse(function: Option<Function>, payload: &[u8], invocation_id: Option<String>) -> Result<ApiRequest, ApiError> {
+    let value: Value = serde_json::from_slice(payload).map_err(|_| bad("not JSON"))?;
+    let root = value.as_object().ok_or_else(|| bad("not an object"))?;
+    let data = get_ci(root, "Data").and_then(Value::as_object).ok_or_else(|| bad("no Data object"))?;
+    let req = get_ci(data, TRIGGER_BINDING).and_then(Value::as_object).ok_or_else(|| bad("no Data.req object"))?;
+    let method = get_ci(req, "Method").and_then(Value::as_str).ok_or_else(|| bad("no Data.req.Method"))?;
+    let mut headers = Vec::new();
+    if let Some(map) = get_ci(req, "Headers").and_then(Value::as_object) {
+        for (name, values) in map {
+            let name = name.to_ascii_lowercase();
+            match values {
+                Value::String(s) => headers.push((name, s.clone())),
+                Value::Array(items) => {
+                    headers.extend(items.iter().filter_map(Value::as_str).map(|s| (name.clone(), s.to_string())));
+                }
+                _ => return Err(bad("header values must be strings or arrays of strings")),
+            }
+        }
+    }
+    let body = match get_ci(req, "Body") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s.as_bytes().to_vec(),
+        // Some hosts hand over a JSON body already parsed.
+        Some(other) => other.to_string().into_bytes(),
+    };
+    let body_too_large = body.len() > MAX_BODY_BYTES;
+    Ok(ApiRequest {
+        method: method.to_ascii_uppercase(),
+        function,
+        headers,
+        body: if body_too_large { Vec::new() } else { body },
+        body_too_large,
+        mode: Mode::Invocation,
+        invocation_id,
+    })
+}
+
+/// Wraps a response as the host expects it (always sent with HTTP 200).
+pub fn wrap(response: &ApiResponse) -> Vec<u8> {
+    let headers: Map<String, Value> =
+        response.headers.iter().map(|(k, v)| ((*k).to_string(), Value::String(v.clone()))).collect();
+    let body = String::from_utf8_lossy(&response.body).into_owned();
+    let outer = serde_json::json!({
+        "Outputs": { OUTPUT_BINDING: { "statusCode": response.status, "headers": headers, "body": body } },
+        "Logs": [],
+        "ReturnValue": null,
+    });
+    outer.to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_documented_payload_shape() {
+        let payload = br#"{"Data":{"req":{"Url":"https://h/api/token?a=1","Method":"post","Query":"{\"a\":\"1\"}",
+            "Headers":{"Content-Type":["application/json"],"X-One":"v"},"Params":{},"Body":"{\"username\":\"a\"}"}},
+            "Metadata":{"Query":{},"sys":{"MethodName":"token"}}}"#;
+        let req = parse(Some(Function::Token), payload, None).unwrap();
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.header("content-type"), Some("application/json"));
+        assert_eq!(req.header("x-one"), Some("v"));
+        assert_eq!(req.body, br#"{"username":"a"}"#);
+    }
+
+    #[test]
+    fn field_names_are_matched_without_case_and_body_may_be_parsed_json() {
+        let payload = br#"{"data":{"REQ":{"method":"PATCH","headers":{},"body":{"refresh_token":"x"}}}}"#;
+        let req = parse(Some(Function::Token), payload, None).unwrap();
+        assert_eq!(req.method, "PATCH");
+        assert_eq!(req.body, br#"{"refresh_token":"x"}"#);
+    }
+
+    #[test]
+    fn malformed_payloads_are_invalid_requests() {
+        for bad in [&b"nope"[..], b"[]", b"{}", br#"{"Data":{}}"#, br#"{"Data":{"req":{}}}"#, br#"{"Data":{"req":{"Method":"GET","Headers":{"a":1}}}}"#] {
+            assert!(matches!(parse(None, bad, None), Err(ApiError::InvalidRequest(_))), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn oversized_inner_bodies_are_flagged() {
+        let big = "x".repeat(MAX_BODY_BYTES + 1);
+        let payload = serde_json::json!({"Data":{"req":{"Method":"POST","Body":big}}}).to_string();
+        let req = parse(Some(Function::Token), payload.as_bytes(), None).unwrap();
+        assert!(req.body_too_large);
+        assert!(req.body.is_empty());
+    }
+
+    #[test]
+    fn wraps_status_headers_and_body() {
+        let r = ApiResponse::json(400, &serde_json::json!({"error":"invalid_request"}));
+        let out: Value = serde_json::from_slice(&wrap(&r)).unwrap();
+        assert_eq!(out["Outputs"]["res"]["statusCode"], 400);
+        assert_eq!(out["Outputs"]["res"]["headers"]["Content-Type"], "application/json");
+        assert_eq!(out["Outputs"]["res"]["body"], r#"{"error":"invalid_request"}"#);
+        assert_eq!(out["ReturnValue"], Value::Null);
+        assert_eq!(out["Logs"], serde_json::json!([]));
+    }
+}

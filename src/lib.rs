@@ -1,0 +1,21 @@
+//! jwt-refresh-token: short-lived JWT access tokens and rotating, reuse-detecting refresh tokens,
+//! served as an Azure Functions custom handler.
+//!
+//! Layout: [`settings`] (typed configuration), [`service`] (the token rules, every operation takes
+//! `now` from a [`clock::Clock`]), [`tokens`] (JWT and refresh-token formats), [`users`] (passwords,
+//! lockout, the user-directory seam), [`store`] (the storage seam and its backends), [`http`] (the
+//! only place that knows status codes), [`startup`] (bind and serve).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![warn(missing_debug_implementations)]
+
+pub mod cli;
+pub mod clock;
+pub mod http;
+pub mod secret;
+pub mod service;
+pub mod settings;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod tokens;
+pub mod users;

@@ -1,0 +1,385 @@
+//! The token rules: log in, refresh with rotation and reuse detection, revoke. No HTTP here; every
+//! operation reads time from the service's [`Clock`] once and uses that `now` throughout.
+//!
+//! Rotation (RFC 9700 §4.14.2): every refresh moves the session to the next generation with a
+//! compare-and-swap on the session record. Presenting the immediately previous generation within
+//! the reuse grace returns the same successor (a retry after a lost response, or the losers of a
+//! concurrent refresh); any older generation, or the previous one after the grace, is a replay of a
+//! stolen token and ends the whole session. A token whose tag does not verify never changes anything.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::clock::{Clock, UnixMs};
+use crate::secret::{Password, token_prefix};
+use crate::settings::Login;
+use crate::store::{LoginThrottle, SessionRecord, Store, StoreError, Versioned};
+use crate::tokens::access::{AccessClaims, AccessTokenError, AccessTokens, Expiry, Subject};
+use crate::tokens::refresh::{RefreshTokenParts, RefreshTokens, session_id_text};
+use crate::users::{ADMIN_ROLE, UserDirectory, lockout, username_key};
+
+/// How often a compare-and-swap is retried before the request is answered with 503.
+const MAX_CAS_ATTEMPTS: usize = 16;
+
+/// Why a grant was refused. Clients see one of two descriptions; logs see the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantFailure {
+    /// Unknown user, wrong password or disabled account (indistinguishable by design).
+    BadCredentials,
+    /// Not a refresh token of ours (garbage, truncated, wrong format).
+    Malformed,
+    /// Well-formed, but its tag does not verify (tampered or forged).
+    Tampered,
+    /// The session does not exist (revoked, reused, purged or never existed).
+    UnknownSession,
+    /// The session's absolute lifetime is over.
+    Expired,
+    /// An old token was replayed; the session has been ended.
+    Reused,
+    /// The accompanying access token is not ours or not for this subject.
+    AccessTokenMismatch,
+}
+
+impl GrantFailure {
+    /// Short reason, for logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::BadCredentials => "bad_credentials",
+            Self::Malformed => "malformed_refresh_token",
+            Self::Tampered => "tampered_refresh_token",
+            Self::UnknownSession => "unknown_session",
+            Self::Expired => "session_expired",
+            Self::Reused => "refresh_token_reuse",
+            Self::AccessTokenMismatch => "access_token_mismatch",
+        }
+    }
+
+    /// What the client is told.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::BadCredentials => "invalid username or password",
+            Self::AccessTokenMismatch => "access_token does not belong to the refresh token's subject",
+            _ => "the refresh token is invalid, expired or revoked",
+        }
+    }
+}
+
+/// Errors of the token service, named after what the client must do; only the HTTP edge maps them
+/// to status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed in a way the HTTP layer could not see.
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    /// RFC 6749 `invalid_grant`.
+    #[error("invalid grant: {}", .0.reason())]
+    InvalidGrant(GrantFailure),
+    /// The username is locked after too many failures.
+    #[error("login locked for {retry_after_ms} ms")]
+    Locked {
+        /// Milliseconds until the lock opens.
+        retry_after_ms: i64,
+    },
+    /// A Bearer token was refused.
+    #[error(transparent)]
+    InvalidToken(#[from] AccessTokenError),
+    /// Authenticated, but not allowed.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// The named user does not exist.
+    #[error("unknown user")]
+    UnknownUser,
+    /// The store failed or stayed contended; the client may retry.
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+    /// A fault of ours that retrying will not fix (never shown to clients).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A successful login or refresh (RFC 6749 §5.1).
+#[derive(Clone, Serialize)]
+pub struct TokenPair {
+    /// The JWT access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// The refresh token.
+    pub refresh_token: String,
+    /// Seconds left in the session.
+    pub refresh_expires_in: i64,
+}
+
+impl std::fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPair")
+            .field("access_token", &token_prefix(&self.access_token))
+            .field("refresh_token", &token_prefix(&self.refresh_token))
+            .field("expires_in", &self.expires_in)
+            .field("refresh_expires_in", &self.refresh_expires_in)
+            .finish()
+    }
+}
+
+/// Which sessions a scope revocation ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeScope {
+    /// Every session of the caller.
+    Global,
+    /// Every session of the caller except the one the access token belongs to.
+    Others,
+    /// Every session of the named user (admin only).
+    User(String),
+}
+
+/// Lifetimes and limits of the token rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Absolute session lifetime.
+    pub session_ttl_ms: i64,
+    /// How long the previous refresh token still yields the same successor.
+    pub reuse_grace_ms: i64,
+    /// Login throttling.
+    pub login: Login,
+}
+
+/// The token service.
+#[derive(Debug, Clone)]
+pub struct TokenService {
+    store: Arc<dyn Store>,
+    directory: Arc<dyn UserDirectory>,
+    access: AccessTokens,
+    refresh: RefreshTokens,
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], ServiceError> {
+    let mut out = [0u8; N];
+    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut out)
+        .map_err(|e| ServiceError::Internal(format!("OS random number generator failed: {e}")))?;
+    Ok(out)
+}
+
+fn ms_to_s_ceil(ms: i64) -> i64 {
+    (ms.max(0) + 999) / 1000
+}
+
+impl TokenService {
+    /// Assembles the service.
+    pub fn new(
+        store: Arc<dyn Store>,
+        directory: Arc<dyn UserDirectory>,
+        access: AccessTokens,
+        refresh: RefreshTokens,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { store, directory, access, refresh, policy, clock }
+    }
+
+    /// The access-token signer/verifier (JWKS, Bearer checks).
+    pub fn access_tokens(&self) -> &AccessTokens {
+        &self.access
+    }
+
+    /// The clock the service reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The store the service uses.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Resource-owner password grant: checks lockout, credentials, then starts a session.
+    pub async fn login(&self, username: &str, password: &Password) -> Result<TokenPair, ServiceError> {
+        let now = self.clock.now_ms();
+        let key = username_key(username).map_err(|_| ServiceError::InvalidRequest("username is not acceptable"))?;
+        let throttle = self.store.get_throttle(&key).await?;
+        if let Some(retry_after_ms) = throttle.as_ref().and_then(|t| lockout::locked_for(&t.value, now)) {
+            return Err(ServiceError::Locked { retry_after_ms });
+        }
+        let Some(principal) = self.directory.authenticate(username, password).await? else {
+            self.record_failure(&key, throttle, now).await?;
+            return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials));
+        };
+        if throttle.is_some() {
+            self.store.delete_throttle(&key).await?;
+        }
+        let session = SessionRecord {
+            user_id: principal.id,
+            session_id: session_id_text(&random_bytes::<16>()?),
+            seed: random_bytes::<32>()?,
+            generation: 0,
+            rotated_at_ms: now,
+            created_at_ms: now,
+            expires_at_ms: now.saturating_add(self.policy.session_ttl_ms),
+            username: principal.name,
+            roles: principal.roles,
+        };
+        self.store.insert_session(&session).await?;
+        tracing::info!(session = %session.session_id, "session started");
+        self.pair(&session, now)
+    }
+
+    async fn record_failure(
+        &self,
+        key: &str,
+        mut current: Option<Versioned<LoginThrottle>>,
+        now: UnixMs,
+    ) -> Result<(), ServiceError> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let next = lockout::after_failure(current.as_ref().map(|t| &t.value), now, &self.policy.login);
+            let written = self.store.put_throttle(key, &next, current.as_ref().map(|t| &t.version)).await;
+            match written {
+                Ok(_) => {
+                    if lockout::locked_for(&next, now).is_some() {
+                        tracing::warn!("login locked after repeated failures");
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::Precondition | StoreError::Conflict | StoreError::NotFound) => {
+                    current = self.store.get_throttle(key).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Unavailable(StoreError::unavailable("login throttle stayed contended")))
+    }
+
+    fn pair(&self, session: &SessionRecord, now: UnixMs) -> Result<TokenPair, ServiceError> {
+        let subject = Subject {
+            user_id: &session.user_id,
+            name: &session.username,
+            roles: &session.roles,
+            session_id: &session.session_id,
+        };
+        let access = self.access.sign(subject, now).map_err(|e| ServiceError::Internal(format!("signing failed: {e}")))?;
+        let refresh_token = self
+            .refresh
+            .issue(&session.user_id, &session.session_id, session.generation, &session.seed)
+            .ok_or_else(|| ServiceError::Internal("user id too long for a refresh token".into()))?;
+        Ok(TokenPair {
+            access_token: access.token,
+            token_type: "Bearer",
+            expires_in: access.expires_in,
+            refresh_token,
+            refresh_expires_in: ms_to_s_ceil(session.expires_at_ms - now),
+        })
+    }
+
+    /// Verifies a refresh token against its session. `Ok(None)` when the session is gone.
+    async fn load(&self, parts: &RefreshTokenParts) -> Result<Option<Versioned<SessionRecord>>, ServiceError> {
+        let Some(found) = self.store.get_session(&parts.user_id, &parts.session_id).await? else { return Ok(None) };
+        if !self.refresh.verify(parts, &found.value.seed) {
+            return Err(ServiceError::InvalidGrant(GrantFailure::Tampered));
+        }
+        Ok(Some(found))
+    }
+
+    /// Refresh-token grant: rotates the session and returns a new pair.
+    ///
+    /// `access_token`, when given, must be one of ours (signature, issuer, audience, type; its expiry
+    /// is ignored) for the same subject, as tutorial clients send it.
+    pub async fn refresh(&self, refresh_token: &str, access_token: Option<&str>) -> Result<TokenPair, ServiceError> {
+        let now = self.clock.now_ms();
+        let parts = self.refresh.parse(refresh_token).ok_or(ServiceError::InvalidGrant(GrantFailure::Malformed))?;
+        if let Some(access) = access_token {
+            let claims = self
+                .access
+                .verify(access, now, Expiry::Ignore)
+                .map_err(|_| ServiceError::InvalidGrant(GrantFailure::AccessTokenMismatch))?;
+            if claims.sub != parts.user_id {
+                return Err(ServiceError::InvalidGrant(GrantFailure::AccessTokenMismatch));
+            }
+        }
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let Some(current) = self.load(&parts).await? else {
+                return Err(ServiceError::InvalidGrant(GrantFailure::UnknownSession));
+            };
+            let session = current.value;
+            if now >= session.expires_at_ms {
+                self.store.delete_session(&session.user_id, &session.session_id).await?;
+                return Err(ServiceError::InvalidGrant(GrantFailure::Expired));
+            }
+            if parts.generation == session.generation {
+                let next = SessionRecord { generation: session.generation + 1, rotated_at_ms: now, ..session };
+                match self.store.replace_session(&next, &current.version).await {
+                    Ok(_) => return self.pair(&next, now),
+                    // Someone rotated first: read again; we are then the previous generation.
+                    Err(StoreError::Precondition) => continue,
+                    Err(StoreError::NotFound) => return Err(ServiceError::InvalidGrant(GrantFailure::UnknownSession)),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let within_grace = now.saturating_sub(session.rotated_at_ms) <= self.policy.reuse_grace_ms;
+            if parts.generation + 1 == session.generation && within_grace {
+                // A retry or a concurrent loser: hand out the same successor again.
+                return self.pair(&session, now);
+            }
+            if parts.generation < session.generation {
+                // RFC 9700 §4.14.2: a replayed refresh token ends the session it belongs to.
+                self.store.delete_session(&session.user_id, &session.session_id).await?;
+                tracing::warn!(
+                    session = %session.session_id,
+                    presented = parts.generation,
+                    current = session.generation,
+                    "refresh token reuse detected; session ended"
+                );
+                return Err(ServiceError::InvalidGrant(GrantFailure::Reused));
+            }
+            // A verified tag for a generation we never issued cannot happen; change nothing.
+            return Err(ServiceError::InvalidGrant(GrantFailure::Tampered));
+        }
+        Err(ServiceError::Unavailable(StoreError::unavailable("session stayed contended")))
+    }
+
+    /// RFC 7009 revocation of the session a refresh token belongs to. Unknown, malformed and
+    /// unverifiable tokens succeed without changing anything (the endpoint reveals nothing).
+    /// Returns whether a session ended.
+    pub async fn revoke_token(&self, refresh_token: &str) -> Result<bool, ServiceError> {
+        let Some(parts) = self.refresh.parse(refresh_token) else { return Ok(false) };
+        match self.load(&parts).await {
+            Ok(Some(found)) if parts.generation <= found.value.generation => {
+                Ok(self.store.delete_session(&parts.user_id, &parts.session_id).await?)
+            }
+            Ok(_) | Err(ServiceError::InvalidGrant(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Verifies a Bearer access token at the current time.
+    pub fn authenticate_bearer(&self, token: &str) -> Result<AccessClaims, ServiceError> {
+        Ok(self.access.verify(token, self.clock.now_ms(), Expiry::Enforce)?)
+    }
+
+    /// Ends the sessions `scope` names on behalf of `caller`; returns how many ended.
+    pub async fn revoke_scope(&self, caller: &AccessClaims, scope: &RevokeScope) -> Result<u64, ServiceError> {
+        let ended = match scope {
+            RevokeScope::Global => self.store.delete_user_sessions(&caller.sub, None).await?,
+            RevokeScope::Others => self.store.delete_user_sessions(&caller.sub, Some(&caller.sid)).await?,
+            RevokeScope::User(username) => {
+                if !caller.roles.iter().any(|r| r == ADMIN_ROLE) {
+                    return Err(ServiceError::Forbidden("ending another user's sessions needs the admin role"));
+                }
+                let user = self.directory.find(username).await?.ok_or(ServiceError::UnknownUser)?;
+                self.store.delete_user_sessions(&user.id, None).await?
+            }
+        };
+        tracing::info!(ended, scope = ?scope_name(scope), "sessions revoked");
+        Ok(ended)
+    }
+}
+
+fn scope_name(scope: &RevokeScope) -> &'static str {
+    match scope {
+        RevokeScope::Global => "global",
+        RevokeScope::Others => "others",
+        RevokeScope::User(_) => "user",
+    }
+}

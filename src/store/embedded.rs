@@ -1,0 +1,434 @@
+//! The embedded store: SQLite (bundled) in WAL mode, so the `user` commands of a second process can
+//! work on the same file while the service runs, and the service sees their effect at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+
+use super::{LoginThrottle, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned};
+use crate::clock::UnixMs;
+
+/// File name of the database inside the store directory.
+pub const DATABASE_FILE: &str = "store.db";
+const SCHEMA_VERSION: i64 = 1;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    username_key TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    username TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    disabled INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    user_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    seed BLOB NOT NULL,
+    generation INTEGER NOT NULL,
+    rotated_at_ms INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    username TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (user_id, session_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at_ms);
+CREATE TABLE IF NOT EXISTS login_throttles (
+    username_key TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    last_failure_ms INTEGER NOT NULL,
+    locked_until_ms INTEGER NOT NULL,
+    version INTEGER NOT NULL
+);
+";
+
+/// SQLite-backed [`super::Store`]. Cheap to clone; clones share one connection.
+#[derive(Debug, Clone)]
+pub struct EmbeddedStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating when needed) the store in directory `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(StoreError::unavailable)?;
+        let path = dir.join(DATABASE_FILE);
+        let conn = Connection::open(&path).map_err(map_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
+        // WAL lets readers and one writer of other processes work side by side; FULL sync makes a
+        // committed rotation survive a power cut (a lost rotation would log the client out).
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(map_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(map_err)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(map_err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::unavailable(format!(
+                "{} has schema version {version}, newer than this build understands ({SCHEMA_VERSION})",
+                path.display()
+            )));
+        }
+        conn.execute_batch(SCHEMA).map_err(map_err)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map_err)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let guard = conn.lock().map_err(|_| StoreError::unavailable("store connection poisoned"))?;
+            op(&guard)
+        })
+        .await
+        .map_err(StoreError::unavailable)?
+    }
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => StoreError::Conflict,
+        _ => StoreError::unavailable(e),
+    }
+}
+
+fn version_of(v: i64) -> Version {
+    Version(v.to_string())
+}
+
+fn expected_counter(v: &Version) -> Option<i64> {
+    v.0.parse().ok()
+}
+
+fn roles_to_text(roles: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(roles).map_err(StoreError::unavailable)
+}
+
+fn roles_from_text(text: &str) -> Result<Vec<String>, rusqlite::Error> {
+    serde_json::from_str(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn to_i64(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(StoreError::unavailable)
+}
+
+/// After a conditional write matched no row: was the row gone, or at another version?
+fn missing_or_stale(conn: &Connection, sql: &str, key: &[&dyn rusqlite::ToSql]) -> Result<StoreError, StoreError> {
+    let exists = conn.query_row(sql, key, |_| Ok(())).optional().map_err(map_err)?.is_some();
+    Ok(if exists { StoreError::Precondition } else { StoreError::NotFound })
+}
+
+const SESSION_COLUMNS: &str =
+    "user_id, session_id, seed, generation, rotated_at_ms, created_at_ms, expires_at_ms, username, roles, version";
+
+fn session_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<SessionRecord>, rusqlite::Error> {
+    let seed: Vec<u8> = row.get(2)?;
+    let seed: [u8; 32] = seed.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Blob, "session seed is not 32 bytes".into())
+    })?;
+    let generation: i64 = row.get(3)?;
+    let roles: String = row.get(8)?;
+    Ok(Versioned {
+        value: SessionRecord {
+            user_id: row.get(0)?,
+            session_id: row.get(1)?,
+            seed,
+            generation: u64::try_from(generation).unwrap_or(0),
+            rotated_at_ms: row.get(4)?,
+            created_at_ms: row.get(5)?,
+            expires_at_ms: row.get(6)?,
+            username: row.get(7)?,
+            roles: roles_from_text(&roles)?,
+        },
+        version: version_of(row.get(9)?),
+    })
+}
+
+const USER_COLUMNS: &str = "id, username, username_key, password_hash, roles, disabled, created_at_ms, version";
+
+fn user_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<UserRecord>, rusqlite::Error> {
+    let roles: String = row.get(4)?;
+    Ok(Versioned {
+        value: UserRecord {
+            id: row.get(0)?,
+            username: row.get(1)?,
+            username_key: row.get(2)?,
+            password_hash: row.get(3)?,
+            roles: roles_from_text(&roles)?,
+            disabled: row.get(5)?,
+            created_at_ms: row.get(6)?,
+        },
+        version: version_of(row.get(7)?),
+    })
+}
+
+#[async_trait]
+impl SessionStore for EmbeddedStore {
+    async fn insert_session(&self, session: &SessionRecord) -> Result<Version, StoreError> {
+        let s = session.clone();
+        self.run(move |conn| {
+            conn.execute(
+                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)"),
+                params![
+                    s.user_id,
+                    s.session_id,
+                    s.seed.as_slice(),
+                    to_i64(s.generation)?,
+                    s.rotated_at_ms,
+                    s.created_at_ms,
+                    s.expires_at_ms,
+                    s.username,
+                    roles_to_text(&s.roles)?
+                ],
+            )
+            .map_err(map_err)?;
+            Ok(version_of(1))
+        })
+        .await
+    }
+
+    async fn get_session(&self, user_id: &str, session_id: &str) -> Result<Option<Versioned<SessionRecord>>, StoreError> {
+        let (user_id, session_id) = (user_id.to_string(), session_id.to_string());
+        self.run(move |conn| {
+            conn.query_row(
+                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 AND session_id = ?2"),
+                params![user_id, session_id],
+                session_from_row,
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn replace_session(&self, session: &SessionRecord, expected: &Version) -> Result<Version, StoreError> {
+        let s = session.clone();
+        let Some(expected) = expected_counter(expected) else { return Err(StoreError::Precondition) };
+        self.run(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE sessions SET seed = ?3, generation = ?4, rotated_at_ms = ?5, created_at_ms = ?6,
+                         expires_at_ms = ?7, username = ?8, roles = ?9, version = version + 1
+                     WHERE user_id = ?1 AND session_id = ?2 AND version = ?10",
+                    params![
+                        s.user_id,
+                        s.session_id,
+                        s.seed.as_slice(),
+                        to_i64(s.generation)?,
+                        s.rotated_at_ms,
+                        s.created_at_ms,
+                        s.expires_at_ms,
+                        s.username,
+                        roles_to_text(&s.roles)?,
+                        expected
+                    ],
+                )
+                .map_err(map_err)?;
+            if changed == 1 {
+                return Ok(version_of(expected + 1));
+            }
+            Err(missing_or_stale(
+                conn,
+                "SELECT 1 FROM sessions WHERE user_id = ?1 AND session_id = ?2",
+                params![s.user_id, s.session_id],
+            )?)
+        })
+        .await
+    }
+
+    async fn delete_session(&self, user_id: &str, session_id: &str) -> Result<bool, StoreError> {
+        let (user_id, session_id) = (user_id.to_string(), session_id.to_string());
+        self.run(move |conn| {
+            let n = conn
+                .execute("DELETE FROM sessions WHERE user_id = ?1 AND session_id = ?2", params![user_id, session_id])
+                .map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<u64, StoreError> {
+        let (user_id, keep) = (user_id.to_string(), keep.map(str::to_string));
+        self.run(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM sessions WHERE user_id = ?1 AND (?2 IS NULL OR session_id <> ?2)",
+                    params![user_id, keep],
+                )
+                .map_err(map_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn list_user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let user_id = user_id.to_string();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1"))
+                .map_err(map_err)?;
+            let rows = stmt.query_map(params![user_id], session_from_row).map_err(map_err)?;
+            rows.map(|r| r.map(|v| v.value).map_err(map_err)).collect()
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, now: UnixMs) -> Result<u64, StoreError> {
+        self.run(move |conn| {
+            let n = conn.execute("DELETE FROM sessions WHERE expires_at_ms <= ?1", params![now]).map_err(map_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl UserStore for EmbeddedStore {
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let u = user.clone();
+        self.run(move |conn| {
+            conn.execute(
+                &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)"),
+                params![u.id, u.username, u.username_key, u.password_hash, roles_to_text(&u.roles)?, u.disabled, u.created_at_ms],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_user(&self, username_key: &str) -> Result<Option<Versioned<UserRecord>>, StoreError> {
+        let key = username_key.to_string();
+        self.run(move |conn| {
+            conn.query_row(&format!("SELECT {USER_COLUMNS} FROM users WHERE username_key = ?1"), params![key], user_from_row)
+                .optional()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn replace_user(&self, user: &UserRecord, expected: &Version) -> Result<Version, StoreError> {
+        let u = user.clone();
+        let Some(expected) = expected_counter(expected) else { return Err(StoreError::Precondition) };
+        self.run(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE users SET id = ?2, username = ?3, password_hash = ?4, roles = ?5, disabled = ?6,
+                         created_at_ms = ?7, version = version + 1
+                     WHERE username_key = ?1 AND version = ?8",
+                    params![
+                        u.username_key,
+                        u.id,
+                        u.username,
+                        u.password_hash,
+                        roles_to_text(&u.roles)?,
+                        u.disabled,
+                        u.created_at_ms,
+                        expected
+                    ],
+                )
+                .map_err(map_err)?;
+            if changed == 1 {
+                return Ok(version_of(expected + 1));
+            }
+            Err(missing_or_stale(conn, "SELECT 1 FROM users WHERE username_key = ?1", params![u.username_key])?)
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.run(|conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username_key")).map_err(map_err)?;
+            let rows = stmt.query_map([], user_from_row).map_err(map_err)?;
+            rows.map(|r| r.map(|v| v.value).map_err(map_err)).collect()
+        })
+        .await
+    }
+
+    async fn get_throttle(&self, username_key: &str) -> Result<Option<Versioned<LoginThrottle>>, StoreError> {
+        let key = username_key.to_string();
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT failures, last_failure_ms, locked_until_ms, version FROM login_throttles WHERE username_key = ?1",
+                params![key],
+                |row| {
+                    Ok(Versioned {
+                        value: LoginThrottle {
+                            failures: row.get(0)?,
+                            last_failure_ms: row.get(1)?,
+                            locked_until_ms: row.get(2)?,
+                        },
+                        version: version_of(row.get(3)?),
+                    })
+                },
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn put_throttle(
+        &self,
+        username_key: &str,
+        throttle: &LoginThrottle,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError> {
+        let (key, t) = (username_key.to_string(), *throttle);
+        let expected = match expected {
+            None => None,
+            Some(v) => Some(expected_counter(v).ok_or(StoreError::Precondition)?),
+        };
+        self.run(move |conn| match expected {
+            None => {
+                conn.execute(
+                    "INSERT INTO login_throttles (username_key, failures, last_failure_ms, locked_until_ms, version)
+                     VALUES (?1, ?2, ?3, ?4, 1)",
+                    params![key, t.failures, t.last_failure_ms, t.locked_until_ms],
+                )
+                .map_err(map_err)?;
+                Ok(version_of(1))
+            }
+            Some(expected) => {
+                let changed = conn
+                    .execute(
+                        "UPDATE login_throttles SET failures = ?2, last_failure_ms = ?3, locked_until_ms = ?4,
+                             version = version + 1
+                         WHERE username_key = ?1 AND version = ?5",
+                        params![key, t.failures, t.last_failure_ms, t.locked_until_ms, expected],
+                    )
+                    .map_err(map_err)?;
+                if changed == 1 {
+                    return Ok(version_of(expected + 1));
+                }
+                Err(missing_or_stale(conn, "SELECT 1 FROM login_throttles WHERE username_key = ?1", params![key])?)
+            }
+        })
+        .await
+    }
+
+    async fn delete_throttle(&self, username_key: &str) -> Result<bool, StoreError> {
+        let key = username_key.to_string();
+        self.run(move |conn| {
+            let n = conn.execute("DELETE FROM login_throttles WHERE username_key = ?1", params![key]).map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+}

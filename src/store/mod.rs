@@ -1,0 +1,199 @@
+//! The storage seam: what the token rules need from a database, and nothing more.
+//!
+//! Every backend runs the same contract suite (`tests/store_contract.rs`). Compare-and-swap is part
+//! of the contract: rotation and revocation are correct only because a replace against a stale
+//! [`Version`] fails with [`StoreError::Precondition`] (in Cosmos: `If-Match` → 412).
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::clock::UnixMs;
+
+pub mod embedded;
+
+/// An opaque version of a stored record (an ETag in Cosmos, a counter in SQLite).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Version(pub String);
+
+/// A record together with the version it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// The record.
+    pub value: T,
+    /// Its version, for a later compare-and-swap.
+    pub version: Version,
+}
+
+/// Errors a store reports. Backends map their own errors onto these cases privately.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The record to replace does not exist.
+    #[error("record not found")]
+    NotFound,
+    /// A record with the same key already exists.
+    #[error("record already exists")]
+    Conflict,
+    /// The record changed since it was read (compare-and-swap lost).
+    #[error("record changed since it was read")]
+    Precondition,
+    /// The store cannot be reached or refused the request; retrying later may succeed.
+    #[error("store unavailable: {source}")]
+    Unavailable {
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// Wraps a backend error as [`StoreError::Unavailable`].
+    pub fn unavailable(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Unavailable { source: source.into() }
+    }
+}
+
+/// A user account, as kept by the built-in user directory.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Stable id (the access token's `sub`); never changes, never reused.
+    pub id: String,
+    /// The username as it was registered (display form, the token's `name`).
+    pub username: String,
+    /// Lookup key: the username in lowercase.
+    pub username_key: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Roles, copied into the access token.
+    pub roles: Vec<String>,
+    /// A disabled user can neither log in nor refresh.
+    pub disabled: bool,
+    /// When the account was created.
+    pub created_at_ms: UnixMs,
+}
+
+impl fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("roles", &self.roles)
+            .field("disabled", &self.disabled)
+            .field("password_hash", &"***")
+            .finish_non_exhaustive()
+    }
+}
+
+/// One login session: the chain of refresh tokens handed to one device.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The owner's stable id (Cosmos partition key).
+    pub user_id: String,
+    /// Random session id (the access token's `sid`).
+    pub session_id: String,
+    /// Random per-session seed; refresh tokens are HMAC(server secret, seed, generation), so the
+    /// store alone cannot mint or recognise a token.
+    pub seed: [u8; 32],
+    /// Generation of the current refresh token; each rotation adds one.
+    pub generation: u64,
+    /// When the current generation replaced the previous one (start of the reuse grace).
+    pub rotated_at_ms: UnixMs,
+    /// When the session began.
+    pub created_at_ms: UnixMs,
+    /// Absolute end of the session; rotation never moves it.
+    pub expires_at_ms: UnixMs,
+    /// The user's name when the session began (access-token `name`).
+    pub username: String,
+    /// The user's roles when the session began (access-token `roles`).
+    pub roles: Vec<String>,
+}
+
+impl fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("user_id", &self.user_id)
+            .field("session_id", &self.session_id)
+            .field("generation", &self.generation)
+            .field("rotated_at_ms", &self.rotated_at_ms)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("seed", &"***")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Failed-login bookkeeping for one username (known or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoginThrottle {
+    /// Failures counted in the current window.
+    pub failures: u32,
+    /// Time of the latest failure (the window runs from here).
+    pub last_failure_ms: UnixMs,
+    /// While in the future, every login for the username is refused.
+    pub locked_until_ms: UnixMs,
+}
+
+/// Sessions: created at login, rotated by compare-and-swap, deleted when revoked or reused.
+#[async_trait]
+pub trait SessionStore: Send + Sync + fmt::Debug {
+    /// Stores a new session. [`StoreError::Conflict`] if `(user_id, session_id)` exists.
+    async fn insert_session(&self, session: &SessionRecord) -> Result<Version, StoreError>;
+
+    /// One session by its key, or `None` when it does not exist (never created, revoked or
+    /// purged). Expiry is the caller's judgement: an expired session may still be returned.
+    async fn get_session(&self, user_id: &str, session_id: &str) -> Result<Option<Versioned<SessionRecord>>, StoreError>;
+
+    /// Replaces a session only if it is still at `expected`; returns the new version.
+    /// [`StoreError::Precondition`] when it changed, [`StoreError::NotFound`] when it is gone.
+    async fn replace_session(&self, session: &SessionRecord, expected: &Version) -> Result<Version, StoreError>;
+
+    /// Deletes one session; `true` if it existed.
+    async fn delete_session(&self, user_id: &str, session_id: &str) -> Result<bool, StoreError>;
+
+    /// Deletes every session of `user_id` except `keep`; returns how many were deleted.
+    async fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<u64, StoreError>;
+
+    /// Every session of `user_id` (expired ones included), in no particular order.
+    async fn list_user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Removes sessions whose absolute lifetime ended before `now`; returns how many. Stores that
+    /// expire records by themselves (Cosmos TTL) may do nothing and return 0.
+    async fn purge_expired(&self, now: UnixMs) -> Result<u64, StoreError>;
+}
+
+/// Users and login throttles of the built-in user directory.
+#[async_trait]
+pub trait UserStore: Send + Sync + fmt::Debug {
+    /// Stores a new user. [`StoreError::Conflict`] if the username key or the id is taken.
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+
+    /// A user by lowercase username key, or `None`.
+    async fn get_user(&self, username_key: &str) -> Result<Option<Versioned<UserRecord>>, StoreError>;
+
+    /// Replaces a user only if still at `expected` ([`StoreError::Precondition`] otherwise,
+    /// [`StoreError::NotFound`] when gone).
+    async fn replace_user(&self, user: &UserRecord, expected: &Version) -> Result<Version, StoreError>;
+
+    /// Every user, ordered by username key.
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// The throttle of a username key, or `None` when it has no recorded failures.
+    async fn get_throttle(&self, username_key: &str) -> Result<Option<Versioned<LoginThrottle>>, StoreError>;
+
+    /// Writes a throttle: with `expected = None` only if none exists ([`StoreError::Conflict`]
+    /// otherwise), else only if still at `expected` ([`StoreError::Precondition`]/[`StoreError::NotFound`]).
+    async fn put_throttle(
+        &self,
+        username_key: &str,
+        throttle: &LoginThrottle,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError>;
+
+    /// Forgets the throttle of a username key; `true` if one existed.
+    async fn delete_throttle(&self, username_key: &str) -> Result<bool, StoreError>;
+}
+
+/// A backend that holds both sessions and users.
+pub trait Store: SessionStore + UserStore {}
+
+impl<T: SessionStore + UserStore> Store for T {}
