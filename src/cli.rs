@@ -14,7 +14,11 @@ use crate::users::{self, PasswordHasher};
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
-#[command(name = "handler", version, about = "JWT access tokens and rotating refresh tokens (Azure Functions custom handler)")]
+#[command(
+    name = "handler",
+    version,
+    about = "JWT access tokens and rotating refresh tokens (Azure Functions custom handler)"
+)]
 pub struct Cli {
     /// Local development: missing Issuer/Audience get local defaults and a signing key is generated
     /// once and kept in the store directory. Never use in production.
@@ -103,7 +107,10 @@ async fn serve(env: &Env, mode: Mode) -> Result<(), Failure> {
 
 fn read_password_line() -> Result<Password, Failure> {
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(|e| Failure::other(format!("cannot read the password: {e}")))?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure::other(format!("cannot read the password: {e}")))?;
     let trimmed = line.strip_suffix('\n').unwrap_or(&line);
     let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
     Ok(Password::new(trimmed))

@@ -259,7 +259,8 @@ impl TokenService {
             roles: &session.roles,
             session_id: &session.session_id,
         };
-        let access = self.access.sign(subject, now).map_err(|e| ServiceError::Internal(format!("signing failed: {e}")))?;
+        let access =
+            self.access.sign(subject, now).map_err(|e| ServiceError::Internal(format!("signing failed: {e}")))?;
         let refresh_token = self
             .refresh
             .issue(&session.user_id, &session.session_id, session.generation, &session.seed)

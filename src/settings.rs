@@ -317,7 +317,10 @@ fn development_key(dir: &Path) -> Result<SecretBytes, SettingsError> {
 
     let file = dir.join(DEV_KEY_FILE);
     let problem = |what: &str, e: &dyn fmt::Display| {
-        SettingsError::new(ALGORITHM_KEY, format!("is missing and the development key {} could not be {what}: {e}", file.display()))
+        SettingsError::new(
+            ALGORITHM_KEY,
+            format!("is missing and the development key {} could not be {what}: {e}", file.display()),
+        )
     };
     match std::fs::read_to_string(&file) {
         Ok(existing) if existing.trim().len() >= MIN_HS256_KEY_BYTES => {
@@ -397,7 +400,8 @@ mod tests {
 
     #[test]
     fn each_bad_setting_is_named() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case<'_>] = &[
             (&[(ISSUER, "")], ISSUER, "blank issuer counts as missing"),
             (&[(ALGORITHM_KEY, "short")], ALGORITHM_KEY, "HS256 key under 32 bytes"),
             (&[(ALGORITHM, "RS512")], ALGORITHM, "unsupported algorithm"),

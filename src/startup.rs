@@ -39,17 +39,32 @@ pub enum StartupError {
 /// Opens the store the settings name; a failure names the setting that points at it.
 pub fn open_store(settings: &StoreSettings) -> Result<Arc<dyn Store>, SettingsError> {
     match settings {
-        StoreSettings::Embedded { path } => EmbeddedStore::open(path)
-            .map(|s| Arc::new(s) as Arc<dyn Store>)
-            .map_err(|e| SettingsError::new("JwtRefreshToken__Embedded__Path", format!("cannot open store in {}: {e}", path.display()))),
+        StoreSettings::Embedded { path } => {
+            EmbeddedStore::open(path).map(|s| Arc::new(s) as Arc<dyn Store>).map_err(|e| {
+                SettingsError::new(
+                    "JwtRefreshToken__Embedded__Path",
+                    format!("cannot open store in {}: {e}", path.display()),
+                )
+            })
+        }
     }
 }
 
 /// Builds the token service from validated settings.
-pub fn build_service(settings: &Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<TokenService, SettingsError> {
+pub fn build_service(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<TokenService, SettingsError> {
     let d = &settings.descriptor;
     let keys = KeySet::from_descriptor(d)?;
-    let access = AccessTokens::new(keys, d.issuer.clone(), d.audience.clone(), settings.expires.create_expires_in_ms, d.clock_skew_ms);
+    let access = AccessTokens::new(
+        keys,
+        d.issuer.clone(),
+        d.audience.clone(),
+        settings.expires.create_expires_in_ms,
+        d.clock_skew_ms,
+    );
     let refresh = match &settings.rotation.secret {
         Some(secret) => RefreshTokens::new(secret.clone()),
         None => RefreshTokens::derived_from(&d.algorithm_key),
@@ -85,8 +100,9 @@ impl Application {
         let store = open_store(&settings.store)?;
         let service = Arc::new(build_service(settings, store, clock)?);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, settings.port));
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { port: settings.port, source })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { port: settings.port, source })?;
         let port = listener.local_addr().map_err(|source| StartupError::Bind { port: settings.port, source })?.port();
         Ok(Self { listener, port, api: Api::new(service.clone()), service })
     }

@@ -52,7 +52,9 @@ impl Fields {
             Kind::Json => match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(serde_json::Value::Object(map)) => Ok(Self::Json(map)),
                 Ok(_) => Err(ApiError::InvalidRequest("the JSON body must be an object".into())),
-                Err(e) => Err(ApiError::InvalidRequest(format!("malformed JSON at line {} column {}", e.line(), e.column()))),
+                Err(e) => {
+                    Err(ApiError::InvalidRequest(format!("malformed JSON at line {} column {}", e.line(), e.column())))
+                }
             },
             Kind::Form => {
                 let pairs: Vec<(String, String)> = serde_urlencoded::from_str(text)
@@ -81,7 +83,9 @@ impl Fields {
         };
         match value {
             Some("") => Err(ApiError::InvalidRequest(format!("{name} must not be empty"))),
-            Some(v) if v.len() > max_len => Err(ApiError::InvalidRequest(format!("{name} is longer than {max_len} bytes"))),
+            Some(v) if v.len() > max_len => {
+                Err(ApiError::InvalidRequest(format!("{name} is longer than {max_len} bytes")))
+            }
             other => Ok(other),
         }
     }

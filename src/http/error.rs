@@ -147,7 +147,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::InvalidToken(AccessTokenError::Expired) => {
                 Self::InvalidToken { expired: true, description: "the access token expired" }
             }
-            ServiceError::InvalidToken(AccessTokenError::Invalid(why)) => Self::InvalidToken { expired: false, description: why },
+            ServiceError::InvalidToken(AccessTokenError::Invalid(why)) => {
+                Self::InvalidToken { expired: false, description: why }
+            }
             ServiceError::Forbidden(d) => Self::Forbidden(d),
             ServiceError::UnknownUser => Self::NotFound("no such user"),
             ServiceError::Unavailable(source) => {

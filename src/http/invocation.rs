@@ -23,7 +23,11 @@ fn bad(what: &str) -> ApiError {
 }
 
 /// Reads an invocation payload for `function` into an [`ApiRequest`].
-pub fn parse(function: Option<Function>, payload: &[u8], invocation_id: Option<String>) -> Result<ApiRequest, ApiError> {
+pub fn parse(
+    function: Option<Function>,
+    payload: &[u8],
+    invocation_id: Option<String>,
+) -> Result<ApiRequest, ApiError> {
     let value: Value = serde_json::from_slice(payload).map_err(|_| bad("not JSON"))?;
     let root = value.as_object().ok_or_else(|| bad("not an object"))?;
     let data = get_ci(root, "Data").and_then(Value::as_object).ok_or_else(|| bad("no Data object"))?;
@@ -99,8 +103,19 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_invalid_requests() {
-        for bad in [&b"nope"[..], b"[]", b"{}", br#"{"Data":{}}"#, br#"{"Data":{"req":{}}}"#, br#"{"Data":{"req":{"Method":"GET","Headers":{"a":1}}}}"#] {
-            assert!(matches!(parse(None, bad, None), Err(ApiError::InvalidRequest(_))), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"nope"[..],
+            b"[]",
+            b"{}",
+            br#"{"Data":{}}"#,
+            br#"{"Data":{"req":{}}}"#,
+            br#"{"Data":{"req":{"Method":"GET","Headers":{"a":1}}}}"#,
+        ] {
+            assert!(
+                matches!(parse(None, bad, None), Err(ApiError::InvalidRequest(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -121,13 +121,7 @@ impl ApiResponse {
     /// A JSON response.
     pub fn json(status: u16, value: &impl serde::Serialize) -> Self {
         let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-        Self {
-            status,
-            headers: vec![("Content-Type", "application/json".into())],
-            body,
-            outcome: "ok",
-            reason: None,
-        }
+        Self { status, headers: vec![("Content-Type", "application/json".into())], body, outcome: "ok", reason: None }
     }
 
     fn no_store(mut self) -> Self {
@@ -231,8 +225,13 @@ impl Api {
     async fn revoke(&self, req: &ApiRequest, fields: &Fields) -> Result<ApiResponse, ApiError> {
         let scope = fields.string("scope", 32)?;
         let username = fields.string("username", MAX_USERNAME_CHARS * 4)?;
-        let token = match (fields.string("refresh_token", 4 * MAX_ENCODED_LEN)?, fields.string("token", 4 * MAX_ENCODED_LEN)?) {
-            (Some(_), Some(_)) => return Err(ApiError::InvalidRequest("send either refresh_token or token, not both".into())),
+        let token = match (
+            fields.string("refresh_token", 4 * MAX_ENCODED_LEN)?,
+            fields.string("token", 4 * MAX_ENCODED_LEN)?,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidRequest("send either refresh_token or token, not both".into()));
+            }
             (a, b) => a.or(b),
         };
         match (scope, token) {

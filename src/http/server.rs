@@ -47,10 +47,7 @@ where
 }
 
 fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string())))
-        .collect()
+    headers.iter().filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string()))).collect()
 }
 
 fn to_warp(response: &ApiResponse) -> Response {
@@ -91,7 +88,11 @@ where
             let (body, body_too_large) = match read_limited(&headers, body, MAX_BODY_BYTES).await {
                 Ok(Some(b)) => (b, false),
                 Ok(None) => (Vec::new(), true),
-                Err(_) => return to_warp(&ApiError::InvalidRequest("the request body could not be read".into()).into_response()),
+                Err(_) => {
+                    return to_warp(
+                        &ApiError::InvalidRequest("the request body could not be read".into()).into_response(),
+                    );
+                }
             };
             let req = ApiRequest {
                 method: method.as_str().to_string(),
@@ -121,7 +122,9 @@ where
 }
 
 /// The warp filter serving `api`.
-pub fn routes(api: Api) -> impl warp::Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+pub fn routes(
+    api: Api,
+) -> impl warp::Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     warp::method()
         .and(warp::path::full())
         .and(warp::header::headers_cloned())
@@ -131,7 +134,9 @@ pub fn routes(api: Api) -> impl warp::Filter<Extract = (Response,), Error = Infa
             async move { dispatch(api, method, path.as_str().to_string(), headers, body).await }
         })
         .recover(|_rejection: warp::Rejection| async move {
-            Ok::<_, Infallible>(to_warp(&ApiError::InvalidRequest("the request could not be read".into()).into_response()))
+            Ok::<_, Infallible>(to_warp(
+                &ApiError::InvalidRequest("the request could not be read".into()).into_response(),
+            ))
         })
         .unify()
 }

@@ -120,7 +120,8 @@ fn roles_to_text(roles: &[String]) -> Result<String, StoreError> {
 }
 
 fn roles_from_text(text: &str) -> Result<Vec<String>, rusqlite::Error> {
-    serde_json::from_str(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 fn to_i64(n: u64) -> Result<i64, StoreError> {
@@ -202,7 +203,11 @@ impl SessionStore for EmbeddedStore {
         .await
     }
 
-    async fn get_session(&self, user_id: &str, session_id: &str) -> Result<Option<Versioned<SessionRecord>>, StoreError> {
+    async fn get_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Result<Option<Versioned<SessionRecord>>, StoreError> {
         let (user_id, session_id) = (user_id.to_string(), session_id.to_string());
         self.run(move |conn| {
             conn.query_row(
@@ -304,7 +309,15 @@ impl UserStore for EmbeddedStore {
         self.run(move |conn| {
             conn.execute(
                 &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)"),
-                params![u.id, u.username, u.username_key, u.password_hash, roles_to_text(&u.roles)?, u.disabled, u.created_at_ms],
+                params![
+                    u.id,
+                    u.username,
+                    u.username_key,
+                    u.password_hash,
+                    roles_to_text(&u.roles)?,
+                    u.disabled,
+                    u.created_at_ms
+                ],
             )
             .map_err(map_err)?;
             Ok(())
@@ -315,9 +328,13 @@ impl UserStore for EmbeddedStore {
     async fn get_user(&self, username_key: &str) -> Result<Option<Versioned<UserRecord>>, StoreError> {
         let key = username_key.to_string();
         self.run(move |conn| {
-            conn.query_row(&format!("SELECT {USER_COLUMNS} FROM users WHERE username_key = ?1"), params![key], user_from_row)
-                .optional()
-                .map_err(map_err)
+            conn.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE username_key = ?1"),
+                params![key],
+                user_from_row,
+            )
+            .optional()
+            .map_err(map_err)
         })
         .await
     }
@@ -353,8 +370,9 @@ impl UserStore for EmbeddedStore {
 
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         self.run(|conn| {
-            let mut stmt =
-                conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username_key")).map_err(map_err)?;
+            let mut stmt = conn
+                .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username_key"))
+                .map_err(map_err)?;
             let rows = stmt.query_map([], user_from_row).map_err(map_err)?;
             rows.map(|r| r.map(|v| v.value).map_err(map_err)).collect()
         })
@@ -426,7 +444,8 @@ impl UserStore for EmbeddedStore {
     async fn delete_throttle(&self, username_key: &str) -> Result<bool, StoreError> {
         let key = username_key.to_string();
         self.run(move |conn| {
-            let n = conn.execute("DELETE FROM login_throttles WHERE username_key = ?1", params![key]).map_err(map_err)?;
+            let n =
+                conn.execute("DELETE FROM login_throttles WHERE username_key = ?1", params![key]).map_err(map_err)?;
             Ok(n > 0)
         })
         .await

@@ -141,7 +141,11 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
 
     /// One session by its key, or `None` when it does not exist (never created, revoked or
     /// purged). Expiry is the caller's judgement: an expired session may still be returned.
-    async fn get_session(&self, user_id: &str, session_id: &str) -> Result<Option<Versioned<SessionRecord>>, StoreError>;
+    async fn get_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Result<Option<Versioned<SessionRecord>>, StoreError>;
 
     /// Replaces a session only if it is still at `expected`; returns the new version.
     /// [`StoreError::Precondition`] when it changed, [`StoreError::NotFound`] when it is gone.

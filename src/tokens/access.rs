@@ -176,7 +176,9 @@ impl AccessTokens {
         })?;
         let claims = data.claims;
         let skew = self.clock_skew_ms;
-        if claims.nbf.saturating_mul(1000) > now.saturating_add(skew) || claims.iat.saturating_mul(1000) > now.saturating_add(skew) {
+        if claims.nbf.saturating_mul(1000) > now.saturating_add(skew)
+            || claims.iat.saturating_mul(1000) > now.saturating_add(skew)
+        {
             return Err(AccessTokenError::Invalid("not valid yet"));
         }
         if expiry == Expiry::Enforce && claims.exp.saturating_mul(1000) <= now.saturating_sub(skew) {

@@ -23,7 +23,10 @@ pub struct VerifyingKey {
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyingKey").field("kid", &self.kid).field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,7 +91,11 @@ impl KeySet {
         let key = d.algorithm_key.expose();
         let (encoding, kid) = match d.algorithm {
             SigningAlgorithm::Hs256 => {
-                verifying.push(VerifyingKey { kid: hmac_kid(key)?, algorithm, decoding: DecodingKey::from_secret(key) });
+                verifying.push(VerifyingKey {
+                    kid: hmac_kid(key)?,
+                    algorithm,
+                    decoding: DecodingKey::from_secret(key),
+                });
                 (EncodingKey::from_secret(key), hmac_kid(key)?)
             }
             SigningAlgorithm::Es256 | SigningAlgorithm::EdDsa => {
@@ -152,7 +159,8 @@ impl KeySet {
 fn previous_key(raw: &SecretBytes, setting: &str) -> Result<(VerifyingKey, Option<Jwk>), SettingsError> {
     let bytes = raw.expose();
     if bytes.starts_with(b"-----BEGIN PUBLIC KEY-----") {
-        let candidates = [(Algorithm::ES256, DecodingKey::from_ec_pem(bytes)), (Algorithm::EdDSA, DecodingKey::from_ed_pem(bytes))];
+        let candidates =
+            [(Algorithm::ES256, DecodingKey::from_ec_pem(bytes)), (Algorithm::EdDSA, DecodingKey::from_ed_pem(bytes))];
         for (algorithm, decoding) in candidates {
             let Ok(decoding) = decoding else { continue };
             let Ok(jwk) = Jwk::from_decoding_key(&decoding, Some(algorithm)) else { continue };
@@ -167,8 +175,12 @@ fn previous_key(raw: &SecretBytes, setting: &str) -> Result<(VerifyingKey, Optio
         return Err(SettingsError::new(setting, "must hold a PUBLIC KEY PEM; never configure an old private key"));
     }
     if bytes.len() < 32 {
-        return Err(SettingsError::new(setting, format!("an HS256 key must be at least 32 bytes, got {}", bytes.len())));
+        return Err(SettingsError::new(
+            setting,
+            format!("an HS256 key must be at least 32 bytes, got {}", bytes.len()),
+        ));
     }
-    let key = VerifyingKey { kid: hmac_kid(bytes)?, algorithm: Algorithm::HS256, decoding: DecodingKey::from_secret(bytes) };
+    let key =
+        VerifyingKey { kid: hmac_kid(bytes)?, algorithm: Algorithm::HS256, decoding: DecodingKey::from_secret(bytes) };
     Ok((key, None))
 }

@@ -179,7 +179,10 @@ pub async fn add_user(
 }
 
 /// Disables a user and ends all of their sessions; returns the user and how many sessions ended.
-pub async fn disable_user<S: UserStore + SessionStore + ?Sized>(store: &S, username: &str) -> Result<(UserRecord, u64), AdminError> {
+pub async fn disable_user<S: UserStore + SessionStore + ?Sized>(
+    store: &S,
+    username: &str,
+) -> Result<(UserRecord, u64), AdminError> {
     let key = username_key(username)?;
     loop {
         let Some(current) = store.get_user(&key).await? else { return Err(AdminError::Unknown(username.to_string())) };
@@ -224,10 +227,7 @@ mod tests {
         let pw = Password::new("s3cret-password");
         let user = add_user(store.as_ref(), &hasher, "Alice", &pw, &["admin".into(), "admin".into()], 5).await.unwrap();
         assert_eq!(user.roles, vec!["admin".to_string()]);
-        assert!(matches!(
-            add_user(store.as_ref(), &hasher, "alice", &pw, &[], 6).await,
-            Err(AdminError::Exists(_))
-        ));
+        assert!(matches!(add_user(store.as_ref(), &hasher, "alice", &pw, &[], 6).await, Err(AdminError::Exists(_))));
         let dir_ = StoreDirectory::new(store.clone(), hasher.clone());
         let p = dir_.authenticate("ALICE", &pw).await.unwrap().unwrap();
         assert_eq!(p.id, user.id);

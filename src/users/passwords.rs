@@ -26,7 +26,11 @@ pub struct PasswordHasher {
 impl PasswordHasher {
     /// OWASP's recommended argon2id parameters.
     pub fn owasp() -> Arc<Self> {
-        Arc::new(Self { params: Params::default(), permits: Semaphore::new(MAX_PARALLEL_HASHES), dummy: OnceCell::new() })
+        Arc::new(Self {
+            params: Params::default(),
+            permits: Semaphore::new(MAX_PARALLEL_HASHES),
+            dummy: OnceCell::new(),
+        })
     }
 
     fn argon2(params: Params) -> Argon2<'static> {
@@ -42,11 +46,9 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &Password) -> Result<String, StoreError> {
         let params = self.params.clone();
         let password = password.clone();
-        self.blocking(move || {
-            Self::argon2(params).hash_password(password.expose().as_bytes()).map(|h| h.to_string())
-        })
-        .await?
-        .map_err(|e| StoreError::unavailable(e.to_string()))
+        self.blocking(move || Self::argon2(params).hash_password(password.expose().as_bytes()).map(|h| h.to_string()))
+            .await?
+            .map_err(|e| StoreError::unavailable(e.to_string()))
     }
 
     /// Computes the dummy hash now (called in the background at start-up, so the first login of an
