@@ -184,3 +184,113 @@ fn previous_key(raw: &SecretBytes, setting: &str) -> Result<(VerifyingKey, Optio
         VerifyingKey { kid: hmac_kid(bytes)?, algorithm: Algorithm::HS256, decoding: DecodingKey::from_secret(bytes) };
     Ok((key, None))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::access::{AccessTokens, Expiry, Subject};
+
+    const ES256: &str = include_str!("../../tests/fixtures/es256-private.pem");
+    const ES256_OLD: &str = include_str!("../../tests/fixtures/es256-old-private.pem");
+    const ES256_OLD_PUBLIC: &str = include_str!("../../tests/fixtures/es256-old-public.pem");
+    const ED25519: &str = include_str!("../../tests/fixtures/ed25519-private.pem");
+    const HS_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    fn descriptor(algorithm: SigningAlgorithm, key: &str, previous: &[&str]) -> Descriptor {
+        Descriptor {
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            algorithm,
+            algorithm_key: SecretBytes::new(key.as_bytes().to_vec()),
+            previous_keys: previous.iter().map(|k| SecretBytes::new(k.as_bytes().to_vec())).collect(),
+            clock_skew_ms: 0,
+        }
+    }
+
+    fn tokens(d: &Descriptor) -> AccessTokens {
+        AccessTokens::new(KeySet::from_descriptor(d).unwrap(), "iss".into(), "aud".into(), 60_000, 0)
+    }
+
+    fn sign(t: &AccessTokens) -> String {
+        let roles = vec!["r".to_string()];
+        t.sign(Subject { user_id: "u", name: "n", roles: &roles, session_id: "s" }, 1_000_000).unwrap().token
+    }
+
+    #[test]
+    fn asymmetric_keys_sign_verify_and_publish_only_public_parts() {
+        for (alg, key, kty) in [(SigningAlgorithm::Es256, ES256, "EC"), (SigningAlgorithm::EdDsa, ED25519, "OKP")] {
+            let t = tokens(&descriptor(alg, key, &[]));
+            let claims = t.verify(&sign(&t), 1_000_000, Expiry::Enforce).unwrap();
+            assert_eq!(claims.sub, "u");
+            let jwks = serde_json::to_value(t.keys().jwks()).unwrap();
+            let keys = jwks["keys"].as_array().unwrap();
+            assert_eq!(keys.len(), 1);
+            assert_eq!(keys[0]["kty"], kty);
+            assert_eq!(keys[0]["kid"], t.keys().signing_kid());
+            assert_eq!(keys[0]["alg"], alg.jose_name());
+            assert_eq!(keys[0]["use"], "sig");
+            assert!(keys[0].get("d").is_none(), "private part published: {jwks}");
+        }
+    }
+
+    #[test]
+    fn hs256_publishes_nothing_and_its_kid_hides_the_key() {
+        let t = tokens(&descriptor(SigningAlgorithm::Hs256, HS_KEY, &[]));
+        assert!(t.keys().jwks().keys.is_empty());
+        assert!(!t.keys().signing_kid().contains("0123"));
+        assert_eq!(t.keys().signing_kid().len(), 16);
+    }
+
+    #[test]
+    fn previous_public_keys_still_verify_and_are_published() {
+        let old = tokens(&descriptor(SigningAlgorithm::Es256, ES256_OLD, &[]));
+        let old_token = sign(&old);
+        let current = tokens(&descriptor(SigningAlgorithm::Es256, ES256, &[ES256_OLD_PUBLIC]));
+        current.verify(&old_token, 1_000_000, Expiry::Enforce).unwrap();
+        assert_eq!(current.keys().jwks().keys.len(), 2);
+        let without = tokens(&descriptor(SigningAlgorithm::Es256, ES256, &[]));
+        assert!(without.verify(&old_token, 1_000_000, Expiry::Enforce).is_err());
+    }
+
+    #[test]
+    fn migrating_from_hs256_to_es256_keeps_old_tokens_valid() {
+        let old = tokens(&descriptor(SigningAlgorithm::Hs256, HS_KEY, &[]));
+        let old_token = sign(&old);
+        let current = tokens(&descriptor(SigningAlgorithm::Es256, ES256, &[HS_KEY]));
+        current.verify(&old_token, 1_000_000, Expiry::Enforce).unwrap();
+        assert_eq!(current.keys().jwks().keys.len(), 1, "the HMAC secret is never published");
+    }
+
+    #[test]
+    fn bad_keys_name_their_setting() {
+        let cases = [
+            (descriptor(SigningAlgorithm::Es256, HS_KEY, &[]), ALGORITHM_KEY.to_string()),
+            (descriptor(SigningAlgorithm::EdDsa, ES256, &[]), ALGORITHM_KEY.to_string()),
+            (descriptor(SigningAlgorithm::Es256, ES256, &[ES256_OLD]), format!("{PREVIOUS_KEYS}__0")),
+            (descriptor(SigningAlgorithm::Hs256, HS_KEY, &["short"]), format!("{PREVIOUS_KEYS}__0")),
+            (descriptor(SigningAlgorithm::Hs256, HS_KEY, &[HS_KEY]), format!("{PREVIOUS_KEYS}__0")),
+            (
+                descriptor(SigningAlgorithm::Hs256, HS_KEY, &["-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"]),
+                format!("{PREVIOUS_KEYS}__0"),
+            ),
+        ];
+        for (d, setting) in cases {
+            let err = KeySet::from_descriptor(&d).unwrap_err();
+            assert_eq!(err.setting, setting, "{err}");
+        }
+    }
+
+    #[test]
+    fn a_token_claiming_another_algorithm_for_a_known_kid_is_refused() {
+        // An HS256 token whose kid names the ES256 key (the classic algorithm-confusion attack,
+        // with the public key bytes as HMAC secret).
+        let es = tokens(&descriptor(SigningAlgorithm::Es256, ES256, &[]));
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(es.keys().signing_kid().to_string());
+        let claims = serde_json::json!({"iss":"iss","aud":"aud","sub":"u","exp":2_000,"iat":1_000,"nbf":1_000,
+            "jti":"j","sid":"s","name":"n","roles":[]});
+        let forged = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(ES256.as_bytes())).unwrap();
+        assert!(es.verify(&forged, 1_000_000, Expiry::Enforce).is_err());
+    }
+}
