@@ -340,11 +340,16 @@ impl TokenService {
         Err(ServiceError::Unavailable(StoreError::unavailable("session stayed contended")))
     }
 
-    /// RFC 7009 revocation of the session a refresh token belongs to. Unknown, malformed and
-    /// unverifiable tokens succeed without changing anything (the endpoint reveals nothing).
-    /// Returns whether a session ended.
-    pub async fn revoke_token(&self, refresh_token: &str) -> Result<bool, ServiceError> {
-        let Some(parts) = self.refresh.parse(refresh_token) else { return Ok(false) };
+    /// RFC 7009 revocation: ends the session a refresh token, or an unexpired access token of ours
+    /// (its `sid`), belongs to. Unknown, malformed and unverifiable tokens succeed without changing
+    /// anything (the endpoint reveals nothing). Returns whether a session ended.
+    pub async fn revoke_token(&self, token: &str) -> Result<bool, ServiceError> {
+        let Some(parts) = self.refresh.parse(token) else {
+            return match self.access.verify(token, self.clock.now_ms(), Expiry::Enforce) {
+                Ok(claims) => Ok(self.store.delete_session(&claims.sub, &claims.sid).await?),
+                Err(_) => Ok(false),
+            };
+        };
         match self.load(&parts).await {
             Ok(Some(found)) if parts.generation <= found.value.generation => {
                 Ok(self.store.delete_session(&parts.user_id, &parts.session_id).await?)

@@ -204,6 +204,19 @@ async fn revoking_with_the_previous_token_ends_the_session() {
 }
 
 #[tokio::test]
+async fn revoking_an_access_token_ends_its_session_until_it_expires() {
+    let f = fixture(&[]).await;
+    let phone = f.login("alice").await;
+    let laptop = f.login("alice").await;
+    assert!(f.service.revoke_token(&phone.access_token).await.unwrap());
+    assert!(f.refresh(&phone.refresh_token).await.is_err());
+    f.refresh(&laptop.refresh_token).await.unwrap();
+    // An expired access token revokes nothing.
+    f.clock.advance(300_000 + 30_000);
+    assert!(!f.service.revoke_token(&laptop.access_token).await.unwrap());
+}
+
+#[tokio::test]
 async fn scope_revocation_ends_the_right_sessions() {
     let f = fixture(&[]).await;
     let phone = f.login("alice").await;

@@ -42,6 +42,9 @@ fn content_kind(req: &ApiRequest) -> Result<Kind, ApiError> {
 impl Fields {
     /// Parses the request's body according to its `Content-Type`.
     pub fn parse(req: &ApiRequest) -> Result<Self, ApiError> {
+        if req.body_too_large {
+            return Err(ApiError::PayloadTooLarge);
+        }
         if req.body.is_empty() {
             return Err(ApiError::InvalidRequest("a request body is required".into()));
         }

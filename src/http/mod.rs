@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use crate::secret::Password;
 use crate::service::{RevokeScope, TokenService};
-use crate::tokens::refresh::MAX_ENCODED_LEN;
 use crate::users::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
 
 pub mod body;
@@ -20,7 +19,8 @@ use error::ApiError;
 
 /// Largest accepted request body (16 KiB); larger bodies get 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-const MAX_ACCESS_TOKEN_LEN: usize = 8 * 1024;
+/// Longest accepted token field (access tokens are the longest tokens clients send).
+const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// The functions this handler serves (one folder each, holding its `function.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,23 +146,38 @@ impl Api {
     /// Handles one request and logs its function, outcome and latency.
     pub async fn handle(&self, req: ApiRequest) -> ApiResponse {
         let started = Instant::now();
-        let response = match self.route(&req).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        };
-        let response = match req.function {
+        let result = self.route(&req).await;
+        Self::finish(&req.method, req.function, req.mode, req.invocation_id.as_deref(), result, started)
+    }
+
+    /// Answers a request that could not even be read (e.g. a malformed invocation payload) with the
+    /// same headers and log line as any other.
+    pub fn reject(method: &str, function: Option<Function>, mode: Mode, error: ApiError) -> ApiResponse {
+        Self::finish(method, function, mode, None, Err(error), Instant::now())
+    }
+
+    fn finish(
+        method: &str,
+        function: Option<Function>,
+        mode: Mode,
+        invocation_id: Option<&str>,
+        result: Result<ApiResponse, ApiError>,
+        started: Instant,
+    ) -> ApiResponse {
+        let response = result.unwrap_or_else(ApiError::into_response);
+        let response = match function {
             Some(Function::Jwks) | None => response,
             Some(_) => response.no_store(),
         };
         tracing::info!(
-            function = req.function.map_or("none", Function::name),
-            method = %req.method,
-            mode = ?req.mode,
+            function = function.map_or("none", Function::name),
+            method = %method,
+            mode = ?mode,
             status = response.status,
             outcome = response.outcome,
             reason = response.reason,
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            invocation_id = req.invocation_id.as_deref(),
+            invocation_id,
             "request"
         );
         response
@@ -174,13 +189,10 @@ impl Api {
         let allowed = match function {
             Function::Token | Function::Revoke => matches!(method, "POST" | "PATCH"),
             Function::Refresh => method == "POST",
-            Function::Jwks => matches!(method, "GET" | "HEAD"),
+            Function::Jwks => method == "GET",
         };
         if !allowed {
             return Err(ApiError::MethodNotAllowed(function.allow()));
-        }
-        if req.body_too_large {
-            return Err(ApiError::PayloadTooLarge);
         }
         match (function, method) {
             (Function::Jwks, _) => Ok(self.jwks()),
@@ -215,8 +227,8 @@ impl Api {
 
     /// Refresh: `{refresh_token, access_token?}`.
     async fn refresh(&self, fields: &Fields) -> Result<ApiResponse, ApiError> {
-        let refresh_token = fields.required("refresh_token", 4 * MAX_ENCODED_LEN)?;
-        let access_token = fields.string("access_token", MAX_ACCESS_TOKEN_LEN)?;
+        let refresh_token = fields.required("refresh_token", MAX_TOKEN_LEN)?;
+        let access_token = fields.string("access_token", MAX_TOKEN_LEN)?;
         let pair = self.service.refresh(refresh_token, access_token).await?;
         Ok(ApiResponse::json(200, &pair))
     }
@@ -226,8 +238,8 @@ impl Api {
         let scope = fields.string("scope", 32)?;
         let username = fields.string("username", MAX_USERNAME_CHARS * 4)?;
         let token = match (
-            fields.string("refresh_token", 4 * MAX_ENCODED_LEN)?,
-            fields.string("token", 4 * MAX_ENCODED_LEN)?,
+            fields.string("refresh_token", MAX_TOKEN_LEN)?,
+            fields.string("token", MAX_TOKEN_LEN)?,
         ) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::InvalidRequest("send either refresh_token or token, not both".into()));
@@ -271,7 +283,7 @@ fn bearer(req: &ApiRequest) -> Result<&str, ApiError> {
         return Err(ApiError::MissingToken);
     }
     let token = token.trim();
-    if token.is_empty() || token.len() > MAX_ACCESS_TOKEN_LEN {
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
         return Err(ApiError::InvalidToken { expired: false, description: "malformed token" });
     }
     Ok(token)

@@ -113,11 +113,14 @@ where
             };
             let response = match request {
                 Ok(req) => api.handle(req).await,
-                Err(e) => e.into_response(),
+                Err(e) => Api::reject(method.as_str(), Function::from_name(name), Mode::Invocation, e),
             };
             invocation_response(&response)
         }
-        _ => to_warp(&ApiError::NotFound("no such route; functions are served under /api/").into_response()),
+        _ => {
+            let e = ApiError::NotFound("no such route; functions are served under /api/");
+            to_warp(&Api::reject(method.as_str(), None, Mode::Forwarded, e))
+        }
     }
 }
 
