@@ -1,0 +1,71 @@
+//! The Functions app layout the host reads: host.json, one function.json per function, and the
+//! example settings. Checked against the code so they cannot drift apart.
+
+use jwt_refresh_token::http::Function;
+use jwt_refresh_token::settings::{Env, Mode, Settings};
+
+fn json(path: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+const FUNCTIONS: [Function; 4] = [Function::Token, Function::Refresh, Function::Revoke, Function::Jwks];
+
+#[test]
+fn host_json_runs_the_handler_with_forwarding_under_api() {
+    let host = json("host.json");
+    assert_eq!(host["version"], "2.0");
+    assert_eq!(host["customHandler"]["description"]["defaultExecutablePath"], "handler");
+    assert_eq!(host["customHandler"]["enableForwardingHttpRequest"], true);
+    assert_eq!(host["extensions"]["http"]["routePrefix"], "api");
+}
+
+#[test]
+fn every_function_has_one_http_trigger_req_and_one_http_output_res_with_the_served_methods() {
+    for f in FUNCTIONS {
+        let path = format!("{}/function.json", f.name());
+        let bindings = json(&path)["bindings"].as_array().cloned().unwrap_or_default();
+        assert_eq!(bindings.len(), 2, "{path}");
+        let trigger = bindings.iter().find(|b| b["type"] == "httpTrigger").expect("httpTrigger");
+        assert_eq!(trigger["name"], "req", "{path}");
+        assert_eq!(trigger["direction"], "in", "{path}");
+        assert_eq!(trigger["authLevel"], "anonymous", "{path}");
+        assert_eq!(trigger["route"], f.name(), "{path}");
+        let mut methods: Vec<String> =
+            trigger["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_uppercase()).collect();
+        methods.sort();
+        let mut allowed: Vec<String> = f.allow().split(", ").map(str::to_string).collect();
+        allowed.sort();
+        assert_eq!(methods, allowed, "{path}: methods must match what the handler serves");
+        let output = bindings.iter().find(|b| b["type"] == "http").expect("http output");
+        assert_eq!(output["name"], "res", "{path}");
+        assert_eq!(output["direction"], "out", "{path}");
+    }
+}
+
+#[test]
+fn the_example_settings_are_complete_and_valid() {
+    let example = json("local.settings.json.example");
+    let values = example["Values"].as_object().unwrap();
+    assert_eq!(values["FUNCTIONS_WORKER_RUNTIME"], "custom");
+    let env = Env::from_pairs(values.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())));
+    Settings::load(&env, Mode::Production).unwrap();
+    let source = std::fs::read_to_string("src/settings.rs").unwrap();
+    // Every `JwtRefreshToken__…` name the code defines is in the example (PreviousKeys is a list
+    // of optional entries, documented in the README).
+    for name in source.split('"').filter(|s| s.starts_with("JwtRefreshToken__") && s.len() > "JwtRefreshToken__".len())
+    {
+        if name.contains("PreviousKeys") {
+            continue;
+        }
+        assert!(values.contains_key(name), "local.settings.json.example lacks {name}");
+    }
+}
+
+#[test]
+fn openapi_documents_every_function() {
+    let spec = std::fs::read_to_string("openapi.yaml").unwrap();
+    for f in FUNCTIONS {
+        assert!(spec.contains(&format!("/api/{}:", f.name())), "openapi.yaml lacks /api/{}", f.name());
+    }
+}
