@@ -13,11 +13,10 @@ use serde::Serialize;
 
 use crate::clock::{Clock, UnixMs};
 use crate::secret::{Password, token_prefix};
-use crate::settings::Login;
-use crate::store::{LoginThrottle, SessionRecord, Store, StoreError, Versioned};
+use crate::store::{SessionRecord, Store, StoreError, Versioned};
 use crate::tokens::access::{AccessClaims, AccessTokenError, AccessTokens, Expiry, Subject};
 use crate::tokens::refresh::{RefreshTokenParts, RefreshTokens, session_id_text};
-use crate::users::{ADMIN_ROLE, UserDirectory, lockout, username_key};
+use crate::users::{ADMIN_ROLE, LoginOutcome, UserDirectory, username_key};
 
 /// How often a compare-and-swap is retried before the request is answered with 503.
 const MAX_CAS_ATTEMPTS: usize = 16;
@@ -142,8 +141,6 @@ pub struct Policy {
     pub session_ttl_ms: i64,
     /// How long the previous refresh token still yields the same successor.
     pub reuse_grace_ms: i64,
-    /// Login throttling.
-    pub login: Login,
 }
 
 /// The token service.
@@ -196,21 +193,16 @@ impl TokenService {
         &self.store
     }
 
-    /// Resource-owner password grant: checks lockout, credentials, then starts a session.
+    /// Resource-owner password grant: the directory checks lockout and credentials, then a
+    /// session starts.
     pub async fn login(&self, username: &str, password: &Password) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
-        let key = username_key(username).map_err(|_| ServiceError::InvalidRequest("username is not acceptable"))?;
-        let throttle = self.store.get_throttle(&key).await?;
-        if let Some(retry_after_ms) = throttle.as_ref().and_then(|t| lockout::locked_for(&t.value, now)) {
-            return Err(ServiceError::Locked { retry_after_ms });
-        }
-        let Some(principal) = self.directory.authenticate(username, password).await? else {
-            self.record_failure(&key, throttle, now).await?;
-            return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials));
+        username_key(username).map_err(|_| ServiceError::InvalidRequest("username is not acceptable"))?;
+        let principal = match self.directory.login(username, password, now).await? {
+            LoginOutcome::Authenticated(principal) => principal,
+            LoginOutcome::Rejected => return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials)),
+            LoginOutcome::Locked { retry_after_ms } => return Err(ServiceError::Locked { retry_after_ms }),
         };
-        if throttle.is_some() {
-            self.store.delete_throttle(&key).await?;
-        }
         let session = SessionRecord {
             user_id: principal.id,
             session_id: session_id_text(&random_bytes::<16>()?),
@@ -225,31 +217,6 @@ impl TokenService {
         self.store.insert_session(&session).await?;
         tracing::info!(session = %session.session_id, "session started");
         self.pair(&session, now)
-    }
-
-    async fn record_failure(
-        &self,
-        key: &str,
-        mut current: Option<Versioned<LoginThrottle>>,
-        now: UnixMs,
-    ) -> Result<(), ServiceError> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let next = lockout::after_failure(current.as_ref().map(|t| &t.value), now, &self.policy.login);
-            let written = self.store.put_throttle(key, &next, current.as_ref().map(|t| &t.version)).await;
-            match written {
-                Ok(_) => {
-                    if lockout::locked_for(&next, now).is_some() {
-                        tracing::warn!("login locked after repeated failures");
-                    }
-                    return Ok(());
-                }
-                Err(StoreError::Precondition | StoreError::Conflict | StoreError::NotFound) => {
-                    current = self.store.get_throttle(key).await?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ServiceError::Unavailable(StoreError::unavailable("login throttle stayed contended")))
     }
 
     fn pair(&self, session: &SessionRecord, now: UnixMs) -> Result<TokenPair, ServiceError> {

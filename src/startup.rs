@@ -76,11 +76,10 @@ pub fn build_service(
             tracing::warn!(error = %e, "password hasher warm-up failed");
         }
     });
-    let directory = Arc::new(StoreDirectory::new(store.clone(), hasher));
+    let directory = Arc::new(StoreDirectory::new(store.clone(), hasher, settings.login));
     let policy = Policy {
         session_ttl_ms: settings.expires.refresh_expires_in_ms,
         reuse_grace_ms: settings.rotation.reuse_grace_ms,
-        login: settings.login,
     };
     Ok(TokenService::new(store, directory, access, refresh, policy, clock))
 }
@@ -120,10 +119,13 @@ impl Application {
             loop {
                 tick.tick().await;
                 let now = service.clock().now_ms();
-                match service.store().purge_expired(now).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(purged = n, "expired sessions purged"),
-                    Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+                let store = service.store();
+                match (store.purge_expired(now).await, store.purge_expired_accounts(now).await) {
+                    (Ok(sessions), Ok(accounts)) if sessions + accounts > 0 => {
+                        tracing::info!(sessions, accounts, "expired records purged");
+                    }
+                    (Ok(_), Ok(_)) => {}
+                    (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "purging expired records failed"),
                 }
             }
         });

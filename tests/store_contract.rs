@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
-    LoginThrottle, SessionRecord, SessionStore as _, Store, StoreError, UserRecord, UserStore as _, Version,
+    Account, LoginThrottle, SessionRecord, SessionStore as _, Store, StoreError, UserRecord, UserStore as _, Version,
 };
 
 mod contract {
@@ -145,50 +145,59 @@ mod contract {
         assert!(store.get_session("u1", "live").await.unwrap().is_some());
     }
 
-    pub async fn users_read_back_by_key_and_list_in_key_order(store: &dyn Store) {
-        store.insert_user(&user("carol", "id-c")).await.unwrap();
-        store.insert_user(&user("alice", "id-a")).await.unwrap();
-        let got = store.get_user("alice").await.unwrap().unwrap();
-        assert_eq!(got.value, user("alice", "id-a"));
-        assert!(store.get_user("ALICE").await.unwrap().is_none(), "keys are given lowercased by callers");
-        assert!(store.get_user("bob").await.unwrap().is_none());
-        let keys: Vec<String> = store.list_users().await.unwrap().into_iter().map(|u| u.username_key).collect();
-        assert_eq!(keys, vec!["alice".to_string(), "carol".to_string()]);
+    pub fn account(key: &str, user: Option<UserRecord>) -> Account {
+        Account {
+            username_key: key.into(),
+            user,
+            throttle: LoginThrottle { failures: 2, last_failure_ms: 7, locked_until_ms: 0 },
+            expires_at_ms: Some(5_000),
+        }
     }
 
-    pub async fn a_taken_username_or_id_conflicts(store: &dyn Store) {
-        store.insert_user(&user("alice", "id-a")).await.unwrap();
-        assert!(matches!(store.insert_user(&user("alice", "id-other")).await, Err(StoreError::Conflict)));
-        assert!(matches!(store.insert_user(&user("bob", "id-a")).await, Err(StoreError::Conflict)));
-        assert_eq!(store.list_users().await.unwrap().len(), 1);
+    pub async fn accounts_read_back_and_users_list_in_key_order(store: &dyn Store) {
+        let carol = account("carol", Some(user("carol", "id-c")));
+        store.put_account(&carol, None).await.unwrap();
+        store.put_account(&account("alice", Some(user("alice", "id-a"))), None).await.unwrap();
+        store.put_account(&account("bob", None), None).await.unwrap();
+        let got = store.get_account("carol").await.unwrap().unwrap();
+        assert_eq!(got.value, carol);
+        assert!(store.get_account("CAROL").await.unwrap().is_none(), "keys are given lowercased by callers");
+        assert!(store.get_account("dave").await.unwrap().is_none());
+        let users: Vec<UserRecord> = store.list_users().await.unwrap();
+        assert_eq!(users, vec![user("alice", "id-a"), user("carol", "id-c")], "accounts without a user are not users");
     }
 
-    pub async fn user_replace_is_compare_and_swap(store: &dyn Store) {
-        store.insert_user(&user("alice", "id-a")).await.unwrap();
-        let v1 = store.get_user("alice").await.unwrap().unwrap().version;
-        let mut disabled = user("alice", "id-a");
-        disabled.disabled = true;
-        let v2 = store.replace_user(&disabled, &v1).await.unwrap();
-        assert!(matches!(store.replace_user(&user("alice", "id-a"), &v1).await, Err(StoreError::Precondition)));
-        let got = store.get_user("alice").await.unwrap().unwrap();
-        assert!(got.value.disabled);
-        assert_eq!(got.version, v2);
-        assert!(matches!(store.replace_user(&user("zed", "id-z"), &v2).await, Err(StoreError::NotFound)));
+    pub async fn creating_an_existing_account_conflicts(store: &dyn Store) {
+        store.put_account(&account("alice", None), None).await.unwrap();
+        let with_user = account("alice", Some(user("alice", "id-a")));
+        assert!(matches!(store.put_account(&with_user, None).await, Err(StoreError::Conflict)));
+        assert!(store.get_account("alice").await.unwrap().unwrap().value.user.is_none(), "nothing overwritten");
     }
 
-    pub async fn throttles_are_created_once_then_compare_and_swapped(store: &dyn Store) {
-        let t1 = LoginThrottle { failures: 1, last_failure_ms: 10, locked_until_ms: 0 };
-        let v1 = store.put_throttle("alice", &t1, None).await.unwrap();
-        assert!(matches!(store.put_throttle("alice", &t1, None).await, Err(StoreError::Conflict)));
-        let t2 = LoginThrottle { failures: 2, last_failure_ms: 20, locked_until_ms: 0 };
-        let v2 = store.put_throttle("alice", &t2, Some(&v1)).await.unwrap();
-        assert!(matches!(store.put_throttle("alice", &t1, Some(&v1)).await, Err(StoreError::Precondition)));
-        let got = store.get_throttle("alice").await.unwrap().unwrap();
-        assert_eq!((got.value, got.version), (t2, v2.clone()));
-        assert!(store.delete_throttle("alice").await.unwrap());
-        assert!(!store.delete_throttle("alice").await.unwrap());
-        assert!(store.get_throttle("alice").await.unwrap().is_none());
-        assert!(matches!(store.put_throttle("alice", &t2, Some(&v2)).await, Err(StoreError::NotFound)));
+    pub async fn account_writes_are_compare_and_swap(store: &dyn Store) {
+        let v1 = store.put_account(&account("alice", None), None).await.unwrap();
+        assert_eq!(store.get_account("alice").await.unwrap().unwrap().version, v1);
+        let with_user = account("alice", Some(user("alice", "id-a")));
+        let v2 = store.put_account(&with_user, Some(&v1)).await.unwrap();
+        assert_ne!(v1, v2);
+        let mut cleared = with_user.clone();
+        cleared.throttle = LoginThrottle::default();
+        assert!(matches!(store.put_account(&cleared, Some(&v1)).await, Err(StoreError::Precondition)));
+        let got = store.get_account("alice").await.unwrap().unwrap();
+        assert_eq!((got.value, got.version), (with_user, v2.clone()));
+        assert!(matches!(store.put_account(&account("zed", None), Some(&v2)).await, Err(StoreError::NotFound)));
+        assert!(store.get_account("zed").await.unwrap().is_none(), "a CAS write never creates");
+    }
+
+    pub async fn purging_accounts_never_removes_users_or_live_throttles(store: &dyn Store) {
+        let mut live = account("live", None);
+        live.expires_at_ms = Some(10_000);
+        store.put_account(&live, None).await.unwrap();
+        store.put_account(&account("user", Some(user("user", "id-u"))), None).await.unwrap();
+        store.put_account(&account("dead", None), None).await.unwrap();
+        assert!(store.purge_expired_accounts(6_000).await.unwrap() <= 1);
+        assert!(store.get_account("live").await.unwrap().is_some());
+        assert!(store.get_account("user").await.unwrap().is_some(), "an account with a user never expires");
     }
 }
 
@@ -208,10 +217,10 @@ macro_rules! store_contract {
                 delete_reports_whether_the_session_existed,
                 deleting_user_sessions_keeps_the_named_one_and_other_users,
                 purging_never_removes_live_sessions,
-                users_read_back_by_key_and_list_in_key_order,
-                a_taken_username_or_id_conflicts,
-                user_replace_is_compare_and_swap,
-                throttles_are_created_once_then_compare_and_swapped
+                accounts_read_back_and_users_list_in_key_order,
+                creating_an_existing_account_conflicts,
+                account_writes_are_compare_and_swap,
+                purging_accounts_never_removes_users_or_live_throttles
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,14 +260,27 @@ async fn embedded_purge_removes_exactly_the_expired_sessions() {
     assert!(store.get_session("u1", "live").await.unwrap().is_some());
 }
 
+/// Embedded-only: user-less accounts past their expiry are purged by the store itself.
+#[tokio::test]
+async fn embedded_purge_removes_exactly_the_expired_throttle_only_accounts() {
+    let (store, _dir) = embedded().await;
+    store.put_account(&contract::account("dead", None), None).await.unwrap();
+    let mut live = contract::account("live", None);
+    live.expires_at_ms = Some(10_000);
+    store.put_account(&live, None).await.unwrap();
+    store.put_account(&contract::account("user", Some(contract::user("user", "id-u"))), None).await.unwrap();
+    assert_eq!(store.purge_expired_accounts(6_000).await.unwrap(), 1);
+    assert!(store.get_account("dead").await.unwrap().is_none());
+}
+
 /// Embedded-only: a second handle on the same file (another process, in production: the `user`
 /// commands) sees writes at once.
 #[tokio::test]
 async fn embedded_store_is_shared_between_handles_on_one_file() {
     let (a, dir) = embedded().await;
     let b = EmbeddedStore::open(dir.path()).unwrap();
-    a.insert_user(&contract::user("alice", "id-a")).await.unwrap();
-    assert!(b.get_user("alice").await.unwrap().is_some());
+    a.put_account(&contract::account("alice", Some(contract::user("alice", "id-a"))), None).await.unwrap();
+    assert!(b.get_account("alice").await.unwrap().is_some());
     b.insert_session(&contract::session("id-a", "s", 10_000)).await.unwrap();
     assert_eq!(a.delete_user_sessions("id-a", None).await.unwrap(), 1);
 }

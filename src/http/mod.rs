@@ -237,10 +237,7 @@ impl Api {
     async fn revoke(&self, req: &ApiRequest, fields: &Fields) -> Result<ApiResponse, ApiError> {
         let scope = fields.string("scope", 32)?;
         let username = fields.string("username", MAX_USERNAME_CHARS * 4)?;
-        let token = match (
-            fields.string("refresh_token", MAX_TOKEN_LEN)?,
-            fields.string("token", MAX_TOKEN_LEN)?,
-        ) {
+        let token = match (fields.string("refresh_token", MAX_TOKEN_LEN)?, fields.string("token", MAX_TOKEN_LEN)?) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::InvalidRequest("send either refresh_token or token, not both".into()));
             }

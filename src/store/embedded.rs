@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
-use super::{LoginThrottle, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned};
+use super::{
+    Account, LoginThrottle, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned,
+};
 use crate::clock::UnixMs;
 
 /// File name of the database inside the store directory.
@@ -17,16 +19,21 @@ const SCHEMA_VERSION: i64 = 1;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS users (
+CREATE TABLE IF NOT EXISTS accounts (
     username_key TEXT PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    username TEXT NOT NULL,
-    password_hash TEXT NOT NULL,
-    roles TEXT NOT NULL,
-    disabled INTEGER NOT NULL,
-    created_at_ms INTEGER NOT NULL,
+    user_id TEXT UNIQUE,
+    username TEXT,
+    password_hash TEXT,
+    roles TEXT,
+    disabled INTEGER,
+    created_at_ms INTEGER,
+    failures INTEGER NOT NULL,
+    last_failure_ms INTEGER NOT NULL,
+    locked_until_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER,
     version INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS accounts_by_expiry ON accounts (expires_at_ms) WHERE user_id IS NULL;
 CREATE TABLE IF NOT EXISTS sessions (
     user_id TEXT NOT NULL,
     session_id TEXT NOT NULL,
@@ -41,13 +48,6 @@ CREATE TABLE IF NOT EXISTS sessions (
     PRIMARY KEY (user_id, session_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at_ms);
-CREATE TABLE IF NOT EXISTS login_throttles (
-    username_key TEXT PRIMARY KEY,
-    failures INTEGER NOT NULL,
-    last_failure_ms INTEGER NOT NULL,
-    locked_until_ms INTEGER NOT NULL,
-    version INTEGER NOT NULL
-);
 ";
 
 /// SQLite-backed [`super::Store`]. Cheap to clone; clones share one connection.
@@ -160,21 +160,39 @@ fn session_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<SessionRecord>,
     })
 }
 
-const USER_COLUMNS: &str = "id, username, username_key, password_hash, roles, disabled, created_at_ms, version";
+const ACCOUNT_COLUMNS: &str = "username_key, user_id, username, password_hash, roles, disabled, created_at_ms, \
+     failures, last_failure_ms, locked_until_ms, expires_at_ms, version";
 
-fn user_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<UserRecord>, rusqlite::Error> {
-    let roles: String = row.get(4)?;
+fn account_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<Account>, rusqlite::Error> {
+    let username_key: String = row.get(0)?;
+    let user_id: Option<String> = row.get(1)?;
+    let user = match user_id {
+        None => None,
+        Some(id) => {
+            let roles: String = row.get(4)?;
+            Some(UserRecord {
+                id,
+                username: row.get(2)?,
+                username_key: username_key.clone(),
+                password_hash: row.get(3)?,
+                roles: roles_from_text(&roles)?,
+                disabled: row.get(5)?,
+                created_at_ms: row.get(6)?,
+            })
+        }
+    };
     Ok(Versioned {
-        value: UserRecord {
-            id: row.get(0)?,
-            username: row.get(1)?,
-            username_key: row.get(2)?,
-            password_hash: row.get(3)?,
-            roles: roles_from_text(&roles)?,
-            disabled: row.get(5)?,
-            created_at_ms: row.get(6)?,
+        value: Account {
+            username_key,
+            user,
+            throttle: LoginThrottle {
+                failures: row.get(7)?,
+                last_failure_ms: row.get(8)?,
+                locked_until_ms: row.get(9)?,
+            },
+            expires_at_ms: row.get(10)?,
         },
-        version: version_of(row.get(7)?),
+        version: version_of(row.get(11)?),
     })
 }
 
@@ -304,34 +322,13 @@ impl SessionStore for EmbeddedStore {
 
 #[async_trait]
 impl UserStore for EmbeddedStore {
-    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
-        let u = user.clone();
-        self.run(move |conn| {
-            conn.execute(
-                &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)"),
-                params![
-                    u.id,
-                    u.username,
-                    u.username_key,
-                    u.password_hash,
-                    roles_to_text(&u.roles)?,
-                    u.disabled,
-                    u.created_at_ms
-                ],
-            )
-            .map_err(map_err)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn get_user(&self, username_key: &str) -> Result<Option<Versioned<UserRecord>>, StoreError> {
+    async fn get_account(&self, username_key: &str) -> Result<Option<Versioned<Account>>, StoreError> {
         let key = username_key.to_string();
         self.run(move |conn| {
             conn.query_row(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE username_key = ?1"),
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username_key = ?1"),
                 params![key],
-                user_from_row,
+                account_from_row,
             )
             .optional()
             .map_err(map_err)
@@ -339,31 +336,58 @@ impl UserStore for EmbeddedStore {
         .await
     }
 
-    async fn replace_user(&self, user: &UserRecord, expected: &Version) -> Result<Version, StoreError> {
-        let u = user.clone();
-        let Some(expected) = expected_counter(expected) else { return Err(StoreError::Precondition) };
+    async fn put_account(&self, account: &Account, expected: Option<&Version>) -> Result<Version, StoreError> {
+        let a = account.clone();
+        let expected = match expected {
+            None => None,
+            Some(v) => Some(expected_counter(v).ok_or(StoreError::Precondition)?),
+        };
         self.run(move |conn| {
-            let changed = conn
-                .execute(
-                    "UPDATE users SET id = ?2, username = ?3, password_hash = ?4, roles = ?5, disabled = ?6,
-                         created_at_ms = ?7, version = version + 1
-                     WHERE username_key = ?1 AND version = ?8",
-                    params![
-                        u.username_key,
-                        u.id,
-                        u.username,
-                        u.password_hash,
-                        roles_to_text(&u.roles)?,
-                        u.disabled,
-                        u.created_at_ms,
-                        expected
-                    ],
-                )
-                .map_err(map_err)?;
-            if changed == 1 {
-                return Ok(version_of(expected + 1));
+            let u = a.user.as_ref();
+            let roles = u.map(|u| roles_to_text(&u.roles)).transpose()?;
+            let t = &a.throttle;
+            let values = params![
+                a.username_key,
+                u.map(|u| &u.id),
+                u.map(|u| &u.username),
+                u.map(|u| &u.password_hash),
+                roles,
+                u.map(|u| u.disabled),
+                u.map(|u| u.created_at_ms),
+                t.failures,
+                t.last_failure_ms,
+                t.locked_until_ms,
+                a.expires_at_ms,
+                expected.unwrap_or(0)
+            ];
+            match expected {
+                None => {
+                    conn.execute(
+                        &format!(
+                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 + 1)"
+                        ),
+                        values,
+                    )
+                    .map_err(map_err)?;
+                    Ok(version_of(1))
+                }
+                Some(expected) => {
+                    let changed = conn
+                        .execute(
+                            "UPDATE accounts SET user_id = ?2, username = ?3, password_hash = ?4, roles = ?5, disabled = ?6,
+                                 created_at_ms = ?7, failures = ?8, last_failure_ms = ?9, locked_until_ms = ?10,
+                                 expires_at_ms = ?11, version = version + 1
+                             WHERE username_key = ?1 AND version = ?12",
+                            values,
+                        )
+                        .map_err(map_err)?;
+                    if changed == 1 {
+                        return Ok(version_of(expected + 1));
+                    }
+                    let key = &a.username_key;
+                    Err(missing_or_stale(conn, "SELECT 1 FROM accounts WHERE username_key = ?1", params![key])?)
+                }
             }
-            Err(missing_or_stale(conn, "SELECT 1 FROM users WHERE username_key = ?1", params![u.username_key])?)
         })
         .await
     }
@@ -371,82 +395,22 @@ impl UserStore for EmbeddedStore {
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         self.run(|conn| {
             let mut stmt = conn
-                .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username_key"))
+                .prepare_cached(&format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id IS NOT NULL ORDER BY username_key"
+                ))
                 .map_err(map_err)?;
-            let rows = stmt.query_map([], user_from_row).map_err(map_err)?;
-            rows.map(|r| r.map(|v| v.value).map_err(map_err)).collect()
+            let rows = stmt.query_map([], account_from_row).map_err(map_err)?;
+            rows.filter_map(|r| r.map(|v| v.value.user).map_err(map_err).transpose()).collect()
         })
         .await
     }
 
-    async fn get_throttle(&self, username_key: &str) -> Result<Option<Versioned<LoginThrottle>>, StoreError> {
-        let key = username_key.to_string();
+    async fn purge_expired_accounts(&self, now: UnixMs) -> Result<u64, StoreError> {
         self.run(move |conn| {
-            conn.query_row(
-                "SELECT failures, last_failure_ms, locked_until_ms, version FROM login_throttles WHERE username_key = ?1",
-                params![key],
-                |row| {
-                    Ok(Versioned {
-                        value: LoginThrottle {
-                            failures: row.get(0)?,
-                            last_failure_ms: row.get(1)?,
-                            locked_until_ms: row.get(2)?,
-                        },
-                        version: version_of(row.get(3)?),
-                    })
-                },
-            )
-            .optional()
-            .map_err(map_err)
-        })
-        .await
-    }
-
-    async fn put_throttle(
-        &self,
-        username_key: &str,
-        throttle: &LoginThrottle,
-        expected: Option<&Version>,
-    ) -> Result<Version, StoreError> {
-        let (key, t) = (username_key.to_string(), *throttle);
-        let expected = match expected {
-            None => None,
-            Some(v) => Some(expected_counter(v).ok_or(StoreError::Precondition)?),
-        };
-        self.run(move |conn| match expected {
-            None => {
-                conn.execute(
-                    "INSERT INTO login_throttles (username_key, failures, last_failure_ms, locked_until_ms, version)
-                     VALUES (?1, ?2, ?3, ?4, 1)",
-                    params![key, t.failures, t.last_failure_ms, t.locked_until_ms],
-                )
+            let n = conn
+                .execute("DELETE FROM accounts WHERE user_id IS NULL AND expires_at_ms <= ?1", params![now])
                 .map_err(map_err)?;
-                Ok(version_of(1))
-            }
-            Some(expected) => {
-                let changed = conn
-                    .execute(
-                        "UPDATE login_throttles SET failures = ?2, last_failure_ms = ?3, locked_until_ms = ?4,
-                             version = version + 1
-                         WHERE username_key = ?1 AND version = ?5",
-                        params![key, t.failures, t.last_failure_ms, t.locked_until_ms, expected],
-                    )
-                    .map_err(map_err)?;
-                if changed == 1 {
-                    return Ok(version_of(expected + 1));
-                }
-                Err(missing_or_stale(conn, "SELECT 1 FROM login_throttles WHERE username_key = ?1", params![key])?)
-            }
-        })
-        .await
-    }
-
-    async fn delete_throttle(&self, username_key: &str) -> Result<bool, StoreError> {
-        let key = username_key.to_string();
-        self.run(move |conn| {
-            let n =
-                conn.execute("DELETE FROM login_throttles WHERE username_key = ?1", params![key]).map_err(map_err)?;
-            Ok(n > 0)
+            Ok(n as u64)
         })
         .await
     }

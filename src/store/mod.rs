@@ -133,6 +133,22 @@ pub struct LoginThrottle {
     pub locked_until_ms: UnixMs,
 }
 
+/// Everything kept under one username key: the user (if one is registered) and the login
+/// throttle (also for unknown usernames, so lockout reveals nothing). One record, so a login is
+/// one read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The lowercase username key.
+    pub username_key: String,
+    /// The registered user, if any.
+    pub user: Option<UserRecord>,
+    /// Failed-login state.
+    pub throttle: LoginThrottle,
+    /// When a record without a user may be forgotten (its throttle no longer matters). Ignored
+    /// while `user` is set.
+    pub expires_at_ms: Option<UnixMs>,
+}
+
 /// Sessions: created at login, rotated by compare-and-swap, deleted when revoked or reused.
 #[async_trait]
 pub trait SessionStore: Send + Sync + fmt::Debug {
@@ -165,36 +181,24 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     async fn purge_expired(&self, now: UnixMs) -> Result<u64, StoreError>;
 }
 
-/// Users and login throttles of the built-in user directory.
+/// Accounts of the built-in user directory: users and login throttles, one record per username key.
 #[async_trait]
 pub trait UserStore: Send + Sync + fmt::Debug {
-    /// Stores a new user. [`StoreError::Conflict`] if the username key or the id is taken.
-    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// The account under a lowercase username key, or `None`. Records without a user whose
+    /// `expires_at_ms` has passed may or may not be returned.
+    async fn get_account(&self, username_key: &str) -> Result<Option<Versioned<Account>>, StoreError>;
 
-    /// A user by lowercase username key, or `None`.
-    async fn get_user(&self, username_key: &str) -> Result<Option<Versioned<UserRecord>>, StoreError>;
+    /// Writes an account: with `expected = None` only if none exists under the key
+    /// ([`StoreError::Conflict`] otherwise), else only if still at `expected`
+    /// ([`StoreError::Precondition`] when it changed, [`StoreError::NotFound`] when it is gone).
+    async fn put_account(&self, account: &Account, expected: Option<&Version>) -> Result<Version, StoreError>;
 
-    /// Replaces a user only if still at `expected` ([`StoreError::Precondition`] otherwise,
-    /// [`StoreError::NotFound`] when gone).
-    async fn replace_user(&self, user: &UserRecord, expected: &Version) -> Result<Version, StoreError>;
-
-    /// Every user, ordered by username key.
+    /// Every registered user, ordered by username key (administration only; may scan).
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
 
-    /// The throttle of a username key, or `None` when it has no recorded failures.
-    async fn get_throttle(&self, username_key: &str) -> Result<Option<Versioned<LoginThrottle>>, StoreError>;
-
-    /// Writes a throttle: with `expected = None` only if none exists ([`StoreError::Conflict`]
-    /// otherwise), else only if still at `expected` ([`StoreError::Precondition`]/[`StoreError::NotFound`]).
-    async fn put_throttle(
-        &self,
-        username_key: &str,
-        throttle: &LoginThrottle,
-        expected: Option<&Version>,
-    ) -> Result<Version, StoreError>;
-
-    /// Forgets the throttle of a username key; `true` if one existed.
-    async fn delete_throttle(&self, username_key: &str) -> Result<bool, StoreError>;
+    /// Removes records without a user whose `expires_at_ms` is at or before `now`; returns how
+    /// many. Stores that expire records by themselves (Cosmos TTL) may do nothing and return 0.
+    async fn purge_expired_accounts(&self, now: UnixMs) -> Result<u64, StoreError>;
 }
 
 /// A backend that holds both sessions and users.

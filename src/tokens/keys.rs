@@ -270,7 +270,11 @@ mod tests {
             (descriptor(SigningAlgorithm::Hs256, HS_KEY, &["short"]), format!("{PREVIOUS_KEYS}__0")),
             (descriptor(SigningAlgorithm::Hs256, HS_KEY, &[HS_KEY]), format!("{PREVIOUS_KEYS}__0")),
             (
-                descriptor(SigningAlgorithm::Hs256, HS_KEY, &["-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"]),
+                descriptor(
+                    SigningAlgorithm::Hs256,
+                    HS_KEY,
+                    &["-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"],
+                ),
                 format!("{PREVIOUS_KEYS}__0"),
             ),
         ];

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 
 use crate::clock::UnixMs;
 use crate::secret::Password;
-use crate::store::{SessionStore, StoreError, UserRecord, UserStore};
+use crate::settings::Login;
+use crate::store::{Account, LoginThrottle, SessionStore, StoreError, UserRecord, UserStore, Versioned};
 
 pub mod lockout;
 pub mod passwords;
@@ -63,29 +64,75 @@ pub struct Principal {
     pub roles: Vec<String>,
 }
 
-/// Where users come from. Implement it to plug in your own directory.
+/// The outcome of a login attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// The credentials are right and the account is active.
+    Authenticated(Principal),
+    /// Unknown user, wrong password or disabled account — indistinguishable by design.
+    Rejected,
+    /// Too many failures: refused without checking the password.
+    Locked {
+        /// Milliseconds until the lock opens.
+        retry_after_ms: i64,
+    },
+}
+
+/// Where users come from (the .NET package's `IUserRepository`). Implement it to plug in your own
+/// directory; [`StoreDirectory`] is the built-in one.
 #[async_trait]
 pub trait UserDirectory: Send + Sync + std::fmt::Debug {
-    /// Checks credentials. `Ok(None)` for an unknown user, a wrong password and a disabled account
-    /// alike; implementations should take the same time for each. Lockout is applied by the caller.
-    async fn authenticate(&self, username: &str, password: &Password) -> Result<Option<Principal>, StoreError>;
+    /// Checks credentials at `now`, applying the directory's lockout. Implementations must answer
+    /// an unknown user, a wrong password and a disabled account alike, in the same time.
+    async fn login(&self, username: &str, password: &Password, now: UnixMs) -> Result<LoginOutcome, StoreError>;
 
     /// A user by username (enabled or not), for an admin ending that user's sessions.
     async fn find(&self, username: &str) -> Result<Option<Principal>, StoreError>;
 }
 
-/// The built-in directory: users in a [`UserStore`], argon2id hashes.
+/// The built-in directory: accounts in a [`UserStore`], argon2id hashes, and lockout kept in the
+/// same record as the user, so a login reads one record.
 #[derive(Debug, Clone)]
 pub struct StoreDirectory {
     store: Arc<dyn UserStore>,
     hasher: Arc<PasswordHasher>,
+    policy: Login,
 }
 
+/// How often a compare-and-swap on an account is retried before giving up with 503.
+const MAX_ACCOUNT_CAS_ATTEMPTS: usize = 16;
+
 impl StoreDirectory {
-    /// A directory over `store`.
-    pub fn new(store: Arc<dyn UserStore>, hasher: Arc<PasswordHasher>) -> Self {
-        Self { store, hasher }
+    /// A directory over `store` with the lockout `policy`.
+    pub fn new(store: Arc<dyn UserStore>, hasher: Arc<PasswordHasher>, policy: Login) -> Self {
+        Self { store, hasher, policy }
     }
+
+    /// Applies `change` to the account under `key` (a fresh user-less one when none exists) with
+    /// compare-and-swap, re-reading after each lost race. `current` is a record already read.
+    async fn update_account(
+        &self,
+        key: &str,
+        mut current: Option<Versioned<Account>>,
+        change: impl Fn(&mut Account),
+    ) -> Result<(), StoreError> {
+        for _ in 0..MAX_ACCOUNT_CAS_ATTEMPTS {
+            let mut account = current.as_ref().map_or_else(|| empty_account(key), |c| c.value.clone());
+            change(&mut account);
+            match self.store.put_account(&account, current.as_ref().map(|c| &c.version)).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Precondition | StoreError::Conflict | StoreError::NotFound) => {
+                    current = self.store.get_account(key).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::unavailable("account record stayed contended"))
+    }
+}
+
+fn empty_account(key: &str) -> Account {
+    Account { username_key: key.to_string(), user: None, throttle: LoginThrottle::default(), expires_at_ms: None }
 }
 
 fn principal(user: &UserRecord) -> Principal {
@@ -94,20 +141,43 @@ fn principal(user: &UserRecord) -> Principal {
 
 #[async_trait]
 impl UserDirectory for StoreDirectory {
-    async fn authenticate(&self, username: &str, password: &Password) -> Result<Option<Principal>, StoreError> {
-        let user = match username_key(username) {
-            Ok(key) => self.store.get_user(&key).await?.map(|v| v.value),
-            Err(_) => None,
-        };
-        let phc = user.as_ref().map(|u| u.password_hash.as_str());
+    async fn login(&self, username: &str, password: &Password, now: UnixMs) -> Result<LoginOutcome, StoreError> {
+        let Ok(key) = username_key(username) else { return Ok(LoginOutcome::Rejected) };
+        let account = self.store.get_account(&key).await?;
+        let throttle = account.as_ref().map(|a| a.value.throttle).unwrap_or_default();
+        if let Some(retry_after_ms) = lockout::locked_for(&throttle, now) {
+            return Ok(LoginOutcome::Locked { retry_after_ms });
+        }
+        let user = account.as_ref().and_then(|a| a.value.user.clone());
         // Always run argon2 (against a dummy hash for unknown users) so timing reveals nothing.
-        let matched = self.hasher.verify(password, phc).await?;
-        Ok(user.filter(|u| matched && !u.disabled).as_ref().map(principal))
+        let matched = self.hasher.verify(password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+        match user.filter(|u| matched && !u.disabled) {
+            Some(user) => {
+                if throttle != LoginThrottle::default() {
+                    self.update_account(&key, account, |a| a.throttle = LoginThrottle::default()).await?;
+                }
+                Ok(LoginOutcome::Authenticated(principal(&user)))
+            }
+            None => {
+                let policy = self.policy;
+                self.update_account(&key, account, |a| {
+                    a.throttle = lockout::after_failure(Some(&a.throttle), now, &policy);
+                    // A record that only counts failures may go once the window is over.
+                    a.expires_at_ms =
+                        Some(a.throttle.last_failure_ms.max(a.throttle.locked_until_ms) + policy.lockout_ms);
+                })
+                .await?;
+                if lockout::locked_for(&lockout::after_failure(Some(&throttle), now, &policy), now).is_some() {
+                    tracing::warn!("login locked after repeated failures");
+                }
+                Ok(LoginOutcome::Rejected)
+            }
+        }
     }
 
     async fn find(&self, username: &str) -> Result<Option<Principal>, StoreError> {
         let Ok(key) = username_key(username) else { return Ok(None) };
-        Ok(self.store.get_user(&key).await?.map(|v| principal(&v.value)))
+        Ok(self.store.get_account(&key).await?.and_then(|a| a.value.user).as_ref().map(principal))
     }
 }
 
@@ -158,22 +228,28 @@ pub async fn add_user(
     let mut roles = roles.to_vec();
     roles.sort();
     roles.dedup();
-    if store.get_user(&key).await?.is_some() {
+    let existing = store.get_account(&key).await?;
+    if existing.as_ref().is_some_and(|a| a.value.user.is_some()) {
         return Err(AdminError::Exists(username.to_string()));
     }
     let user = UserRecord {
         id: uuid::Uuid::new_v4().to_string(),
         username: username.to_string(),
-        username_key: key,
+        username_key: key.clone(),
         password_hash: hasher.hash(password).await?,
         roles,
         disabled: false,
         created_at_ms: now,
     };
-    match store.insert_user(&user).await {
-        Ok(()) => Ok(user),
+    // Keep a throttle already counted for this name (failures before the account existed).
+    let mut account = existing.as_ref().map_or_else(|| empty_account(&key), |a| a.value.clone());
+    account.user = Some(user.clone());
+    match store.put_account(&account, existing.as_ref().map(|a| &a.version)).await {
+        Ok(_) => Ok(user),
         // Lost a race with another `user add` of the same name.
-        Err(StoreError::Conflict) => Err(AdminError::Exists(username.to_string())),
+        Err(StoreError::Conflict | StoreError::Precondition | StoreError::NotFound) => {
+            Err(AdminError::Exists(username.to_string()))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -185,17 +261,20 @@ pub async fn disable_user<S: UserStore + SessionStore + ?Sized>(
 ) -> Result<(UserRecord, u64), AdminError> {
     let key = username_key(username)?;
     loop {
-        let Some(current) = store.get_user(&key).await? else { return Err(AdminError::Unknown(username.to_string())) };
-        let mut user = current.value;
+        let unknown = || AdminError::Unknown(username.to_string());
+        let current = store.get_account(&key).await?.ok_or_else(unknown)?;
+        let mut account = current.value;
+        let user = account.user.as_mut().ok_or_else(unknown)?;
         if !user.disabled {
             user.disabled = true;
-            match store.replace_user(&user, &current.version).await {
+            match store.put_account(&account, Some(&current.version)).await {
                 Ok(_) => {}
                 Err(StoreError::Precondition) => continue,
-                Err(StoreError::NotFound) => return Err(AdminError::Unknown(username.to_string())),
+                Err(StoreError::NotFound) => return Err(unknown()),
                 Err(e) => return Err(e.into()),
             }
         }
+        let Some(user) = account.user else { return Err(unknown()) };
         // Sessions are ended after the flag is set, so no refresh can outlive the disable.
         let ended = store.delete_user_sessions(&user.id, None).await?;
         return Ok((user, ended));
@@ -228,14 +307,16 @@ mod tests {
         let user = add_user(store.as_ref(), &hasher, "Alice", &pw, &["admin".into(), "admin".into()], 5).await.unwrap();
         assert_eq!(user.roles, vec!["admin".to_string()]);
         assert!(matches!(add_user(store.as_ref(), &hasher, "alice", &pw, &[], 6).await, Err(AdminError::Exists(_))));
-        let dir_ = StoreDirectory::new(store.clone(), hasher.clone());
-        let p = dir_.authenticate("ALICE", &pw).await.unwrap().unwrap();
+        let dir_ = StoreDirectory::new(store.clone(), hasher.clone(), Login { max_failures: 5, lockout_ms: 60_000 });
+        let LoginOutcome::Authenticated(p) = dir_.login("ALICE", &pw, 10).await.unwrap() else {
+            panic!("login failed")
+        };
         assert_eq!(p.id, user.id);
         assert_eq!(p.name, "Alice");
-        assert!(dir_.authenticate("alice", &Password::new("wrong-password")).await.unwrap().is_none());
-        assert!(dir_.authenticate("nobody", &pw).await.unwrap().is_none());
+        assert_eq!(dir_.login("alice", &Password::new("wrong-password"), 10).await.unwrap(), LoginOutcome::Rejected);
+        assert_eq!(dir_.login("nobody", &pw, 10).await.unwrap(), LoginOutcome::Rejected);
         disable_user(store.as_ref(), "alice").await.unwrap();
-        assert!(dir_.authenticate("alice", &pw).await.unwrap().is_none(), "disabled users cannot log in");
+        assert_eq!(dir_.login("alice", &pw, 10).await.unwrap(), LoginOutcome::Rejected, "disabled users cannot log in");
         assert!(dir_.find("alice").await.unwrap().is_some());
         assert!(matches!(disable_user(store.as_ref(), "nobody").await, Err(AdminError::Unknown(_))));
     }
