@@ -40,6 +40,20 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Cosmos DB administration.
+    Cosmos {
+        /// The Cosmos command.
+        #[command(subcommand)]
+        command: CosmosCommand,
+    },
+}
+
+/// `handler cosmos …`.
+#[derive(Debug, Subcommand)]
+pub enum CosmosCommand {
+    /// Create the database and containers if missing (connection string / account key only; with
+    /// Entra ID it checks that they exist).
+    Init,
 }
 
 /// `handler user …`.
@@ -89,6 +103,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<(), Failure> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&env, mode).await,
         Command::User { command } => user(command, &env).await,
+        Command::Cosmos { command: CosmosCommand::Init } => cosmos_init(&env).await,
     }
 }
 
@@ -101,8 +116,10 @@ async fn serve(env: &Env, mode: Mode) -> Result<(), Failure> {
         crate::startup::StartupError::Settings(s) => Failure::config(s),
         other => Failure::other(other),
     })?;
-    app.run_until(shutdown_signal()).await;
-    Ok(())
+    app.run_until(shutdown_signal()).await.map_err(|e| match e {
+        crate::startup::StartupError::Settings(s) => Failure::config(s),
+        other => Failure::other(other),
+    })
 }
 
 fn read_password_line() -> Result<Password, Failure> {
@@ -117,7 +134,7 @@ fn read_password_line() -> Result<Password, Failure> {
 }
 
 async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
-    let store = open_store(&load_store(env)).map_err(Failure::config)?;
+    let store = open_store(&load_store(env).map_err(Failure::config)?, Arc::new(SystemClock)).map_err(Failure::config)?.store;
     match command {
         UserCommand::Add { username, roles, password_stdin: _ } => {
             let password = read_password_line()?;
@@ -140,6 +157,22 @@ async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
             }
         }
     }
+    Ok(())
+}
+
+async fn cosmos_init(env: &Env) -> Result<(), Failure> {
+    let settings = load_store(env).map_err(Failure::config)?;
+    let opened = open_store(&settings, Arc::new(SystemClock)).map_err(Failure::config)?;
+    let Some((store, provisioning)) = opened.cosmos else {
+        return Err(Failure::config(
+            "setting JwtRefreshToken__Cosmos__ConnectionString: no Cosmos DB configured (set it or JwtRefreshToken__Cosmos__AccountEndpoint)",
+        ));
+    };
+    store.connect(provisioning).await.map_err(|e| match e {
+        crate::store::cosmos::ConnectError::Missing { .. } => Failure::config(e),
+        other => Failure::other(other),
+    })?;
+    println!("Cosmos DB ready: {}", store.describe_resources());
     Ok(())
 }
 

@@ -180,6 +180,40 @@ pub enum StoreSettings {
         /// Directory holding the database (`JwtRefreshToken__Embedded__Path`).
         path: PathBuf,
     },
+    /// Azure Cosmos DB (NoSQL API).
+    Cosmos(CosmosSettings),
+}
+
+/// How the Cosmos client authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CosmosAuth {
+    /// Microsoft Entra ID: managed identity in Azure (user-assigned when `client_id` is set,
+    /// from `AZURE_CLIENT_ID`), developer credentials (`az login`) elsewhere.
+    EntraId {
+        /// Client id of a user-assigned managed identity.
+        client_id: Option<String>,
+    },
+    /// Account key from a connection string (the emulator, local work).
+    Key(SecretBytes),
+}
+
+/// Cosmos DB settings (`JwtRefreshToken__Cosmos__*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CosmosSettings {
+    /// Account endpoint, e.g. `https://myaccount.documents.azure.com:443/`.
+    pub endpoint: String,
+    /// Authentication.
+    pub auth: CosmosAuth,
+    /// Database name.
+    pub database: String,
+    /// Sessions container (partition key `/userId`).
+    pub token_container: String,
+    /// Accounts container (partition key `/id`).
+    pub user_container: String,
+    /// Timeout of each Cosmos request, retries included.
+    pub request_timeout_ms: u64,
+    /// The Function App's region (`REGION_NAME`, set by Azure): requests go to the nearest replica.
+    pub region: Option<String>,
 }
 
 /// Whether missing signing settings may be filled with development defaults.
@@ -226,6 +260,15 @@ pub const ROTATION_SECRET: &str = "JwtRefreshToken__Rotation__Secret";
 const MAX_FAILURES: &str = "JwtRefreshToken__Login__MaxFailures";
 const LOCKOUT: &str = "JwtRefreshToken__Login__LockoutMs";
 const EMBEDDED_PATH: &str = "JwtRefreshToken__Embedded__Path";
+/// Cosmos account endpoint (Entra ID authentication).
+pub const COSMOS_ENDPOINT: &str = "JwtRefreshToken__Cosmos__AccountEndpoint";
+/// Cosmos connection string (account-key authentication).
+pub const COSMOS_CONNECTION_STRING: &str = "JwtRefreshToken__Cosmos__ConnectionString";
+const COSMOS_DATABASE: &str = "JwtRefreshToken__Cosmos__DatabaseName";
+const COSMOS_TOKEN_CONTAINER: &str = "JwtRefreshToken__Cosmos__TokenContainerId";
+const COSMOS_USER_CONTAINER: &str = "JwtRefreshToken__Cosmos__UserContainerId";
+const COSMOS_TIMEOUT: &str = "JwtRefreshToken__Cosmos__RequestTimeoutMs";
+const AZURE_CLIENT_ID: &str = "AZURE_CLIENT_ID";
 const DEFAULT_EMBEDDED_PATH: &str = "./.data";
 /// Issuer used in development mode when none is set.
 pub const DEV_ISSUER: &str = "http://localhost:7071";
@@ -238,7 +281,7 @@ const DAY_MS: i64 = 86_400_000;
 impl Settings {
     /// Loads and validates every setting.
     pub fn load(env: &Env, mode: Mode) -> Result<Self, SettingsError> {
-        let store = load_store(env);
+        let store = load_store(env)?;
         let port = env.parse_int(PORT_SETTING, DEFAULT_PORT, 0, u16::MAX)?;
         let algorithm = match env.get(ALGORITHM) {
             None => SigningAlgorithm::Hs256,
@@ -251,8 +294,7 @@ impl Settings {
         let algorithm_key = match (env.get(ALGORITHM_KEY), mode, algorithm) {
             (Some(key), _, _) => SecretBytes::new(key.as_bytes().to_vec()),
             (None, Mode::Development, SigningAlgorithm::Hs256) => {
-                let StoreSettings::Embedded { path } = &store;
-                development_key(path)?
+                development_key(Path::new(env.get(EMBEDDED_PATH).unwrap_or(DEFAULT_EMBEDDED_PATH)))?
             }
             (None, _, _) => return Err(SettingsError::new(ALGORITHM_KEY, "is missing")),
         };
@@ -297,9 +339,80 @@ impl Settings {
     }
 }
 
-/// Only the store settings: all the `user` commands need.
-pub fn load_store(env: &Env) -> StoreSettings {
-    StoreSettings::Embedded { path: PathBuf::from(env.get(EMBEDDED_PATH).unwrap_or(DEFAULT_EMBEDDED_PATH)) }
+/// Only the store settings: all the `user` commands need. An endpoint or a connection string
+/// selects Cosmos; otherwise the embedded store is used.
+pub fn load_store(env: &Env) -> Result<StoreSettings, SettingsError> {
+    let auth = match (env.get(COSMOS_ENDPOINT), env.get(COSMOS_CONNECTION_STRING)) {
+        (None, None) => {
+            return Ok(StoreSettings::Embedded {
+                path: PathBuf::from(env.get(EMBEDDED_PATH).unwrap_or(DEFAULT_EMBEDDED_PATH)),
+            });
+        }
+        (Some(_), Some(_)) => {
+            return Err(SettingsError::new(
+                COSMOS_CONNECTION_STRING,
+                format!("set either {COSMOS_ENDPOINT} (Entra ID) or {COSMOS_CONNECTION_STRING} (account key), not both"),
+            ));
+        }
+        (Some(endpoint), None) => (
+            endpoint_url(endpoint, COSMOS_ENDPOINT)?,
+            CosmosAuth::EntraId { client_id: env.get(AZURE_CLIENT_ID).map(|s| s.trim().to_string()) },
+        ),
+        (None, Some(cs)) => {
+            let (endpoint, key) = parse_connection_string(cs)?;
+            (endpoint, CosmosAuth::Key(key))
+        }
+    };
+    let (endpoint, auth) = auth;
+    Ok(StoreSettings::Cosmos(CosmosSettings {
+        endpoint,
+        auth,
+        database: resource_id(env, COSMOS_DATABASE, "jwt-refresh-token")?,
+        token_container: resource_id(env, COSMOS_TOKEN_CONTAINER, "tokens")?,
+        user_container: resource_id(env, COSMOS_USER_CONTAINER, "users")?,
+        request_timeout_ms: env.parse_int(COSMOS_TIMEOUT, 5_000, 100, 120_000)?,
+        region: env.get("REGION_NAME").map(|r| r.trim().to_string()),
+    }))
+}
+
+fn endpoint_url(raw: &str, setting: &str) -> Result<String, SettingsError> {
+    let raw = raw.trim();
+    let ok = (raw.starts_with("https://") || raw.starts_with("http://"))
+        && raw.len() > "https://".len()
+        && !raw.contains(char::is_whitespace);
+    if !ok {
+        return Err(SettingsError::new(setting, format!("must be an http(s) URL, got {:?}", shorten(raw))));
+    }
+    Ok(raw.to_string())
+}
+
+/// `AccountEndpoint=https://…;AccountKey=…;` (order free, keys without case).
+fn parse_connection_string(raw: &str) -> Result<(String, SecretBytes), SettingsError> {
+    let (mut endpoint, mut key) = (None, None);
+    for part in raw.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, value)) = part.split_once('=') else {
+            return Err(SettingsError::new(COSMOS_CONNECTION_STRING, "must be of the form AccountEndpoint=…;AccountKey=…;"));
+        };
+        if name.trim().eq_ignore_ascii_case("AccountEndpoint") {
+            endpoint = Some(endpoint_url(value, COSMOS_CONNECTION_STRING)?);
+        } else if name.trim().eq_ignore_ascii_case("AccountKey") {
+            key = Some(SecretBytes::new(value.trim().as_bytes().to_vec()));
+        }
+    }
+    match (endpoint, key) {
+        (Some(e), Some(k)) if !k.is_empty() => Ok((e, k)),
+        (None, _) => Err(SettingsError::new(COSMOS_CONNECTION_STRING, "has no AccountEndpoint")),
+        _ => Err(SettingsError::new(COSMOS_CONNECTION_STRING, "has no AccountKey")),
+    }
+}
+
+/// A Cosmos database or container id: 1–255 characters, none of `/ \\ ? #`.
+fn resource_id(env: &Env, name: &str, default: &str) -> Result<String, SettingsError> {
+    let value = env.get(name).map_or(default, str::trim);
+    if value.len() > 255 || value.contains(['/', '\\', '?', '#']) || value.ends_with(' ') {
+        return Err(SettingsError::new(name, "must be 1 to 255 characters without / \\ ? #"));
+    }
+    Ok(value.to_string())
 }
 
 fn required_or_dev(env: &Env, name: &str, mode: Mode, dev_default: &str) -> Result<String, SettingsError> {
@@ -463,6 +576,49 @@ mod tests {
         let s = Settings::load(&env, Mode::Production).unwrap();
         assert_eq!(s.descriptor.previous_keys.len(), 2);
         assert_eq!(s.descriptor.previous_keys[1].expose(), b"old-key-1-0123456789abcdef0123456789");
+    }
+
+    #[test]
+    fn an_endpoint_or_a_connection_string_selects_cosmos() {
+        let entra = with(&[(COSMOS_ENDPOINT, "https://acct.documents.azure.com:443/"), ("AZURE_CLIENT_ID", "abc")]);
+        let StoreSettings::Cosmos(c) = Settings::load(&entra, Mode::Production).unwrap().store else { panic!() };
+        assert_eq!(c.endpoint, "https://acct.documents.azure.com:443/");
+        assert_eq!(c.auth, CosmosAuth::EntraId { client_id: Some("abc".into()) });
+        assert_eq!((c.database.as_str(), c.token_container.as_str(), c.user_container.as_str()), ("jwt-refresh-token", "tokens", "users"));
+        let keyed = with(&[
+            (COSMOS_CONNECTION_STRING, "AccountEndpoint=http://127.0.0.1:8081/;AccountKey=a2V5;"),
+            (COSMOS_DATABASE, "db"),
+            (COSMOS_TOKEN_CONTAINER, "t"),
+            (COSMOS_USER_CONTAINER, "u"),
+        ]);
+        let StoreSettings::Cosmos(c) = Settings::load(&keyed, Mode::Production).unwrap().store else { panic!() };
+        assert_eq!(c.endpoint, "http://127.0.0.1:8081/");
+        assert_eq!(c.auth, CosmosAuth::Key(SecretBytes::new(b"a2V5".to_vec())));
+        assert_eq!((c.database.as_str(), c.token_container.as_str(), c.user_container.as_str()), ("db", "t", "u"));
+    }
+
+    #[test]
+    fn bad_cosmos_settings_are_named() {
+        let cases = [
+            (vec![(COSMOS_ENDPOINT, "https://a/"), (COSMOS_CONNECTION_STRING, "AccountEndpoint=https://a/;AccountKey=k")], COSMOS_CONNECTION_STRING),
+            (vec![(COSMOS_ENDPOINT, "acct.documents.azure.com")], COSMOS_ENDPOINT),
+            (vec![(COSMOS_CONNECTION_STRING, "AccountKey=k;")], COSMOS_CONNECTION_STRING),
+            (vec![(COSMOS_CONNECTION_STRING, "AccountEndpoint=https://a/;")], COSMOS_CONNECTION_STRING),
+            (vec![(COSMOS_CONNECTION_STRING, "garbage")], COSMOS_CONNECTION_STRING),
+            (vec![(COSMOS_ENDPOINT, "https://a/"), (COSMOS_TOKEN_CONTAINER, "a/b")], COSMOS_TOKEN_CONTAINER),
+            (vec![(COSMOS_ENDPOINT, "https://a/"), (COSMOS_TIMEOUT, "0")], COSMOS_TIMEOUT),
+        ];
+        for (extra, setting) in cases {
+            let err = load_store(&Env::from_pairs(extra)).unwrap_err();
+            assert_eq!(err.setting, setting, "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_of_cosmos_settings_hides_the_key() {
+        let env = Env::from_pairs([(COSMOS_CONNECTION_STRING, "AccountEndpoint=https://a/;AccountKey=c2VjcmV0LWtleQ==;")]);
+        let shown = format!("{:?}", load_store(&env).unwrap());
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
     }
 
     #[test]

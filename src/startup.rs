@@ -9,8 +9,9 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::http::{Api, server};
 use crate::service::{Policy, TokenService};
-use crate::settings::{Settings, SettingsError, StoreSettings};
+use crate::settings::{CosmosAuth, Settings, SettingsError, StoreSettings};
 use crate::store::Store;
+use crate::store::cosmos::{ConnectError, CosmosStore, Provisioning};
 use crate::store::embedded::EmbeddedStore;
 use crate::tokens::access::AccessTokens;
 use crate::tokens::keys::KeySet;
@@ -36,16 +37,61 @@ pub enum StartupError {
     },
 }
 
-/// Opens the store the settings name; a failure names the setting that points at it.
-pub fn open_store(settings: &StoreSettings) -> Result<Arc<dyn Store>, SettingsError> {
+/// An opened store, and for Cosmos the connection to establish in the background.
+#[derive(Debug)]
+pub struct OpenedStore {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The Cosmos store and whether it may create missing resources.
+    pub cosmos: Option<(Arc<CosmosStore>, Provisioning)>,
+}
+
+/// Opens the store the settings name; a failure names the setting that points at it. The Cosmos
+/// store connects later (see [`connect_cosmos`]) so that readiness is not delayed.
+pub fn open_store(settings: &StoreSettings, clock: Arc<dyn Clock>) -> Result<OpenedStore, SettingsError> {
     match settings {
         StoreSettings::Embedded { path } => {
-            EmbeddedStore::open(path).map(|s| Arc::new(s) as Arc<dyn Store>).map_err(|e| {
-                SettingsError::new(
-                    "JwtRefreshToken__Embedded__Path",
-                    format!("cannot open store in {}: {e}", path.display()),
-                )
-            })
+            let store = EmbeddedStore::open(path).map_err(|e| {
+                SettingsError::new("JwtRefreshToken__Embedded__Path", format!("cannot open store in {}: {e}", path.display()))
+            })?;
+            Ok(OpenedStore { store: Arc::new(store), cosmos: None })
+        }
+        StoreSettings::Cosmos(cosmos) => {
+            let provisioning = match cosmos.auth {
+                CosmosAuth::Key(_) => Provisioning::CreateMissing,
+                CosmosAuth::EntraId { .. } => Provisioning::RequireExisting,
+            };
+            let store = Arc::new(CosmosStore::new(cosmos.clone(), clock));
+            Ok(OpenedStore { store: store.clone(), cosmos: Some((store, provisioning)) })
+        }
+    }
+}
+
+/// Connects the Cosmos store, retrying transient failures with backoff. Returns only on success or
+/// on a misconfiguration (a missing database or container that may not be created here).
+pub async fn connect_cosmos(store: &CosmosStore, provisioning: Provisioning) -> Result<(), SettingsError> {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match store.connect(provisioning).await {
+            Ok(()) => {
+                tracing::info!("connected to Cosmos DB");
+                return Ok(());
+            }
+            Err(ConnectError::Missing { setting, what }) => {
+                let how = match provisioning {
+                    Provisioning::RequireExisting => {
+                        "; with Entra ID authentication the handler cannot create it: deploy infra/main.bicep, \
+                         or run `handler cosmos init` with a connection string"
+                    }
+                    Provisioning::CreateMissing => "",
+                };
+                return Err(SettingsError::new(setting, format!("{what}{how}")));
+            }
+            Err(ConnectError::Store(e)) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Cosmos DB not reachable yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
         }
     }
 }
@@ -91,19 +137,20 @@ pub struct Application {
     port: u16,
     api: Api,
     service: Arc<TokenService>,
+    cosmos: Option<(Arc<CosmosStore>, Provisioning)>,
 }
 
 impl Application {
     /// Validates everything, opens the store and binds 127.0.0.1:`settings.port` (0 = any free port).
     pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
-        let store = open_store(&settings.store)?;
-        let service = Arc::new(build_service(settings, store, clock)?);
+        let opened = open_store(&settings.store, clock.clone())?;
+        let service = Arc::new(build_service(settings, opened.store, clock)?);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, settings.port));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { port: settings.port, source })?;
         let port = listener.local_addr().map_err(|source| StartupError::Bind { port: settings.port, source })?.port();
-        Ok(Self { listener, port, api: Api::new(service.clone()), service })
+        Ok(Self { listener, port, api: Api::new(service.clone()), service, cosmos: opened.cosmos })
     }
 
     /// The bound port.
@@ -111,8 +158,12 @@ impl Application {
         self.port
     }
 
-    /// Serves until `shutdown` completes.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+    /// Serves until `shutdown` completes. A Cosmos store connects in the background right after
+    /// the port answers; if a resource it needs is missing, serving stops with that error.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
         let service = self.service.clone();
         let purge = tokio::spawn(async move {
             let mut tick = tokio::time::interval(PURGE_INTERVAL);
@@ -129,9 +180,31 @@ impl Application {
                 }
             }
         });
+        let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<SettingsError>();
+        let connect = self.cosmos.map(|(store, provisioning)| {
+            tokio::spawn(async move {
+                if let Err(e) = connect_cosmos(&store, provisioning).await {
+                    let _ = fatal_tx.send(e);
+                }
+            })
+        });
         tracing::info!(port = self.port, "listening");
-        warp::serve(server::routes(self.api)).incoming(self.listener).graceful(shutdown).run().await;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = warp::serve(server::routes(self.api)).incoming(self.listener).graceful(async move {
+            let _ = stop_rx.await;
+        });
+        let server = tokio::spawn(server.run());
+        let outcome = tokio::select! {
+            () = shutdown => Ok(()),
+            Ok(e) = fatal_rx => Err(StartupError::Settings(e)),
+        };
+        let _ = stop_tx.send(());
+        let _ = server.await;
         purge.abort();
+        if let Some(c) = connect {
+            c.abort();
+        }
+        outcome
     }
 }
 

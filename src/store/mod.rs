@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use crate::clock::UnixMs;
 
+pub mod cosmos;
 pub mod embedded;
 
 /// An opaque version of a stored record (an ETag in Cosmos, a counter in SQLite).

@@ -1,0 +1,592 @@
+//! The Cosmos DB store (NoSQL API) through the official `azure_data_cosmos` SDK.
+//!
+//! Two containers:
+//! - sessions (`TokenContainerId`, partition key `/userId`, id = session id): a refresh is one point
+//!   read plus one replace with `If-Match` on the ETag; revoking all of a user's sessions is one
+//!   single-partition query plus transactional batches of deletes;
+//! - accounts (`UserContainerId`, partition key `/id`, id = base64url of the lowercase username): the
+//!   user and its login throttle in one document, so a login is one point read.
+//!
+//! Every document carries `ttl` = the rest of its absolute lifetime (container default TTL is on),
+//! so Cosmos expires sessions and stale throttles by itself. Every call has a timeout; the SDK
+//! retries throttled requests (429, honouring `x-ms-retry-after-ms`) a bounded number of times,
+//! after which the caller sees [`StoreError::Unavailable`] (503 + `Retry-After` at the HTTP edge).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use azure_core::http::Etag;
+use azure_data_cosmos::clients::{ContainerClient, DatabaseClient};
+use azure_data_cosmos::models::{ContainerProperties, PartitionKeyDefinition, TimeToLive, TransactionalBatch};
+use azure_data_cosmos::options::{
+    ItemWriteOptions, OperationOptions, Precondition, ThrottlingRetryOptions,
+};
+use azure_data_cosmos::{AccountReference, CosmosClient, CosmosClientBuilder, CosmosError, FeedScope, RoutingStrategy};
+use base64::Engine as _;
+use futures_util::TryStreamExt as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use super::{Account, LoginThrottle, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned};
+use crate::clock::{Clock, UnixMs};
+use crate::settings::{CosmosAuth, CosmosSettings};
+
+/// Largest number of operations Cosmos accepts in one transactional batch.
+const MAX_BATCH_OPERATIONS: usize = 100;
+/// Throttled (429) requests are retried this many times by the SDK before surfacing.
+const MAX_THROTTLE_RETRIES: u32 = 3;
+/// A revoke-all re-reads and retries this often when sessions change under it.
+const MAX_BULK_DELETE_ATTEMPTS: usize = 5;
+
+/// Whether missing databases and containers may be created (only with key authentication:
+/// data-plane RBAC has no control-plane rights).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provisioning {
+    /// Create what is missing.
+    CreateMissing,
+    /// Report what is missing.
+    RequireExisting,
+}
+
+const DATABASE_SETTING: &str = "JwtRefreshToken__Cosmos__DatabaseName";
+const TOKEN_CONTAINER_SETTING: &str = "JwtRefreshToken__Cosmos__TokenContainerId";
+const USER_CONTAINER_SETTING: &str = "JwtRefreshToken__Cosmos__UserContainerId";
+
+/// Why [`CosmosStore::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// A database or container is missing and may not be created here.
+    #[error("setting {setting}: {what}")]
+    Missing {
+        /// The setting that names the missing resource.
+        setting: &'static str,
+        /// What is missing.
+        what: String,
+    },
+    /// Cosmos could not be reached or refused the request.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Cosmos-backed [`super::Store`].
+#[derive(Debug)]
+pub struct CosmosStore {
+    settings: CosmosSettings,
+    clock: Arc<dyn Clock>,
+    containers: OnceCell<Containers>,
+}
+
+#[derive(Clone)]
+struct Containers {
+    sessions: ContainerClient,
+    accounts: ContainerClient,
+}
+
+impl std::fmt::Debug for Containers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Containers")
+    }
+}
+
+/// Maps an SDK error to the store's cases.
+fn map_err(e: CosmosError) -> StoreError {
+    let status = e.status();
+    match u16::from(status.status_code()) {
+        404 => StoreError::NotFound,
+        409 => StoreError::Conflict,
+        412 => StoreError::Precondition,
+        _ => StoreError::unavailable(e),
+    }
+}
+
+fn timeout_error(ms: u64) -> StoreError {
+    StoreError::unavailable(format!("Cosmos DB did not answer within {ms} ms"))
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+}
+
+/// Document id of the account under a username key (ids cannot hold `/ \ ? #`).
+fn account_id(username_key: &str) -> String {
+    b64().encode(username_key.as_bytes())
+}
+
+/// Seconds for a document's `ttl`: the rest of its lifetime, at least 1 (Cosmos refuses 0).
+fn ttl_seconds(expires_at_ms: UnixMs, now: UnixMs) -> i64 {
+    ((expires_at_ms - now + 999) / 1000).max(1)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionDoc {
+    id: String,
+    user_id: String,
+    seed: String,
+    generation: u64,
+    rotated_at_ms: i64,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+    username: String,
+    roles: Vec<String>,
+    ttl: i64,
+    #[serde(rename = "_etag", default, skip_serializing)]
+    etag: Option<String>,
+}
+
+impl SessionDoc {
+    fn from_record(s: &SessionRecord, now: UnixMs) -> Self {
+        Self {
+            id: s.session_id.clone(),
+            user_id: s.user_id.clone(),
+            seed: b64().encode(s.seed),
+            generation: s.generation,
+            rotated_at_ms: s.rotated_at_ms,
+            created_at_ms: s.created_at_ms,
+            expires_at_ms: s.expires_at_ms,
+            username: s.username.clone(),
+            roles: s.roles.clone(),
+            ttl: ttl_seconds(s.expires_at_ms, now),
+            etag: None,
+        }
+    }
+
+    fn into_record(self) -> Result<Versioned<SessionRecord>, StoreError> {
+        let seed: [u8; 32] = b64()
+            .decode(&self.seed)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| StoreError::unavailable("session document has a malformed seed"))?;
+        let etag = self.etag.ok_or_else(|| StoreError::unavailable("session document has no _etag"))?;
+        Ok(Versioned {
+            value: SessionRecord {
+                user_id: self.user_id,
+                session_id: self.id,
+                seed,
+                generation: self.generation,
+                rotated_at_ms: self.rotated_at_ms,
+                created_at_ms: self.created_at_ms,
+                expires_at_ms: self.expires_at_ms,
+                username: self.username,
+                roles: self.roles,
+            },
+            version: Version(etag),
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserDoc {
+    id: String,
+    username: String,
+    password_hash: String,
+    roles: Vec<String>,
+    disabled: bool,
+    created_at_ms: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccountDoc {
+    id: String,
+    username_key: String,
+    #[serde(default)]
+    user: Option<UserDoc>,
+    failures: u32,
+    last_failure_ms: i64,
+    locked_until_ms: i64,
+    #[serde(default)]
+    expires_at_ms: Option<i64>,
+    ttl: i64,
+    #[serde(rename = "_etag", default, skip_serializing)]
+    etag: Option<String>,
+}
+
+impl AccountDoc {
+    fn from_account(a: &Account, now: UnixMs) -> Self {
+        let ttl = match (&a.user, a.expires_at_ms) {
+            (None, Some(expires)) => ttl_seconds(expires, now),
+            _ => -1,
+        };
+        Self {
+            id: account_id(&a.username_key),
+            username_key: a.username_key.clone(),
+            user: a.user.as_ref().map(|u| UserDoc {
+                id: u.id.clone(),
+                username: u.username.clone(),
+                password_hash: u.password_hash.clone(),
+                roles: u.roles.clone(),
+                disabled: u.disabled,
+                created_at_ms: u.created_at_ms,
+            }),
+            failures: a.throttle.failures,
+            last_failure_ms: a.throttle.last_failure_ms,
+            locked_until_ms: a.throttle.locked_until_ms,
+            expires_at_ms: a.expires_at_ms,
+            ttl,
+            etag: None,
+        }
+    }
+
+    fn into_account(self) -> Result<Versioned<Account>, StoreError> {
+        let etag = self.etag.ok_or_else(|| StoreError::unavailable("account document has no _etag"))?;
+        let key = self.username_key;
+        Ok(Versioned {
+            value: Account {
+                user: self.user.map(|u| UserRecord {
+                    id: u.id,
+                    username: u.username,
+                    username_key: key.clone(),
+                    password_hash: u.password_hash,
+                    roles: u.roles,
+                    disabled: u.disabled,
+                    created_at_ms: u.created_at_ms,
+                }),
+                username_key: key,
+                throttle: LoginThrottle {
+                    failures: self.failures,
+                    last_failure_ms: self.last_failure_ms,
+                    locked_until_ms: self.locked_until_ms,
+                },
+                expires_at_ms: self.expires_at_ms,
+            },
+            version: Version(etag),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+fn if_match(version: &Version) -> Option<ItemWriteOptions> {
+    Some(ItemWriteOptions::default().with_precondition(Precondition::IfMatch(Etag::from(version.0.as_str()))))
+}
+
+fn etag_of(headers: &azure_data_cosmos::models::ResponseHeaders) -> Result<Version, StoreError> {
+    headers
+        .etag()
+        .map(|e| Version(e.to_string()))
+        .ok_or_else(|| StoreError::unavailable("Cosmos DB answered a write without an ETag"))
+}
+
+impl CosmosStore {
+    /// A store for `settings`; nothing is contacted until [`CosmosStore::connect`] or the first call.
+    pub fn new(settings: CosmosSettings, clock: Arc<dyn Clock>) -> Self {
+        Self { settings, clock, containers: OnceCell::new() }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.request_timeout_ms)
+    }
+
+    async fn timed<T>(&self, fut: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout(), fut)
+            .await
+            .unwrap_or_else(|_| Err(timeout_error(self.settings.request_timeout_ms)))
+    }
+
+    async fn client(&self) -> Result<CosmosClient, StoreError> {
+        let endpoint = self
+            .settings
+            .endpoint
+            .parse()
+            .map_err(|e| StoreError::unavailable(format!("invalid Cosmos endpoint: {e}")))?;
+        let account = match &self.settings.auth {
+            CosmosAuth::Key(key) => {
+                let key = String::from_utf8(key.expose().to_vec())
+                    .map_err(|_| StoreError::unavailable("the Cosmos account key is not text"))?;
+                AccountReference::with_authentication_key(endpoint, azure_core::credentials::Secret::new(key))
+            }
+            CosmosAuth::EntraId { client_id } => AccountReference::with_credential(endpoint, credential(client_id.as_deref())?),
+        };
+        let mut throttling = ThrottlingRetryOptions::default();
+        throttling.max_retry_count = Some(MAX_THROTTLE_RETRIES);
+        throttling.max_retry_wait_time = Some(self.timeout() / 2);
+        let mut defaults = OperationOptions::default();
+        defaults.throttling_retry_options = Some(throttling);
+        CosmosClientBuilder::new()
+            .with_default_operation_options(defaults)
+            .build(account, routing(self.settings.region.as_deref()))
+            .await
+            .map_err(map_err)
+    }
+
+    /// Connects, checks (or, with [`Provisioning::CreateMissing`], creates) the database and both
+    /// containers, and keeps the container clients for every later call. Idempotent.
+    pub async fn connect(&self, provisioning: Provisioning) -> Result<(), ConnectError> {
+        if self.containers.get().is_some() {
+            return Ok(());
+        }
+        let client = self.timed(self.client()).await?;
+        let database = client.database_client(self.settings.database.as_str());
+        match self.timed(async { database.read(None).await.map_err(map_err) }).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) if provisioning == Provisioning::CreateMissing => {
+                match self.timed(async { client.create_database(&self.settings.database, None).await.map_err(map_err) }).await {
+                    Ok(_) | Err(StoreError::Conflict) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(StoreError::NotFound) => {
+                return Err(ConnectError::Missing {
+                    setting: DATABASE_SETTING,
+                    what: format!("database {:?} does not exist", self.settings.database),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut found = Vec::new();
+        for (name, key, setting) in [
+            (&self.settings.token_container, "/userId", TOKEN_CONTAINER_SETTING),
+            (&self.settings.user_container, "/id", USER_CONTAINER_SETTING),
+        ] {
+            let client = match self.container(&database, name).await {
+                Err(StoreError::NotFound) if provisioning == Provisioning::CreateMissing => {
+                    let properties = ContainerProperties::new(name.clone(), PartitionKeyDefinition::from(key))
+                        .with_default_ttl(TimeToLive::NoDefault);
+                    match self.timed(async { database.create_container(properties, None).await.map_err(map_err) }).await {
+                        Ok(_) | Err(StoreError::Conflict) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    self.container(&database, name).await?
+                }
+                Err(StoreError::NotFound) => {
+                    return Err(ConnectError::Missing {
+                        setting,
+                        what: format!(
+                            "container {name:?} (partition key {key}) does not exist in database {:?}",
+                            self.settings.database
+                        ),
+                    });
+                }
+                other => other?,
+            };
+            found.push(client);
+        }
+        let (Some(accounts), Some(sessions)) = (found.pop(), found.pop()) else {
+            return Err(StoreError::unavailable("container clients missing").into());
+        };
+        // A concurrent connect may have won; either set of clients is equivalent.
+        let _ = self.containers.set(Containers { sessions, accounts });
+        Ok(())
+    }
+
+    async fn containers(&self) -> Result<&Containers, StoreError> {
+        self.containers
+            .get_or_try_init(|| async {
+                let client = self.timed(self.client()).await?;
+                let database = client.database_client(self.settings.database.as_str());
+                let sessions = self.container(&database, &self.settings.token_container).await;
+                let accounts = self.container(&database, &self.settings.user_container).await;
+                match (sessions, accounts) {
+                    (Ok(sessions), Ok(accounts)) => Ok(Containers { sessions, accounts }),
+                    // Never let a missing container read as a missing document.
+                    (Err(StoreError::NotFound), _) | (_, Err(StoreError::NotFound)) => {
+                        Err(StoreError::unavailable(format!("Cosmos resources missing: {}", self.describe_resources())))
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                }
+            })
+            .await
+    }
+
+    async fn container(&self, database: &DatabaseClient, name: &str) -> Result<ContainerClient, StoreError> {
+        self.timed(async { database.container_client(name, None).await.map_err(map_err) }).await
+    }
+
+    /// Describes the resources the store needs.
+    pub fn describe_resources(&self) -> String {
+        format!(
+            "database {:?} with containers {:?} (partition key /userId) and {:?} (partition key /id), default TTL on",
+            self.settings.database, self.settings.token_container, self.settings.user_container
+        )
+    }
+
+    async fn delete_ids(&self, sessions: &ContainerClient, user_id: &str, ids: &[String]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(MAX_BATCH_OPERATIONS) {
+            let mut batch = TransactionalBatch::new(user_id.to_string());
+            for id in chunk {
+                batch = batch.delete_item(id.clone(), None);
+            }
+            let response = self
+                .timed(async { sessions.execute_transactional_batch(batch, None).await.map_err(map_err) })
+                .await?;
+            let model = response.into_model().map_err(map_err)?;
+            if let Some(failed) = model.results().iter().find(|r| !r.is_success() && r.status_code() != 424) {
+                return Err(match failed.status_code() {
+                    404 => StoreError::NotFound,
+                    412 => StoreError::Precondition,
+                    code => StoreError::unavailable(format!("transactional batch failed with {code}")),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Near the Function App's own region when Azure tells it (`REGION_NAME`), else the account's order.
+fn routing(region: Option<&str>) -> RoutingStrategy {
+    match region {
+        Some(r) => RoutingStrategy::ProximityTo(r.to_string().into()),
+        None => RoutingStrategy::PreferredRegions(Vec::new()),
+    }
+}
+
+fn credential(client_id: Option<&str>) -> Result<Arc<dyn azure_core::credentials::TokenCredential>, StoreError> {
+    if std::env::var_os("IDENTITY_ENDPOINT").is_some() || std::env::var_os("MSI_ENDPOINT").is_some() {
+        let mut options = azure_identity::ManagedIdentityCredentialOptions::default();
+        if let Some(id) = client_id {
+            options.user_assigned_id = Some(azure_identity::UserAssignedId::ClientId(id.to_string()));
+        }
+        let credential = azure_identity::ManagedIdentityCredential::new(Some(options)).map_err(StoreError::unavailable)?;
+        return Ok(credential);
+    }
+    let credential = azure_identity::DeveloperToolsCredential::new(None).map_err(StoreError::unavailable)?;
+    Ok(credential)
+}
+
+#[async_trait]
+impl SessionStore for CosmosStore {
+    async fn insert_session(&self, session: &SessionRecord) -> Result<Version, StoreError> {
+        let c = self.containers().await?;
+        let doc = SessionDoc::from_record(session, self.clock.now_ms());
+        let response = self
+            .timed(async { c.sessions.create_item(doc.user_id.clone(), &doc.id, &doc, None).await.map_err(map_err) })
+            .await?;
+        etag_of(response.headers())
+    }
+
+    async fn get_session(&self, user_id: &str, session_id: &str) -> Result<Option<Versioned<SessionRecord>>, StoreError> {
+        let c = self.containers().await?;
+        let read = self.timed(async { c.sessions.read_item(user_id.to_string(), session_id, None).await.map_err(map_err) });
+        match read.await {
+            Ok(response) => response.into_model::<SessionDoc>().map_err(map_err)?.into_record().map(Some),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn replace_session(&self, session: &SessionRecord, expected: &Version) -> Result<Version, StoreError> {
+        let c = self.containers().await?;
+        let doc = SessionDoc::from_record(session, self.clock.now_ms());
+        let response = self
+            .timed(async {
+                c.sessions.replace_item(doc.user_id.clone(), &doc.id, &doc, if_match(expected)).await.map_err(map_err)
+            })
+            .await?;
+        etag_of(response.headers())
+    }
+
+    async fn delete_session(&self, user_id: &str, session_id: &str) -> Result<bool, StoreError> {
+        let c = self.containers().await?;
+        let deleted =
+            self.timed(async { c.sessions.delete_item(user_id.to_string(), session_id, None).await.map_err(map_err) });
+        match deleted.await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<u64, StoreError> {
+        let c = self.containers().await?;
+        for _ in 0..MAX_BULK_DELETE_ATTEMPTS {
+            let ids: Vec<String> = self
+                .timed(async {
+                    let items = c
+                        .sessions
+                        .query_items::<IdOnly>("SELECT c.id FROM c", FeedScope::partition(user_id.to_string()), None)
+                        .await
+                        .map_err(map_err)?;
+                    items.map_ok(|d| d.id).try_collect().await.map_err(map_err)
+                })
+                .await?;
+            let ids: Vec<String> = ids.into_iter().filter(|id| Some(id.as_str()) != keep).collect();
+            match self.delete_ids(&c.sessions, user_id, &ids).await {
+                Ok(()) => return Ok(ids.len() as u64),
+                // A session vanished between the query and the batch (revoked, reused or expired
+                // meanwhile): the batch kept nothing; read again.
+                Err(StoreError::NotFound) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::unavailable("sessions kept changing during a bulk revoke"))
+    }
+
+    async fn list_user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let c = self.containers().await?;
+        let docs: Vec<SessionDoc> = self
+            .timed(async {
+                let items = c
+                    .sessions
+                    .query_items::<SessionDoc>("SELECT * FROM c", FeedScope::partition(user_id.to_string()), None)
+                    .await
+                    .map_err(map_err)?;
+                items.try_collect().await.map_err(map_err)
+            })
+            .await?;
+        docs.into_iter().map(|d| d.into_record().map(|v| v.value)).collect()
+    }
+
+    async fn purge_expired(&self, _now: UnixMs) -> Result<u64, StoreError> {
+        // Cosmos TTL removes expired sessions by itself.
+        Ok(0)
+    }
+}
+
+#[async_trait]
+impl UserStore for CosmosStore {
+    async fn get_account(&self, username_key: &str) -> Result<Option<Versioned<Account>>, StoreError> {
+        let c = self.containers().await?;
+        let id = account_id(username_key);
+        let read = self.timed(async { c.accounts.read_item(id.clone(), &id, None).await.map_err(map_err) });
+        match read.await {
+            Ok(response) => response.into_model::<AccountDoc>().map_err(map_err)?.into_account().map(Some),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put_account(&self, account: &Account, expected: Option<&Version>) -> Result<Version, StoreError> {
+        let c = self.containers().await?;
+        let doc = AccountDoc::from_account(account, self.clock.now_ms());
+        let response = self
+            .timed(async {
+                match expected {
+                    None => c.accounts.create_item(doc.id.clone(), &doc.id, &doc, None).await,
+                    Some(v) => c.accounts.replace_item(doc.id.clone(), &doc.id, &doc, if_match(v)).await,
+                }
+                .map_err(map_err)
+            })
+            .await?;
+        etag_of(response.headers())
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let c = self.containers().await?;
+        // Administration only (the `user list` command): a cross-partition query is acceptable here.
+        let docs: Vec<AccountDoc> = self
+            .timed(async {
+                let items = c
+                    .accounts
+                    .query_items::<AccountDoc>("SELECT * FROM c WHERE IS_OBJECT(c.user)", FeedScope::full_container(), None)
+                    .await
+                    .map_err(map_err)?;
+                items.try_collect().await.map_err(map_err)
+            })
+            .await?;
+        let mut users: Vec<UserRecord> =
+            docs.into_iter().filter_map(|d| d.into_account().map(|a| a.value.user).transpose()).collect::<Result<_, _>>()?;
+        users.sort_by(|a, b| a.username_key.cmp(&b.username_key));
+        Ok(users)
+    }
+
+    async fn purge_expired_accounts(&self, _now: UnixMs) -> Result<u64, StoreError> {
+        // Cosmos TTL removes throttle-only accounts by itself.
+        Ok(0)
+    }
+}
