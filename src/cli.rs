@@ -134,7 +134,8 @@ fn read_password_line() -> Result<Password, Failure> {
 }
 
 async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
-    let store = open_store(&load_store(env).map_err(Failure::config)?, Arc::new(SystemClock)).map_err(Failure::config)?.store;
+    let store =
+        open_store(&load_store(env).map_err(Failure::config)?, Arc::new(SystemClock)).map_err(Failure::config)?.store;
     match command {
         UserCommand::Add { username, roles, password_stdin: _ } => {
             let password = read_password_line()?;
@@ -146,7 +147,8 @@ async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
             println!("added user {} (id {}, roles: {})", user.username, user.id, roles_text(&user.roles));
         }
         UserCommand::Disable { username } => {
-            let (user, ended) = users::disable_user(store.as_ref(), &username).await.map_err(Failure::other)?;
+            let (user, ended) =
+                users::disable_user(store.as_ref(), &username, users::DISABLE_SETTLE).await.map_err(Failure::other)?;
             println!("disabled user {} and ended {ended} session(s)", user.username);
         }
         UserCommand::List => {

@@ -351,7 +351,9 @@ pub fn load_store(env: &Env) -> Result<StoreSettings, SettingsError> {
         (Some(_), Some(_)) => {
             return Err(SettingsError::new(
                 COSMOS_CONNECTION_STRING,
-                format!("set either {COSMOS_ENDPOINT} (Entra ID) or {COSMOS_CONNECTION_STRING} (account key), not both"),
+                format!(
+                    "set either {COSMOS_ENDPOINT} (Entra ID) or {COSMOS_CONNECTION_STRING} (account key), not both"
+                ),
             ));
         }
         (Some(endpoint), None) => (
@@ -391,7 +393,10 @@ fn parse_connection_string(raw: &str) -> Result<(String, SecretBytes), SettingsE
     let (mut endpoint, mut key) = (None, None);
     for part in raw.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         let Some((name, value)) = part.split_once('=') else {
-            return Err(SettingsError::new(COSMOS_CONNECTION_STRING, "must be of the form AccountEndpoint=…;AccountKey=…;"));
+            return Err(SettingsError::new(
+                COSMOS_CONNECTION_STRING,
+                "must be of the form AccountEndpoint=…;AccountKey=…;",
+            ));
         };
         if name.trim().eq_ignore_ascii_case("AccountEndpoint") {
             endpoint = Some(endpoint_url(value, COSMOS_CONNECTION_STRING)?);
@@ -584,7 +589,10 @@ mod tests {
         let StoreSettings::Cosmos(c) = Settings::load(&entra, Mode::Production).unwrap().store else { panic!() };
         assert_eq!(c.endpoint, "https://acct.documents.azure.com:443/");
         assert_eq!(c.auth, CosmosAuth::EntraId { client_id: Some("abc".into()) });
-        assert_eq!((c.database.as_str(), c.token_container.as_str(), c.user_container.as_str()), ("jwt-refresh-token", "tokens", "users"));
+        assert_eq!(
+            (c.database.as_str(), c.token_container.as_str(), c.user_container.as_str()),
+            ("jwt-refresh-token", "tokens", "users")
+        );
         let keyed = with(&[
             (COSMOS_CONNECTION_STRING, "AccountEndpoint=http://127.0.0.1:8081/;AccountKey=a2V5;"),
             (COSMOS_DATABASE, "db"),
@@ -600,7 +608,13 @@ mod tests {
     #[test]
     fn bad_cosmos_settings_are_named() {
         let cases = [
-            (vec![(COSMOS_ENDPOINT, "https://a/"), (COSMOS_CONNECTION_STRING, "AccountEndpoint=https://a/;AccountKey=k")], COSMOS_CONNECTION_STRING),
+            (
+                vec![
+                    (COSMOS_ENDPOINT, "https://a/"),
+                    (COSMOS_CONNECTION_STRING, "AccountEndpoint=https://a/;AccountKey=k"),
+                ],
+                COSMOS_CONNECTION_STRING,
+            ),
             (vec![(COSMOS_ENDPOINT, "acct.documents.azure.com")], COSMOS_ENDPOINT),
             (vec![(COSMOS_CONNECTION_STRING, "AccountKey=k;")], COSMOS_CONNECTION_STRING),
             (vec![(COSMOS_CONNECTION_STRING, "AccountEndpoint=https://a/;")], COSMOS_CONNECTION_STRING),
@@ -616,7 +630,8 @@ mod tests {
 
     #[test]
     fn debug_of_cosmos_settings_hides_the_key() {
-        let env = Env::from_pairs([(COSMOS_CONNECTION_STRING, "AccountEndpoint=https://a/;AccountKey=c2VjcmV0LWtleQ==;")]);
+        let env =
+            Env::from_pairs([(COSMOS_CONNECTION_STRING, "AccountEndpoint=https://a/;AccountKey=c2VjcmV0LWtleQ==;")]);
         let shown = format!("{:?}", load_store(&env).unwrap());
         assert!(!shown.contains("c2VjcmV0"), "{shown}");
     }

@@ -52,7 +52,10 @@ pub fn open_store(settings: &StoreSettings, clock: Arc<dyn Clock>) -> Result<Ope
     match settings {
         StoreSettings::Embedded { path } => {
             let store = EmbeddedStore::open(path).map_err(|e| {
-                SettingsError::new("JwtRefreshToken__Embedded__Path", format!("cannot open store in {}: {e}", path.display()))
+                SettingsError::new(
+                    "JwtRefreshToken__Embedded__Path",
+                    format!("cannot open store in {}: {e}", path.display()),
+                )
             })?;
             Ok(OpenedStore { store: Arc::new(store), cosmos: None })
         }

@@ -8,8 +8,8 @@ use jwt_refresh_token::secret::Password;
 use jwt_refresh_token::service::{GrantFailure, RevokeScope, ServiceError, TokenPair, TokenService};
 use jwt_refresh_token::settings::{Env, Mode, Settings};
 use jwt_refresh_token::startup::build_service;
-use jwt_refresh_token::store::Store;
 use jwt_refresh_token::store::embedded::EmbeddedStore;
+use jwt_refresh_token::store::{SessionStore as _, Store};
 use jwt_refresh_token::tokens::access::{AccessTokenError, Expiry};
 use jwt_refresh_token::users::{self, PasswordHasher};
 
@@ -250,11 +250,34 @@ async fn scope_revocation_ends_the_right_sessions() {
 async fn disabling_a_user_ends_their_sessions_and_blocks_login() {
     let f = fixture(&[]).await;
     let pair = f.login("alice").await;
-    let (_, ended) = users::disable_user(f.store.as_ref(), "alice").await.unwrap();
+    let (_, ended) = users::disable_user(f.store.as_ref(), "alice", std::time::Duration::ZERO).await.unwrap();
     assert_eq!(ended, 1);
     assert_eq!(grant_failure(f.refresh(&pair.refresh_token).await), GrantFailure::UnknownSession);
     let r = f.service.login("alice", &Password::new(PASSWORD)).await;
     assert_eq!(grant_failure(r), GrantFailure::BadCredentials);
+}
+
+#[tokio::test]
+async fn a_login_racing_a_disable_leaves_no_session_behind() {
+    let f = Arc::new(fixture(&[]).await);
+    // Many logins in flight while the user is disabled: whichever start a session before or
+    // after the first sweep, none survives the disable.
+    let mut logins = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let f = f.clone();
+        logins.spawn(async move { f.service.login("alice", &Password::new(PASSWORD)).await });
+    }
+    let (user, _) = users::disable_user(f.store.as_ref(), "alice", users::DISABLE_SETTLE).await.unwrap();
+    let mut tokens = Vec::new();
+    while let Some(r) = logins.join_next().await {
+        if let Ok(pair) = r.unwrap() {
+            tokens.push(pair.refresh_token);
+        }
+    }
+    assert!(f.store.list_user_sessions(&user.id).await.unwrap().is_empty(), "a session outlived the disable");
+    for token in tokens {
+        assert!(f.refresh(&token).await.is_err());
+    }
 }
 
 #[tokio::test]

@@ -19,16 +19,16 @@ use async_trait::async_trait;
 use azure_core::http::Etag;
 use azure_data_cosmos::clients::{ContainerClient, DatabaseClient};
 use azure_data_cosmos::models::{ContainerProperties, PartitionKeyDefinition, TimeToLive, TransactionalBatch};
-use azure_data_cosmos::options::{
-    ItemWriteOptions, OperationOptions, Precondition, ThrottlingRetryOptions,
-};
+use azure_data_cosmos::options::{ItemWriteOptions, OperationOptions, Precondition, ThrottlingRetryOptions};
 use azure_data_cosmos::{AccountReference, CosmosClient, CosmosClientBuilder, CosmosError, FeedScope, RoutingStrategy};
 use base64::Engine as _;
 use futures_util::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use super::{Account, LoginThrottle, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned};
+use super::{
+    Account, LoginThrottle, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned,
+};
 use crate::clock::{Clock, UnixMs};
 use crate::settings::{CosmosAuth, CosmosSettings};
 
@@ -301,7 +301,9 @@ impl CosmosStore {
                     .map_err(|_| StoreError::unavailable("the Cosmos account key is not text"))?;
                 AccountReference::with_authentication_key(endpoint, azure_core::credentials::Secret::new(key))
             }
-            CosmosAuth::EntraId { client_id } => AccountReference::with_credential(endpoint, credential(client_id.as_deref())?),
+            CosmosAuth::EntraId { client_id } => {
+                AccountReference::with_credential(endpoint, credential(client_id.as_deref())?)
+            }
         };
         let mut throttling = ThrottlingRetryOptions::default();
         throttling.max_retry_count = Some(MAX_THROTTLE_RETRIES);
@@ -326,7 +328,10 @@ impl CosmosStore {
         match self.timed(async { database.read(None).await.map_err(map_err) }).await {
             Ok(_) => {}
             Err(StoreError::NotFound) if provisioning == Provisioning::CreateMissing => {
-                match self.timed(async { client.create_database(&self.settings.database, None).await.map_err(map_err) }).await {
+                match self
+                    .timed(async { client.create_database(&self.settings.database, None).await.map_err(map_err) })
+                    .await
+                {
                     Ok(_) | Err(StoreError::Conflict) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -348,7 +353,8 @@ impl CosmosStore {
                 Err(StoreError::NotFound) if provisioning == Provisioning::CreateMissing => {
                     let properties = ContainerProperties::new(name.clone(), PartitionKeyDefinition::from(key))
                         .with_default_ttl(TimeToLive::NoDefault);
-                    match self.timed(async { database.create_container(properties, None).await.map_err(map_err) }).await {
+                    match self.timed(async { database.create_container(properties, None).await.map_err(map_err) }).await
+                    {
                         Ok(_) | Err(StoreError::Conflict) => {}
                         Err(e) => return Err(e.into()),
                     }
@@ -412,9 +418,8 @@ impl CosmosStore {
             for id in chunk {
                 batch = batch.delete_item(id.clone(), None);
             }
-            let response = self
-                .timed(async { sessions.execute_transactional_batch(batch, None).await.map_err(map_err) })
-                .await?;
+            let response =
+                self.timed(async { sessions.execute_transactional_batch(batch, None).await.map_err(map_err) }).await?;
             let model = response.into_model().map_err(map_err)?;
             if let Some(failed) = model.results().iter().find(|r| !r.is_success() && r.status_code() != 424) {
                 return Err(match failed.status_code() {
@@ -442,7 +447,8 @@ fn credential(client_id: Option<&str>) -> Result<Arc<dyn azure_core::credentials
         if let Some(id) = client_id {
             options.user_assigned_id = Some(azure_identity::UserAssignedId::ClientId(id.to_string()));
         }
-        let credential = azure_identity::ManagedIdentityCredential::new(Some(options)).map_err(StoreError::unavailable)?;
+        let credential =
+            azure_identity::ManagedIdentityCredential::new(Some(options)).map_err(StoreError::unavailable)?;
         return Ok(credential);
     }
     let credential = azure_identity::DeveloperToolsCredential::new(None).map_err(StoreError::unavailable)?;
@@ -460,9 +466,14 @@ impl SessionStore for CosmosStore {
         etag_of(response.headers())
     }
 
-    async fn get_session(&self, user_id: &str, session_id: &str) -> Result<Option<Versioned<SessionRecord>>, StoreError> {
+    async fn get_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Result<Option<Versioned<SessionRecord>>, StoreError> {
         let c = self.containers().await?;
-        let read = self.timed(async { c.sessions.read_item(user_id.to_string(), session_id, None).await.map_err(map_err) });
+        let read =
+            self.timed(async { c.sessions.read_item(user_id.to_string(), session_id, None).await.map_err(map_err) });
         match read.await {
             Ok(response) => response.into_model::<SessionDoc>().map_err(map_err)?.into_record().map(Some),
             Err(StoreError::NotFound) => Ok(None),
@@ -573,14 +584,20 @@ impl UserStore for CosmosStore {
             .timed(async {
                 let items = c
                     .accounts
-                    .query_items::<AccountDoc>("SELECT * FROM c WHERE IS_OBJECT(c.user)", FeedScope::full_container(), None)
+                    .query_items::<AccountDoc>(
+                        "SELECT * FROM c WHERE IS_OBJECT(c.user)",
+                        FeedScope::full_container(),
+                        None,
+                    )
                     .await
                     .map_err(map_err)?;
                 items.try_collect().await.map_err(map_err)
             })
             .await?;
-        let mut users: Vec<UserRecord> =
-            docs.into_iter().filter_map(|d| d.into_account().map(|a| a.value.user).transpose()).collect::<Result<_, _>>()?;
+        let mut users: Vec<UserRecord> = docs
+            .into_iter()
+            .filter_map(|d| d.into_account().map(|a| a.value.user).transpose())
+            .collect::<Result<_, _>>()?;
         users.sort_by(|a, b| a.username_key.cmp(&b.username_key));
         Ok(users)
     }

@@ -13,8 +13,13 @@ pub fn locked_for(throttle: &LoginThrottle, now: UnixMs) -> Option<i64> {
 }
 
 /// The throttle after one more failure at `now`: the count restarts when the previous failure is
-/// older than the window, and reaching `max_failures` locks the username for `lockout_ms`.
+/// older than the window, and reaching `max_failures` locks the username for `lockout_ms`. A
+/// failure recorded while the username is locked (a guess that passed the lock check just before
+/// a parallel guess set the lock) keeps the lock as it is: parallel guesses can never undo it.
 pub fn after_failure(throttle: Option<&LoginThrottle>, now: UnixMs, policy: &Login) -> LoginThrottle {
+    if let Some(locked) = throttle.filter(|t| t.locked_until_ms > now) {
+        return *locked;
+    }
     let previous = throttle
         .filter(|t| now - t.last_failure_ms < policy.lockout_ms && t.locked_until_ms <= now)
         .map_or(0, |t| t.failures);
@@ -61,6 +66,22 @@ mod tests {
         let after = after_failure(t.as_ref(), 70_000, &POLICY);
         assert_eq!(after.failures, 1);
         assert_eq!(locked_for(&after, 70_000), None);
+    }
+
+    #[test]
+    fn failures_recorded_during_a_lock_keep_it() {
+        let mut t = None;
+        for now in 0..3 {
+            t = Some(after_failure(t.as_ref(), now, &POLICY));
+        }
+        let locked = t.unwrap();
+        // Late failures of guesses that passed the lock check before the lock was written.
+        let mut later = locked;
+        for now in 3..10 {
+            later = after_failure(Some(&later), now, &POLICY);
+        }
+        assert_eq!(later, locked);
+        assert_eq!(locked_for(&later, 10), Some(60_000 - 8));
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub const MAX_USERNAME_CHARS: usize = 64;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Shortest password the `user add` command accepts.
 pub const MIN_PASSWORD_CHARS: usize = 8;
+/// How long `user disable` waits before its second sweep of sessions (longer than the login window).
+pub const DISABLE_SETTLE: std::time::Duration = std::time::Duration::from_millis(1_500);
 /// The role allowed to end other users' sessions.
 pub const ADMIN_ROLE: &str = "admin";
 
@@ -255,9 +257,15 @@ pub async fn add_user(
 }
 
 /// Disables a user and ends all of their sessions; returns the user and how many sessions ended.
+///
+/// A login that read the account just before the flag was set may still start a session after the
+/// first sweep; logins refuse to start one later than [`crate::service::LOGIN_WINDOW`] after their
+/// read, so a second sweep after `settle` (longer than that window) ends those too. Pass
+/// [`DISABLE_SETTLE`] outside tests.
 pub async fn disable_user<S: UserStore + SessionStore + ?Sized>(
     store: &S,
     username: &str,
+    settle: std::time::Duration,
 ) -> Result<(UserRecord, u64), AdminError> {
     let key = username_key(username)?;
     loop {
@@ -276,7 +284,11 @@ pub async fn disable_user<S: UserStore + SessionStore + ?Sized>(
         }
         let Some(user) = account.user else { return Err(unknown()) };
         // Sessions are ended after the flag is set, so no refresh can outlive the disable.
-        let ended = store.delete_user_sessions(&user.id, None).await?;
+        let mut ended = store.delete_user_sessions(&user.id, None).await?;
+        if !settle.is_zero() {
+            tokio::time::sleep(settle).await;
+            ended += store.delete_user_sessions(&user.id, None).await?;
+        }
         return Ok((user, ended));
     }
 }
@@ -315,10 +327,13 @@ mod tests {
         assert_eq!(p.name, "Alice");
         assert_eq!(dir_.login("alice", &Password::new("wrong-password"), 10).await.unwrap(), LoginOutcome::Rejected);
         assert_eq!(dir_.login("nobody", &pw, 10).await.unwrap(), LoginOutcome::Rejected);
-        disable_user(store.as_ref(), "alice").await.unwrap();
+        disable_user(store.as_ref(), "alice", std::time::Duration::ZERO).await.unwrap();
         assert_eq!(dir_.login("alice", &pw, 10).await.unwrap(), LoginOutcome::Rejected, "disabled users cannot log in");
         assert!(dir_.find("alice").await.unwrap().is_some());
-        assert!(matches!(disable_user(store.as_ref(), "nobody").await, Err(AdminError::Unknown(_))));
+        assert!(matches!(
+            disable_user(store.as_ref(), "nobody", std::time::Duration::ZERO).await,
+            Err(AdminError::Unknown(_))
+        ));
     }
 
     #[tokio::test]

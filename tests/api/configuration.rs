@@ -1,0 +1,123 @@
+//! Start-up configuration: every bad setting stops the process quickly with one line naming it;
+//! `--dev` fills in what is missing.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// Whether `line` names `setting` as a whole word (so `…Algorithm` does not match `…AlgorithmKey`).
+fn names_setting(line: &str, setting: &str) -> bool {
+    line.match_indices(setting).any(|(at, _)| {
+        line[at + setting.len()..].chars().next().is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+    })
+}
+
+#[tokio::test]
+async fn each_bad_setting_stops_start_up_with_one_line_naming_it() {
+    let es256_pem = fixture("es256-private.pem");
+    let rows: Vec<(&str, Config, &str)> = vec![
+        ("Issuer missing", Config::new().without(ISSUER_SETTING), ISSUER_SETTING),
+        ("Issuer blank", Config::new().env(ISSUER_SETTING, "   "), ISSUER_SETTING),
+        ("Audience missing", Config::new().without(AUDIENCE_SETTING), AUDIENCE_SETTING),
+        ("AlgorithmKey missing", Config::new().without(KEY_SETTING), KEY_SETTING),
+        ("AlgorithmKey of 10 bytes", Config::new().env(KEY_SETTING, "0123456789"), KEY_SETTING),
+        ("Algorithm RS999", Config::new().env(ALGORITHM_SETTING, "RS999"), ALGORITHM_SETTING),
+        (
+            "ClockSkewMs not a number",
+            Config::new().env("JwtRefreshToken__Descriptor__ClockSkewMs", "abc"),
+            "JwtRefreshToken__Descriptor__ClockSkewMs",
+        ),
+        ("ES256 with an HS-style key", Config::new().env(ALGORITHM_SETTING, "ES256"), KEY_SETTING),
+        (
+            "EdDSA with a P-256 key",
+            Config::new().env(ALGORITHM_SETTING, "EdDSA").env(KEY_SETTING, &es256_pem),
+            KEY_SETTING,
+        ),
+        (
+            "a previous key that is a private key",
+            Config::new().env("JwtRefreshToken__Descriptor__PreviousKeys__0", &es256_pem),
+            "JwtRefreshToken__Descriptor__PreviousKeys__0",
+        ),
+        (
+            "a previous HS256 key of 5 bytes",
+            Config::new().env("JwtRefreshToken__Descriptor__PreviousKeys__0", "short"),
+            "JwtRefreshToken__Descriptor__PreviousKeys__0",
+        ),
+        (
+            "CreateExpiresInMs zero",
+            Config::new().env("JwtRefreshToken__Expires__CreateExpiresInMs", "0"),
+            "JwtRefreshToken__Expires__CreateExpiresInMs",
+        ),
+        (
+            "RefreshExpiresInMs a fraction",
+            Config::new().env("JwtRefreshToken__Expires__RefreshExpiresInMs", "1.5"),
+            "JwtRefreshToken__Expires__RefreshExpiresInMs",
+        ),
+        (
+            "ReuseGraceMs negative",
+            Config::new().env("JwtRefreshToken__Rotation__ReuseGraceMs", "-5"),
+            "JwtRefreshToken__Rotation__ReuseGraceMs",
+        ),
+        (
+            "Rotation Secret too short",
+            Config::new().env("JwtRefreshToken__Rotation__Secret", "tooshort"),
+            "JwtRefreshToken__Rotation__Secret",
+        ),
+        (
+            "MaxFailures zero",
+            Config::new().env("JwtRefreshToken__Login__MaxFailures", "0"),
+            "JwtRefreshToken__Login__MaxFailures",
+        ),
+        (
+            "LockoutMs not a number",
+            Config::new().env("JwtRefreshToken__Login__LockoutMs", "soon"),
+            "JwtRefreshToken__Login__LockoutMs",
+        ),
+        (
+            "port not a number",
+            Config::new().env("FUNCTIONS_CUSTOMHANDLER_PORT", "http"),
+            "FUNCTIONS_CUSTOMHANDLER_PORT",
+        ),
+        ("store path below a file", Config::new().env(PATH_SETTING, "/proc/version/store"), PATH_SETTING),
+    ];
+    for (why, config, setting) in rows {
+        let out = run_to_exit(&config);
+        assert!(!out.status.success(), "{why}: must exit non-zero ({:?})", out.status);
+        assert!(out.elapsed < Duration::from_secs(5), "{why}: took {:?}", out.elapsed);
+        let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{why}: one line on stderr, got {:?}", out.stderr);
+        assert!(names_setting(lines[0], setting), "{why}: {:?} must name {setting}", lines[0]);
+        assert!(!out.stderr.contains("panicked"), "{why}: {}", out.stderr);
+        assert!(!out.stderr.contains(KEY), "{why}: the key must not be printed: {}", out.stderr);
+        assert!(!out.stderr.contains("BEGIN PRIVATE KEY"), "{why}: {}", out.stderr);
+        assert!(!out.stdout.contains("\"listening\""), "{why}: must not have started: {}", out.stdout);
+    }
+}
+
+fn dev_config() -> Config {
+    Config::new().arg("--dev").without(ISSUER_SETTING).without(AUDIENCE_SETTING).without(KEY_SETTING)
+}
+
+#[tokio::test]
+async fn dev_mode_starts_without_issuer_audience_or_key_and_serves_a_login() {
+    let app = TestApp::start(dev_config());
+    app.add_user("alice", PASSWORD, &[]);
+    let pair = app.login("alice", PASSWORD).await;
+    let claims = jwt_claims(&access_token(&pair));
+    assert!(claims["iss"].as_str().is_some_and(|s| !s.is_empty()), "{claims}");
+    assert!(claims["aud"].as_str().is_some_and(|s| !s.is_empty()), "{claims}");
+    assert_token_pair(&app.refresh(&refresh_token(&pair)).await, "refresh in dev mode");
+}
+
+#[tokio::test]
+async fn dev_mode_keeps_its_generated_key_across_restarts() {
+    let app = TestApp::start(dev_config());
+    app.add_user("alice", PASSWORD, &[]);
+    let pair = app.login("alice", PASSWORD).await;
+    let app = app.restart();
+    let r = app.post_json_bearer("/api/revoke", &json!({"scope": "global"}), &access_token(&pair)).await;
+    assert_eq!(r.status, 200, "the access token from before the restart verifies: {}", r.text());
+    assert_eq!(r.json(), json!({"revoked_sessions": 1}));
+}

@@ -1,0 +1,145 @@
+//! The two ways the Functions host calls the handler: the readiness probe and invocation payloads
+//! (`POST /<function>`), besides forwarded requests.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn readiness_probe_get_root_is_200() {
+    let app = TestApp::spawn(&[]);
+    let r = app.raw("GET", "/", None, Vec::new(), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+fn login_body(username: &str, password: &str) -> String {
+    json!({"username": username, "password": password}).to_string()
+}
+
+#[tokio::test]
+async fn invocation_login_answers_outer_200_with_tokens_in_the_inner_body() {
+    let app = TestApp::spawn(&[]);
+    let id = app.add_user("alice", PASSWORD, &[]);
+    let (status, outer) = app.invoke("token", "POST", json_headers(), &login_body("alice", PASSWORD)).await;
+    assert_eq!(status, 200, "{outer}");
+    assert_eq!(outer["Logs"], json!([]), "{outer}");
+    assert_eq!(outer["ReturnValue"], Value::Null, "{outer}");
+    let (inner_status, headers, body) = inner(&outer);
+    assert_eq!(inner_status, 200, "{outer}");
+    assert_eq!(headers["Cache-Control"], "no-store", "{outer}");
+    assert!(headers["Content-Type"].as_str().unwrap_or_default().starts_with("application/json"), "{outer}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(jwt_claims(body["access_token"].as_str().unwrap())["sub"], id.as_str());
+    // The refresh token from an invocation works in forwarded mode and vice versa.
+    let forwarded = app.refresh_ok(&refresh_token(&body)).await;
+    let (_, outer) = app
+        .invoke("refresh", "POST", json_headers(), &json!({"refresh_token": refresh_token(&forwarded)}).to_string())
+        .await;
+    let (inner_status, _, refreshed) = inner(&outer);
+    assert_eq!(inner_status, 200, "{outer}");
+    assert_ne!(refresh_token(&refreshed), refresh_token(&forwarded));
+}
+
+#[tokio::test]
+async fn invocation_with_bad_credentials_answers_outer_200_with_inner_400() {
+    let app = TestApp::spawn(&[]);
+    app.add_user("alice", PASSWORD, &[]);
+    let (status, outer) = app.invoke("token", "POST", json_headers(), &login_body("alice", "wrong-password")).await;
+    assert_eq!(status, 200, "{outer}");
+    let (inner_status, _, body) = inner(&outer);
+    assert_eq!(inner_status, 400, "{outer}");
+    assert_eq!(body["error"], "invalid_grant", "{outer}");
+}
+
+#[tokio::test]
+async fn invocation_with_a_disallowed_method_answers_inner_405_with_allow() {
+    let app = TestApp::spawn(&[]);
+    let rows = [
+        ("token", "GET", "POST, PATCH"),
+        ("refresh", "PATCH", "POST"),
+        ("jwks", "POST", "GET"),
+        ("revoke", "DELETE", "POST, PATCH"),
+    ];
+    for (function, method, allow) in rows {
+        let (status, outer) = app.invoke(function, method, json_headers(), "{}").await;
+        assert_eq!(status, 200, "{function} {method}: {outer}");
+        let (inner_status, headers, body) = inner(&outer);
+        assert_eq!(inner_status, 405, "{function} {method}: {outer}");
+        assert_eq!(headers["Allow"], allow, "{function} {method}: {outer}");
+        assert_eq!(body["error"], "method_not_allowed", "{outer}");
+    }
+}
+
+#[tokio::test]
+async fn invocation_accepts_header_values_as_plain_strings_and_lower_case_methods() {
+    let app = TestApp::spawn(&[]);
+    app.add_user("alice", PASSWORD, &[]);
+    let headers = json!({"Content-Type": "application/json", "Accept": "application/json"});
+    let (status, outer) = app.invoke("token", "post", headers, &login_body("alice", PASSWORD)).await;
+    assert_eq!(status, 200, "{outer}");
+    let (inner_status, _, body) = inner(&outer);
+    assert_eq!(inner_status, 200, "{outer}");
+    assert_eq!(body["token_type"], "Bearer");
+}
+
+#[tokio::test]
+async fn invocation_revoke_with_a_bearer_header_and_jwks_with_get_work() {
+    let app = TestApp::spawn(&[]);
+    app.add_user("alice", PASSWORD, &[]);
+    let pair = app.login("alice", PASSWORD).await;
+    let headers = json!({
+        "Content-Type": ["application/json"],
+        "Authorization": [format!("Bearer {}", access_token(&pair))],
+    });
+    let (_, outer) = app.invoke("revoke", "POST", headers, &json!({"scope": "global"}).to_string()).await;
+    let (inner_status, _, body) = inner(&outer);
+    assert_eq!(inner_status, 200, "{outer}");
+    assert_eq!(body, json!({"revoked_sessions": 1}));
+    let (_, outer) = app.invoke("revoke", "POST", json_headers(), &json!({"scope": "global"}).to_string()).await;
+    let (inner_status, headers, _) = inner(&outer);
+    assert_eq!(inner_status, 401, "{outer}");
+    assert_eq!(headers["WWW-Authenticate"], "Bearer", "{outer}");
+    let (_, outer) = app.invoke("jwks", "GET", json!({}), "").await;
+    let (inner_status, _, body) = inner(&outer);
+    assert_eq!(inner_status, 200, "{outer}");
+    assert_eq!(body, json!({"keys": []}));
+}
+
+#[tokio::test]
+async fn a_malformed_invocation_payload_answers_outer_200_with_inner_400() {
+    let app = TestApp::spawn(&[]);
+    let rows: [(&str, &str); 8] = [
+        ("not JSON", "nope"),
+        ("a JSON array", "[]"),
+        ("an empty object", "{}"),
+        ("Data without req", r#"{"Data":{}}"#),
+        ("req without Method", r#"{"Data":{"req":{"Headers":{},"Body":"{}"}}}"#),
+        ("Method not a string", r#"{"Data":{"req":{"Method":5,"Body":"{}"}}}"#),
+        (
+            "a header value that is a number",
+            r#"{"Data":{"req":{"Method":"POST","Headers":{"Content-Type":1},"Body":"{}"}}}"#,
+        ),
+        (
+            "an inner body that is not JSON",
+            r#"{"Data":{"req":{"Method":"POST","Headers":{"Content-Type":["application/json"]},"Body":"{nope"}}}"#,
+        ),
+    ];
+    for (why, payload) in rows {
+        let r = app.raw("POST", "/token", Some("application/json"), payload, None).await;
+        assert_eq!(r.status, 200, "{why}: {}", r.text());
+        let outer = r.json();
+        let (inner_status, _, body) = inner(&outer);
+        assert_eq!(inner_status, 400, "{why}: {outer}");
+        assert_eq!(body["error"], "invalid_request", "{why}: {outer}");
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_inner_body_answers_inner_413() {
+    let app = TestApp::spawn(&[]);
+    let big = json!({"username": "alice", "password": "x".repeat(17_000)}).to_string();
+    let (status, outer) = app.invoke("token", "POST", json_headers(), &big).await;
+    assert_eq!(status, 200, "{outer}");
+    let (inner_status, _, _) = inner(&outer);
+    assert_eq!(inner_status, 413, "{outer}");
+}
