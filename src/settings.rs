@@ -291,6 +291,9 @@ impl Settings {
         };
         let issuer = required_or_dev(env, ISSUER, mode, DEV_ISSUER)?;
         let audience = required_or_dev(env, AUDIENCE, mode, DEV_AUDIENCE)?;
+        for secret in [ALGORITHM_KEY, ROTATION_SECRET, COSMOS_CONNECTION_STRING] {
+            unresolved_reference(env, secret)?;
+        }
         let algorithm_key = match (env.get(ALGORITHM_KEY), mode, algorithm) {
             (Some(key), _, _) => SecretBytes::new(key.as_bytes().to_vec()),
             (None, Mode::Development, SigningAlgorithm::Hs256) => {
@@ -339,9 +342,22 @@ impl Settings {
     }
 }
 
+/// App Service hands the literal `@Microsoft.KeyVault(…)` text to the app when it cannot resolve a
+/// Key Vault reference; used as a key, that text would look valid. Refuse it.
+fn unresolved_reference(env: &Env, name: &str) -> Result<(), SettingsError> {
+    match env.get(name) {
+        Some(v) if v.trim_start().to_ascii_lowercase().starts_with("@microsoft.keyvault(") => Err(SettingsError::new(
+            name,
+            "is an unresolved Key Vault reference: grant the app's identity 'Key Vault Secrets User' and check the secret URI",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Only the store settings: all the `user` commands need. An endpoint or a connection string
 /// selects Cosmos; otherwise the embedded store is used.
 pub fn load_store(env: &Env) -> Result<StoreSettings, SettingsError> {
+    unresolved_reference(env, COSMOS_CONNECTION_STRING)?;
     let auth = match (env.get(COSMOS_ENDPOINT), env.get(COSMOS_CONNECTION_STRING)) {
         (None, None) => {
             return Ok(StoreSettings::Embedded {
@@ -531,6 +547,19 @@ mod tests {
             (&[(ROTATION_SECRET, "tooshort")], ROTATION_SECRET, "short rotation secret"),
             (&[(MAX_FAILURES, "0")], MAX_FAILURES, "zero failures"),
             (&[(LOCKOUT, "x")], LOCKOUT, "not a number"),
+            (
+                &[(
+                    ALGORITHM_KEY,
+                    "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/jwt-algorithm-key/)",
+                )],
+                ALGORITHM_KEY,
+                "unresolved Key Vault reference",
+            ),
+            (
+                &[(ROTATION_SECRET, "@Microsoft.KeyVault(VaultName=kv;SecretName=jwt-rotation-secret)")],
+                ROTATION_SECRET,
+                "unresolved Key Vault reference",
+            ),
             (&[(PORT_SETTING, "70000")], PORT_SETTING, "port out of range"),
         ];
         for (extra, setting, why) in cases {

@@ -1,0 +1,46 @@
+// Log Analytics workspace + workspace-based Application Insights.
+
+@description('Azure region of the resources.')
+param location string
+
+@description('Tags applied to every resource.')
+param tags object
+
+@description('Name of the Log Analytics workspace.')
+param logAnalyticsName string
+
+@description('Name of the Application Insights component.')
+param appInsightsName string
+
+@description('Days the workspace keeps data.')
+@minValue(30)
+@maxValue(730)
+param retentionInDays int = 30
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: logAnalyticsName
+  location: location
+  tags: tags
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: retentionInDays
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: appInsightsName
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logAnalytics.id
+  }
+}
+
+output appInsightsName string = appInsights.name
+// The connection string holds only the ingestion endpoint and instrumentation key (no secret).
+output appInsightsConnectionString string = appInsights.properties.ConnectionString
+output logAnalyticsId string = logAnalytics.id
