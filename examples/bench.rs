@@ -23,7 +23,8 @@ fn report(name: &str, mut samples: Vec<Duration>, baseline: Option<Duration>) ->
     samples.sort();
     let p50 = percentile(&samples, 0.5);
     let p99 = percentile(&samples, 0.99);
-    let ratio = baseline.map_or(String::new(), |b| format!("  p50 = {:.1}x readiness", p50.as_secs_f64() / b.as_secs_f64()));
+    let ratio =
+        baseline.map_or(String::new(), |b| format!("  p50 = {:.1}x readiness", p50.as_secs_f64() / b.as_secs_f64()));
     println!("{name:<22} n={:<5} p50={:>8.3} ms  p99={:>8.3} ms{ratio}", samples.len(), ms(p50), ms(p99));
     p50
 }
@@ -74,7 +75,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut refresh_token = String::new();
     for _ in 0..(rounds / 10).max(10) {
         let t = Instant::now();
-        let r: serde_json::Value = client.post(format!("{base}/api/token")).json(&login_body).send().await?.json().await?;
+        let r: serde_json::Value =
+            client.post(format!("{base}/api/token")).json(&login_body).send().await?.json().await?;
         logins.push(t.elapsed());
         refresh_token = r["refresh_token"].as_str().ok_or("login failed")?.to_string();
     }
@@ -98,7 +100,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut bad = Vec::new();
     for _ in 0..rounds {
         let t = Instant::now();
-        client.post(format!("{base}/api/refresh")).json(&serde_json::json!({"refresh_token": "garbage"})).send().await?;
+        client
+            .post(format!("{base}/api/refresh"))
+            .json(&serde_json::json!({"refresh_token": "garbage"}))
+            .send()
+            .await?;
         bad.push(t.elapsed());
     }
     report("refresh with garbage", bad, Some(baseline));

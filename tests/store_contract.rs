@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use jwt_refresh_token::clock::SystemClock;
+use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
+use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
     Account, LoginThrottle, SessionRecord, SessionStore as _, Store, StoreError, UserRecord, UserStore as _, Version,
@@ -248,6 +251,27 @@ async fn embedded() -> (Arc<dyn Store>, tempfile::TempDir) {
 }
 
 store_contract!(embedded_store, embedded());
+
+#[path = "support/emulator.rs"]
+mod emulator;
+
+/// A Cosmos store on the local test peer, in a database of its own.
+async fn cosmos() -> (Arc<dyn Store>, ()) {
+    let settings = CosmosSettings {
+        endpoint: emulator::endpoint().to_string(),
+        auth: CosmosAuth::Key(jwt_refresh_token::secret::SecretBytes::new(emulator::EMULATOR_KEY.as_bytes().to_vec())),
+        database: emulator::unique_database("contract"),
+        token_container: "tokens".into(),
+        user_container: "users".into(),
+        request_timeout_ms: 10_000,
+        region: None,
+    };
+    let store = CosmosStore::new(settings, Arc::new(SystemClock));
+    store.connect(Provisioning::CreateMissing).await.expect("connect to the Cosmos emulator");
+    (Arc::new(store), ())
+}
+
+store_contract!(cosmos_store, cosmos());
 
 /// Embedded-only: expiry is purged by the store itself (Cosmos uses TTL instead).
 #[tokio::test]

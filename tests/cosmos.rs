@@ -1,0 +1,229 @@
+//! Cosmos-specific behaviour against the local test peer: TTL expiry, round trips per operation,
+//! throttling and timeouts, missing resources. The emulator's counters and fault rules are global,
+//! so the tests here run one at a time (`SERIAL`).
+
+use std::sync::Arc;
+
+use jwt_refresh_token::clock::ManualClock;
+use jwt_refresh_token::secret::{Password, SecretBytes};
+use jwt_refresh_token::service::{ServiceError, TokenService};
+use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings, Env, Mode, Settings};
+use jwt_refresh_token::startup::build_service;
+use jwt_refresh_token::store::cosmos::{ConnectError, CosmosStore, Provisioning};
+use jwt_refresh_token::store::{Account, LoginThrottle, SessionRecord, SessionStore as _, Store, UserStore as _};
+use jwt_refresh_token::users::{self, PasswordHasher};
+use serde_json::json;
+
+#[path = "support/emulator.rs"]
+mod emulator;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const START: i64 = 1_900_000_000_000;
+const PASSWORD: &str = "correct horse battery";
+
+fn settings(database: &str, timeout_ms: u64) -> CosmosSettings {
+    CosmosSettings {
+        endpoint: emulator::endpoint().to_string(),
+        auth: CosmosAuth::Key(SecretBytes::new(emulator::EMULATOR_KEY.as_bytes().to_vec())),
+        database: database.to_string(),
+        token_container: "tokens".into(),
+        user_container: "users".into(),
+        request_timeout_ms: timeout_ms,
+        region: None,
+    }
+}
+
+async fn store(clock: &ManualClock, timeout_ms: u64) -> Arc<CosmosStore> {
+    let store = CosmosStore::new(settings(&emulator::unique_database("cosmos"), timeout_ms), Arc::new(clock.clone()));
+    store.connect(Provisioning::CreateMissing).await.expect("connect");
+    Arc::new(store)
+}
+
+fn session(user: &str, sid: &str, expires_at_ms: i64) -> SessionRecord {
+    SessionRecord {
+        user_id: user.into(),
+        session_id: sid.into(),
+        seed: [1u8; 32],
+        generation: 0,
+        rotated_at_ms: START,
+        created_at_ms: START,
+        expires_at_ms,
+        username: "u".into(),
+        roles: vec![],
+    }
+}
+
+/// A token service on a fresh Cosmos database with user `alice`.
+async fn service(clock: &ManualClock, timeout_ms: u64) -> (TokenService, Arc<CosmosStore>) {
+    let store = store(clock, timeout_ms).await;
+    let env = Env::from_pairs([
+        ("JwtRefreshToken__Descriptor__Issuer", "https://issuer.test"),
+        ("JwtRefreshToken__Descriptor__Audience", "api://test"),
+        ("JwtRefreshToken__Descriptor__AlgorithmKey", "cosmos-test-signing-key-0123456789abcdef"),
+    ]);
+    let settings = Settings::load(&env, Mode::Production).unwrap();
+    let service = build_service(&settings, store.clone() as Arc<dyn Store>, Arc::new(clock.clone())).unwrap();
+    users::add_user(store.as_ref(), &PasswordHasher::owasp(), "alice", &Password::new(PASSWORD), &[], START)
+        .await
+        .unwrap();
+    (service, store)
+}
+
+#[tokio::test]
+async fn sessions_expire_by_cosmos_ttl_at_the_end_of_their_absolute_lifetime() {
+    let _serial = SERIAL.lock().await;
+    let clock = ManualClock::new(START);
+    let store = store(&clock, 10_000).await;
+    let v = store.insert_session(&session("u1", "s1", START + 10_000)).await.unwrap();
+    // Six seconds later the session rotates: its ttl shrinks to the four seconds left, it does
+    // not restart at ten.
+    clock.advance(6_000);
+    emulator::advance_clock(6).await;
+    let mut rotated = session("u1", "s1", START + 10_000);
+    rotated.generation = 1;
+    store.replace_session(&rotated, &v).await.unwrap();
+    emulator::advance_clock(3).await;
+    assert!(store.get_session("u1", "s1").await.unwrap().is_some(), "alive before its end");
+    emulator::advance_clock(2).await;
+    assert!(store.get_session("u1", "s1").await.unwrap().is_none(), "Cosmos TTL removed the expired session");
+}
+
+#[tokio::test]
+async fn throttle_only_accounts_expire_by_ttl_and_user_accounts_never() {
+    let _serial = SERIAL.lock().await;
+    let clock = ManualClock::new(START);
+    let store = store(&clock, 10_000).await;
+    let throttle = LoginThrottle { failures: 2, last_failure_ms: START, locked_until_ms: 0 };
+    let ghost = Account { username_key: "ghost".into(), user: None, throttle, expires_at_ms: Some(START + 5_000) };
+    store.put_account(&ghost, None).await.unwrap();
+    users::add_user(store.as_ref(), &PasswordHasher::owasp(), "alice", &Password::new(PASSWORD), &[], START)
+        .await
+        .unwrap();
+    emulator::advance_clock(6).await;
+    assert!(store.get_account("ghost").await.unwrap().is_none());
+    assert!(store.get_account("alice").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn every_operation_stays_within_its_round_trip_budget() {
+    let _serial = SERIAL.lock().await;
+    let clock = ManualClock::new(START);
+    let (service, _store) = service(&clock, 10_000).await;
+    let password = Password::new(PASSWORD);
+    let mut report = Vec::new();
+    let mut within = async |name: &str, budget: u64| -> serde_json::Value {
+        let kinds = emulator::document_requests().await;
+        let total = emulator::document_request_total().await;
+        assert!(total <= budget, "{name}: {total} document requests > {budget}: {kinds}");
+        report.push(format!("{name}: {total} document requests {kinds}"));
+        emulator::reset_stats().await;
+        kinds
+    };
+
+    service.login("alice", &password).await.unwrap(); // warm-up: the first login computes the dummy hash
+    emulator::reset_stats().await;
+    let pair = service.login("alice", &password).await.unwrap();
+    within("login", 2).await;
+
+    let next = service.refresh(&pair.refresh_token, None).await.unwrap();
+    let kinds = within("refresh", 2).await;
+    assert_eq!((kinds["read"].as_u64(), kinds["replace"].as_u64()), (Some(1), Some(1)), "{kinds}");
+
+    let retry = service.refresh(&pair.refresh_token, None).await.unwrap();
+    assert_eq!(retry.refresh_token, next.refresh_token);
+    within("retry within grace", 1).await;
+
+    assert!(service.revoke_token(&next.refresh_token).await.unwrap());
+    within("revoke one session", 2).await;
+
+    let wrong = service.login("alice", &Password::new("wrong password")).await;
+    assert!(matches!(wrong, Err(ServiceError::InvalidGrant(_))));
+    within("failed login", 2).await;
+
+    let mut pairs = Vec::new();
+    for _ in 0..3 {
+        pairs.push(service.login("alice", &password).await.unwrap());
+    }
+    let caller = service.authenticate_bearer(&pairs[0].access_token).unwrap();
+    emulator::reset_stats().await;
+    let ended = service.revoke_scope(&caller, &jwt_refresh_token::service::RevokeScope::Global).await.unwrap();
+    assert_eq!(ended, 4, "the warm-up session and the three new ones");
+    let kinds = within("revoke all sessions", 2).await;
+    assert_eq!((kinds["query"].as_u64(), kinds["batch"].as_u64()), (Some(1), Some(1)), "{kinds}");
+    drop(within);
+    for line in report {
+        println!("{line}");
+    }
+}
+
+#[tokio::test]
+async fn throttling_is_retried_a_bounded_number_of_times_then_surfaces_as_unavailable() {
+    let _serial = SERIAL.lock().await;
+    let clock = ManualClock::new(START);
+    let (service, _store) = service(&clock, 5_000).await;
+    let pair = service.login("alice", &Password::new(PASSWORD)).await.unwrap();
+
+    // A short burst of 429s is absorbed by retries that honour x-ms-retry-after-ms.
+    emulator::inject(json!({"status": 429, "retryAfterMs": 5, "count": 2, "kinds": ["read"]})).await;
+    let next = service.refresh(&pair.refresh_token, None).await.unwrap();
+
+    // Sustained throttling: bounded retries, then the caller sees Unavailable (503 at the edge).
+    emulator::inject(json!({"status": 429, "retryAfterMs": 5, "count": 50, "kinds": ["replace"]})).await;
+    let started = std::time::Instant::now();
+    let r = service.refresh(&next.refresh_token, None).await;
+    emulator::clear_faults().await;
+    assert!(matches!(r, Err(ServiceError::Unavailable(_))), "{r:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "bounded: {:?}", started.elapsed());
+    // Nothing was half-rotated: the same token still refreshes.
+    service.refresh(&next.refresh_token, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_store_times_out_and_a_retry_gets_the_same_successor() {
+    let _serial = SERIAL.lock().await;
+    let clock = ManualClock::new(START);
+    let (service, _store) = service(&clock, 1_000).await;
+    let pair = service.login("alice", &Password::new(PASSWORD)).await.unwrap();
+    emulator::inject(json!({"delayMs": 1_600, "count": 1, "kinds": ["replace"]})).await;
+    let r = service.refresh(&pair.refresh_token, None).await;
+    assert!(matches!(r, Err(ServiceError::Unavailable(_))), "{r:?}");
+    // The delayed replace may still land after the client gave up; whichever way it went, the
+    // client's retry with the same token succeeds and the session is not forked.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let first = service.refresh(&pair.refresh_token, None).await.unwrap();
+    let again = service.refresh(&pair.refresh_token, None).await.unwrap();
+    assert_eq!(first.refresh_token, again.refresh_token);
+    service.refresh(&first.refresh_token, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn without_create_rights_a_missing_database_or_container_is_named() {
+    let _serial = SERIAL.lock().await;
+    let clock = ManualClock::new(START);
+    let database = emulator::unique_database("missing");
+    let store = CosmosStore::new(settings(&database, 10_000), Arc::new(clock.clone()));
+    match store.connect(Provisioning::RequireExisting).await {
+        Err(ConnectError::Missing { setting, what }) => {
+            assert_eq!(setting, "JwtRefreshToken__Cosmos__DatabaseName");
+            assert!(what.contains(&database), "{what}");
+        }
+        other => panic!("expected a missing database, got {other:?}"),
+    }
+    // Requests meanwhile fail as unavailable, never as "not found".
+    let r = store.get_session("u", "s").await;
+    assert!(matches!(r, Err(jwt_refresh_token::store::StoreError::Unavailable { .. })), "{r:?}");
+
+    // The database exists (created by a store with other container names) but not the containers.
+    let mut elsewhere = settings(&database, 10_000);
+    elsewhere.token_container = "other-tokens".into();
+    elsewhere.user_container = "other-users".into();
+    CosmosStore::new(elsewhere, Arc::new(clock.clone())).connect(Provisioning::CreateMissing).await.unwrap();
+    match store.connect(Provisioning::RequireExisting).await {
+        Err(ConnectError::Missing { setting, what }) => {
+            assert_eq!(setting, "JwtRefreshToken__Cosmos__TokenContainerId");
+            assert!(what.contains("\"tokens\""), "{what}");
+        }
+        other => panic!("expected a missing container, got {other:?}"),
+    }
+}
