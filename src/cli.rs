@@ -134,8 +134,12 @@ fn read_password_line() -> Result<Password, Failure> {
 }
 
 async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
-    let store =
-        open_store(&load_store(env).map_err(Failure::config)?, Arc::new(SystemClock)).map_err(Failure::config)?.store;
+    let opened =
+        open_store(&load_store(env).map_err(Failure::config)?, Arc::new(SystemClock)).map_err(Failure::config)?;
+    if let Some((cosmos, provisioning)) = &opened.cosmos {
+        cosmos.connect(*provisioning).await.map_err(connect_failure)?;
+    }
+    let store = opened.store;
     match command {
         UserCommand::Add { username, roles, password_stdin: _ } => {
             let password = read_password_line()?;
@@ -170,12 +174,17 @@ async fn cosmos_init(env: &Env) -> Result<(), Failure> {
             "setting JwtRefreshToken__Cosmos__ConnectionString: no Cosmos DB configured (set it or JwtRefreshToken__Cosmos__AccountEndpoint)",
         ));
     };
-    store.connect(provisioning).await.map_err(|e| match e {
-        crate::store::cosmos::ConnectError::Missing { .. } => Failure::config(e),
-        other => Failure::other(other),
-    })?;
+    store.connect(provisioning).await.map_err(connect_failure)?;
     println!("Cosmos DB ready: {}", store.describe_resources());
     Ok(())
+}
+
+/// A missing Cosmos resource is a configuration problem (exit 2); anything else is not.
+fn connect_failure(e: crate::store::cosmos::ConnectError) -> Failure {
+    match e {
+        crate::store::cosmos::ConnectError::Missing { .. } => Failure::config(e),
+        other => Failure::other(other),
+    }
 }
 
 fn roles_text(roles: &[String]) -> String {

@@ -151,7 +151,6 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     assert_eq!(ended, 4, "the warm-up session and the three new ones");
     let kinds = within("revoke all sessions", 2).await;
     assert_eq!((kinds["query"].as_u64(), kinds["batch"].as_u64()), (Some(1), Some(1)), "{kinds}");
-    drop(within);
     for line in report {
         println!("{line}");
     }
