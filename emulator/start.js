@@ -134,6 +134,17 @@ const Collections = lib("account/collections").default;
 const getValue = lib("utils/get-value").default;
 const jsonModule = lib("json");
 const { decodeBinaryJson, isBinaryJson } = require("./binary-json");
+
+// ---------------------------------------------------------------------------------------------
+// Resource ids: Cosmos writes them in base64 with '-' in place of '/', and the Rust SDK splits a
+// container's _rid on that basis. The package uses plain base64, so every database or container
+// whose id happens to contain '/' broke container resolution (500/20020 "failed to extract database
+// RID"). Encode and decode all '/' and '-' as Cosmos does.
+{
+  const ResourceId = lib("account/resource-id").default;
+  ResourceId.toBase64String = buffer => buffer.toString("base64").replace(/\//g, "-");
+  ResourceId.fromBase64String = s => Buffer.from(String(s).replace(/-/g, "/"), "base64");
+}
 const rawBody = fromPkg("raw-body");
 // Request bodies: text JSON, or Cosmos binary JSON (the Rust SDK's default for
 // item writes). Every package handler reads bodies through lib/json.

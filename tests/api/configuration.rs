@@ -80,8 +80,23 @@ async fn each_bad_setting_stops_start_up_with_one_line_naming_it() {
             Config::new().env("FUNCTIONS_CUSTOMHANDLER_PORT", "http"),
             "FUNCTIONS_CUSTOMHANDLER_PORT",
         ),
-        ("store path below a file", Config::new().env(PATH_SETTING, "/proc/version/store"), PATH_SETTING),
+        (
+            "Cosmos connection string without a key",
+            Config::new().env(CONNECTION_STRING_SETTING, "AccountEndpoint=http://127.0.0.1:9/;"),
+            CONNECTION_STRING_SETTING,
+        ),
+        (
+            "both a Cosmos endpoint and a connection string",
+            Config::new()
+                .env("JwtRefreshToken__Cosmos__AccountEndpoint", "https://example.documents.azure.com/")
+                .env(CONNECTION_STRING_SETTING, "AccountEndpoint=http://127.0.0.1:9/;AccountKey=a2V5;"),
+            CONNECTION_STRING_SETTING,
+        ),
     ];
+    // The embedded store's path only matters when it is the store.
+    let embedded_rows =
+        [("store path below a file", Config::new().env(PATH_SETTING, "/proc/version/store"), PATH_SETTING)];
+    let rows = rows.into_iter().chain(embedded_rows.into_iter().filter(|_| backend() == Backend::Embedded));
     for (why, config, setting) in rows {
         let out = run_to_exit(&config);
         assert!(!out.status.success(), "{why}: must exit non-zero ({:?})", out.status);

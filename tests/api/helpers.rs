@@ -12,6 +12,33 @@ use base64::Engine as _;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
+/// Which store the handler under test uses; each test binary sets `crate::BACKEND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in the test's temporary directory.
+    Embedded,
+    /// The local Cosmos DB test peer, one database per test store.
+    Cosmos,
+}
+
+/// The store of this test binary.
+pub fn backend() -> Backend {
+    crate::BACKEND
+}
+
+/// Setting that selects Cosmos with an account key.
+pub const CONNECTION_STRING_SETTING: &str = "JwtRefreshToken__Cosmos__ConnectionString";
+
+/// The Cosmos database of a test store: named after its temporary directory, so a restarted or a
+/// second handler on the same store shares it.
+pub fn database_for(store: &Path) -> String {
+    let name: String = store
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().filter(char::is_ascii_alphanumeric).collect())
+        .unwrap_or_default();
+    format!("api-{name}")
+}
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_handler");
 /// `iss` the service is configured with.
@@ -87,6 +114,10 @@ impl Config {
             .env(AUDIENCE_SETTING, AUDIENCE)
             .env(KEY_SETTING, KEY)
             .env("RUST_LOG", "info");
+        if backend() == Backend::Cosmos {
+            cmd.env(CONNECTION_STRING_SETTING, crate::emulator::connection_string())
+                .env("JwtRefreshToken__Cosmos__DatabaseName", database_for(store));
+        }
         for (name, value) in &self.env {
             cmd.env(name, value);
         }
@@ -169,7 +200,7 @@ pub struct TestApp {
     pub port: u16,
     pub base: String,
     pub client: reqwest::Client,
-    store: tempfile::TempDir,
+    store: Arc<tempfile::TempDir>,
     config: Config,
     logs: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -251,6 +282,16 @@ impl TestApp {
 
     /// Starts the service with `config` on the store directory `store`.
     pub fn start_in(store: tempfile::TempDir, config: Config) -> Self {
+        Self::start_on(Arc::new(store), config)
+    }
+
+    /// A second handler process with the same settings on the same store (a second instance of
+    /// the Function App); both must behave as one.
+    pub fn second_instance(&self) -> Self {
+        Self::start_on(Arc::clone(&self.store), self.config.clone())
+    }
+
+    fn start_on(store: Arc<tempfile::TempDir>, config: Config) -> Self {
         let running = launch(&config, store.path());
         let client =
             reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("HTTP client");

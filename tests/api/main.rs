@@ -1,4 +1,11 @@
-//! Black-box HTTP tests: each test runs the real `handler` binary on a store of its own.
+//! Black-box HTTP tests: each test runs the real `handler` binary on a store of its own — here the
+//! embedded store; `tests/api_cosmos.rs` runs the same modules on the Cosmos store.
+
+/// The store every handler in this test binary uses.
+const BACKEND: helpers::Backend = helpers::Backend::Embedded;
+
+#[path = "../support/emulator.rs"]
+mod emulator;
 
 mod bearer;
 mod concurrency;

@@ -314,22 +314,33 @@ async fn a_chunked_body_over_16_kib_is_413() {
 
 #[tokio::test]
 async fn a_store_failure_answers_5xx_without_internals() {
-    let app = TestApp::spawn(&[]);
+    // Cosmos: an emulator of this test's own, failing every document request from a point on.
+    let private = (backend() == Backend::Cosmos).then(crate::emulator::Private::start);
+    let config = match &private {
+        Some(p) => Config::new().env(CONNECTION_STRING_SETTING, &p.connection_string()),
+        None => Config::new(),
+    };
+    let app = TestApp::start(config);
     app.add_user("alice", PASSWORD, &[]);
     let pair = app.login("alice", PASSWORD).await;
     // Break the store under the running service.
-    let db = app.store_dir().join("store.db");
-    let conn = rusqlite::Connection::open(&db).expect("open store");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .and_then(|mut s| s.query_map([], |row| row.get(0))?.collect())
-        .expect("list tables");
-    assert!(!tables.is_empty());
-    for table in &tables {
-        conn.execute_batch(&format!("DROP TABLE \"{table}\";")).expect("drop table");
+    let mut tables: Vec<String> = Vec::new();
+    match &private {
+        Some(p) => p.inject(json!({"status": 503, "count": 1_000_000})).await,
+        None => {
+            let db = app.store_dir().join("store.db");
+            let conn = rusqlite::Connection::open(&db).expect("open store");
+            conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+            tables = conn
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .and_then(|mut s| s.query_map([], |row| row.get(0))?.collect())
+                .expect("list tables");
+            assert!(!tables.is_empty());
+            for table in &tables {
+                conn.execute_batch(&format!("DROP TABLE \"{table}\";")).expect("drop table");
+            }
+        }
     }
-    drop(conn);
     let answers = [
         ("refresh", app.refresh(&refresh_token(&pair)).await),
         ("login", app.try_login("alice", PASSWORD).await),

@@ -42,10 +42,8 @@ fn install() {
     assert!(status.success(), "`npm ci` in emulator/ failed: {status}");
 }
 
-fn start() -> Running {
-    if let Ok(endpoint) = std::env::var("JRT_COSMOS_ENDPOINT") {
-        return Running { endpoint, _stdin: None, _child: None };
-    }
+/// Starts an emulator process; it exits when the returned stdin is closed.
+fn launch() -> (String, Child, ChildStdin) {
     install();
     let mut child = Command::new("node")
         .args(["start.js", "--http", "--port", "0", "--exit-with-stdin"])
@@ -66,8 +64,51 @@ fn start() -> Running {
     let parsed: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("emulator said {line:?}: {e}"));
     let endpoint = parsed["endpoint"].as_str().expect("endpoint in the emulator's first line").to_string();
-    let stdin = child.stdin.take().map(Mutex::new);
-    Running { endpoint, _stdin: stdin, _child: Some(Mutex::new(child)) }
+    let stdin = child.stdin.take().expect("emulator stdin");
+    (endpoint, child, stdin)
+}
+
+fn start() -> Running {
+    if let Ok(endpoint) = std::env::var("JRT_COSMOS_ENDPOINT") {
+        return Running { endpoint, _stdin: None, _child: None };
+    }
+    let (endpoint, child, stdin) = launch();
+    Running { endpoint, _stdin: Some(Mutex::new(stdin)), _child: Some(Mutex::new(child)) }
+}
+
+/// An emulator of one test's own (for fault injection that must not disturb other tests);
+/// stopped on drop.
+pub struct Private {
+    /// Its endpoint.
+    pub endpoint: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Private {
+    /// Starts one.
+    pub fn start() -> Self {
+        let (endpoint, child, stdin) = launch();
+        Self { endpoint, child, stdin: Some(stdin) }
+    }
+
+    /// A connection string for it.
+    pub fn connection_string(&self) -> String {
+        format!("AccountEndpoint={};AccountKey={EMULATOR_KEY};", self.endpoint)
+    }
+
+    /// Queues a fault rule on it.
+    pub async fn inject(&self, rule: serde_json::Value) {
+        control_at(&self.endpoint, reqwest::Method::POST, "faults", Some(rule)).await;
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The emulator's endpoint, e.g. `http://127.0.0.1:40323/`.
@@ -85,14 +126,19 @@ pub fn unique_database(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-fn control_url(path: &str) -> String {
-    format!("{}__emulator/{path}", endpoint())
+/// Calls a test control (`stats`, `reset-stats`, `advance-clock`, `faults`, …) of the shared emulator.
+pub async fn control(method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+    control_at(endpoint(), method, path, body).await
 }
 
-/// Calls a test control (`stats`, `reset-stats`, `advance-clock`, `faults`, …).
-pub async fn control(method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+async fn control_at(
+    endpoint: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
     let client = reqwest::Client::builder().no_proxy().build().expect("client");
-    let mut request = client.request(method, control_url(path));
+    let mut request = client.request(method, format!("{endpoint}__emulator/{path}"));
     if let Some(body) = body {
         request = request.json(&body);
     }

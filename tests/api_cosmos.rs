@@ -1,0 +1,37 @@
+//! The black-box HTTP suite of `tests/api/` again, with every handler on the Cosmos store: the
+//! local Cosmos DB test peer (`emulator/`), one database per test store. Two handlers pointed at
+//! the same database must behave as one (see `concurrency`).
+
+/// The store every handler in this test binary uses.
+const BACKEND: helpers::Backend = helpers::Backend::Cosmos;
+
+#[path = "api/bearer.rs"]
+mod bearer;
+#[path = "api/concurrency.rs"]
+mod concurrency;
+#[path = "api/configuration.rs"]
+mod configuration;
+#[path = "support/emulator.rs"]
+mod emulator;
+#[path = "api/helpers.rs"]
+mod helpers;
+#[path = "api/host_modes.rs"]
+mod host_modes;
+#[path = "api/jwks.rs"]
+mod jwks;
+#[path = "api/lockout.rs"]
+mod lockout;
+#[path = "api/login.rs"]
+mod login;
+#[path = "api/logs.rs"]
+mod logs;
+#[path = "api/persistence.rs"]
+mod persistence;
+#[path = "api/requests.rs"]
+mod requests;
+#[path = "api/revocation.rs"]
+mod revocation;
+#[path = "api/rotation.rs"]
+mod rotation;
+#[path = "api/users.rs"]
+mod users;
