@@ -136,3 +136,39 @@ async fn dev_mode_keeps_its_generated_key_across_restarts() {
     assert_eq!(r.status, 200, "the access token from before the restart verifies: {}", r.text());
     assert_eq!(r.json(), json!({"revoked_sessions": 1}));
 }
+
+#[tokio::test]
+async fn an_unreachable_cosmos_account_answers_503_and_never_delays_readiness() {
+    // Entra ID against an address nothing listens on: no credential and no server.
+    let app = TestApp::start(
+        Config::new()
+            .without(CONNECTION_STRING_SETTING)
+            .env("JwtRefreshToken__Cosmos__AccountEndpoint", "http://127.0.0.1:9/")
+            .env("JwtRefreshToken__Cosmos__RequestTimeoutMs", "1000"),
+    );
+    let ready = app.raw("GET", "/", None, Vec::new(), None).await;
+    assert_eq!(ready.status, 200, "the readiness probe answers while Cosmos is unreachable");
+    let login = app.try_login("alice", PASSWORD).await;
+    assert_error(&login, 503, "temporarily_unavailable", "login without a reachable store");
+    assert!(login.header("retry-after").is_some(), "503 carries Retry-After");
+    let refresh = app.post_json("/api/refresh", &json!({"refresh_token": "A".repeat(80)})).await;
+    assert_eq!(refresh.status, 400, "a malformed token is refused before any store access: {}", refresh.text());
+    assert!(app.logs().iter().all(|l| !l.contains("panicked")));
+}
+
+#[tokio::test]
+async fn the_store_is_connected_at_start_up_before_any_request() {
+    let app = TestApp::spawn(&[]);
+    if backend() == Backend::Cosmos {
+        let logs = app.wait_for_logs(|lines| lines.iter().any(|l| l.contains("connected to Cosmos DB"))).await;
+        assert!(
+            logs.iter().any(|l| l.contains("connected to Cosmos DB")),
+            "the Cosmos client, its token and container metadata are ready without a request: {logs:?}"
+        );
+        let listening = logs.iter().position(|l| l.contains("\"listening\""));
+        let connected = logs.iter().position(|l| l.contains("connected to Cosmos DB"));
+        assert!(listening < connected, "readiness comes first: {logs:?}");
+    }
+    let ready = app.raw("GET", "/", None, Vec::new(), None).await;
+    assert_eq!(ready.status, 200);
+}

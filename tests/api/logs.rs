@@ -60,6 +60,7 @@ async fn logs_are_json_lines_with_a_request_line_each_and_no_secrets() {
         ("the wrong password", wrong_password.to_string()),
         ("the signing key", KEY.to_string()),
         ("the tampered refresh token", bogus),
+        ("the Cosmos account key", crate::emulator::EMULATOR_KEY.to_string()),
     ];
     for (name, pair) in [("login", &first), ("refresh", &second), ("invocation", &invoked)] {
         secrets.push((name, refresh_token(pair)));
