@@ -140,6 +140,16 @@ mod contract {
         assert_eq!(store.delete_user_sessions("nobody", None).await.unwrap(), 0);
     }
 
+    pub async fn deleting_more_sessions_than_one_batch_holds_ends_them_all(store: &dyn Store) {
+        for i in 0..230 {
+            store.insert_session(&session("u1", &format!("s{i:03}"), 10_000)).await.unwrap();
+        }
+        assert_eq!(store.delete_user_sessions("u1", Some("s007")).await.unwrap(), 229);
+        let left: Vec<String> =
+            store.list_user_sessions("u1").await.unwrap().into_iter().map(|s| s.session_id).collect();
+        assert_eq!(left, vec!["s007".to_string()]);
+    }
+
     pub async fn purging_never_removes_live_sessions(store: &dyn Store) {
         store.insert_session(&session("u1", "live", 10_000)).await.unwrap();
         store.insert_session(&session("u1", "dead", 5_000)).await.unwrap();
@@ -219,6 +229,7 @@ macro_rules! store_contract {
                 replacing_a_missing_session_fails_with_not_found,
                 delete_reports_whether_the_session_existed,
                 deleting_user_sessions_keeps_the_named_one_and_other_users,
+                deleting_more_sessions_than_one_batch_holds_ends_them_all,
                 purging_never_removes_live_sessions,
                 accounts_read_back_and_users_list_in_key_order,
                 creating_an_existing_account_conflicts,

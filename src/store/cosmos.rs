@@ -23,6 +23,7 @@ use azure_data_cosmos::options::{ItemWriteOptions, OperationOptions, Preconditio
 use azure_data_cosmos::{AccountReference, CosmosClient, CosmosClientBuilder, CosmosError, FeedScope, RoutingStrategy};
 use base64::Engine as _;
 use futures_util::TryStreamExt as _;
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
@@ -412,24 +413,56 @@ impl CosmosStore {
         )
     }
 
-    async fn delete_ids(&self, sessions: &ContainerClient, user_id: &str, ids: &[String]) -> Result<(), StoreError> {
+    /// Deletes `ids` of one partition in transactional batches of at most 100; returns how many
+    /// were deleted, and the error that stopped it (a failed batch keeps none of its deletes).
+    async fn delete_ids(
+        &self,
+        sessions: &ContainerClient,
+        user_id: &str,
+        ids: &[String],
+    ) -> (u64, Result<(), StoreError>) {
+        let mut deleted = 0;
         for chunk in ids.chunks(MAX_BATCH_OPERATIONS) {
             let mut batch = TransactionalBatch::new(user_id.to_string());
             for id in chunk {
                 batch = batch.delete_item(id.clone(), None);
             }
-            let response =
-                self.timed(async { sessions.execute_transactional_batch(batch, None).await.map_err(map_err) }).await?;
-            let model = response.into_model().map_err(map_err)?;
+            let executed = self
+                .timed(async {
+                    let response = sessions.execute_transactional_batch(batch, None).await.map_err(map_err)?;
+                    response.into_model().map_err(map_err)
+                })
+                .await;
+            let model = match executed {
+                Ok(model) => model,
+                Err(e) => return (deleted, Err(e)),
+            };
+            // A failed batch answers 207: one operation with its own status, 424 for the others.
             if let Some(failed) = model.results().iter().find(|r| !r.is_success() && r.status_code() != 424) {
-                return Err(match failed.status_code() {
+                let e = match failed.status_code() {
                     404 => StoreError::NotFound,
                     412 => StoreError::Precondition,
                     code => StoreError::unavailable(format!("transactional batch failed with {code}")),
-                });
+                };
+                return (deleted, Err(e));
             }
+            deleted += chunk.len() as u64;
         }
-        Ok(())
+        (deleted, Ok(()))
+    }
+
+    /// Runs a query and collects every result.
+    async fn query<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        container: &ContainerClient,
+        sql: &'static str,
+        scope: FeedScope,
+    ) -> Result<Vec<T>, StoreError> {
+        self.timed(async {
+            let items = container.query_items::<T>(sql, scope, None).await.map_err(map_err)?;
+            items.try_collect().await.map_err(map_err)
+        })
+        .await
     }
 }
 
@@ -505,22 +538,17 @@ impl SessionStore for CosmosStore {
 
     async fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<u64, StoreError> {
         let c = self.containers().await?;
+        let mut ended = 0;
         for _ in 0..MAX_BULK_DELETE_ATTEMPTS {
-            let ids: Vec<String> = self
-                .timed(async {
-                    let items = c
-                        .sessions
-                        .query_items::<IdOnly>("SELECT c.id FROM c", FeedScope::partition(user_id.to_string()), None)
-                        .await
-                        .map_err(map_err)?;
-                    items.map_ok(|d| d.id).try_collect().await.map_err(map_err)
-                })
-                .await?;
-            let ids: Vec<String> = ids.into_iter().filter(|id| Some(id.as_str()) != keep).collect();
-            match self.delete_ids(&c.sessions, user_id, &ids).await {
-                Ok(()) => return Ok(ids.len() as u64),
+            let found: Vec<IdOnly> =
+                self.query(&c.sessions, "SELECT c.id FROM c", FeedScope::partition(user_id.to_string())).await?;
+            let ids: Vec<String> = found.into_iter().map(|d| d.id).filter(|id| Some(id.as_str()) != keep).collect();
+            let (deleted, outcome) = self.delete_ids(&c.sessions, user_id, &ids).await;
+            ended += deleted;
+            match outcome {
+                Ok(()) => return Ok(ended),
                 // A session vanished between the query and the batch (revoked, reused or expired
-                // meanwhile): the batch kept nothing; read again.
+                // meanwhile): that batch kept nothing; read again.
                 Err(StoreError::NotFound) => continue,
                 Err(e) => return Err(e),
             }
@@ -530,16 +558,8 @@ impl SessionStore for CosmosStore {
 
     async fn list_user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
         let c = self.containers().await?;
-        let docs: Vec<SessionDoc> = self
-            .timed(async {
-                let items = c
-                    .sessions
-                    .query_items::<SessionDoc>("SELECT * FROM c", FeedScope::partition(user_id.to_string()), None)
-                    .await
-                    .map_err(map_err)?;
-                items.try_collect().await.map_err(map_err)
-            })
-            .await?;
+        let docs: Vec<SessionDoc> =
+            self.query(&c.sessions, "SELECT * FROM c", FeedScope::partition(user_id.to_string())).await?;
         docs.into_iter().map(|d| d.into_record().map(|v| v.value)).collect()
     }
 
@@ -580,20 +600,8 @@ impl UserStore for CosmosStore {
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         let c = self.containers().await?;
         // Administration only (the `user list` command): a cross-partition query is acceptable here.
-        let docs: Vec<AccountDoc> = self
-            .timed(async {
-                let items = c
-                    .accounts
-                    .query_items::<AccountDoc>(
-                        "SELECT * FROM c WHERE IS_OBJECT(c.user)",
-                        FeedScope::full_container(),
-                        None,
-                    )
-                    .await
-                    .map_err(map_err)?;
-                items.try_collect().await.map_err(map_err)
-            })
-            .await?;
+        let docs: Vec<AccountDoc> =
+            self.query(&c.accounts, "SELECT * FROM c WHERE IS_OBJECT(c.user)", FeedScope::full_container()).await?;
         let mut users: Vec<UserRecord> = docs
             .into_iter()
             .filter_map(|d| d.into_account().map(|a| a.value.user).transpose())
