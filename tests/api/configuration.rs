@@ -172,3 +172,30 @@ async fn the_store_is_connected_at_start_up_before_any_request() {
     let ready = app.raw("GET", "/", None, Vec::new(), None).await;
     assert_eq!(ready.status, 200);
 }
+
+#[test]
+fn cosmos_init_creates_the_database_and_containers_or_names_the_missing_setting() {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["cosmos", "init"]).env_remove(CONNECTION_STRING_SETTING);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().to_ascii_lowercase().starts_with("jwtrefreshtoken") {
+            cmd.env_remove(&name);
+        }
+    }
+    if backend() == Backend::Cosmos {
+        let database = format!("init-{}", std::process::id());
+        cmd.env(CONNECTION_STRING_SETTING, crate::emulator::connection_string())
+            .env("JwtRefreshToken__Cosmos__DatabaseName", &database);
+        let first = cmd.output().expect("run cosmos init");
+        let stdout = String::from_utf8_lossy(&first.stdout);
+        assert!(first.status.success(), "{first:?}");
+        assert!(stdout.contains("Cosmos DB ready") && stdout.contains(&database), "{stdout}");
+        let again = cmd.output().expect("run cosmos init again");
+        assert!(again.status.success(), "init is idempotent: {again:?}");
+    } else {
+        let out = cmd.output().expect("run cosmos init");
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(CONNECTION_STRING_SETTING), "{stderr}");
+    }
+}
