@@ -18,9 +18,6 @@ use crate::tokens::access::{AccessClaims, AccessTokenError, AccessTokens, Expiry
 use crate::tokens::refresh::{RefreshTokenParts, RefreshTokens, session_id_text};
 use crate::users::{ADMIN_ROLE, LoginOutcome, UserDirectory, username_key};
 
-/// Longest time from reading an account to starting its session; see [`crate::users::disable_user`].
-pub const LOGIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// How often a compare-and-swap is retried before the request is answered with 503.
 const MAX_CAS_ATTEMPTS: usize = 16;
 
@@ -201,17 +198,11 @@ impl TokenService {
     pub async fn login(&self, username: &str, password: &Password) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
         username_key(username).map_err(|_| ServiceError::InvalidRequest("username is not acceptable"))?;
-        let checking = std::time::Instant::now();
         let principal = match self.directory.login(username, password, now).await? {
             LoginOutcome::Authenticated(principal) => principal,
             LoginOutcome::Rejected => return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials)),
             LoginOutcome::Locked { retry_after_ms } => return Err(ServiceError::Locked { retry_after_ms }),
         };
-        // A login whose account read is older than the window may race a `user disable` that has
-        // already swept the sessions; refuse it (the disable sweeps again after the window).
-        if checking.elapsed() > LOGIN_WINDOW {
-            return Err(ServiceError::Unavailable(StoreError::unavailable("the credential check took too long")));
-        }
         let session = SessionRecord {
             user_id: principal.id,
             session_id: session_id_text(&random_bytes::<16>()?),

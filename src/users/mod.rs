@@ -22,7 +22,10 @@ pub const MAX_USERNAME_CHARS: usize = 64;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Shortest password the `user add` command accepts.
 pub const MIN_PASSWORD_CHARS: usize = 8;
-/// How long `user disable` waits before its second sweep of sessions (longer than the login window).
+/// Longest time from reading an account to answering a successful login.
+pub const CREDENTIAL_CHECK_WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long `user disable` waits before its second sweep of sessions: the credential-check window
+/// plus time for the session write that follows it.
 pub const DISABLE_SETTLE: std::time::Duration = std::time::Duration::from_millis(1_500);
 /// The role allowed to end other users' sessions.
 pub const ADMIN_ROLE: &str = "admin";
@@ -145,6 +148,9 @@ fn principal(user: &UserRecord) -> Principal {
 impl UserDirectory for StoreDirectory {
     async fn login(&self, username: &str, password: &Password, now: UnixMs) -> Result<LoginOutcome, StoreError> {
         let Ok(key) = username_key(username) else { return Ok(LoginOutcome::Rejected) };
+        // Take a hashing slot before reading, so that queueing for one never ages the read.
+        let slot = self.hasher.slot().await?;
+        let read_at = std::time::Instant::now();
         let account = self.store.get_account(&key).await?;
         let throttle = account.as_ref().map(|a| a.value.throttle).unwrap_or_default();
         if let Some(retry_after_ms) = lockout::locked_for(&throttle, now) {
@@ -152,8 +158,14 @@ impl UserDirectory for StoreDirectory {
         }
         let user = account.as_ref().and_then(|a| a.value.user.clone());
         // Always run argon2 (against a dummy hash for unknown users) so timing reveals nothing.
-        let matched = self.hasher.verify(password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+        let matched = self.hasher.verify(&slot, password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+        drop(slot);
         match user.filter(|u| matched && !u.disabled) {
+            // A success read long ago may race a `user disable` that already swept the sessions;
+            // refuse it (the disable sweeps again after `DISABLE_SETTLE`, longer than this window).
+            Some(_) if read_at.elapsed() > CREDENTIAL_CHECK_WINDOW => {
+                Err(StoreError::unavailable("the credential check took too long"))
+            }
             Some(user) => {
                 if throttle != LoginThrottle::default() {
                     self.update_account(&key, account, |a| a.throttle = LoginThrottle::default()).await?;
@@ -259,8 +271,8 @@ pub async fn add_user(
 /// Disables a user and ends all of their sessions; returns the user and how many sessions ended.
 ///
 /// A login that read the account just before the flag was set may still start a session after the
-/// first sweep; logins refuse to start one later than [`crate::service::LOGIN_WINDOW`] after their
-/// read, so a second sweep after `settle` (longer than that window) ends those too. Pass
+/// first sweep; logins answer at most [`CREDENTIAL_CHECK_WINDOW`] after their read, so a second sweep
+/// after `settle` (longer than that window plus a session write) ends those too. Pass
 /// [`DISABLE_SETTLE`] outside tests.
 pub async fn disable_user<S: UserStore + SessionStore + ?Sized>(
     store: &S,
