@@ -60,8 +60,10 @@ impl Fields {
                 }
             },
             Kind::Form => {
-                let pairs: Vec<(String, String)> = serde_urlencoded::from_str(text)
+                let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(text)
                     .map_err(|_| ApiError::InvalidRequest("malformed form body".into()))?;
+                // `=value` pairs name no parameter; they cannot be read, so they cannot conflict.
+                pairs.retain(|(name, _)| !name.is_empty());
                 // RFC 6749 §3.2: request parameters must not be included more than once.
                 for (i, (name, _)) in pairs.iter().enumerate() {
                     if pairs[..i].iter().any(|(n, _)| n == name) {

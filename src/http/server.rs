@@ -79,11 +79,12 @@ where
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let invocation_id = headers.get("x-azure-functions-invocationid").and_then(|v| v.to_str().ok()).map(str::to_string);
     match segments.as_slice() {
-        [""] => {
+        [""] if method == Method::GET || method == Method::HEAD => {
             let mut ok = ApiResponse::json(200, &serde_json::json!({ "status": "ready" }));
             ok.headers.push(("Cache-Control", "no-store".into()));
             to_warp(&ok)
         }
+        [""] => to_warp(&Api::reject(method.as_str(), None, Mode::Forwarded, ApiError::MethodNotAllowed("GET"))),
         [prefix, name] if prefix.eq_ignore_ascii_case(ROUTE_PREFIX) => {
             let (body, body_too_large) = match read_limited(&headers, body, MAX_BODY_BYTES).await {
                 Ok(Some(b)) => (b, false),

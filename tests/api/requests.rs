@@ -210,6 +210,8 @@ async fn wrong_methods_are_405_with_allow() {
         ("GET", "/api/revoke", "POST, PATCH"),
         ("PUT", "/api/revoke", "POST, PATCH"),
         ("GET", "/api/TOKEN", "POST, PATCH"),
+        ("TRACE", "/", "GET"),
+        ("DELETE", "/", "GET"),
     ];
     for (method, path, allow) in rows {
         let r = app.raw(method, path, JSON, Vec::new(), None).await;
@@ -217,6 +219,22 @@ async fn wrong_methods_are_405_with_allow() {
         assert_error(&r, 405, "method_not_allowed", &context);
         assert_eq!(r.header("allow").as_deref(), Some(allow), "{context}");
     }
+}
+
+#[tokio::test]
+async fn form_pairs_without_a_name_are_ignored() {
+    let app = TestApp::spawn(&[]);
+    app.add_user("alice", PASSWORD, &[]);
+    let r = app
+        .post_form(
+            "/api/token",
+            &[("grant_type", "password"), ("username", "alice"), ("password", PASSWORD), ("", "x"), ("", "y")],
+        )
+        .await;
+    assert_token_pair(&r, "unnamed pairs cannot be read, so they cannot conflict");
+    let r =
+        app.post_form("/api/token", &[("grant_type", "password"), ("username", "alice"), ("username", "bob")]).await;
+    assert_invalid_request(&r, "a named parameter given twice is still refused");
 }
 
 #[tokio::test]
