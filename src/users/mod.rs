@@ -115,17 +115,19 @@ impl StoreDirectory {
 
     /// Applies `change` to the account under `key` (a fresh user-less one when none exists) with
     /// compare-and-swap, re-reading after each lost race. `current` is a record already read.
+    /// Returns the account as it was before the change that was written, and as written.
     async fn update_account(
         &self,
         key: &str,
         mut current: Option<Versioned<Account>>,
         change: impl Fn(&mut Account),
-    ) -> Result<(), StoreError> {
+    ) -> Result<(Account, Account), StoreError> {
         for _ in 0..MAX_ACCOUNT_CAS_ATTEMPTS {
-            let mut account = current.as_ref().map_or_else(|| empty_account(key), |c| c.value.clone());
+            let before = current.as_ref().map_or_else(|| empty_account(key), |c| c.value.clone());
+            let mut account = before.clone();
             change(&mut account);
             match self.store.put_account(&account, current.as_ref().map(|c| &c.version)).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok((before, account)),
                 Err(StoreError::Precondition | StoreError::Conflict | StoreError::NotFound) => {
                     current = self.store.get_account(key).await?;
                 }
@@ -174,14 +176,17 @@ impl UserDirectory for StoreDirectory {
             }
             None => {
                 let policy = self.policy;
-                self.update_account(&key, account, |a| {
-                    a.throttle = lockout::after_failure(Some(&a.throttle), now, &policy);
-                    // A record that only counts failures may go once the window is over.
-                    a.expires_at_ms =
-                        Some(a.throttle.last_failure_ms.max(a.throttle.locked_until_ms) + policy.lockout_ms);
-                })
-                .await?;
-                if lockout::locked_for(&lockout::after_failure(Some(&throttle), now, &policy), now).is_some() {
+                let (before, after) = self
+                    .update_account(&key, account, |a| {
+                        a.throttle = lockout::after_failure(Some(&a.throttle), now, &policy);
+                        // A record that only counts failures may go once the window is over.
+                        a.expires_at_ms =
+                            Some(a.throttle.last_failure_ms.max(a.throttle.locked_until_ms) + policy.lockout_ms);
+                    })
+                    .await?;
+                // Warn once, for the failure that set the lock (not for late guesses during it).
+                let locked = |a: &Account| lockout::locked_for(&a.throttle, now).is_some();
+                if locked(&after) && !locked(&before) {
                     tracing::warn!("login locked after repeated failures");
                 }
                 Ok(LoginOutcome::Rejected)

@@ -86,4 +86,6 @@ async fn parallel_wrong_passwords_still_lock_the_username() {
         assert!(status == 400 || status == 429, "a concurrent failure answered {status}");
     }
     assert_locked(&app.try_login("alice", PASSWORD).await, "no failure was lost to a race");
+    let warnings = app.logs().iter().filter(|l| l.contains("login locked after repeated failures")).count();
+    assert_eq!(warnings, 1, "one warning for the failure that set the lock, none for late guesses");
 }
