@@ -40,14 +40,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let env = Env::from_pairs([
         ("JwtRefreshToken__Descriptor__Issuer", "https://bench"),
         ("JwtRefreshToken__Descriptor__Audience", "bench"),
-        ("JwtRefreshToken__Descriptor__AlgorithmKey", "bench-signing-key-bench-signing-key-0000"),
+        ("JwtRefreshToken__Descriptor__AlgorithmKey", "Z-CwLcjDk02eEppH7j0U-AVm1mSKsbpp2QJ8MXsWRiS6vKcbBufSWm-x0VHFckSw"),
         ("JwtRefreshToken__Embedded__Path", dir.path().to_str().ok_or("path")?),
         ("FUNCTIONS_CUSTOMHANDLER_PORT", "0"),
     ]);
     let settings = Settings::load(&env, Mode::Production)?;
     let store = EmbeddedStore::open(dir.path())?;
     let password = Password::new("bench-password");
-    users::add_user(&store, &PasswordHasher::owasp(), "bench", &password, &[], 0).await?;
+    users::add_user(&store, &*PasswordHasher::start(&Default::default())?, "bench", &password, &[], 0).await?;
     drop(store);
     let app = Application::build(&settings, Arc::new(SystemClock)).await?;
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 
 use crate::clock::{Clock, SystemClock};
 use crate::secret::Password;
-use crate::settings::{Env, Mode, Settings, load_store};
-use crate::startup::{Application, open_store, shutdown_signal};
+use crate::settings::{Env, Hashing, Mode, Settings, SigningAlgorithm, load_store};
+use crate::startup::{Application, development_env, open_store, shutdown_signal};
 use crate::users::{self, PasswordHasher};
 
 /// Command-line arguments.
@@ -40,6 +40,12 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Key material.
+    Keys {
+        /// The keys command.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Cosmos DB administration.
     Cosmos {
         /// The Cosmos command.
@@ -54,6 +60,26 @@ pub enum CosmosCommand {
     /// Create the database and containers if missing (connection string / account key only; with
     /// Entra ID it checks that they exist).
     Init,
+}
+
+/// `handler keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print fresh key material in exactly the form the settings take: HS256, a random base64url
+    /// secret (also right for JwtRefreshToken__Rotation__Secret); ES256/EdDSA, a PKCS#8 PEM private
+    /// key for AlgorithmKey.
+    Generate {
+        /// HS256, ES256 or EdDSA.
+        #[arg(long, value_parser = parse_algorithm)]
+        algorithm: SigningAlgorithm,
+        /// ES256/EdDSA: also write the SPKI PEM public key here (for PreviousKeys after a rotation).
+        #[arg(long)]
+        public_key_file: Option<std::path::PathBuf>,
+    },
+}
+
+fn parse_algorithm(raw: &str) -> Result<SigningAlgorithm, String> {
+    SigningAlgorithm::parse(raw).ok_or_else(|| format!("must be HS256, ES256 or EdDSA, got {raw:?}"))
 }
 
 /// `handler user …`.
@@ -72,6 +98,11 @@ pub enum UserCommand {
     },
     /// Disable a user and end all of their sessions.
     Disable {
+        /// Username.
+        username: String,
+    },
+    /// Clear a user's failed-login counts and locks, from every address.
+    Unlock {
         /// Username.
         username: String,
     },
@@ -103,12 +134,33 @@ pub async fn run(cli: Cli, env: Env) -> Result<(), Failure> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&env, mode).await,
         Command::User { command } => user(command, &env).await,
+        Command::Keys { command: KeysCommand::Generate { algorithm, public_key_file } } => {
+            keys_generate(algorithm, public_key_file.as_deref())
+        }
         Command::Cosmos { command: CosmosCommand::Init } => cosmos_init(&env).await,
     }
 }
 
+fn keys_generate(algorithm: SigningAlgorithm, public_key_file: Option<&std::path::Path>) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let key = crate::tokens::generate::generate(algorithm).map_err(Failure::other)?;
+    match (&key.public_pem, public_key_file) {
+        (Some(public), Some(path)) => std::fs::write(path, public)
+            .map_err(|e| Failure::other(format!("cannot write {}: {e}", path.display())))?,
+        (None, Some(_)) => return Err(Failure::other("--public-key-file applies to ES256 and EdDSA only")),
+        _ => {}
+    }
+    let mut out = std::io::stdout().lock();
+    let mut value = key.value.expose().to_vec();
+    if !value.ends_with(b"\n") {
+        value.push(b'\n');
+    }
+    out.write_all(&value).and_then(|()| out.flush()).map_err(|e| Failure::other(format!("cannot write the key: {e}")))
+}
+
 async fn serve(env: &Env, mode: Mode) -> Result<(), Failure> {
-    let settings = Settings::load(env, mode).map_err(Failure::config)?;
+    let env = if mode == Mode::Development { development_env(env).map_err(Failure::config)? } else { env.clone() };
+    let settings = Settings::load(&env, mode).map_err(Failure::config)?;
     if mode == Mode::Development {
         tracing::warn!("development mode: local defaults for missing settings; never use in production");
     }
@@ -143,7 +195,8 @@ async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
     match command {
         UserCommand::Add { username, roles, password_stdin: _ } => {
             let password = read_password_line()?;
-            let hasher = PasswordHasher::owasp();
+            let hasher = PasswordHasher::start(&Hashing { workers: 1, queue_length: 1, queue_timeout_ms: 60_000 })
+                .map_err(Failure::other)?;
             let now = SystemClock.now_ms();
             let user = users::add_user(store.as_ref(), &hasher, &username, &password, &roles, now)
                 .await
@@ -151,9 +204,12 @@ async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
             println!("added user {} (id {}, roles: {})", user.username, user.id, roles_text(&user.roles));
         }
         UserCommand::Disable { username } => {
-            let (user, ended) =
-                users::disable_user(store.as_ref(), &username, users::DISABLE_SETTLE).await.map_err(Failure::other)?;
+            let (user, ended) = users::disable_user(store.as_ref(), &username).await.map_err(Failure::other)?;
             println!("disabled user {} and ended {ended} session(s)", user.username);
+        }
+        UserCommand::Unlock { username } => {
+            let user = users::unlock_user(store.as_ref(), &username).await.map_err(Failure::other)?;
+            println!("unlocked user {}", user.username);
         }
         UserCommand::List => {
             let all = store.list_users().await.map_err(Failure::other)?;

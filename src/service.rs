@@ -13,13 +13,10 @@ use serde::Serialize;
 
 use crate::clock::{Clock, UnixMs};
 use crate::secret::{Password, token_prefix};
-use crate::store::{SessionRecord, Store, StoreError, Versioned};
+use crate::store::{Cas, SessionRecord, Store, StoreError, Versioned, retry_cas};
 use crate::tokens::access::{AccessClaims, AccessTokenError, AccessTokens, Expiry, Subject};
 use crate::tokens::refresh::{RefreshTokenParts, RefreshTokens, session_id_text};
 use crate::users::{ADMIN_ROLE, LoginOutcome, UserDirectory, username_key};
-
-/// How often a compare-and-swap is retried before the request is answered with 503.
-const MAX_CAS_ATTEMPTS: usize = 16;
 
 /// Why a grant was refused. Clients see one of two descriptions; logs see the reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +89,9 @@ pub enum ServiceError {
     /// The store failed or stayed contended; the client may retry.
     #[error(transparent)]
     Unavailable(#[from] StoreError),
+    /// Too much work at once (the password-hashing queue); the client may retry shortly.
+    #[error("busy: {0}")]
+    Busy(&'static str),
     /// A fault of ours that retrying will not fix (never shown to clients).
     #[error("internal error: {0}")]
     Internal(String),
@@ -193,15 +193,20 @@ impl TokenService {
         &self.store
     }
 
-    /// Resource-owner password grant: the directory checks lockout and credentials, then a
-    /// session starts.
-    pub async fn login(&self, username: &str, password: &Password) -> Result<TokenPair, ServiceError> {
+    /// Resource-owner password grant: the directory checks lockout (counted per username and
+    /// `client_address`) and credentials, then a session starts.
+    ///
+    /// The account is read again after the session is written, and the session deleted if the user
+    /// was disabled meanwhile: a login racing `user disable` never leaves a live session, whatever
+    /// the scheduling delays (the disable writes its flag before it sweeps the sessions).
+    pub async fn login(&self, username: &str, password: &Password, client_address: &str) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
         username_key(username).map_err(|_| ServiceError::InvalidRequest("username is not acceptable"))?;
-        let principal = match self.directory.login(username, password, now).await? {
+        let principal = match self.directory.login(username, password, client_address, now).await? {
             LoginOutcome::Authenticated(principal) => principal,
             LoginOutcome::Rejected => return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials)),
             LoginOutcome::Locked { retry_after_ms } => return Err(ServiceError::Locked { retry_after_ms }),
+            LoginOutcome::Busy(why) => return Err(ServiceError::Busy(why)),
         };
         let session = SessionRecord {
             user_id: principal.id,
@@ -214,8 +219,16 @@ impl TokenService {
             username: principal.name,
             roles: principal.roles,
         };
+        let span = tracing::Span::current();
+        span.record("user_id", session.user_id.as_str());
+        span.record("session_id", session.session_id.as_str());
         self.store.insert_session(&session).await?;
-        tracing::info!(session = %session.session_id, "session started");
+        if !self.directory.is_active(&session.username, &session.user_id).await? {
+            self.store.delete_session(&session.user_id, &session.session_id).await?;
+            tracing::info!("login raced a disable; session withdrawn");
+            return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials));
+        }
+        tracing::info!("session started");
         self.pair(&session, now)
     }
 
@@ -266,8 +279,14 @@ impl TokenService {
                 return Err(ServiceError::InvalidGrant(GrantFailure::AccessTokenMismatch));
             }
         }
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let Some(current) = self.load(&parts).await? else {
+        let span = tracing::Span::current();
+        span.record("user_id", parts.user_id.as_str());
+        span.record("session_id", parts.session_id.as_str());
+        let parts = &parts;
+        // `lost_race`: this call lost the compare-and-swap to a concurrent refresh of the same
+        // generation. That is no replay: it gets the successor whatever the grace.
+        retry_cas("session", false, |lost_race| async move {
+            let Some(current) = self.load(parts).await? else {
                 return Err(ServiceError::InvalidGrant(GrantFailure::UnknownSession));
             };
             let session = current.value;
@@ -277,24 +296,23 @@ impl TokenService {
             }
             if parts.generation == session.generation {
                 let next = SessionRecord { generation: session.generation + 1, rotated_at_ms: now, ..session };
-                match self.store.replace_session(&next, &current.version).await {
-                    Ok(_) => return self.pair(&next, now),
+                return match self.store.replace_session(&next, &current.version).await {
+                    Ok(_) => Ok(Cas::Done(self.pair(&next, now)?)),
                     // Someone rotated first: read again; we are then the previous generation.
-                    Err(StoreError::Precondition) => continue,
-                    Err(StoreError::NotFound) => return Err(ServiceError::InvalidGrant(GrantFailure::UnknownSession)),
-                    Err(e) => return Err(e.into()),
-                }
+                    Err(StoreError::Precondition) => Ok(Cas::Retry(true)),
+                    Err(StoreError::NotFound) => Err(ServiceError::InvalidGrant(GrantFailure::UnknownSession)),
+                    Err(e) => Err(e.into()),
+                };
             }
             let within_grace = now.saturating_sub(session.rotated_at_ms) <= self.policy.reuse_grace_ms;
-            if parts.generation + 1 == session.generation && within_grace {
+            if parts.generation + 1 == session.generation && (within_grace || lost_race) {
                 // A retry or a concurrent loser: hand out the same successor again.
-                return self.pair(&session, now);
+                return Ok(Cas::Done(self.pair(&session, now)?));
             }
             if parts.generation < session.generation {
                 // RFC 9700 §4.14.2: a replayed refresh token ends the session it belongs to.
                 self.store.delete_session(&session.user_id, &session.session_id).await?;
                 tracing::warn!(
-                    session = %session.session_id,
                     presented = parts.generation,
                     current = session.generation,
                     "refresh token reuse detected; session ended"
@@ -302,9 +320,9 @@ impl TokenService {
                 return Err(ServiceError::InvalidGrant(GrantFailure::Reused));
             }
             // A verified tag for a generation we never issued cannot happen; change nothing.
-            return Err(ServiceError::InvalidGrant(GrantFailure::Tampered));
-        }
-        Err(ServiceError::Unavailable(StoreError::unavailable("session stayed contended")))
+            Err(ServiceError::InvalidGrant(GrantFailure::Tampered))
+        })
+        .await
     }
 
     /// RFC 7009 revocation: ends the session a refresh token, or an unexpired access token of ours
@@ -326,27 +344,59 @@ impl TokenService {
         }
     }
 
-    /// Verifies a Bearer access token at the current time.
-    pub fn authenticate_bearer(&self, token: &str) -> Result<AccessClaims, ServiceError> {
-        Ok(self.access.verify(token, self.clock.now_ms(), Expiry::Enforce)?)
+    /// Verifies a Bearer access token at the current time, and that its session is still live:
+    /// an access token of a revoked, reused or expired session (or of a user that no longer
+    /// exists, whose sessions are gone) authorises nothing here, even before it expires.
+    pub async fn authenticate_bearer(&self, token: &str) -> Result<Caller, ServiceError> {
+        let now = self.clock.now_ms();
+        let claims = self.access.verify(token, now, Expiry::Enforce)?;
+        let span = tracing::Span::current();
+        span.record("user_id", claims.sub.as_str());
+        span.record("session_id", claims.sid.as_str());
+        let ended = || ServiceError::InvalidToken(AccessTokenError::Invalid("the session of this access token has ended"));
+        let session = self.store.get_session(&claims.sub, &claims.sid).await?.ok_or_else(ended)?.value;
+        if now >= session.expires_at_ms {
+            return Err(ended());
+        }
+        Ok(Caller { claims, username: session.username })
     }
 
-    /// Ends the sessions `scope` names on behalf of `caller`; returns how many ended.
-    pub async fn revoke_scope(&self, caller: &AccessClaims, scope: &RevokeScope) -> Result<u64, ServiceError> {
+    /// Ends the sessions `scope` names on behalf of `caller`; returns how many ended. Ending
+    /// another user's sessions needs the `admin` role in the caller's *current* account (enabled,
+    /// same id), not merely in the token.
+    pub async fn revoke_scope(&self, caller: &Caller, scope: &RevokeScope) -> Result<u64, ServiceError> {
+        let claims = &caller.claims;
         let ended = match scope {
-            RevokeScope::Global => self.store.delete_user_sessions(&caller.sub, None).await?,
-            RevokeScope::Others => self.store.delete_user_sessions(&caller.sub, Some(&caller.sid)).await?,
+            RevokeScope::Global => self.store.delete_user_sessions(&claims.sub, None).await?,
+            RevokeScope::Others => self.store.delete_user_sessions(&claims.sub, Some(&claims.sid)).await?,
             RevokeScope::User(username) => {
-                if !caller.roles.iter().any(|r| r == ADMIN_ROLE) {
-                    return Err(ServiceError::Forbidden("ending another user's sessions needs the admin role"));
+                let forbidden = ServiceError::Forbidden("ending another user's sessions needs the admin role");
+                if !claims.roles.iter().any(|r| r == ADMIN_ROLE) {
+                    return Err(forbidden);
+                }
+                let me = self.directory.find(&caller.username).await?;
+                let admin = me.is_some_and(|u| {
+                    !u.disabled && u.principal.id == claims.sub && u.principal.roles.iter().any(|r| r == ADMIN_ROLE)
+                });
+                if !admin {
+                    return Err(forbidden);
                 }
                 let user = self.directory.find(username).await?.ok_or(ServiceError::UnknownUser)?;
-                self.store.delete_user_sessions(&user.id, None).await?
+                self.store.delete_user_sessions(&user.principal.id, None).await?
             }
         };
         tracing::info!(ended, scope = ?scope_name(scope), "sessions revoked");
         Ok(ended)
     }
+}
+
+/// The verified caller of a Bearer-authorised operation.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The access token's claims.
+    pub claims: AccessClaims,
+    /// The username the session was started with (to read the caller's current account).
+    pub username: String,
 }
 
 fn scope_name(scope: &RevokeScope) -> &'static str {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::http::{Api, server};
 use crate::service::{Policy, TokenService};
-use crate::settings::{CosmosAuth, Settings, SettingsError, StoreSettings};
+use crate::settings::names::{ALGORITHM, ALGORITHM_KEY, EMBEDDED_PATH, HASH_WORKERS};
+use crate::settings::{CosmosAuth, DEFAULT_EMBEDDED_PATH, Env, Settings, SettingsError, StoreSettings};
 use crate::store::Store;
 use crate::store::cosmos::{ConnectError, CosmosStore, Provisioning};
 use crate::store::embedded::EmbeddedStore;
@@ -53,7 +54,7 @@ pub fn open_store(settings: &StoreSettings, clock: Arc<dyn Clock>) -> Result<Ope
         StoreSettings::Embedded { path } => {
             let store = EmbeddedStore::open(path).map_err(|e| {
                 SettingsError::new(
-                    "JwtRefreshToken__Embedded__Path",
+                    EMBEDDED_PATH,
                     format!("cannot open store in {}: {e}", path.display()),
                 )
             })?;
@@ -118,7 +119,8 @@ pub fn build_service(
         Some(secret) => RefreshTokens::new(secret.clone()),
         None => RefreshTokens::derived_from(&d.algorithm_key),
     };
-    let hasher = PasswordHasher::owasp();
+    let hasher = PasswordHasher::start(&settings.hashing)
+        .map_err(|e| SettingsError::new(HASH_WORKERS, format!("cannot start the hashing workers: {e}")))?;
     let warm = Arc::clone(&hasher);
     tokio::spawn(async move {
         if let Err(e) = warm.warm_up().await {
@@ -133,6 +135,58 @@ pub fn build_service(
     Ok(TokenService::new(store, directory, access, refresh, policy, clock))
 }
 
+/// File in the store directory holding the development signing key.
+pub const DEV_KEY_FILE: &str = "dev-signing-key";
+
+/// `--dev`: the environment with the development signing key filled in when none is set (HS256
+/// only), reading it from the store directory or creating it there (0600) on first use. This is
+/// start-up's job, so that [`Settings::load`] stays pure.
+pub fn development_env(env: &Env) -> Result<Env, SettingsError> {
+    let hs256 = env.get(ALGORITHM).is_none_or(|a| a.trim().eq_ignore_ascii_case("HS256"));
+    if env.get(ALGORITHM_KEY).is_some() || !hs256 {
+        return Ok(env.clone());
+    }
+    let dir = std::path::Path::new(env.get(EMBEDDED_PATH).unwrap_or(DEFAULT_EMBEDDED_PATH));
+    let key = development_key(dir)?;
+    let mut env = env.clone();
+    env.set(ALGORITHM_KEY, key);
+    Ok(env)
+}
+
+fn development_key(dir: &std::path::Path) -> Result<String, SettingsError> {
+    let file = dir.join(DEV_KEY_FILE);
+    let problem = |what: &str, e: &dyn std::fmt::Display| {
+        SettingsError::new(
+            ALGORITHM_KEY,
+            format!("is missing and the development key {} could not be {what}: {e}", file.display()),
+        )
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(existing) => return Ok(existing.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(problem("read", &e)),
+    }
+    crate::store::embedded::create_private_dir(dir).map_err(|e| problem("created", &e))?;
+    let generated = crate::tokens::generate::generate(crate::settings::SigningAlgorithm::Hs256)
+        .map_err(|e| problem("generated", &e))?;
+    write_private_file(&file, generated.value.expose()).map_err(|e| problem("written", &e))?;
+    String::from_utf8(generated.value.expose().to_vec()).map_err(|e| problem("generated", &e))
+}
+
+fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
 /// A bound, not yet serving, application.
 #[derive(Debug)]
 pub struct Application {
@@ -141,6 +195,7 @@ pub struct Application {
     api: Api,
     service: Arc<TokenService>,
     cosmos: Option<(Arc<CosmosStore>, Provisioning)>,
+    http: crate::settings::Http,
 }
 
 impl Application {
@@ -153,7 +208,7 @@ impl Application {
             .await
             .map_err(|source| StartupError::Bind { port: settings.port, source })?;
         let port = listener.local_addr().map_err(|source| StartupError::Bind { port: settings.port, source })?.port();
-        Ok(Self { listener, port, api: Api::new(service.clone()), service, cosmos: opened.cosmos })
+        Ok(Self { listener, port, api: Api::new(service.clone()), service, cosmos: opened.cosmos, http: settings.http })
     }
 
     /// The bound port.
@@ -193,10 +248,9 @@ impl Application {
         });
         tracing::info!(port = self.port, "listening");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = warp::serve(server::routes(self.api)).incoming(self.listener).graceful(async move {
+        let server = tokio::spawn(server::serve(self.listener, self.api, self.http, async move {
             let _ = stop_rx.await;
-        });
-        let server = tokio::spawn(server.run());
+        }));
         let outcome = tokio::select! {
             () = shutdown => Ok(()),
             Ok(e) = fatal_rx => Err(StartupError::Settings(e)),
@@ -232,4 +286,31 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn development_mode_generates_and_keeps_a_private_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let env = Env::from_pairs([(EMBEDDED_PATH, path.to_str().unwrap())]);
+        let first = development_env(&env).unwrap();
+        let second = development_env(&env).unwrap();
+        let key = first.get(ALGORITHM_KEY).unwrap().to_string();
+        assert_eq!(Some(key.as_str()), second.get(ALGORITHM_KEY));
+        assert!(crate::settings::entropy::estimate_bits(&key) >= crate::settings::entropy::MIN_SECRET_BITS);
+        Settings::load(&first, crate::settings::Mode::Development).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path.join(DEV_KEY_FILE)), 0o600);
+            assert_eq!(mode(&path), 0o700);
+        }
+        let set = Env::from_pairs([(EMBEDDED_PATH, path.to_str().unwrap()), (ALGORITHM_KEY, "given")]);
+        assert_eq!(development_env(&set).unwrap().get(ALGORITHM_KEY), Some("given"));
+    }
 }

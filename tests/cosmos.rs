@@ -60,11 +60,11 @@ async fn service(clock: &ManualClock, timeout_ms: u64) -> (TokenService, Arc<Cos
     let env = Env::from_pairs([
         ("JwtRefreshToken__Descriptor__Issuer", "https://issuer.test"),
         ("JwtRefreshToken__Descriptor__Audience", "api://test"),
-        ("JwtRefreshToken__Descriptor__AlgorithmKey", "cosmos-test-signing-key-0123456789abcdef"),
+        ("JwtRefreshToken__Descriptor__AlgorithmKey", "dcovv0KIIhbbODoiqbKJ-u31v-sSZBBwwOL-EmHM6hiqVa149migK55Eo-vBsOMR"),
     ]);
     let settings = Settings::load(&env, Mode::Production).unwrap();
     let service = build_service(&settings, store.clone() as Arc<dyn Store>, Arc::new(clock.clone())).unwrap();
-    users::add_user(store.as_ref(), &PasswordHasher::owasp(), "alice", &Password::new(PASSWORD), &[], START)
+    users::add_user(store.as_ref(), &PasswordHasher::start(&Default::default()).unwrap(), "alice", &Password::new(PASSWORD), &[], START)
         .await
         .unwrap();
     (service, store)
@@ -95,9 +95,9 @@ async fn throttle_only_accounts_expire_by_ttl_and_user_accounts_never() {
     let clock = ManualClock::new(START);
     let store = store(&clock, 10_000).await;
     let throttle = LoginThrottle { failures: 2, last_failure_ms: START, locked_until_ms: 0 };
-    let ghost = Account { username_key: "ghost".into(), user: None, throttle, expires_at_ms: Some(START + 5_000) };
+    let ghost = Account { username_key: "ghost".into(), user: None, throttle, addresses: vec![], expires_at_ms: Some(START + 5_000) };
     store.put_account(&ghost, None).await.unwrap();
-    users::add_user(store.as_ref(), &PasswordHasher::owasp(), "alice", &Password::new(PASSWORD), &[], START)
+    users::add_user(store.as_ref(), &PasswordHasher::start(&Default::default()).unwrap(), "alice", &Password::new(PASSWORD), &[], START)
         .await
         .unwrap();
     emulator::advance_clock(6).await;
@@ -121,9 +121,9 @@ async fn every_operation_stays_within_its_round_trip_budget() {
         kinds
     };
 
-    service.login("alice", &password).await.unwrap(); // warm-up: the first login computes the dummy hash
+    service.login("alice", &password, "192.0.2.1").await.unwrap(); // warm-up: the first login computes the dummy hash
     emulator::reset_stats().await;
-    let pair = service.login("alice", &password).await.unwrap();
+    let pair = service.login("alice", &password, "192.0.2.1").await.unwrap();
     within("login", 2).await;
 
     let next = service.refresh(&pair.refresh_token, None).await.unwrap();
@@ -137,15 +137,15 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     assert!(service.revoke_token(&next.refresh_token).await.unwrap());
     within("revoke one session", 2).await;
 
-    let wrong = service.login("alice", &Password::new("wrong password")).await;
+    let wrong = service.login("alice", &Password::new("wrong password"), "192.0.2.1").await;
     assert!(matches!(wrong, Err(ServiceError::InvalidGrant(_))));
     within("failed login", 2).await;
 
     let mut pairs = Vec::new();
     for _ in 0..3 {
-        pairs.push(service.login("alice", &password).await.unwrap());
+        pairs.push(service.login("alice", &password, "192.0.2.1").await.unwrap());
     }
-    let caller = service.authenticate_bearer(&pairs[0].access_token).unwrap();
+    let caller = service.authenticate_bearer(&pairs[0].access_token).await.unwrap();
     emulator::reset_stats().await;
     let ended = service.revoke_scope(&caller, &jwt_refresh_token::service::RevokeScope::Global).await.unwrap();
     assert_eq!(ended, 4, "the warm-up session and the three new ones");
@@ -161,7 +161,7 @@ async fn throttling_is_retried_a_bounded_number_of_times_then_surfaces_as_unavai
     let _serial = SERIAL.lock().await;
     let clock = ManualClock::new(START);
     let (service, _store) = service(&clock, 5_000).await;
-    let pair = service.login("alice", &Password::new(PASSWORD)).await.unwrap();
+    let pair = service.login("alice", &Password::new(PASSWORD), "192.0.2.1").await.unwrap();
 
     // A short burst of 429s is absorbed by retries that honour x-ms-retry-after-ms.
     emulator::inject(json!({"status": 429, "retryAfterMs": 5, "count": 2, "kinds": ["read"]})).await;
@@ -183,7 +183,7 @@ async fn a_slow_store_times_out_and_a_retry_gets_the_same_successor() {
     let _serial = SERIAL.lock().await;
     let clock = ManualClock::new(START);
     let (service, _store) = service(&clock, 1_000).await;
-    let pair = service.login("alice", &Password::new(PASSWORD)).await.unwrap();
+    let pair = service.login("alice", &Password::new(PASSWORD), "192.0.2.1").await.unwrap();
     emulator::inject(json!({"delayMs": 1_600, "count": 1, "kinds": ["replace"]})).await;
     let r = service.refresh(&pair.refresh_token, None).await;
     assert!(matches!(r, Err(ServiceError::Unavailable(_))), "{r:?}");

@@ -14,7 +14,7 @@ use jwt_refresh_token::tokens::access::{AccessTokenError, Expiry};
 use jwt_refresh_token::users::{self, PasswordHasher};
 
 const START: i64 = 1_800_000_000_000;
-const KEY: &str = "test-signing-key-test-signing-key-0123";
+const KEY: &str = "ztT4_JxYykEeJ1xCq4TebLuQh8M2861EnSQrio1nfonxB9EsYDZhPsnm8ea23wx-";
 const PASSWORD: &str = "correct horse battery";
 
 struct Fixture {
@@ -45,7 +45,7 @@ async fn fixture(extra: &[(&str, &str)]) -> Fixture {
     let clock = ManualClock::new(START);
     let settings = Settings::load(&env(extra), Mode::Production).unwrap();
     let service = build_service(&settings, store.clone() as Arc<dyn Store>, Arc::new(clock.clone())).unwrap();
-    let hasher = PasswordHasher::owasp();
+    let hasher = PasswordHasher::start(&Default::default()).unwrap();
     for (name, roles) in [("alice", vec![]), ("bob", vec![]), ("root", vec!["admin".to_string()])] {
         users::add_user(store.as_ref(), &hasher, name, &Password::new(PASSWORD), &roles, START).await.unwrap();
     }
@@ -54,7 +54,7 @@ async fn fixture(extra: &[(&str, &str)]) -> Fixture {
 
 impl Fixture {
     async fn login(&self, user: &str) -> TokenPair {
-        self.service.login(user, &Password::new(PASSWORD)).await.unwrap()
+        self.service.login(user, &Password::new(PASSWORD), "192.0.2.1").await.unwrap()
     }
 
     async fn refresh(&self, token: &str) -> Result<TokenPair, ServiceError> {
@@ -166,7 +166,7 @@ async fn a_copy_of_the_store_without_the_secret_cannot_use_tokens() {
     let pair = f.login("alice").await;
     // Same store, same signing key, a different rotation secret: the tag no longer verifies.
     let settings = Settings::load(
-        &env(&[("JwtRefreshToken__Rotation__Secret", "a-completely-different-rotation-secret-xyz")]),
+        &env(&[("JwtRefreshToken__Rotation__Secret", "awTjism13rD4kFbombWxQSwWdgIc5gs_a4dyKs_4LD7Gkg63RsiXF0QhV0eTxphT")]),
         Mode::Production,
     )
     .unwrap();
@@ -223,7 +223,7 @@ async fn scope_revocation_ends_the_right_sessions() {
     let laptop = f.login("alice").await;
     let tablet = f.login("alice").await;
     let bob = f.login("bob").await;
-    let caller = f.service.authenticate_bearer(&phone.access_token).unwrap();
+    let caller = f.service.authenticate_bearer(&phone.access_token).await.unwrap();
     assert_eq!(f.service.revoke_scope(&caller, &RevokeScope::Others).await.unwrap(), 2);
     assert!(f.refresh(&laptop.refresh_token).await.is_err());
     assert!(f.refresh(&tablet.refresh_token).await.is_err());
@@ -234,7 +234,7 @@ async fn scope_revocation_ends_the_right_sessions() {
         Err(ServiceError::Forbidden(_))
     ));
     let root = f.login("root").await;
-    let admin = f.service.authenticate_bearer(&root.access_token).unwrap();
+    let admin = f.service.authenticate_bearer(&root.access_token).await.unwrap();
     assert!(matches!(
         f.service.revoke_scope(&admin, &RevokeScope::User("nobody".into())).await,
         Err(ServiceError::UnknownUser)
@@ -250,33 +250,39 @@ async fn scope_revocation_ends_the_right_sessions() {
 async fn disabling_a_user_ends_their_sessions_and_blocks_login() {
     let f = fixture(&[]).await;
     let pair = f.login("alice").await;
-    let (_, ended) = users::disable_user(f.store.as_ref(), "alice", std::time::Duration::ZERO).await.unwrap();
+    let (_, ended) = users::disable_user(f.store.as_ref(), "alice").await.unwrap();
     assert_eq!(ended, 1);
     assert_eq!(grant_failure(f.refresh(&pair.refresh_token).await), GrantFailure::UnknownSession);
-    let r = f.service.login("alice", &Password::new(PASSWORD)).await;
+    let r = f.service.login("alice", &Password::new(PASSWORD), "192.0.2.1").await;
     assert_eq!(grant_failure(r), GrantFailure::BadCredentials);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_login_racing_a_disable_leaves_no_session_behind() {
     let f = Arc::new(fixture(&[]).await);
-    // Many logins in flight while the user is disabled: whichever start a session before or
-    // after the first sweep, none survives the disable.
-    let mut logins = tokio::task::JoinSet::new();
-    for _ in 0..6 {
-        let f = f.clone();
-        logins.spawn(async move { f.service.login("alice", &Password::new(PASSWORD)).await });
-    }
-    let (user, _) = users::disable_user(f.store.as_ref(), "alice", users::DISABLE_SETTLE).await.unwrap();
-    let mut tokens = Vec::new();
-    while let Some(r) = logins.join_next().await {
-        if let Ok(pair) = r.unwrap() {
-            tokens.push(pair.refresh_token);
+    let hasher = PasswordHasher::start(&Default::default()).unwrap();
+    // Many rounds; in each, logins (from different addresses, so they run in parallel) are in
+    // flight while the user is disabled. Whenever each one writes its session, none survives.
+    for round in 0..12 {
+        let name = format!("racer{round}");
+        users::add_user(f.store.as_ref(), &hasher, &name, &Password::new(PASSWORD), &[], START).await.unwrap();
+        let mut logins = tokio::task::JoinSet::new();
+        for i in 0..6 {
+            let (f, name) = (f.clone(), name.clone());
+            logins.spawn(async move { f.service.login(&name, &Password::new(PASSWORD), &format!("192.0.2.{i}")).await });
         }
-    }
-    assert!(f.store.list_user_sessions(&user.id).await.unwrap().is_empty(), "a session outlived the disable");
-    for token in tokens {
-        assert!(f.refresh(&token).await.is_err());
+        tokio::time::sleep(std::time::Duration::from_millis(round * 7)).await;
+        let (user, _) = users::disable_user(f.store.as_ref(), &name).await.unwrap();
+        let mut tokens = Vec::new();
+        while let Some(r) = logins.join_next().await {
+            if let Ok(pair) = r.unwrap() {
+                tokens.push(pair.refresh_token);
+            }
+        }
+        assert!(f.store.list_user_sessions(&user.id).await.unwrap().is_empty(), "round {round}: a session outlived the disable");
+        for token in tokens {
+            assert!(f.refresh(&token).await.is_err());
+        }
     }
 }
 
@@ -285,24 +291,24 @@ async fn lockout_follows_the_clock_and_treats_unknown_users_alike() {
     let f = fixture(&[]).await;
     for user in ["alice", "ghost"] {
         for _ in 0..3 {
-            let r = f.service.login(user, &Password::new("wrong password")).await;
+            let r = f.service.login(user, &Password::new("wrong password"), "192.0.2.1").await;
             assert_eq!(grant_failure(r), GrantFailure::BadCredentials);
         }
-        match f.service.login(user, &Password::new(PASSWORD)).await {
+        match f.service.login(user, &Password::new(PASSWORD), "192.0.2.1").await {
             Err(ServiceError::Locked { retry_after_ms }) => assert_eq!(retry_after_ms, 60_000),
             other => panic!("{user}: expected a lock, got {other:?}"),
         }
     }
     f.clock.advance(59_999);
     assert!(matches!(
-        f.service.login("alice", &Password::new(PASSWORD)).await,
+        f.service.login("alice", &Password::new(PASSWORD), "192.0.2.1").await,
         Err(ServiceError::Locked { retry_after_ms: 1 })
     ));
     f.clock.advance(1);
     f.login("alice").await;
     // A success clears the count: two more failures do not lock.
     for _ in 0..2 {
-        let _ = f.service.login("alice", &Password::new("wrong password")).await;
+        let _ = f.service.login("alice", &Password::new("wrong password"), "192.0.2.1").await;
     }
     f.login("alice").await;
 }

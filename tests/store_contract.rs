@@ -8,7 +8,7 @@ use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
 use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
-    Account, LoginThrottle, SessionRecord, SessionStore as _, Store, StoreError, UserRecord, UserStore as _, Version,
+    Account, AddressThrottle, LoginThrottle, SessionRecord, SessionStore as _, Store, StoreError, UserRecord, UserStore as _, Version,
 };
 
 mod contract {
@@ -163,6 +163,11 @@ mod contract {
             username_key: key.into(),
             user,
             throttle: LoginThrottle { failures: 2, last_failure_ms: 7, locked_until_ms: 0 },
+            // Per-address throttles round-trip too.
+            addresses: vec![AddressThrottle {
+                address: "2001:db8:1:2::/64".into(),
+                throttle: LoginThrottle { failures: 1, last_failure_ms: 6, locked_until_ms: 9 },
+            }],
             expires_at_ms: Some(5_000),
         }
     }

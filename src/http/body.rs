@@ -1,8 +1,82 @@
 //! Request bodies: JSON objects or RFC 6749 form bodies, read into one field view with typed,
 //! checked accessors, so every handler reports bad input the same way.
 
+use std::collections::HashSet;
+
 use super::ApiRequest;
 use super::error::ApiError;
+
+/// Most parameters (form pairs, or JSON object keys) a body may hold; no request needs more.
+pub const MAX_PARAMETERS: usize = 64;
+
+/// A JSON value like `serde_json::Value`, except that an object with a repeated key, or with
+/// more than [`MAX_PARAMETERS`] keys, fails to parse: no parser in front of us can then read a
+/// different value than we do.
+struct Strict(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            if items.len() >= MAX_PARAMETERS {
+                return Err(serde::de::Error::custom(format!("an array holds more than {MAX_PARAMETERS} items")));
+            }
+            items.push(v);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.len() >= MAX_PARAMETERS {
+                return Err(serde::de::Error::custom(format!("an object holds more than {MAX_PARAMETERS} keys")));
+            }
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("key {key:?} is repeated")));
+            }
+            let Strict(value) = map.next_value()?;
+            out.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+}
 
 /// The fields of a request body.
 #[derive(Debug)]
@@ -52,9 +126,10 @@ impl Fields {
         let text = std::str::from_utf8(&req.body)
             .map_err(|_| ApiError::InvalidRequest("the request body is not valid UTF-8".into()))?;
         match kind {
-            Kind::Json => match serde_json::from_str::<serde_json::Value>(text) {
-                Ok(serde_json::Value::Object(map)) => Ok(Self::Json(map)),
+            Kind::Json => match serde_json::from_str::<Strict>(text) {
+                Ok(Strict(serde_json::Value::Object(map))) => Ok(Self::Json(map)),
                 Ok(_) => Err(ApiError::InvalidRequest("the JSON body must be an object".into())),
+                Err(e) if e.is_data() => Err(ApiError::InvalidRequest(format!("invalid JSON body: {e}"))),
                 Err(e) => {
                     Err(ApiError::InvalidRequest(format!("malformed JSON at line {} column {}", e.line(), e.column())))
                 }
@@ -64,11 +139,13 @@ impl Fields {
                     .map_err(|_| ApiError::InvalidRequest("malformed form body".into()))?;
                 // `=value` pairs name no parameter; they cannot be read, so they cannot conflict.
                 pairs.retain(|(name, _)| !name.is_empty());
+                if pairs.len() > MAX_PARAMETERS {
+                    return Err(ApiError::InvalidRequest(format!("at most {MAX_PARAMETERS} parameters are accepted")));
+                }
                 // RFC 6749 §3.2: request parameters must not be included more than once.
-                for (i, (name, _)) in pairs.iter().enumerate() {
-                    if pairs[..i].iter().any(|(n, _)| n == name) {
-                        return Err(ApiError::InvalidRequest(format!("parameter {name:?} is repeated")));
-                    }
+                let mut seen = HashSet::with_capacity(pairs.len());
+                if let Some((name, _)) = pairs.iter().find(|(name, _)| !seen.insert(name.as_str())) {
+                    return Err(ApiError::InvalidRequest(format!("parameter {name:?} is repeated")));
                 }
                 Ok(Self::Form(pairs))
             }

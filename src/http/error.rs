@@ -41,6 +41,8 @@ pub enum ApiError {
     },
     /// 503 with `Retry-After`.
     Unavailable,
+    /// 503 with `Retry-After`: too much work at once (not a fault; not logged as one).
+    Busy(&'static str),
     /// 500; details are logged, never sent.
     Internal,
 }
@@ -61,7 +63,7 @@ impl ApiError {
             Self::UnsupportedMediaType => 415,
             Self::Locked { .. } => 429,
             Self::Internal => 500,
-            Self::Unavailable => 503,
+            Self::Unavailable | Self::Busy(_) => 503,
         }
     }
 
@@ -76,7 +78,7 @@ impl ApiError {
             Self::Forbidden(_) => "insufficient_scope",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
-            Self::Locked { .. } | Self::Unavailable => "temporarily_unavailable",
+            Self::Locked { .. } | Self::Unavailable | Self::Busy(_) => "temporarily_unavailable",
             Self::Internal => "server_error",
         }
     }
@@ -96,6 +98,7 @@ impl ApiError {
             }
             Self::Locked { .. } => "too many failed logins for this username; try again later".into(),
             Self::Unavailable => "the service is temporarily unavailable; try again shortly".into(),
+            Self::Busy(_) => "the service is busy; try again shortly".into(),
             Self::Internal => "the server failed to handle the request".into(),
         }
     }
@@ -105,6 +108,7 @@ impl ApiError {
         match self {
             Self::InvalidGrant(f) => Some(f.reason()),
             Self::InvalidToken { description, .. } => Some(description),
+            Self::Busy(why) => Some(why),
             _ => None,
         }
     }
@@ -131,7 +135,9 @@ impl ApiError {
             }
             Self::MethodNotAllowed(allow) => response.headers.push(("Allow", (*allow).into())),
             Self::Locked { retry_after_s } => response.headers.push(("Retry-After", retry_after_s.max(&1).to_string())),
-            Self::Unavailable => response.headers.push(("Retry-After", UNAVAILABLE_RETRY_AFTER_S.to_string())),
+            Self::Unavailable | Self::Busy(_) => {
+                response.headers.push(("Retry-After", UNAVAILABLE_RETRY_AFTER_S.to_string()));
+            }
             _ => {}
         }
         response
@@ -152,6 +158,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Forbidden(d) => Self::Forbidden(d),
             ServiceError::UnknownUser => Self::NotFound("no such user"),
+            ServiceError::Busy(why) => Self::Busy(why),
             ServiceError::Unavailable(source) => {
                 tracing::error!(error = %source, "store unavailable");
                 Self::Unavailable

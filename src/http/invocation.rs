@@ -27,6 +27,7 @@ pub fn parse(
     function: Option<Function>,
     payload: &[u8],
     invocation_id: Option<String>,
+    peer: Option<std::net::IpAddr>,
 ) -> Result<ApiRequest, ApiError> {
     let value: Value = serde_json::from_slice(payload).map_err(|_| bad("not JSON"))?;
     let root = value.as_object().ok_or_else(|| bad("not an object"))?;
@@ -61,6 +62,7 @@ pub fn parse(
         body_too_large,
         mode: Mode::Invocation,
         invocation_id,
+        peer,
     })
 }
 
@@ -86,7 +88,7 @@ mod tests {
         let payload = br#"{"Data":{"req":{"Url":"https://h/api/token?a=1","Method":"post","Query":"{\"a\":\"1\"}",
             "Headers":{"Content-Type":["application/json"],"X-One":"v"},"Params":{},"Body":"{\"username\":\"a\"}"}},
             "Metadata":{"Query":{},"sys":{"MethodName":"token"}}}"#;
-        let req = parse(Some(Function::Token), payload, None).unwrap();
+        let req = parse(Some(Function::Token), payload, None, None).unwrap();
         assert_eq!(req.method, "POST");
         assert_eq!(req.header("content-type"), Some("application/json"));
         assert_eq!(req.header("x-one"), Some("v"));
@@ -96,7 +98,7 @@ mod tests {
     #[test]
     fn field_names_are_matched_without_case_and_body_may_be_parsed_json() {
         let payload = br#"{"data":{"REQ":{"method":"PATCH","headers":{},"body":{"refresh_token":"x"}}}}"#;
-        let req = parse(Some(Function::Token), payload, None).unwrap();
+        let req = parse(Some(Function::Token), payload, None, None).unwrap();
         assert_eq!(req.method, "PATCH");
         assert_eq!(req.body, br#"{"refresh_token":"x"}"#);
     }
@@ -112,7 +114,7 @@ mod tests {
             br#"{"Data":{"req":{"Method":"GET","Headers":{"a":1}}}}"#,
         ] {
             assert!(
-                matches!(parse(None, bad, None), Err(ApiError::InvalidRequest(_))),
+                matches!(parse(None, bad, None, None), Err(ApiError::InvalidRequest(_))),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
@@ -123,7 +125,7 @@ mod tests {
     fn oversized_inner_bodies_are_flagged() {
         let big = "x".repeat(MAX_BODY_BYTES + 1);
         let payload = serde_json::json!({"Data":{"req":{"Method":"POST","Body":big}}}).to_string();
-        let req = parse(Some(Function::Token), payload.as_bytes(), None).unwrap();
+        let req = parse(Some(Function::Token), payload.as_bytes(), None, None).unwrap();
         assert!(req.body_too_large);
         assert!(req.body.is_empty());
     }

@@ -2,8 +2,11 @@
 //! (`/api/<function>`) and invocation payloads (`POST /<function>`) — become one [`ApiRequest`],
 //! answered by the same [`Api::handle`]; [`server`] adapts warp to it, [`invocation`] the payloads.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+use tracing::Instrument as _;
 
 use crate::secret::Password;
 use crate::service::{RevokeScope, TokenService};
@@ -62,7 +65,7 @@ impl Function {
         match self {
             Self::Token | Self::Revoke => "POST, PATCH",
             Self::Refresh => "POST",
-            Self::Jwks => "GET",
+            Self::Jwks => "GET, HEAD",
         }
     }
 }
@@ -93,12 +96,43 @@ pub struct ApiRequest {
     pub mode: Mode,
     /// `X-Azure-Functions-InvocationId`, for log correlation.
     pub invocation_id: Option<String>,
+    /// The TCP peer (the Functions host, or the client when run without it).
+    pub peer: Option<IpAddr>,
 }
 
 impl ApiRequest {
     /// First value of header `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The client's address key for lockout and logs (see [`client_address`]).
+    pub fn client_address(&self) -> String {
+        client_address(self.header("x-forwarded-for"), self.peer)
+    }
+}
+
+/// The client address: the first entry of `X-Forwarded-For` as Azure's front end sets it (`ip`,
+/// `ip:port`, `[v6]:port` or a bare IPv6 address), else the TCP peer, else `unknown`. IPv6 addresses
+/// are keyed by their /64 network, which one client usually holds whole, so rotating addresses
+/// inside it gains an attacker nothing.
+pub fn client_address(forwarded_for: Option<&str>, peer: Option<IpAddr>) -> String {
+    let first = forwarded_for.and_then(|v| v.split(',').next()).map(str::trim).unwrap_or_default();
+    let parsed = first
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| first.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+        .or(peer);
+    match parsed {
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        None => "unknown".to_string(),
     }
 }
 
@@ -143,24 +177,36 @@ impl Api {
         Self { service }
     }
 
-    /// Handles one request and logs its function, outcome and latency.
+    /// Handles one request in a span carrying its function, invocation id (as the host sent it),
+    /// and the user and session once known, and logs its outcome and latency.
     pub async fn handle(&self, req: ApiRequest) -> ApiResponse {
-        let started = Instant::now();
-        let result = self.route(&req).await;
-        Self::finish(&req.method, req.function, req.mode, req.invocation_id.as_deref(), result, started)
+        let span = tracing::info_span!(
+            "request",
+            function = req.function.map_or("none", Function::name),
+            invocation_id = req.invocation_id.as_deref(),
+            user_id = tracing::field::Empty,
+            session_id = tracing::field::Empty,
+        );
+        async {
+            let started = Instant::now();
+            let result = self.route(&req).await;
+            Self::finish(&req.method, req.function, req.mode, result, started)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Answers a request that could not even be read (e.g. a malformed invocation payload) with the
     /// same headers and log line as any other.
     pub fn reject(method: &str, function: Option<Function>, mode: Mode, error: ApiError) -> ApiResponse {
-        Self::finish(method, function, mode, None, Err(error), Instant::now())
+        let span = tracing::info_span!("request", function = function.map_or("none", Function::name));
+        span.in_scope(|| Self::finish(method, function, mode, Err(error), Instant::now()))
     }
 
     fn finish(
         method: &str,
         function: Option<Function>,
         mode: Mode,
-        invocation_id: Option<&str>,
         result: Result<ApiResponse, ApiError>,
         started: Instant,
     ) -> ApiResponse {
@@ -177,7 +223,6 @@ impl Api {
             outcome = response.outcome,
             reason = response.reason,
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            invocation_id,
             "request"
         );
         response
@@ -189,14 +234,14 @@ impl Api {
         let allowed = match function {
             Function::Token | Function::Revoke => matches!(method, "POST" | "PATCH"),
             Function::Refresh => method == "POST",
-            Function::Jwks => method == "GET",
+            Function::Jwks => matches!(method, "GET" | "HEAD"),
         };
         if !allowed {
             return Err(ApiError::MethodNotAllowed(function.allow()));
         }
         match (function, method) {
             (Function::Jwks, _) => Ok(self.jwks()),
-            (Function::Token, "POST") => self.token(&Fields::parse(req)?).await,
+            (Function::Token, "POST") => self.token(req, &Fields::parse(req)?).await,
             (Function::Token | Function::Refresh, _) => self.refresh(&Fields::parse(req)?).await,
             (Function::Revoke, _) => self.revoke(req, &Fields::parse(req)?).await,
         }
@@ -210,14 +255,14 @@ impl Api {
 
     /// `POST /api/token`: JSON `{username, password}` (grant_type optional), or a form with
     /// `grant_type=password|refresh_token`.
-    async fn token(&self, fields: &Fields) -> Result<ApiResponse, ApiError> {
+    async fn token(&self, req: &ApiRequest, fields: &Fields) -> Result<ApiResponse, ApiError> {
         let grant = fields.string("grant_type", 64)?;
         match (grant, fields.is_form()) {
             (None, true) => Err(ApiError::InvalidRequest("grant_type is required".into())),
             (None, false) | (Some("password"), _) => {
                 let username = fields.required("username", MAX_USERNAME_CHARS * 4)?;
                 let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
-                let pair = self.service.login(username, &password).await?;
+                let pair = self.service.login(username, &password, &req.client_address()).await?;
                 Ok(ApiResponse::json(200, &pair))
             }
             (Some("refresh_token"), _) => self.refresh(fields).await,
@@ -263,7 +308,7 @@ impl Api {
                     }
                     _ => return Err(ApiError::InvalidRequest("scope must be global or others".into())),
                 };
-                let caller = self.service.authenticate_bearer(bearer(req)?)?;
+                let caller = self.service.authenticate_bearer(bearer(req)?).await?;
                 let ended = self.service.revoke_scope(&caller, &scope).await?;
                 Ok(ApiResponse::json(200, &serde_json::json!({ "revoked_sessions": ended })))
             }

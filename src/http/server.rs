@@ -1,46 +1,55 @@
-//! warp adapter: one catch-all filter that reads method, path, headers and a size-limited body and
-//! hands them to [`Api::handle`], in forwarding mode (`/api/<function>`) or invocation mode
-//! (`POST /<function>`). `GET /` answers the host's readiness probe.
+//! The HTTP/1.1 server: hyper directly, one task per connection. Each request is read (with a
+//! size-limited body) into an [`ApiRequest`] and answered by [`Api::handle`], in forwarding mode
+//! (`/api/<function>`) or invocation mode (`POST /<function>`). `GET /` answers the host's
+//! readiness probe.
+//!
+//! Every connection has two deadlines: a client that started a request must finish its headers
+//! within the header-read timeout, and a keep-alive connection with no request is closed after the
+//! idle timeout. A client that goes away is logged at DEBUG: it is the client's business.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use futures_util::{Stream, StreamExt as _};
-use warp::Filter as _;
-use warp::http::{HeaderMap, Method, StatusCode};
-use warp::reply::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::error::ApiError;
 use super::{Api, ApiRequest, ApiResponse, Function, MAX_BODY_BYTES, Mode, invocation};
+use crate::settings::Http;
 
 /// Limit for a whole invocation payload (the inner body is held to [`MAX_BODY_BYTES`] separately).
 const MAX_INVOCATION_BYTES: usize = 256 * 1024;
 const ROUTE_PREFIX: &str = "api";
+/// How long in-flight requests may finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Body = Full<Bytes>;
 
 /// Reads at most `limit` bytes; `None` when the body is larger (reading stops there).
-async fn read_limited<S, B>(headers: &HeaderMap, body: S, limit: usize) -> Result<Option<Vec<u8>>, warp::Error>
-where
-    S: Stream<Item = Result<B, warp::Error>>,
-    B: bytes::Buf,
-{
+async fn read_limited(headers: &HeaderMap, mut body: Incoming, limit: usize) -> Result<Option<Vec<u8>>, hyper::Error> {
     let declared = headers
-        .get(warp::http::header::CONTENT_LENGTH)
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Ok(None);
     }
     let mut out = Vec::new();
-    let mut body = std::pin::pin!(body);
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk?;
-        if out.len() + chunk.remaining() > limit {
-            return Ok(None);
-        }
-        while chunk.has_remaining() {
-            let piece = chunk.chunk();
-            out.extend_from_slice(piece);
-            let n = piece.len();
-            chunk.advance(n);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if out.len() + data.len() > limit {
+                return Ok(None);
+            }
+            out.extend_from_slice(&data);
         }
     }
     Ok(Some(out))
@@ -50,50 +59,47 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
     headers.iter().filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string()))).collect()
 }
 
-fn to_warp(response: &ApiResponse) -> Response {
-    let mut builder = warp::http::Response::builder().status(response.status);
+fn to_http(response: ApiResponse) -> Response<Body> {
+    let mut builder = Response::builder().status(response.status);
     for (name, value) in &response.headers {
         builder = builder.header(*name, value);
     }
-    builder.body(response.body.clone().into()).unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR))
+    builder.body(Full::new(Bytes::from(response.body))).unwrap_or_else(|_| {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
 }
 
-fn plain(status: StatusCode) -> Response {
-    let mut r = Response::new(warp::hyper::body::Bytes::new().into());
-    *r.status_mut() = status;
+fn invocation_response(response: &ApiResponse) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(invocation::wrap(response))));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
-fn invocation_response(response: &ApiResponse) -> Response {
-    let mut r = Response::new(invocation::wrap(response).into());
-    r.headers_mut().insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static("application/json"));
-    r
+fn unreadable() -> ApiError {
+    ApiError::InvalidRequest("the request body could not be read".into())
 }
 
-/// Dispatches one raw request.
-async fn dispatch<S, B>(api: Api, method: Method, path: String, headers: HeaderMap, body: S) -> Response
-where
-    S: Stream<Item = Result<B, warp::Error>>,
-    B: bytes::Buf,
-{
+/// Answers one request.
+async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let (method, headers) = (parts.method, parts.headers);
+    let path = parts.uri.path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let invocation_id = headers.get("x-azure-functions-invocationid").and_then(|v| v.to_str().ok()).map(str::to_string);
     match segments.as_slice() {
         [""] if method == Method::GET || method == Method::HEAD => {
             let mut ok = ApiResponse::json(200, &serde_json::json!({ "status": "ready" }));
             ok.headers.push(("Cache-Control", "no-store".into()));
-            to_warp(&ok)
+            to_http(ok)
         }
-        [""] => to_warp(&Api::reject(method.as_str(), None, Mode::Forwarded, ApiError::MethodNotAllowed("GET"))),
+        [""] => to_http(Api::reject(method.as_str(), None, Mode::Forwarded, ApiError::MethodNotAllowed("GET, HEAD"))),
         [prefix, name] if prefix.eq_ignore_ascii_case(ROUTE_PREFIX) => {
             let (body, body_too_large) = match read_limited(&headers, body, MAX_BODY_BYTES).await {
                 Ok(Some(b)) => (b, false),
                 Ok(None) => (Vec::new(), true),
-                Err(_) => {
-                    return to_warp(
-                        &ApiError::InvalidRequest("the request body could not be read".into()).into_response(),
-                    );
-                }
+                Err(_) => return to_http(Api::reject(method.as_str(), Function::from_name(name), Mode::Forwarded, unreadable())),
             };
             let req = ApiRequest {
                 method: method.as_str().to_string(),
@@ -103,14 +109,15 @@ where
                 body_too_large,
                 mode: Mode::Forwarded,
                 invocation_id,
+                peer: Some(peer.ip()),
             };
-            to_warp(&api.handle(req).await)
+            to_http(api.handle(req).await)
         }
         [name] if method == Method::POST && Function::from_name(name).is_some() => {
             let request = match read_limited(&headers, body, MAX_INVOCATION_BYTES).await {
-                Ok(Some(payload)) => invocation::parse(Function::from_name(name), &payload, invocation_id),
+                Ok(Some(payload)) => invocation::parse(Function::from_name(name), &payload, invocation_id, Some(peer.ip())),
                 Ok(None) => Err(ApiError::PayloadTooLarge),
-                Err(_) => Err(ApiError::InvalidRequest("the request body could not be read".into())),
+                Err(_) => Err(unreadable()),
             };
             let response = match request {
                 Ok(req) => api.handle(req).await,
@@ -120,27 +127,173 @@ where
         }
         _ => {
             let e = ApiError::NotFound("no such route; functions are served under /api/");
-            to_warp(&Api::reject(method.as_str(), None, Mode::Forwarded, e))
+            to_http(Api::reject(method.as_str(), None, Mode::Forwarded, e))
         }
     }
 }
 
-/// The warp filter serving `api`.
-pub fn routes(
+/// What a connection is doing, for its two deadlines. Times are milliseconds since `epoch`.
+#[derive(Debug)]
+struct Activity {
+    epoch: Instant,
+    /// Requests being answered.
+    in_flight: AtomicUsize,
+    /// Bytes of a request that has not reached the service yet have arrived.
+    reading: AtomicBool,
+    /// When those bytes started arriving.
+    reading_since: AtomicU64,
+    /// When the connection last became idle (start, or the last response).
+    idle_since: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            reading: AtomicBool::new(false),
+            reading_since: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn bytes_read(&self) {
+        if self.in_flight.load(Ordering::SeqCst) == 0 && !self.reading.swap(true, Ordering::SeqCst) {
+            self.reading_since.store(self.now(), Ordering::SeqCst);
+        }
+    }
+
+    fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.reading.store(false, Ordering::SeqCst);
+    }
+
+    fn request_done(&self) {
+        self.idle_since.store(self.now(), Ordering::SeqCst);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// `Err(reason)` once a deadline passed, else how long until the next one could.
+    fn check(&self, limits: &Http) -> Result<Duration, &'static str> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return Ok(Duration::from_millis(limits.header_read_timeout_ms.min(limits.idle_timeout_ms)));
+        }
+        let now = self.now();
+        let (since, limit, reason) = if self.reading.load(Ordering::SeqCst) {
+            (self.reading_since.load(Ordering::SeqCst), limits.header_read_timeout_ms, "header read timeout")
+        } else {
+            (self.idle_since.load(Ordering::SeqCst), limits.idle_timeout_ms, "idle timeout")
+        };
+        let elapsed = now.saturating_sub(since);
+        if elapsed >= limit { Err(reason) } else { Ok(Duration::from_millis(limit - elapsed)) }
+    }
+}
+
+/// A socket that tells its [`Activity`] when request bytes arrive.
+struct Watched<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+async fn connection(
     api: Api,
-) -> impl warp::Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
-    warp::method()
-        .and(warp::path::full())
-        .and(warp::header::headers_cloned())
-        .and(warp::body::stream())
-        .then(move |method: Method, path: warp::path::FullPath, headers: HeaderMap, body| {
-            let api = api.clone();
-            async move { dispatch(api, method, path.as_str().to_string(), headers, body).await }
-        })
-        .recover(|_rejection: warp::Rejection| async move {
-            Ok::<_, Infallible>(to_warp(
-                &ApiError::InvalidRequest("the request could not be read".into()).into_response(),
-            ))
-        })
-        .unify()
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    limits: Http,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched { inner: stream, activity: Arc::clone(&activity) });
+    let service_activity = Arc::clone(&activity);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (api, activity) = (api.clone(), Arc::clone(&service_activity));
+        activity.request_started();
+        async move {
+            let response = dispatch(&api, req, peer).await;
+            activity.request_done();
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .serve_connection(io, service);
+    let mut conn = std::pin::pin!(watcher.watch(conn));
+    loop {
+        let wait = match activity.check(&limits) {
+            Ok(wait) => wait,
+            Err(reason) => {
+                tracing::debug!(%peer, reason, "connection closed");
+                return;
+            }
+        };
+        tokio::select! {
+            done = &mut conn => {
+                if let Err(e) = done {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Serves `api` on `listener` until `shutdown` completes, then lets requests in flight finish
+/// (for at most [`DRAIN_TIMEOUT`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    api: Api,
+    limits: Http,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(connection(api.clone(), stream, peer, limits, graceful.watcher()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still in flight after the drain timeout");
+    }
 }

@@ -4,16 +4,18 @@
 //! the way Azure app settings nest them (`JwtRefreshToken__Descriptor__Issuer`). Names are matched
 //! without regard to case, and `:` is accepted in place of `__`. Every problem names its setting.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::secret::SecretBytes;
 
-/// Prefix shared by all of the service's own settings.
-pub const PREFIX: &str = "JwtRefreshToken__";
-/// The port the Functions host tells the handler to listen on.
-pub const PORT_SETTING: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
+mod cosmos;
+mod env;
+pub mod entropy;
+pub mod names;
+
+pub use cosmos::{CosmosAuth, CosmosSettings, load_store};
+pub use env::Env;
+
 /// Port used when the host did not set one (the same as `func start`).
 pub const DEFAULT_PORT: u16 = 7071;
 
@@ -31,70 +33,6 @@ impl SettingsError {
     pub(crate) fn new(setting: impl Into<String>, problem: impl Into<String>) -> Self {
         Self { setting: setting.into(), problem: problem.into() }
     }
-}
-
-/// A snapshot of configuration values, keyed case-insensitively with `:` read as `__`.
-#[derive(Clone, Default)]
-pub struct Env {
-    values: HashMap<String, String>,
-}
-
-impl fmt::Debug for Env {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Values can be keys and secrets: show names only.
-        let mut names: Vec<&String> = self.values.keys().collect();
-        names.sort();
-        f.debug_struct("Env").field("names", &names).finish()
-    }
-}
-
-impl Env {
-    /// The process environment.
-    pub fn from_process() -> Self {
-        Self::from_pairs(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))))
-    }
-
-    /// Values from name/value pairs (tests, `local.settings.json`).
-    pub fn from_pairs<K: AsRef<str>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        let values = pairs.into_iter().map(|(k, v)| (normalize(k.as_ref()), v.into())).collect();
-        Self { values }
-    }
-
-    /// The value of `name`, if set to something other than blank.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(&normalize(name)).map(String::as_str).filter(|v| !v.trim().is_empty())
-    }
-
-    /// Sets a value (used to fill development defaults).
-    pub fn set(&mut self, name: &str, value: impl Into<String>) {
-        self.values.insert(normalize(name), value.into());
-    }
-
-    fn parse_int<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
-        &self,
-        name: &str,
-        default: T,
-        min: T,
-        max: T,
-    ) -> Result<T, SettingsError> {
-        let Some(raw) = self.get(name) else { return Ok(default) };
-        let value: T = raw
-            .trim()
-            .parse()
-            .map_err(|_| SettingsError::new(name, format!("must be a whole number, got {:?}", shorten(raw))))?;
-        if value < min || value > max {
-            return Err(SettingsError::new(name, format!("must be between {min} and {max}, got {value}")));
-        }
-        Ok(value)
-    }
-}
-
-fn normalize(name: &str) -> String {
-    name.replace(':', "__").to_ascii_lowercase()
-}
-
-fn shorten(raw: &str) -> String {
-    raw.chars().take(40).collect()
 }
 
 /// Signing algorithms for access tokens.
@@ -118,7 +56,8 @@ impl SigningAlgorithm {
         }
     }
 
-    fn parse(raw: &str) -> Option<Self> {
+    /// Parses `HS256`, `ES256` or `EdDSA` (and a few aliases), without case.
+    pub fn parse(raw: &str) -> Option<Self> {
         match raw.trim().to_ascii_uppercase().as_str() {
             "HS256" | "HMACSHA256" | "HMAC-SHA256" => Some(Self::Hs256),
             "ES256" => Some(Self::Es256),
@@ -164,12 +103,42 @@ pub struct Rotation {
 }
 
 /// Login throttling (`JwtRefreshToken__Login__*`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Login {
-    /// Failures before a username is locked.
+    /// Failures from one client address before the username is locked for that address.
     pub max_failures: u32,
+    /// Failures from all addresses together before the username is locked everywhere (the
+    /// backstop against guessing from many addresses).
+    pub max_failures_per_username: u32,
     /// How long a lock lasts, and the window in which failures add up.
     pub lockout_ms: i64,
+}
+
+/// Password hashing (`JwtRefreshToken__Login__Hash*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hashing {
+    /// Hashing worker threads, each owning one argon2 memory block (19 MiB) for its lifetime.
+    pub workers: usize,
+    /// Hashing requests that may wait for a worker; more are refused at once with 503.
+    pub queue_length: usize,
+    /// Longest a request may wait for a worker before it is answered with 503.
+    pub queue_timeout_ms: u64,
+}
+
+impl Default for Hashing {
+    /// The defaults of the settings: one worker per core (at most 4), 64 waiting, 2 s.
+    fn default() -> Self {
+        Self { workers: default_hash_workers(), queue_length: 64, queue_timeout_ms: 2_000 }
+    }
+}
+
+/// HTTP connection limits (`JwtRefreshToken__Http__*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http {
+    /// Time a client has to send a request's headers once it started a request.
+    pub header_read_timeout_ms: u64,
+    /// Time an idle keep-alive connection stays open.
+    pub idle_timeout_ms: u64,
 }
 
 /// Where state lives.
@@ -184,44 +153,13 @@ pub enum StoreSettings {
     Cosmos(CosmosSettings),
 }
 
-/// How the Cosmos client authenticates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CosmosAuth {
-    /// Microsoft Entra ID: managed identity in Azure (user-assigned when `client_id` is set,
-    /// from `AZURE_CLIENT_ID`), developer credentials (`az login`) elsewhere.
-    EntraId {
-        /// Client id of a user-assigned managed identity.
-        client_id: Option<String>,
-    },
-    /// Account key from a connection string (the emulator, local work).
-    Key(SecretBytes),
-}
-
-/// Cosmos DB settings (`JwtRefreshToken__Cosmos__*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CosmosSettings {
-    /// Account endpoint, e.g. `https://myaccount.documents.azure.com:443/`.
-    pub endpoint: String,
-    /// Authentication.
-    pub auth: CosmosAuth,
-    /// Database name.
-    pub database: String,
-    /// Sessions container (partition key `/userId`).
-    pub token_container: String,
-    /// Accounts container (partition key `/id`).
-    pub user_container: String,
-    /// Timeout of each Cosmos request, retries included.
-    pub request_timeout_ms: u64,
-    /// The Function App's region (`REGION_NAME`, set by Azure): requests go to the nearest replica.
-    pub region: Option<String>,
-}
-
 /// Whether missing signing settings may be filled with development defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Issuer, Audience and AlgorithmKey must be set.
     Production,
-    /// Missing ones get local defaults; the key is generated once and kept in the store directory.
+    /// Missing Issuer and Audience get local defaults. The signing key must still be in the
+    /// environment: start-up puts the development key there (see `startup::development_env`).
     Development,
 }
 
@@ -236,6 +174,10 @@ pub struct Settings {
     pub rotation: Rotation,
     /// Login throttling.
     pub login: Login,
+    /// Password hashing.
+    pub hashing: Hashing,
+    /// HTTP connection limits.
+    pub http: Http,
     /// State.
     pub store: StoreSettings,
     /// Listening port (0 picks a free one).
@@ -244,45 +186,57 @@ pub struct Settings {
     pub mode: Mode,
 }
 
-const ISSUER: &str = "JwtRefreshToken__Descriptor__Issuer";
-const AUDIENCE: &str = "JwtRefreshToken__Descriptor__Audience";
-const ALGORITHM: &str = "JwtRefreshToken__Descriptor__Algorithm";
-/// Name of the signing-key setting.
-pub const ALGORITHM_KEY: &str = "JwtRefreshToken__Descriptor__AlgorithmKey";
-/// Prefix of the previous-key settings (`…PreviousKeys__0`, `…PreviousKeys__1`, …).
-pub const PREVIOUS_KEYS: &str = "JwtRefreshToken__Descriptor__PreviousKeys";
-const CLOCK_SKEW: &str = "JwtRefreshToken__Descriptor__ClockSkewMs";
-const CREATE_EXPIRES: &str = "JwtRefreshToken__Expires__CreateExpiresInMs";
-const REFRESH_EXPIRES: &str = "JwtRefreshToken__Expires__RefreshExpiresInMs";
-const REUSE_GRACE: &str = "JwtRefreshToken__Rotation__ReuseGraceMs";
-/// Name of the rotation-secret setting.
-pub const ROTATION_SECRET: &str = "JwtRefreshToken__Rotation__Secret";
-const MAX_FAILURES: &str = "JwtRefreshToken__Login__MaxFailures";
-const LOCKOUT: &str = "JwtRefreshToken__Login__LockoutMs";
-const EMBEDDED_PATH: &str = "JwtRefreshToken__Embedded__Path";
-/// Cosmos account endpoint (Entra ID authentication).
-pub const COSMOS_ENDPOINT: &str = "JwtRefreshToken__Cosmos__AccountEndpoint";
-/// Cosmos connection string (account-key authentication).
-pub const COSMOS_CONNECTION_STRING: &str = "JwtRefreshToken__Cosmos__ConnectionString";
-const COSMOS_DATABASE: &str = "JwtRefreshToken__Cosmos__DatabaseName";
-const COSMOS_TOKEN_CONTAINER: &str = "JwtRefreshToken__Cosmos__TokenContainerId";
-const COSMOS_USER_CONTAINER: &str = "JwtRefreshToken__Cosmos__UserContainerId";
-const COSMOS_TIMEOUT: &str = "JwtRefreshToken__Cosmos__RequestTimeoutMs";
-const AZURE_CLIENT_ID: &str = "AZURE_CLIENT_ID";
-const DEFAULT_EMBEDDED_PATH: &str = "./.data";
+use env::shorten;
+use names::{
+    ALGORITHM, ALGORITHM_KEY, AUDIENCE, CLOCK_SKEW, COSMOS_CONNECTION_STRING, CREATE_EXPIRES, HASH_QUEUE,
+    HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, ISSUER, LOCKOUT, MAX_FAILURES,
+    MAX_FAILURES_PER_USERNAME, PORT, PREVIOUS_KEYS, REFRESH_EXPIRES, REUSE_GRACE, ROTATION_SECRET,
+};
+pub(crate) const DEFAULT_EMBEDDED_PATH: &str = "./.data";
 /// Issuer used in development mode when none is set.
 pub const DEV_ISSUER: &str = "http://localhost:7071";
 /// Audience used in development mode when none is set.
 pub const DEV_AUDIENCE: &str = "jwt-refresh-token-dev";
-const DEV_KEY_FILE: &str = "dev-signing-key";
 const MIN_HS256_KEY_BYTES: usize = 32;
 const DAY_MS: i64 = 86_400_000;
+/// Most hashing workers: each keeps 19 MiB resident.
+pub const MAX_HASH_WORKERS: usize = 64;
+
+/// Hashing workers when the setting is absent: one per core, at most 4 (76 MiB).
+fn default_hash_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).clamp(1, 4)
+}
+
+/// A secret setting (HS256 key, rotation secret): long enough and hard to guess.
+fn strong_secret(name: &str, value: &str) -> Result<SecretBytes, SettingsError> {
+    if value.len() < MIN_HS256_KEY_BYTES {
+        return Err(SettingsError::new(
+            name,
+            format!(
+                "must be at least {MIN_HS256_KEY_BYTES} bytes, got {}; generate one with `handler keys generate --algorithm HS256`",
+                value.len()
+            ),
+        ));
+    }
+    let bits = entropy::estimate_bits(value);
+    if bits < entropy::MIN_SECRET_BITS {
+        return Err(SettingsError::new(
+            name,
+            format!(
+                "is too easy to guess (about {bits:.0} bits, at least {} needed: repeated characters, a small alphabet or \
+                 dictionary words); generate one with `handler keys generate --algorithm HS256`",
+                entropy::MIN_SECRET_BITS
+            ),
+        ));
+    }
+    Ok(SecretBytes::new(value.as_bytes().to_vec()))
+}
 
 impl Settings {
-    /// Loads and validates every setting.
+    /// Loads and validates every setting. Pure: reads `env`, writes nothing.
     pub fn load(env: &Env, mode: Mode) -> Result<Self, SettingsError> {
         let store = load_store(env)?;
-        let port = env.parse_int(PORT_SETTING, DEFAULT_PORT, 0, u16::MAX)?;
+        let port = env.parse_int(PORT, DEFAULT_PORT, 0, u16::MAX)?;
         let algorithm = match env.get(ALGORITHM) {
             None => SigningAlgorithm::Hs256,
             Some(raw) => SigningAlgorithm::parse(raw).ok_or_else(|| {
@@ -294,19 +248,11 @@ impl Settings {
         for secret in [ALGORITHM_KEY, ROTATION_SECRET, COSMOS_CONNECTION_STRING] {
             unresolved_reference(env, secret)?;
         }
-        let algorithm_key = match (env.get(ALGORITHM_KEY), mode, algorithm) {
-            (Some(key), _, _) => SecretBytes::new(key.as_bytes().to_vec()),
-            (None, Mode::Development, SigningAlgorithm::Hs256) => {
-                development_key(Path::new(env.get(EMBEDDED_PATH).unwrap_or(DEFAULT_EMBEDDED_PATH)))?
-            }
-            (None, _, _) => return Err(SettingsError::new(ALGORITHM_KEY, "is missing")),
+        let algorithm_key = match (env.get(ALGORITHM_KEY), algorithm) {
+            (None, _) => return Err(SettingsError::new(ALGORITHM_KEY, "is missing")),
+            (Some(key), SigningAlgorithm::Hs256) => strong_secret(ALGORITHM_KEY, key)?,
+            (Some(key), _) => SecretBytes::new(key.as_bytes().to_vec()),
         };
-        if algorithm == SigningAlgorithm::Hs256 && algorithm_key.len() < MIN_HS256_KEY_BYTES {
-            return Err(SettingsError::new(
-                ALGORITHM_KEY,
-                format!("must be at least {MIN_HS256_KEY_BYTES} bytes for HS256, got {}", algorithm_key.len()),
-            ));
-        }
         let previous_keys = (0..)
             .map_while(|i| env.get(&format!("{PREVIOUS_KEYS}__{i}")))
             .map(|k| SecretBytes::new(k.as_bytes().to_vec()))
@@ -323,28 +269,35 @@ impl Settings {
             create_expires_in_ms: env.parse_int(CREATE_EXPIRES, 300_000, 1_000, DAY_MS)?,
             refresh_expires_in_ms: env.parse_int(REFRESH_EXPIRES, 604_800_000, 1_000, 3_650 * DAY_MS)?,
         };
-        let secret = match env.get(ROTATION_SECRET) {
-            None => None,
-            Some(s) if s.len() < MIN_HS256_KEY_BYTES => {
-                return Err(SettingsError::new(
-                    ROTATION_SECRET,
-                    format!("must be at least {MIN_HS256_KEY_BYTES} bytes, got {}", s.len()),
-                ));
-            }
-            Some(s) => Some(SecretBytes::new(s.as_bytes().to_vec())),
-        };
+        let secret = env.get(ROTATION_SECRET).map(|s| strong_secret(ROTATION_SECRET, s)).transpose()?;
         let rotation = Rotation { reuse_grace_ms: env.parse_int(REUSE_GRACE, 10_000, 0, 300_000)?, secret };
+        let max_failures = env.parse_int(MAX_FAILURES, 5, 1, 1_000)?;
         let login = Login {
-            max_failures: env.parse_int(MAX_FAILURES, 5, 1, 1_000)?,
+            max_failures,
+            max_failures_per_username: env.parse_int(
+                MAX_FAILURES_PER_USERNAME,
+                max_failures.saturating_mul(10),
+                max_failures,
+                100_000,
+            )?,
             lockout_ms: env.parse_int(LOCKOUT, 900_000, 1_000, DAY_MS)?,
         };
-        Ok(Self { descriptor, expires, rotation, login, store, port, mode })
+        let hashing = Hashing {
+            workers: env.parse_int(HASH_WORKERS, default_hash_workers(), 1, MAX_HASH_WORKERS)?,
+            queue_length: env.parse_int(HASH_QUEUE, 64, 1, 100_000)?,
+            queue_timeout_ms: env.parse_int(HASH_QUEUE_TIMEOUT, 2_000, 10, 60_000)?,
+        };
+        let http = Http {
+            header_read_timeout_ms: env.parse_int(HEADER_READ_TIMEOUT, 10_000, 100, 600_000)?,
+            idle_timeout_ms: env.parse_int(IDLE_TIMEOUT, 120_000, 100, 3_600_000)?,
+        };
+        Ok(Self { descriptor, expires, rotation, login, hashing, http, store, port, mode })
     }
 }
 
 /// App Service hands the literal `@Microsoft.KeyVault(…)` text to the app when it cannot resolve a
 /// Key Vault reference; used as a key, that text would look valid. Refuse it.
-fn unresolved_reference(env: &Env, name: &str) -> Result<(), SettingsError> {
+pub(crate) fn unresolved_reference(env: &Env, name: &str) -> Result<(), SettingsError> {
     match env.get(name) {
         Some(v) if v.trim_start().to_ascii_lowercase().starts_with("@microsoft.keyvault(") => Err(SettingsError::new(
             name,
@@ -352,88 +305,6 @@ fn unresolved_reference(env: &Env, name: &str) -> Result<(), SettingsError> {
         )),
         _ => Ok(()),
     }
-}
-
-/// Only the store settings: all the `user` commands need. An endpoint or a connection string
-/// selects Cosmos; otherwise the embedded store is used.
-pub fn load_store(env: &Env) -> Result<StoreSettings, SettingsError> {
-    unresolved_reference(env, COSMOS_CONNECTION_STRING)?;
-    let auth = match (env.get(COSMOS_ENDPOINT), env.get(COSMOS_CONNECTION_STRING)) {
-        (None, None) => {
-            return Ok(StoreSettings::Embedded {
-                path: PathBuf::from(env.get(EMBEDDED_PATH).unwrap_or(DEFAULT_EMBEDDED_PATH)),
-            });
-        }
-        (Some(_), Some(_)) => {
-            return Err(SettingsError::new(
-                COSMOS_CONNECTION_STRING,
-                format!(
-                    "set either {COSMOS_ENDPOINT} (Entra ID) or {COSMOS_CONNECTION_STRING} (account key), not both"
-                ),
-            ));
-        }
-        (Some(endpoint), None) => (
-            endpoint_url(endpoint, COSMOS_ENDPOINT)?,
-            CosmosAuth::EntraId { client_id: env.get(AZURE_CLIENT_ID).map(|s| s.trim().to_string()) },
-        ),
-        (None, Some(cs)) => {
-            let (endpoint, key) = parse_connection_string(cs)?;
-            (endpoint, CosmosAuth::Key(key))
-        }
-    };
-    let (endpoint, auth) = auth;
-    Ok(StoreSettings::Cosmos(CosmosSettings {
-        endpoint,
-        auth,
-        database: resource_id(env, COSMOS_DATABASE, "jwt-refresh-token")?,
-        token_container: resource_id(env, COSMOS_TOKEN_CONTAINER, "tokens")?,
-        user_container: resource_id(env, COSMOS_USER_CONTAINER, "users")?,
-        request_timeout_ms: env.parse_int(COSMOS_TIMEOUT, 5_000, 100, 120_000)?,
-        region: env.get("REGION_NAME").map(|r| r.trim().to_string()),
-    }))
-}
-
-fn endpoint_url(raw: &str, setting: &str) -> Result<String, SettingsError> {
-    let raw = raw.trim();
-    let ok = (raw.starts_with("https://") || raw.starts_with("http://"))
-        && raw.len() > "https://".len()
-        && !raw.contains(char::is_whitespace);
-    if !ok {
-        return Err(SettingsError::new(setting, format!("must be an http(s) URL, got {:?}", shorten(raw))));
-    }
-    Ok(raw.to_string())
-}
-
-/// `AccountEndpoint=https://…;AccountKey=…;` (order free, keys without case).
-fn parse_connection_string(raw: &str) -> Result<(String, SecretBytes), SettingsError> {
-    let (mut endpoint, mut key) = (None, None);
-    for part in raw.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((name, value)) = part.split_once('=') else {
-            return Err(SettingsError::new(
-                COSMOS_CONNECTION_STRING,
-                "must be of the form AccountEndpoint=…;AccountKey=…;",
-            ));
-        };
-        if name.trim().eq_ignore_ascii_case("AccountEndpoint") {
-            endpoint = Some(endpoint_url(value, COSMOS_CONNECTION_STRING)?);
-        } else if name.trim().eq_ignore_ascii_case("AccountKey") {
-            key = Some(SecretBytes::new(value.trim().as_bytes().to_vec()));
-        }
-    }
-    match (endpoint, key) {
-        (Some(e), Some(k)) if !k.is_empty() => Ok((e, k)),
-        (None, _) => Err(SettingsError::new(COSMOS_CONNECTION_STRING, "has no AccountEndpoint")),
-        _ => Err(SettingsError::new(COSMOS_CONNECTION_STRING, "has no AccountKey")),
-    }
-}
-
-/// A Cosmos database or container id: 1–255 characters, none of `/ \\ ? #`.
-fn resource_id(env: &Env, name: &str, default: &str) -> Result<String, SettingsError> {
-    let value = env.get(name).map_or(default, str::trim);
-    if value.len() > 255 || value.contains(['/', '\\', '?', '#']) || value.ends_with(' ') {
-        return Err(SettingsError::new(name, "must be 1 to 255 characters without / \\ ? #"));
-    }
-    Ok(value.to_string())
 }
 
 fn required_or_dev(env: &Env, name: &str, mode: Mode, dev_default: &str) -> Result<String, SettingsError> {
@@ -444,57 +315,19 @@ fn required_or_dev(env: &Env, name: &str, mode: Mode, dev_default: &str) -> Resu
     }
 }
 
-/// Reads the development signing key kept in the store directory, creating it on first use.
-fn development_key(dir: &Path) -> Result<SecretBytes, SettingsError> {
-    use base64::Engine as _;
-    use rand::TryRng as _;
-
-    let file = dir.join(DEV_KEY_FILE);
-    let problem = |what: &str, e: &dyn fmt::Display| {
-        SettingsError::new(
-            ALGORITHM_KEY,
-            format!("is missing and the development key {} could not be {what}: {e}", file.display()),
-        )
-    };
-    match std::fs::read_to_string(&file) {
-        Ok(existing) if existing.trim().len() >= MIN_HS256_KEY_BYTES => {
-            return Ok(SecretBytes::new(existing.trim().as_bytes().to_vec()));
-        }
-        Ok(_) => return Err(problem("used", &"it is shorter than 32 bytes")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(problem("read", &e)),
-    }
-    std::fs::create_dir_all(dir).map_err(|e| problem("created", &e))?;
-    let mut raw = [0u8; 48];
-    rand::rngs::SysRng.try_fill_bytes(&mut raw).map_err(|e| problem("generated", &e))?;
-    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-    write_private_file(&file, key.as_bytes()).map_err(|e| problem("written", &e))?;
-    Ok(SecretBytes::new(key.into_bytes()))
-}
-
-fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::names::*;
     use super::*;
+
+    /// A random 64-character base64url key, as `handler keys generate` prints.
+    const KEY: &str = "v8Hq2Zk0Xw9RmT4bYc7NpL1sFdJ6gAeU3iKoQ5rVtWxBzC0yMnE9uHjG2fPaDl7S";
 
     fn base() -> Vec<(&'static str, &'static str)> {
         vec![
             (ISSUER, "https://issuer.example"),
             (AUDIENCE, "api://example"),
-            (ALGORITHM_KEY, "0123456789abcdef0123456789abcdef"),
+            (ALGORITHM_KEY, KEY),
         ]
     }
 
@@ -523,7 +356,7 @@ mod tests {
         let env = Env::from_pairs([
             ("jwtrefreshtoken:descriptor:issuer", "i"),
             ("JWTREFRESHTOKEN__DESCRIPTOR__AUDIENCE", "a"),
-            ("JwtRefreshToken:Descriptor:AlgorithmKey", "0123456789abcdef0123456789abcdef"),
+            ("JwtRefreshToken:Descriptor:AlgorithmKey", KEY),
             ("JwtRefreshToken:Descriptor:ClockSkewMs", "0"),
         ]);
         let s = Settings::load(&env, Mode::Production).unwrap();
@@ -545,6 +378,14 @@ mod tests {
             (&[(REFRESH_EXPIRES, "12.5")], REFRESH_EXPIRES, "fraction"),
             (&[(REUSE_GRACE, "999999999")], REUSE_GRACE, "grace beyond five minutes"),
             (&[(ROTATION_SECRET, "tooshort")], ROTATION_SECRET, "short rotation secret"),
+            (&[(ALGORITHM_KEY, "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk")], ALGORITHM_KEY, "one repeated character"),
+            (&[(ALGORITHM_KEY, "passwordpasswordpasswordpassword")], ALGORITHM_KEY, "a repeated word"),
+            (&[(ROTATION_SECRET, "correct-horse-battery-staple-secret")], ROTATION_SECRET, "dictionary words"),
+            (&[(HASH_WORKERS, "0")], HASH_WORKERS, "no hashing workers"),
+            (&[(HASH_QUEUE_TIMEOUT, "1")], HASH_QUEUE_TIMEOUT, "queue timeout below 10 ms"),
+            (&[(MAX_FAILURES_PER_USERNAME, "2")], MAX_FAILURES_PER_USERNAME, "ceiling below the per-address limit"),
+            (&[(HEADER_READ_TIMEOUT, "0")], HEADER_READ_TIMEOUT, "zero header timeout"),
+            (&[(IDLE_TIMEOUT, "x")], IDLE_TIMEOUT, "idle timeout not a number"),
             (&[(MAX_FAILURES, "0")], MAX_FAILURES, "zero failures"),
             (&[(LOCKOUT, "x")], LOCKOUT, "not a number"),
             (
@@ -560,7 +401,7 @@ mod tests {
                 ROTATION_SECRET,
                 "unresolved Key Vault reference",
             ),
-            (&[(PORT_SETTING, "70000")], PORT_SETTING, "port out of range"),
+            (&[(PORT, "70000")], PORT, "port out of range"),
         ];
         for (extra, setting, why) in cases {
             let mut pairs: Vec<(&str, &str)> = base();
@@ -583,22 +424,35 @@ mod tests {
     }
 
     #[test]
-    fn development_mode_generates_and_keeps_a_key() {
+    fn weak_keys_point_to_the_generator() {
+        let weak = "k".repeat(48);
+        let mut pairs = vec![(ISSUER, "https://issuer.example"), (AUDIENCE, "api://example")];
+        pairs.push((ALGORITHM_KEY, weak.as_str()));
+        let err = Settings::load(&Env::from_pairs(pairs), Mode::Production).unwrap_err();
+        assert!(err.problem.contains("handler keys generate --algorithm HS256"), "{err}");
+        assert!(err.problem.contains("too easy to guess"), "{err}");
+    }
+
+    #[test]
+    fn loading_is_pure_and_development_mode_needs_the_key_in_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
         let env = Env::from_pairs([(EMBEDDED_PATH, path.to_str().unwrap())]);
-        let first = Settings::load(&env, Mode::Development).unwrap();
-        let second = Settings::load(&env, Mode::Development).unwrap();
-        assert_eq!(first.descriptor.issuer, DEV_ISSUER);
-        assert_eq!(first.descriptor.audience, DEV_AUDIENCE);
-        assert!(first.descriptor.algorithm_key.len() >= 32);
-        assert_eq!(first.descriptor.algorithm_key, second.descriptor.algorithm_key);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(path.join(DEV_KEY_FILE)).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        let err = Settings::load(&env, Mode::Development).unwrap_err();
+        assert_eq!(err.setting, ALGORITHM_KEY);
+        assert!(!path.exists(), "loading wrote nothing");
+        let s = Settings::load(&Env::from_pairs([(ALGORITHM_KEY, KEY)]), Mode::Development).unwrap();
+        assert_eq!(s.descriptor.issuer, DEV_ISSUER);
+        assert_eq!(s.descriptor.audience, DEV_AUDIENCE);
+    }
+
+    #[test]
+    fn lockout_and_hashing_defaults() {
+        let s = Settings::load(&with(&[(MAX_FAILURES, "7")]), Mode::Production).unwrap();
+        assert_eq!(s.login.max_failures_per_username, 70);
+        assert!((1..=4).contains(&s.hashing.workers));
+        assert_eq!(s.hashing.queue_timeout_ms, 2_000);
+        assert_eq!(s.http.header_read_timeout_ms, 10_000);
     }
 
     #[test]

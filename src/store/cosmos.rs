@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    Account, LoginThrottle, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned,
+    Account, AddressThrottle, LoginThrottle, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned,
 };
 use crate::clock::{Clock, UnixMs};
 use crate::settings::{CosmosAuth, CosmosSettings};
@@ -200,6 +200,8 @@ struct AccountDoc {
     locked_until_ms: i64,
     #[serde(default)]
     expires_at_ms: Option<i64>,
+    #[serde(default)]
+    addresses: Vec<AddressThrottle>,
     ttl: i64,
     #[serde(rename = "_etag", default, skip_serializing)]
     etag: Option<String>,
@@ -226,6 +228,7 @@ impl AccountDoc {
             last_failure_ms: a.throttle.last_failure_ms,
             locked_until_ms: a.throttle.locked_until_ms,
             expires_at_ms: a.expires_at_ms,
+            addresses: a.addresses.clone(),
             ttl,
             etag: None,
         }
@@ -252,6 +255,7 @@ impl AccountDoc {
                     locked_until_ms: self.locked_until_ms,
                 },
                 expires_at_ms: self.expires_at_ms,
+                addresses: self.addresses,
             },
             version: Version(etag),
         })

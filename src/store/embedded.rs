@@ -15,7 +15,7 @@ use crate::clock::UnixMs;
 
 /// File name of the database inside the store directory.
 pub const DATABASE_FILE: &str = "store.db";
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     last_failure_ms INTEGER NOT NULL,
     locked_until_ms INTEGER NOT NULL,
     expires_at_ms INTEGER,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    address_throttles TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS accounts_by_expiry ON accounts (expires_at_ms) WHERE user_id IS NULL;
 CREATE TABLE IF NOT EXISTS sessions (
@@ -60,8 +61,10 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (creating when needed) the store in directory `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(StoreError::unavailable)?;
+        create_private_dir(dir).map_err(StoreError::unavailable)?;
         let path = dir.join(DATABASE_FILE);
+        private_file(&path).map_err(StoreError::unavailable)?;
+        // SQLite gives the -wal and -shm files the database file's permissions.
         let conn = Connection::open(&path).map_err(map_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
         // WAL lets readers and one writer of other processes work side by side; FULL sync makes a
@@ -74,6 +77,11 @@ impl EmbeddedStore {
                 "{} has schema version {version}, newer than this build understands ({SCHEMA_VERSION})",
                 path.display()
             )));
+        }
+        if version == 1 {
+            // Version 2 adds per-address login throttles.
+            conn.execute_batch("ALTER TABLE accounts ADD COLUMN address_throttles TEXT NOT NULL DEFAULT '[]'")
+                .map_err(map_err)?;
         }
         conn.execute_batch(SCHEMA).map_err(map_err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map_err)?;
@@ -98,6 +106,39 @@ impl EmbeddedStore {
         .await
         .map_err(StoreError::unavailable)?
     }
+}
+
+/// Creates `dir` (and missing parents) readable by the owner only (0700); an existing directory is
+/// left as it is.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Creates `path` empty with mode 0600 if missing, and takes group and other permissions away
+/// from an existing one (a store written by an older version).
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        let mode = file.metadata()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+    }
+    #[cfg(not(unix))]
+    options.open(path)?;
+    Ok(())
 }
 
 fn map_err(e: rusqlite::Error) -> StoreError {
@@ -161,7 +202,7 @@ fn session_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<SessionRecord>,
 }
 
 const ACCOUNT_COLUMNS: &str = "username_key, user_id, username, password_hash, roles, disabled, created_at_ms, \
-     failures, last_failure_ms, locked_until_ms, expires_at_ms, version";
+     failures, last_failure_ms, locked_until_ms, expires_at_ms, version, address_throttles";
 
 fn account_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<Account>, rusqlite::Error> {
     let username_key: String = row.get(0)?;
@@ -191,6 +232,12 @@ fn account_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<Account>, rusql
                 locked_until_ms: row.get(9)?,
             },
             expires_at_ms: row.get(10)?,
+            addresses: {
+                let text: String = row.get(12)?;
+                serde_json::from_str(&text).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(12, rusqlite::types::Type::Text, Box::new(e))
+                })?
+            },
         },
         version: version_of(row.get(11)?),
     })
@@ -346,6 +393,7 @@ impl UserStore for EmbeddedStore {
             let u = a.user.as_ref();
             let roles = u.map(|u| roles_to_text(&u.roles)).transpose()?;
             let t = &a.throttle;
+            let addresses = serde_json::to_string(&a.addresses).map_err(StoreError::unavailable)?;
             let values = params![
                 a.username_key,
                 u.map(|u| &u.id),
@@ -358,13 +406,14 @@ impl UserStore for EmbeddedStore {
                 t.last_failure_ms,
                 t.locked_until_ms,
                 a.expires_at_ms,
-                expected.unwrap_or(0)
+                expected.unwrap_or(0),
+                addresses
             ];
             match expected {
                 None => {
                     conn.execute(
                         &format!(
-                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 + 1)"
+                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 + 1, ?13)"
                         ),
                         values,
                     )
@@ -376,7 +425,7 @@ impl UserStore for EmbeddedStore {
                         .execute(
                             "UPDATE accounts SET user_id = ?2, username = ?3, password_hash = ?4, roles = ?5, disabled = ?6,
                                  created_at_ms = ?7, failures = ?8, last_failure_ms = ?9, locked_until_ms = ?10,
-                                 expires_at_ms = ?11, version = version + 1
+                                 expires_at_ms = ?11, address_throttles = ?13, version = version + 1
                              WHERE username_key = ?1 AND version = ?12",
                             values,
                         )

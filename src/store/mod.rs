@@ -124,7 +124,8 @@ impl fmt::Debug for SessionRecord {
 }
 
 /// Failed-login bookkeeping for one username (known or not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LoginThrottle {
     /// Failures counted in the current window.
     pub failures: u32,
@@ -132,6 +133,15 @@ pub struct LoginThrottle {
     pub last_failure_ms: UnixMs,
     /// While in the future, every login for the username is refused.
     pub locked_until_ms: UnixMs,
+}
+
+/// Failed-login bookkeeping for one username from one client address.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AddressThrottle {
+    /// The client address key (see `http::client_address`).
+    pub address: String,
+    /// Its failures and lock.
+    pub throttle: LoginThrottle,
 }
 
 /// Everything kept under one username key: the user (if one is registered) and the login
@@ -143,8 +153,10 @@ pub struct Account {
     pub username_key: String,
     /// The registered user, if any.
     pub user: Option<UserRecord>,
-    /// Failed-login state.
+    /// Failed-login state of the username from all addresses together (the backstop).
     pub throttle: LoginThrottle,
+    /// Failed-login state per client address (most recent first, bounded).
+    pub addresses: Vec<AddressThrottle>,
     /// When a record without a user may be forgotten (its throttle no longer matters). Ignored
     /// while `user` is set.
     pub expires_at_ms: Option<UnixMs>,
@@ -202,7 +214,82 @@ pub trait UserStore: Send + Sync + fmt::Debug {
     async fn purge_expired_accounts(&self, now: UnixMs) -> Result<u64, StoreError>;
 }
 
+/// One step of a compare-and-swap loop (see [`retry_cas`]): finished, or lost the race and to be
+/// tried again with the state `S` (typically a record read afresh).
+#[derive(Debug)]
+pub enum Cas<T, S> {
+    /// Finished with this result.
+    Done(T),
+    /// Lost a compare-and-swap; try again from this state.
+    Retry(S),
+}
+
+/// How often a compare-and-swap is tried before the operation gives up with
+/// [`StoreError::Unavailable`] (the client may retry; the record is not corrupted).
+pub const MAX_CAS_ATTEMPTS: usize = 16;
+
+/// The one compare-and-swap retry loop: runs `attempt` from `state` until it returns
+/// [`Cas::Done`] or an error, at most [`MAX_CAS_ATTEMPTS`] times; `what` names the contended
+/// record in the error.
+pub async fn retry_cas<S, T, E, F, Fut>(what: &'static str, mut state: S, mut attempt: F) -> Result<T, E>
+where
+    F: FnMut(S) -> Fut,
+    Fut: std::future::Future<Output = Result<Cas<T, S>, E>>,
+    E: From<StoreError>,
+{
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        match attempt(state).await? {
+            Cas::Done(result) => return Ok(result),
+            Cas::Retry(next) => state = next,
+        }
+    }
+    Err(StoreError::unavailable(format!("{what} stayed contended after {MAX_CAS_ATTEMPTS} attempts")).into())
+}
+
 /// A backend that holds both sessions and users.
 pub trait Store: SessionStore + UserStore {}
 
 impl<T: SessionStore + UserStore> Store for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn retry_cas_returns_the_first_done() {
+        let mut calls = 0;
+        let r: Result<u32, StoreError> = retry_cas("x", 0u32, |n| {
+            calls += 1;
+            async move { Ok(if n < 3 { Cas::Retry(n + 1) } else { Cas::Done(n * 10) }) }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 30);
+        assert_eq!(calls, 4);
+    }
+
+    #[tokio::test]
+    async fn retry_cas_is_bounded() {
+        let mut calls = 0;
+        let r: Result<(), StoreError> = retry_cas("the record", (), |()| {
+            calls += 1;
+            async { Ok(Cas::Retry(())) }
+        })
+        .await;
+        assert_eq!(calls, MAX_CAS_ATTEMPTS);
+        let e = r.unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable { .. }));
+        assert!(e.to_string().contains("the record stayed contended"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn retry_cas_stops_at_an_error() {
+        let mut calls = 0;
+        let r: Result<(), StoreError> = retry_cas("x", (), |()| {
+            calls += 1;
+            async { Err(StoreError::NotFound) }
+        })
+        .await;
+        assert!(matches!(r, Err(StoreError::NotFound)));
+        assert_eq!(calls, 1);
+    }
+}

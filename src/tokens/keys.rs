@@ -9,7 +9,8 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash}
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
 use crate::secret::SecretBytes;
-use crate::settings::{ALGORITHM_KEY, Descriptor, PREVIOUS_KEYS, SettingsError, SigningAlgorithm};
+use crate::settings::names::{ALGORITHM_KEY, PREVIOUS_KEYS};
+use crate::settings::{Descriptor, SettingsError, SigningAlgorithm};
 
 /// A key that can verify tokens.
 #[derive(Clone)]

@@ -2,5 +2,6 @@
 //! refresh tokens ([`refresh`]). No storage here; every check that depends on time takes `now`.
 
 pub mod access;
+pub mod generate;
 pub mod keys;
 pub mod refresh;

@@ -1,93 +1,205 @@
-//! Login throttling rules, pure functions of the stored [`LoginThrottle`] and `now`.
+//! Login throttling rules: pure functions of the stored [`Account`], the client address and `now`.
 //!
-//! Failures count per username (lowercased) whether or not it exists, so lockout reveals nothing
-//! about who has an account. Failures older than the lockout window are forgotten.
+//! Failures count per (username, client address), so an attacker at one address locks only that
+//! address out of the username, never its owner logging in from elsewhere; and per username over all
+//! addresses, with a higher ceiling, as the backstop against guessing from many addresses. Both
+//! count for usernames that do not exist too, so lockout reveals nothing about who has an account.
+//! Failures older than the lockout window are forgotten.
 
 use crate::clock::UnixMs;
 use crate::settings::Login;
-use crate::store::LoginThrottle;
+use crate::store::{Account, AddressThrottle, LoginThrottle};
 
-/// If the username is locked at `now`, the milliseconds until it opens again.
-pub fn locked_for(throttle: &LoginThrottle, now: UnixMs) -> Option<i64> {
-    (throttle.locked_until_ms > now).then(|| throttle.locked_until_ms - now)
+/// Addresses remembered per username (the most recent failures win); older ones are forgotten,
+/// and still count in the username-wide ceiling.
+pub const MAX_ADDRESSES: usize = 32;
+
+/// What a login attempt may do before its password is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Refused without checking the password, for this many milliseconds.
+    Locked {
+        /// Milliseconds until the lock opens.
+        retry_after_ms: i64,
+    },
+    /// May be checked. `reserve`: failures are already recorded, so the attempt must be counted
+    /// (with compare-and-swap) before the hash is evaluated.
+    Open {
+        /// Count the attempt first.
+        reserve: bool,
+    },
 }
 
-/// The throttle after one more failure at `now`: the count restarts when the previous failure is
-/// older than the window, and reaching `max_failures` locks the username for `lockout_ms`. A
-/// failure recorded while the username is locked (a guess that passed the lock check just before
-/// a parallel guess set the lock) keeps the lock as it is: parallel guesses can never undo it.
-pub fn after_failure(throttle: Option<&LoginThrottle>, now: UnixMs, policy: &Login) -> LoginThrottle {
-    if let Some(locked) = throttle.filter(|t| t.locked_until_ms > now) {
-        return *locked;
+fn locked_for(t: &LoginThrottle, now: UnixMs) -> Option<i64> {
+    (t.locked_until_ms > now).then(|| t.locked_until_ms - now)
+}
+
+/// Failures still inside the window (0 once the window or the lock is over).
+fn live_failures(t: &LoginThrottle, now: UnixMs, policy: &Login) -> u32 {
+    if t.locked_until_ms > now || (t.locked_until_ms == 0 && now - t.last_failure_ms < policy.lockout_ms) {
+        t.failures
+    } else {
+        0
     }
-    let previous = throttle
-        .filter(|t| now - t.last_failure_ms < policy.lockout_ms && t.locked_until_ms <= now)
-        .map_or(0, |t| t.failures);
-    let failures = previous.saturating_add(1);
-    if failures >= policy.max_failures {
-        LoginThrottle { failures: 0, last_failure_ms: now, locked_until_ms: now + policy.lockout_ms }
+}
+
+fn address<'a>(account: &'a Account, address: &str) -> Option<&'a LoginThrottle> {
+    account.addresses.iter().find(|a| a.address == address).map(|a| &a.throttle)
+}
+
+/// Whether an attempt from `client` may proceed at `now`.
+pub fn gate(account: &Account, client: &str, now: UnixMs, policy: &Login) -> Gate {
+    let here = address(account, client).copied().unwrap_or_default();
+    let lock = [locked_for(&here, now), locked_for(&account.throttle, now)].into_iter().flatten().max();
+    if let Some(retry_after_ms) = lock {
+        return Gate::Locked { retry_after_ms };
+    }
+    let reserve = live_failures(&here, now, policy) > 0 || live_failures(&account.throttle, now, policy) > 0;
+    Gate::Open { reserve }
+}
+
+/// One more failure at `now` on `throttle`, locking it for `lockout_ms` when it reaches `limit`. A
+/// failure recorded while locked (a guess that passed the gate just before a parallel guess set
+/// the lock) keeps the lock as it is: parallel guesses can never undo it.
+fn fail(throttle: &LoginThrottle, now: UnixMs, limit: u32, policy: &Login) -> LoginThrottle {
+    if throttle.locked_until_ms > now {
+        return *throttle;
+    }
+    let failures = live_failures(throttle, now, policy).saturating_add(1);
+    if failures >= limit {
+        LoginThrottle { failures, last_failure_ms: now, locked_until_ms: now + policy.lockout_ms }
     } else {
         LoginThrottle { failures, last_failure_ms: now, locked_until_ms: 0 }
     }
+}
+
+/// Records one failure from `client` at `now` (also used to reserve an attempt before checking).
+pub fn record_failure(account: &mut Account, client: &str, now: UnixMs, policy: &Login) {
+    let here = address(account, client).copied().unwrap_or_default();
+    let updated = AddressThrottle { address: client.to_string(), throttle: fail(&here, now, policy.max_failures, policy) };
+    account.addresses.retain(|a| a.address != client && live_failures(&a.throttle, now, policy) > 0);
+    account.addresses.insert(0, updated);
+    account.addresses.truncate(MAX_ADDRESSES);
+    account.throttle = fail(&account.throttle, now, policy.max_failures_per_username, policy);
+    // A record that only counts failures may go once every lock and window is over.
+    let until = std::iter::once(&account.throttle)
+        .chain(account.addresses.iter().map(|a| &a.throttle))
+        .map(|t| t.last_failure_ms.max(t.locked_until_ms))
+        .max()
+        .unwrap_or(now);
+    account.expires_at_ms = Some(until + policy.lockout_ms);
+}
+
+/// After a successful login from `client`: its address starts afresh; a reservation made for the
+/// attempt is taken back from the username-wide count.
+pub fn record_success(account: &mut Account, client: &str, reserved: bool) {
+    account.addresses.retain(|a| a.address != client);
+    if reserved && account.throttle.locked_until_ms == 0 {
+        account.throttle.failures = account.throttle.failures.saturating_sub(1);
+    }
+}
+
+/// Takes back a reservation for an attempt whose password was never checked (the hashing queue
+/// refused it).
+pub fn release(account: &mut Account, client: &str) {
+    if let Some(a) = account.addresses.iter_mut().find(|a| a.address == client) {
+        if a.throttle.locked_until_ms == 0 {
+            a.throttle.failures = a.throttle.failures.saturating_sub(1);
+        }
+    }
+    if account.throttle.locked_until_ms == 0 {
+        account.throttle.failures = account.throttle.failures.saturating_sub(1);
+    }
+}
+
+/// Whether `client` (or the whole username) is locked at `now`.
+pub fn is_locked(account: &Account, client: &str, now: UnixMs, policy: &Login) -> bool {
+    matches!(gate(account, client, now, policy), Gate::Locked { .. })
+}
+
+/// Clears every failure and lock of the username (`handler user unlock`).
+pub fn unlock(account: &mut Account) {
+    account.throttle = LoginThrottle::default();
+    account.addresses.clear();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const POLICY: Login = Login { max_failures: 3, lockout_ms: 60_000 };
+    const POLICY: Login = Login { max_failures: 3, max_failures_per_username: 5, lockout_ms: 60_000 };
+
+    fn empty() -> Account {
+        Account { username_key: "u".into(), user: None, throttle: LoginThrottle::default(), addresses: vec![], expires_at_ms: None }
+    }
 
     #[test]
-    fn the_nth_failure_locks_for_the_lockout_period() {
-        let t1 = after_failure(None, 1_000, &POLICY);
-        let t2 = after_failure(Some(&t1), 2_000, &POLICY);
-        assert_eq!(locked_for(&t2, 2_000), None);
-        let t3 = after_failure(Some(&t2), 3_000, &POLICY);
-        assert_eq!(locked_for(&t3, 3_000), Some(60_000));
-        assert_eq!(locked_for(&t3, 62_999), Some(1));
-        assert_eq!(locked_for(&t3, 63_000), None);
+    fn the_nth_failure_from_one_address_locks_only_that_address() {
+        let mut a = empty();
+        assert_eq!(gate(&a, "1.1.1.1", 0, &POLICY), Gate::Open { reserve: false });
+        record_failure(&mut a, "1.1.1.1", 1_000, &POLICY);
+        assert_eq!(gate(&a, "1.1.1.1", 1_000, &POLICY), Gate::Open { reserve: true });
+        record_failure(&mut a, "1.1.1.1", 2_000, &POLICY);
+        record_failure(&mut a, "1.1.1.1", 3_000, &POLICY);
+        assert_eq!(gate(&a, "1.1.1.1", 3_000, &POLICY), Gate::Locked { retry_after_ms: 60_000 });
+        assert_eq!(gate(&a, "2.2.2.2", 3_000, &POLICY), Gate::Open { reserve: true }, "the owner elsewhere may try");
+        assert_eq!(gate(&a, "1.1.1.1", 63_000, &POLICY), Gate::Open { reserve: false });
+    }
+
+    #[test]
+    fn the_username_wide_ceiling_locks_every_address() {
+        let mut a = empty();
+        for (i, now) in (0..5).zip(0..) {
+            record_failure(&mut a, &format!("10.0.0.{i}"), now, &POLICY);
+        }
+        assert!(matches!(gate(&a, "192.0.2.1", 10, &POLICY), Gate::Locked { .. }));
     }
 
     #[test]
     fn old_failures_are_forgotten() {
-        let t1 = after_failure(None, 0, &POLICY);
-        let t2 = after_failure(Some(&t1), 1, &POLICY);
-        let t3 = after_failure(Some(&t2), 60_001, &POLICY);
-        assert_eq!(t3.failures, 1);
-        assert_eq!(locked_for(&t3, 60_001), None);
-    }
-
-    #[test]
-    fn counting_restarts_after_a_lock_expires() {
-        let mut t = None;
-        for now in 0..3 {
-            t = Some(after_failure(t.as_ref(), now, &POLICY));
-        }
-        let after = after_failure(t.as_ref(), 70_000, &POLICY);
-        assert_eq!(after.failures, 1);
-        assert_eq!(locked_for(&after, 70_000), None);
+        let mut a = empty();
+        record_failure(&mut a, "x", 0, &POLICY);
+        record_failure(&mut a, "x", 1, &POLICY);
+        record_failure(&mut a, "x", 60_001, &POLICY);
+        assert_eq!(address(&a, "x").unwrap().failures, 1);
+        assert_eq!(a.throttle.failures, 1);
     }
 
     #[test]
     fn failures_recorded_during_a_lock_keep_it() {
-        let mut t = None;
+        let mut a = empty();
         for now in 0..3 {
-            t = Some(after_failure(t.as_ref(), now, &POLICY));
+            record_failure(&mut a, "x", now, &POLICY);
         }
-        let locked = t.unwrap();
-        // Late failures of guesses that passed the lock check before the lock was written.
-        let mut later = locked;
+        let locked = *address(&a, "x").unwrap();
         for now in 3..10 {
-            later = after_failure(Some(&later), now, &POLICY);
+            record_failure(&mut a, "x", now, &POLICY);
         }
-        assert_eq!(later, locked);
-        assert_eq!(locked_for(&later, 10), Some(60_000 - 8));
+        assert_eq!(*address(&a, "x").unwrap(), locked);
     }
 
     #[test]
-    fn one_allowed_failure_locks_at_once() {
-        let strict = Login { max_failures: 1, lockout_ms: 5_000 };
-        let t = after_failure(None, 10, &strict);
-        assert_eq!(locked_for(&t, 10), Some(5_000));
+    fn success_clears_the_address_and_returns_the_reservation() {
+        let mut a = empty();
+        record_failure(&mut a, "x", 0, &POLICY);
+        record_failure(&mut a, "x", 1, &POLICY); // the reservation of the attempt that succeeds
+        record_success(&mut a, "x", true);
+        assert!(address(&a, "x").is_none());
+        assert_eq!(a.throttle.failures, 1);
+        release(&mut a, "y");
+        assert_eq!(a.throttle.failures, 0);
+    }
+
+    #[test]
+    fn addresses_are_bounded() {
+        let mut a = empty();
+        let wide = Login { max_failures_per_username: 1_000, ..POLICY };
+        for i in 0..100 {
+            record_failure(&mut a, &format!("a{i}"), i, &wide);
+        }
+        assert_eq!(a.addresses.len(), MAX_ADDRESSES);
+        assert_eq!(a.addresses[0].address, "a99");
+        unlock(&mut a);
+        assert_eq!(gate(&a, "a99", 100, &wide), Gate::Open { reserve: false });
     }
 }

@@ -9,12 +9,14 @@ use async_trait::async_trait;
 use crate::clock::UnixMs;
 use crate::secret::Password;
 use crate::settings::Login;
-use crate::store::{Account, LoginThrottle, SessionStore, StoreError, UserRecord, UserStore, Versioned};
+use crate::store::{
+    Account, Cas, LoginThrottle, StoreError, UserRecord, UserStore, Versioned, retry_cas,
+};
 
 pub mod lockout;
 pub mod passwords;
 
-pub use passwords::PasswordHasher;
+pub use passwords::{HashError, PasswordHasher};
 
 /// Longest username, in characters.
 pub const MAX_USERNAME_CHARS: usize = 64;
@@ -22,11 +24,6 @@ pub const MAX_USERNAME_CHARS: usize = 64;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Shortest password the `user add` command accepts.
 pub const MIN_PASSWORD_CHARS: usize = 8;
-/// Longest time from reading an account to answering a successful login.
-pub const CREDENTIAL_CHECK_WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
-/// How long `user disable` waits before its second sweep of sessions: the credential-check window
-/// plus time for the session write that follows it.
-pub const DISABLE_SETTLE: std::time::Duration = std::time::Duration::from_millis(1_500);
 /// The role allowed to end other users' sessions.
 pub const ADMIN_ROLE: &str = "admin";
 
@@ -81,18 +78,81 @@ pub enum LoginOutcome {
         /// Milliseconds until the lock opens.
         retry_after_ms: i64,
     },
+    /// The password could not be checked now (hashing saturated); nothing was counted.
+    Busy(&'static str),
+}
+
+/// A user as the directory knows it, enabled or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserState {
+    /// Who it is.
+    pub principal: Principal,
+    /// A disabled user can neither log in nor act with an access token.
+    pub disabled: bool,
 }
 
 /// Where users come from (the .NET package's `IUserRepository`). Implement it to plug in your own
 /// directory; [`StoreDirectory`] is the built-in one.
 #[async_trait]
 pub trait UserDirectory: Send + Sync + std::fmt::Debug {
-    /// Checks credentials at `now`, applying the directory's lockout. Implementations must answer
-    /// an unknown user, a wrong password and a disabled account alike, in the same time.
-    async fn login(&self, username: &str, password: &Password, now: UnixMs) -> Result<LoginOutcome, StoreError>;
+    /// Checks credentials at `now` for a client at `client` (the address key lockout counts
+    /// under), applying the directory's lockout. Implementations must answer an unknown user, a
+    /// wrong password and a disabled account alike, in the same time.
+    async fn login(
+        &self,
+        username: &str,
+        password: &Password,
+        client: &str,
+        now: UnixMs,
+    ) -> Result<LoginOutcome, StoreError>;
 
-    /// A user by username (enabled or not), for an admin ending that user's sessions.
-    async fn find(&self, username: &str) -> Result<Option<Principal>, StoreError>;
+    /// A user by username, enabled or not: for an admin ending that user's sessions, and to check
+    /// a caller's current state.
+    async fn find(&self, username: &str) -> Result<Option<UserState>, StoreError>;
+
+    /// Whether the user `username` still exists as `user_id` and is enabled; read afresh (called
+    /// after a session was written, so a login racing a disable cannot leave a session behind).
+    async fn is_active(&self, username: &str, user_id: &str) -> Result<bool, StoreError> {
+        Ok(self.find(username).await?.is_some_and(|u| !u.disabled && u.principal.id == user_id))
+    }
+}
+
+/// Async locks by key, held only while in use: parallel login attempts for one username from one
+/// address run one after another in this process, so the failure count of each is seen by the next.
+#[derive(Debug, Default)]
+struct KeyedLocks {
+    held: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+struct KeyedGuard<'a> {
+    locks: &'a KeyedLocks,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl KeyedLocks {
+    async fn lock(&self, key: String) -> KeyedGuard<'_> {
+        let mutex = match self.held.lock() {
+            Ok(mut held) => Arc::clone(held.entry(key.clone()).or_default()),
+            Err(poisoned) => Arc::clone(poisoned.into_inner().entry(key.clone()).or_default()),
+        };
+        let guard = mutex.lock_owned().await;
+        KeyedGuard { locks: self, key, guard: Some(guard) }
+    }
+}
+
+impl Drop for KeyedGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut held = match self.locks.held.lock() {
+            Ok(held) => held,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Forget the lock once nobody holds or waits for it (only the map's own reference is left).
+        if held.get(&self.key).is_some_and(|m| Arc::strong_count(m) == 1) {
+            held.remove(&self.key);
+        }
+    }
 }
 
 /// The built-in directory: accounts in a [`UserStore`], argon2id hashes, and lockout kept in the
@@ -102,44 +162,60 @@ pub struct StoreDirectory {
     store: Arc<dyn UserStore>,
     hasher: Arc<PasswordHasher>,
     policy: Login,
+    attempts: Arc<KeyedLocks>,
 }
-
-/// How often a compare-and-swap on an account is retried before giving up with 503.
-const MAX_ACCOUNT_CAS_ATTEMPTS: usize = 16;
 
 impl StoreDirectory {
     /// A directory over `store` with the lockout `policy`.
     pub fn new(store: Arc<dyn UserStore>, hasher: Arc<PasswordHasher>, policy: Login) -> Self {
-        Self { store, hasher, policy }
+        Self { store, hasher, policy, attempts: Arc::default() }
     }
 
     /// Applies `change` to the account under `key` (a fresh user-less one when none exists) with
     /// compare-and-swap, re-reading after each lost race. `current` is a record already read.
-    /// Returns the account as it was before the change that was written, and as written.
+    /// Returns the account as it was before the change that was written, and as written, with the
+    /// version written.
     async fn update_account(
         &self,
         key: &str,
-        mut current: Option<Versioned<Account>>,
+        current: Option<Versioned<Account>>,
         change: impl Fn(&mut Account),
-    ) -> Result<(Account, Account), StoreError> {
-        for _ in 0..MAX_ACCOUNT_CAS_ATTEMPTS {
-            let before = current.as_ref().map_or_else(|| empty_account(key), |c| c.value.clone());
-            let mut account = before.clone();
-            change(&mut account);
-            match self.store.put_account(&account, current.as_ref().map(|c| &c.version)).await {
-                Ok(_) => return Ok((before, account)),
-                Err(StoreError::Precondition | StoreError::Conflict | StoreError::NotFound) => {
-                    current = self.store.get_account(key).await?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(StoreError::unavailable("account record stayed contended"))
+    ) -> Result<(Account, Versioned<Account>), StoreError> {
+        update_account(self.store.as_ref(), key, current, change).await
     }
 }
 
+/// See [`StoreDirectory::update_account`].
+async fn update_account(
+    store: &dyn UserStore,
+    key: &str,
+    current: Option<Versioned<Account>>,
+    change: impl Fn(&mut Account),
+) -> Result<(Account, Versioned<Account>), StoreError> {
+    let change = &change;
+    retry_cas("account record", current, |current| async move {
+        let before = current.as_ref().map_or_else(|| empty_account(key), |c| c.value.clone());
+        let mut account = before.clone();
+        change(&mut account);
+        match store.put_account(&account, current.as_ref().map(|c| &c.version)).await {
+            Ok(version) => Ok(Cas::Done((before, Versioned { value: account, version }))),
+            Err(StoreError::Precondition | StoreError::Conflict | StoreError::NotFound) => {
+                Ok(Cas::Retry(store.get_account(key).await?))
+            }
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
 fn empty_account(key: &str) -> Account {
-    Account { username_key: key.to_string(), user: None, throttle: LoginThrottle::default(), expires_at_ms: None }
+    Account {
+        username_key: key.to_string(),
+        user: None,
+        throttle: LoginThrottle::default(),
+        addresses: Vec::new(),
+        expires_at_ms: None,
+    }
 }
 
 fn principal(user: &UserRecord) -> Principal {
@@ -148,55 +224,97 @@ fn principal(user: &UserRecord) -> Principal {
 
 #[async_trait]
 impl UserDirectory for StoreDirectory {
-    async fn login(&self, username: &str, password: &Password, now: UnixMs) -> Result<LoginOutcome, StoreError> {
+    async fn login(
+        &self,
+        username: &str,
+        password: &Password,
+        client: &str,
+        now: UnixMs,
+    ) -> Result<LoginOutcome, StoreError> {
         let Ok(key) = username_key(username) else { return Ok(LoginOutcome::Rejected) };
-        // Take a hashing slot before reading, so that queueing for one never ages the read.
-        let slot = self.hasher.slot().await?;
-        let read_at = std::time::Instant::now();
-        let account = self.store.get_account(&key).await?;
-        let throttle = account.as_ref().map(|a| a.value.throttle).unwrap_or_default();
-        if let Some(retry_after_ms) = lockout::locked_for(&throttle, now) {
-            return Ok(LoginOutcome::Locked { retry_after_ms });
-        }
+        let policy = self.policy;
+        // One attempt per username and address at a time in this process; across processes the
+        // reservation below keeps the count.
+        let _turn = self.attempts.lock(format!("{key}\u{0}{client}")).await;
+        let read = self.store.get_account(&key).await?;
+        // Reserve the attempt first when failures are already recorded, so parallel guesses can
+        // never have more than `max_failures` passwords checked per window.
+        let key_ref = key.as_str();
+        let (account, reserved) = retry_cas("account record", read, |current| async move {
+            let account = current.as_ref().map_or_else(|| empty_account(key_ref), |c| c.value.clone());
+            match lockout::gate(&account, client, now, &policy) {
+                lockout::Gate::Locked { retry_after_ms } => Ok(Cas::Done(Err(retry_after_ms))),
+                lockout::Gate::Open { reserve: false } => Ok(Cas::Done(Ok((current, false)))),
+                lockout::Gate::Open { reserve: true } => {
+                    let mut next = account.clone();
+                    lockout::record_failure(&mut next, client, now, &policy);
+                    match self.store.put_account(&next, current.as_ref().map(|c| &c.version)).await {
+                        Ok(version) => {
+                            warn_if_locked(&account, &next, key_ref, client, now, &policy);
+                            Ok(Cas::Done(Ok((Some(Versioned { value: next, version }), true))))
+                        }
+                        Err(StoreError::Precondition | StoreError::Conflict | StoreError::NotFound) => {
+                            Ok(Cas::Retry(self.store.get_account(key_ref).await?))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        })
+        .await?
+        .map_or_else(|retry_after_ms| (None, Err(retry_after_ms)), |(a, r)| (a, Ok(r)));
+        let reserved = match reserved {
+            Ok(r) => r,
+            Err(retry_after_ms) => return Ok(LoginOutcome::Locked { retry_after_ms }),
+        };
         let user = account.as_ref().and_then(|a| a.value.user.clone());
         // Always run argon2 (against a dummy hash for unknown users) so timing reveals nothing.
-        let matched = self.hasher.verify(&slot, password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
-        drop(slot);
-        match user.filter(|u| matched && !u.disabled) {
-            // A success read long ago may race a `user disable` that already swept the sessions;
-            // refuse it (the disable sweeps again after `DISABLE_SETTLE`, longer than this window).
-            Some(_) if read_at.elapsed() > CREDENTIAL_CHECK_WINDOW => {
-                Err(StoreError::unavailable("the credential check took too long"))
+        let matched = match self.hasher.verify(password, user.as_ref().map(|u| u.password_hash.as_str())).await {
+            Ok(m) => m,
+            Err(HashError::Busy(why)) => {
+                if reserved {
+                    self.update_account(&key, account, |a| lockout::release(a, client)).await?;
+                }
+                return Ok(LoginOutcome::Busy(why));
             }
+            Err(HashError::Failed(e)) => return Err(StoreError::unavailable(e)),
+        };
+        match user.filter(|u| matched && !u.disabled) {
             Some(user) => {
-                if throttle != LoginThrottle::default() {
-                    self.update_account(&key, account, |a| a.throttle = LoginThrottle::default()).await?;
+                let has_entry = account.as_ref().is_some_and(|a| a.value.addresses.iter().any(|t| t.address == client));
+                if reserved || has_entry {
+                    self.update_account(&key, account, |a| lockout::record_success(a, client, reserved)).await?;
                 }
                 Ok(LoginOutcome::Authenticated(principal(&user)))
             }
+            None if reserved => Ok(LoginOutcome::Rejected),
             None => {
-                let policy = self.policy;
                 let (before, after) = self
-                    .update_account(&key, account, |a| {
-                        a.throttle = lockout::after_failure(Some(&a.throttle), now, &policy);
-                        // A record that only counts failures may go once the window is over.
-                        a.expires_at_ms =
-                            Some(a.throttle.last_failure_ms.max(a.throttle.locked_until_ms) + policy.lockout_ms);
-                    })
+                    .update_account(&key, account, |a| lockout::record_failure(a, client, now, &policy))
                     .await?;
-                // Warn once, for the failure that set the lock (not for late guesses during it).
-                let locked = |a: &Account| lockout::locked_for(&a.throttle, now).is_some();
-                if locked(&after) && !locked(&before) {
-                    tracing::warn!("login locked after repeated failures");
-                }
+                warn_if_locked(&before, &after.value, &key, client, now, &policy);
                 Ok(LoginOutcome::Rejected)
             }
         }
     }
 
-    async fn find(&self, username: &str) -> Result<Option<Principal>, StoreError> {
+    async fn find(&self, username: &str) -> Result<Option<UserState>, StoreError> {
         let Ok(key) = username_key(username) else { return Ok(None) };
-        Ok(self.store.get_account(&key).await?.and_then(|a| a.value.user).as_ref().map(principal))
+        Ok(self
+            .store
+            .get_account(&key)
+            .await?
+            .and_then(|a| a.value.user)
+            .map(|u| UserState { principal: principal(&u), disabled: u.disabled }))
+    }
+}
+
+/// Warns once, for the failure that set a lock (not for late guesses during it), naming the
+/// username key and the client address.
+fn warn_if_locked(before: &Account, after: &Account, key: &str, client: &str, now: UnixMs, policy: &Login) {
+    if lockout::is_locked(after, client, now, policy) && !lockout::is_locked(before, client, now, policy) {
+        let username_wide = after.throttle.locked_until_ms > now;
+        tracing::warn!(username = %key, client_address = %client, username_wide, "login locked after repeated failures");
     }
 }
 
@@ -255,65 +373,94 @@ pub async fn add_user(
         id: uuid::Uuid::new_v4().to_string(),
         username: username.to_string(),
         username_key: key.clone(),
-        password_hash: hasher.hash(password).await?,
+        password_hash: hasher.hash(password).await.map_err(|e| StoreError::unavailable(e.to_string()))?,
         roles,
         disabled: false,
         created_at_ms: now,
     };
-    // Keep a throttle already counted for this name (failures before the account existed).
-    let mut account = existing.as_ref().map_or_else(|| empty_account(&key), |a| a.value.clone());
-    account.user = Some(user.clone());
-    match store.put_account(&account, existing.as_ref().map(|a| &a.version)).await {
-        Ok(_) => Ok(user),
-        // Lost a race with another `user add` of the same name.
-        Err(StoreError::Conflict | StoreError::Precondition | StoreError::NotFound) => {
-            Err(AdminError::Exists(username.to_string()))
+    let (key, user) = (&key, &user);
+    retry_cas("account record", existing, |current| async move {
+        if current.as_ref().is_some_and(|a| a.value.user.is_some()) {
+            return Err(AdminError::Exists(username.to_string()));
         }
-        Err(e) => Err(e.into()),
-    }
+        // Keep a throttle already counted for this name (failures before the account existed).
+        let mut account = current.as_ref().map_or_else(|| empty_account(key), |a| a.value.clone());
+        account.user = Some(user.clone());
+        match store.put_account(&account, current.as_ref().map(|a| &a.version)).await {
+            Ok(_) => Ok(Cas::Done(user.clone())),
+            // Lost a race (another `user add`, or a failed login updating the throttle): read again;
+            // only a user written by someone else makes the name taken.
+            Err(StoreError::Conflict | StoreError::Precondition | StoreError::NotFound) => {
+                Ok(Cas::Retry(store.get_account(key).await?))
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
+}
+
+/// Changes the registered user under `username` with compare-and-swap; [`AdminError::Unknown`]
+/// when there is none.
+async fn update_user(
+    store: &dyn UserStore,
+    username: &str,
+    change: impl Fn(&mut Account),
+) -> Result<UserRecord, AdminError> {
+    let key = username_key(username)?;
+    let unknown = || AdminError::Unknown(username.to_string());
+    let current = store.get_account(&key).await?.ok_or_else(unknown)?;
+    let (key, change) = (&key, &change);
+    retry_cas("account record", current, |current| async move {
+        let mut account = current.value.clone();
+        if account.user.is_none() {
+            return Err(unknown());
+        }
+        change(&mut account);
+        match store.put_account(&account, Some(&current.version)).await {
+            Ok(_) => account.user.map(Cas::Done).ok_or_else(unknown),
+            Err(StoreError::Precondition) => Ok(Cas::Retry(store.get_account(key).await?.ok_or_else(unknown)?)),
+            Err(StoreError::NotFound) => Err(unknown()),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
 }
 
 /// Disables a user and ends all of their sessions; returns the user and how many sessions ended.
 ///
-/// A login that read the account just before the flag was set may still start a session after the
-/// first sweep; logins answer at most [`CREDENTIAL_CHECK_WINDOW`] after their read, so a second sweep
-/// after `settle` (longer than that window plus a session write) ends those too. Pass
-/// [`DISABLE_SETTLE`] outside tests.
-pub async fn disable_user<S: UserStore + SessionStore + ?Sized>(
-    store: &S,
+/// The flag is written before the sessions are deleted, and a login re-reads the account after
+/// writing its session (deleting it when the user is disabled): a login racing this either sees
+/// the flag, or wrote its session before the flag and so before the sweep, which ends it.
+pub async fn disable_user(
+    store: &dyn crate::store::Store,
     username: &str,
-    settle: std::time::Duration,
 ) -> Result<(UserRecord, u64), AdminError> {
-    let key = username_key(username)?;
-    loop {
-        let unknown = || AdminError::Unknown(username.to_string());
-        let current = store.get_account(&key).await?.ok_or_else(unknown)?;
-        let mut account = current.value;
-        let user = account.user.as_mut().ok_or_else(unknown)?;
-        if !user.disabled {
-            user.disabled = true;
-            match store.put_account(&account, Some(&current.version)).await {
-                Ok(_) => {}
-                Err(StoreError::Precondition) => continue,
-                Err(StoreError::NotFound) => return Err(unknown()),
-                Err(e) => return Err(e.into()),
-            }
+    let user = update_user(store, username, |a| {
+        if let Some(u) = a.user.as_mut() {
+            u.disabled = true;
         }
-        let Some(user) = account.user else { return Err(unknown()) };
-        // Sessions are ended after the flag is set, so no refresh can outlive the disable.
-        let mut ended = store.delete_user_sessions(&user.id, None).await?;
-        if !settle.is_zero() {
-            tokio::time::sleep(settle).await;
-            ended += store.delete_user_sessions(&user.id, None).await?;
-        }
-        return Ok((user, ended));
-    }
+    })
+    .await?;
+    let ended = store.delete_user_sessions(&user.id, None).await?;
+    Ok((user, ended))
+}
+
+/// Clears every failed-login count and lock of `username` (`handler user unlock`).
+pub async fn unlock_user(store: &dyn UserStore, username: &str) -> Result<UserRecord, AdminError> {
+    update_user(store, username, lockout::unlock).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::Hashing;
     use crate::store::embedded::EmbeddedStore;
+
+    const POLICY: Login = Login { max_failures: 5, max_failures_per_username: 50, lockout_ms: 60_000 };
+
+    fn hasher() -> Arc<PasswordHasher> {
+        PasswordHasher::start(&Hashing { workers: 2, queue_length: 64, queue_timeout_ms: 30_000 }).unwrap()
+    }
 
     #[test]
     fn username_keys_ignore_case_and_refuse_odd_names() {
@@ -331,33 +478,32 @@ mod tests {
     async fn add_authenticate_and_disable() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let hasher = PasswordHasher::owasp();
+        let hasher = hasher();
         let pw = Password::new("s3cret-password");
         let user = add_user(store.as_ref(), &hasher, "Alice", &pw, &["admin".into(), "admin".into()], 5).await.unwrap();
         assert_eq!(user.roles, vec!["admin".to_string()]);
         assert!(matches!(add_user(store.as_ref(), &hasher, "alice", &pw, &[], 6).await, Err(AdminError::Exists(_))));
-        let dir_ = StoreDirectory::new(store.clone(), hasher.clone(), Login { max_failures: 5, lockout_ms: 60_000 });
-        let LoginOutcome::Authenticated(p) = dir_.login("ALICE", &pw, 10).await.unwrap() else {
+        let dir_ = StoreDirectory::new(store.clone(), hasher.clone(), POLICY);
+        let LoginOutcome::Authenticated(p) = dir_.login("ALICE", &pw, "a", 10).await.unwrap() else {
             panic!("login failed")
         };
         assert_eq!(p.id, user.id);
         assert_eq!(p.name, "Alice");
-        assert_eq!(dir_.login("alice", &Password::new("wrong-password"), 10).await.unwrap(), LoginOutcome::Rejected);
-        assert_eq!(dir_.login("nobody", &pw, 10).await.unwrap(), LoginOutcome::Rejected);
-        disable_user(store.as_ref(), "alice", std::time::Duration::ZERO).await.unwrap();
-        assert_eq!(dir_.login("alice", &pw, 10).await.unwrap(), LoginOutcome::Rejected, "disabled users cannot log in");
-        assert!(dir_.find("alice").await.unwrap().is_some());
-        assert!(matches!(
-            disable_user(store.as_ref(), "nobody", std::time::Duration::ZERO).await,
-            Err(AdminError::Unknown(_))
-        ));
+        assert_eq!(dir_.login("alice", &Password::new("wrong-password"), "a", 10).await.unwrap(), LoginOutcome::Rejected);
+        assert_eq!(dir_.login("nobody", &pw, "a", 10).await.unwrap(), LoginOutcome::Rejected);
+        assert!(dir_.is_active("alice", &user.id).await.unwrap());
+        disable_user(store.as_ref(), "alice").await.unwrap();
+        assert_eq!(dir_.login("alice", &pw, "a", 10).await.unwrap(), LoginOutcome::Rejected, "disabled users cannot log in");
+        assert!(!dir_.is_active("alice", &user.id).await.unwrap());
+        assert!(dir_.find("alice").await.unwrap().is_some_and(|u| u.disabled));
+        assert!(matches!(disable_user(store.as_ref(), "nobody").await, Err(AdminError::Unknown(_))));
     }
 
     #[tokio::test]
     async fn bad_passwords_and_roles_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        let hasher = PasswordHasher::owasp();
+        let hasher = hasher();
         for bad in ["short", "has\nnewline-inside", &"x".repeat(MAX_PASSWORD_BYTES + 1)] {
             let r = add_user(&store, &hasher, "bob", &Password::new(bad), &[], 0).await;
             assert!(matches!(r, Err(AdminError::Password)), "{bad:?}");
@@ -365,5 +511,87 @@ mod tests {
         let r = add_user(&store, &hasher, "bob", &Password::new("long-enough"), &["bad role".into()], 0).await;
         assert!(matches!(r, Err(AdminError::Role(_))));
         assert!(store.list_users().await.unwrap().is_empty(), "nothing was written");
+    }
+
+    #[tokio::test]
+    async fn lockout_counts_per_address_and_unlock_clears_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let hasher = hasher();
+        let pw = Password::new("s3cret-password");
+        add_user(store.as_ref(), &hasher, "carol", &pw, &[], 0).await.unwrap();
+        let d = StoreDirectory::new(store.clone(), hasher, POLICY);
+        let wrong = Password::new("wrong-password");
+        for _ in 0..5 {
+            assert_eq!(d.login("carol", &wrong, "203.0.113.9", 10).await.unwrap(), LoginOutcome::Rejected);
+        }
+        assert!(matches!(d.login("carol", &pw, "203.0.113.9", 11).await.unwrap(), LoginOutcome::Locked { .. }));
+        assert!(matches!(d.login("carol", &pw, "198.51.100.7", 11).await.unwrap(), LoginOutcome::Authenticated(_)));
+        unlock_user(store.as_ref(), "carol").await.unwrap();
+        assert!(matches!(d.login("carol", &pw, "203.0.113.9", 12).await.unwrap(), LoginOutcome::Authenticated(_)));
+        assert!(matches!(unlock_user(store.as_ref(), "nobody").await, Err(AdminError::Unknown(_))));
+    }
+
+    /// A store whose account writes fail with `Precondition` a set number of times.
+    #[derive(Debug)]
+    struct Contended {
+        inner: EmbeddedStore,
+        failures_left: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl UserStore for Contended {
+        async fn get_account(&self, key: &str) -> Result<Option<Versioned<Account>>, StoreError> {
+            self.inner.get_account(key).await
+        }
+        async fn put_account(&self, a: &Account, v: Option<&crate::store::Version>) -> Result<crate::store::Version, StoreError> {
+            use std::sync::atomic::Ordering;
+            if self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return Err(if v.is_some() { StoreError::Precondition } else { StoreError::Conflict });
+            }
+            self.inner.put_account(a, v).await
+        }
+        async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+            self.inner.list_users().await
+        }
+        async fn purge_expired_accounts(&self, now: UnixMs) -> Result<u64, StoreError> {
+            self.inner.purge_expired_accounts(now).await
+        }
+    }
+
+    fn contended(failures: usize) -> (tempfile::TempDir, Contended) {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = EmbeddedStore::open(dir.path()).unwrap();
+        (dir, Contended { inner, failures_left: failures.into() })
+    }
+
+    #[tokio::test]
+    async fn add_user_retries_a_lost_precondition_instead_of_reporting_a_taken_name() {
+        let (_dir, store) = contended(3);
+        let user = add_user(&store, &hasher(), "dave", &Password::new("long-enough-pw"), &[], 0).await.unwrap();
+        assert_eq!(store.inner.get_account("dave").await.unwrap().unwrap().value.user.unwrap().id, user.id);
+    }
+
+    #[tokio::test]
+    async fn updates_give_up_after_a_bounded_number_of_lost_races() {
+        let (_dir, store) = contended(0);
+        add_user(&store, &hasher(), "erin", &Password::new("long-enough-pw"), &[], 0).await.unwrap();
+        store.failures_left.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+        let r = unlock_user(&store, "erin").await;
+        assert!(matches!(r, Err(AdminError::Store(StoreError::Unavailable { .. }))), "{r:?}");
+        store.failures_left.store(2, std::sync::atomic::Ordering::SeqCst);
+        unlock_user(&store, "erin").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn failed_logins_on_a_contended_record_are_still_counted() {
+        let (_dir, store) = contended(0);
+        let store = Arc::new(store);
+        add_user(store.as_ref(), &hasher(), "fay", &Password::new("long-enough-pw"), &[], 0).await.unwrap();
+        let d = StoreDirectory::new(store.clone(), hasher(), POLICY);
+        store.failures_left.store(5, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(d.login("fay", &Password::new("nope-nope"), "a", 1).await.unwrap(), LoginOutcome::Rejected);
+        let account = store.inner.get_account("fay").await.unwrap().unwrap().value;
+        assert_eq!(account.throttle.failures, 1);
     }
 }

@@ -46,7 +46,7 @@ pub const ISSUER: &str = "https://issuer.test";
 /// `aud` the service is configured with.
 pub const AUDIENCE: &str = "api://test";
 /// The HS256 signing key (40 ASCII bytes).
-pub const KEY: &str = "api-test-signing-key-0123456789-abcdefgh";
+pub const KEY: &str = "kGI1AHvA0_6VFRKRKVydffGkrU8arDL70Jro3QxZbalR_L_u-0h_2zlP0AW5YW6G";
 /// Password of the users the tests create.
 pub const PASSWORD: &str = "correct horse battery staple";
 
