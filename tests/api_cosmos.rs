@@ -15,6 +15,8 @@ mod configuration;
 mod emulator;
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "api/hardening.rs"]
+mod hardening;
 #[path = "api/host_modes.rs"]
 mod host_modes;
 #[path = "api/jwks.rs"]

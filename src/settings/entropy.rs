@@ -6,7 +6,8 @@
 //!    computed on the shortest repeating unit (`"password" × 4` counts as one `"password"`). Catches
 //!    repeated characters, repeated blocks and small alphabets.
 //! 2. **Guessing patterns**: zxcvbn's estimate of guesses (dictionary words, keyboard walks,
-//!    sequences, dates, l33t substitutions), as `log2(guesses)`. Catches dictionary words.
+//!    sequences, dates, l33t substitutions), as `log2(guesses)`, summed over 16-character windows
+//!    (zxcvbn counts at most 2^64 guesses). Catches dictionary words.
 //!
 //! A random 48-byte value in base64url (`handler keys generate --algorithm HS256`) scores ~210
 //! bits; [`MIN_SECRET_BITS`] is 128.
@@ -14,8 +15,9 @@
 /// The least estimated entropy accepted for an HS256 key or the rotation secret.
 pub const MIN_SECRET_BITS: f64 = 128.0;
 
-/// zxcvbn only reads this many characters; longer secrets are scored in windows of this size.
-const ZXCVBN_WINDOW: usize = 100;
+/// Secrets are scored by zxcvbn in windows of this many characters, summed: zxcvbn counts guesses
+/// in a `u64` (at most 64 bits), which a random window of 16 characters stays below.
+const ZXCVBN_WINDOW: usize = 16;
 
 /// Estimated bits of entropy of `secret` (see the module documentation).
 pub fn estimate_bits(secret: &str) -> f64 {
@@ -94,6 +96,7 @@ mod tests {
     fn repetition_is_counted_once() {
         let unit = "tG4#pL9!vQ2@";
         assert_eq!(repeating_unit(&unit.repeat(3).chars().collect::<Vec<_>>()).len(), unit.len());
-        assert!(estimate_bits(&unit.repeat(5)) < estimate_bits(unit) + 1.0);
+        assert!(statistical_bits(&unit.repeat(5)) < statistical_bits(unit) + 1.0);
+        assert!(estimate_bits(&unit.repeat(5)) < MIN_SECRET_BITS);
     }
 }

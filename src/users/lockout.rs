@@ -22,8 +22,8 @@ pub enum Gate {
         /// Milliseconds until the lock opens.
         retry_after_ms: i64,
     },
-    /// May be checked. `reserve`: failures are already recorded, so the attempt must be counted
-    /// (with compare-and-swap) before the hash is evaluated.
+    /// May be checked. `reserve`: failures from this address are already recorded, so the attempt
+    /// must be counted (with compare-and-swap) before the hash is evaluated.
     Open {
         /// Count the attempt first.
         reserve: bool,
@@ -54,8 +54,7 @@ pub fn gate(account: &Account, client: &str, now: UnixMs, policy: &Login) -> Gat
     if let Some(retry_after_ms) = lock {
         return Gate::Locked { retry_after_ms };
     }
-    let reserve = live_failures(&here, now, policy) > 0 || live_failures(&account.throttle, now, policy) > 0;
-    Gate::Open { reserve }
+    Gate::Open { reserve: live_failures(&here, now, policy) > 0 }
 }
 
 /// One more failure at `now` on `throttle`, locking it for `lockout_ms` when it reaches `limit`. A
@@ -142,7 +141,7 @@ mod tests {
         record_failure(&mut a, "1.1.1.1", 2_000, &POLICY);
         record_failure(&mut a, "1.1.1.1", 3_000, &POLICY);
         assert_eq!(gate(&a, "1.1.1.1", 3_000, &POLICY), Gate::Locked { retry_after_ms: 60_000 });
-        assert_eq!(gate(&a, "2.2.2.2", 3_000, &POLICY), Gate::Open { reserve: true }, "the owner elsewhere may try");
+        assert_eq!(gate(&a, "2.2.2.2", 3_000, &POLICY), Gate::Open { reserve: false }, "the owner elsewhere may try");
         assert_eq!(gate(&a, "1.1.1.1", 63_000, &POLICY), Gate::Open { reserve: false });
     }
 

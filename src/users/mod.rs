@@ -240,19 +240,17 @@ impl UserDirectory for StoreDirectory {
         // Reserve the attempt first when failures are already recorded, so parallel guesses can
         // never have more than `max_failures` passwords checked per window.
         let key_ref = key.as_str();
-        let (account, reserved) = retry_cas("account record", read, |current| async move {
+        // `before`: the account as it was before this attempt's reservation, if it made one.
+        let gate = retry_cas("account record", read, |current| async move {
             let account = current.as_ref().map_or_else(|| empty_account(key_ref), |c| c.value.clone());
             match lockout::gate(&account, client, now, &policy) {
                 lockout::Gate::Locked { retry_after_ms } => Ok(Cas::Done(Err(retry_after_ms))),
-                lockout::Gate::Open { reserve: false } => Ok(Cas::Done(Ok((current, false)))),
+                lockout::Gate::Open { reserve: false } => Ok(Cas::Done(Ok((current, None)))),
                 lockout::Gate::Open { reserve: true } => {
                     let mut next = account.clone();
                     lockout::record_failure(&mut next, client, now, &policy);
                     match self.store.put_account(&next, current.as_ref().map(|c| &c.version)).await {
-                        Ok(version) => {
-                            warn_if_locked(&account, &next, key_ref, client, now, &policy);
-                            Ok(Cas::Done(Ok((Some(Versioned { value: next, version }), true))))
-                        }
+                        Ok(version) => Ok(Cas::Done(Ok((Some(Versioned { value: next, version }), Some(account))))),
                         Err(StoreError::Precondition | StoreError::Conflict | StoreError::NotFound) => {
                             Ok(Cas::Retry(self.store.get_account(key_ref).await?))
                         }
@@ -261,12 +259,12 @@ impl UserDirectory for StoreDirectory {
                 }
             }
         })
-        .await?
-        .map_or_else(|retry_after_ms| (None, Err(retry_after_ms)), |(a, r)| (a, Ok(r)));
-        let reserved = match reserved {
-            Ok(r) => r,
+        .await?;
+        let (account, before) = match gate {
+            Ok(found) => found,
             Err(retry_after_ms) => return Ok(LoginOutcome::Locked { retry_after_ms }),
         };
+        let reserved = before.is_some();
         let user = account.as_ref().and_then(|a| a.value.user.clone());
         // Always run argon2 (against a dummy hash for unknown users) so timing reveals nothing.
         let matched = match self.hasher.verify(password, user.as_ref().map(|u| u.password_hash.as_str())).await {
@@ -287,7 +285,12 @@ impl UserDirectory for StoreDirectory {
                 }
                 Ok(LoginOutcome::Authenticated(principal(&user)))
             }
-            None if reserved => Ok(LoginOutcome::Rejected),
+            None if reserved => {
+                if let (Some(before), Some(after)) = (&before, &account) {
+                    warn_if_locked(before, &after.value, &key, client, now, &policy);
+                }
+                Ok(LoginOutcome::Rejected)
+            }
             None => {
                 let (before, after) = self
                     .update_account(&key, account, |a| lockout::record_failure(a, client, now, &policy))

@@ -270,6 +270,16 @@ fn launch(config: &Config, store: &Path) -> Running {
 }
 
 impl TestApp {
+    /// A line of the handler's `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
     /// Starts the service with the default settings plus `extra_env` (which override them).
     pub fn spawn(extra_env: &[(&str, &str)]) -> Self {
         Self::start(Config::new().envs(extra_env))

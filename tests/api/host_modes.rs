@@ -57,7 +57,7 @@ async fn invocation_with_a_disallowed_method_answers_inner_405_with_allow() {
     let rows = [
         ("token", "GET", "POST, PATCH"),
         ("refresh", "PATCH", "POST"),
-        ("jwks", "POST", "GET"),
+        ("jwks", "POST", "GET, HEAD"),
         ("revoke", "DELETE", "POST, PATCH"),
     ];
     for (function, method, allow) in rows {

@@ -53,7 +53,8 @@ async fn logs_are_json_lines_with_a_request_line_each_and_no_secrets() {
     assert!(find("refresh", 200).is_some(), "{requests:#?}");
     assert!(find("revoke", 200).is_some(), "{requests:#?}");
     let invocation = requests.iter().find(|r| r["mode"] == "Invocation").expect("the invocation's line");
-    assert_eq!(invocation["invocation_id"], "invocation-42", "{invocation}");
+    assert_eq!(invocation["span"]["invocation_id"], "invocation-42", "{invocation}");
+    assert!(invocation["span"]["user_id"].is_string(), "the span names the user once known: {invocation}");
 
     let mut secrets = vec![
         ("the password", PASSWORD.to_string()),

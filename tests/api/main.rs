@@ -11,6 +11,7 @@ mod bearer;
 mod concurrency;
 mod configuration;
 mod helpers;
+mod hardening;
 mod host_modes;
 mod jwks;
 mod lockout;

@@ -205,13 +205,13 @@ async fn wrong_methods_are_405_with_allow() {
         ("DELETE", "/api/token", "POST, PATCH"),
         ("PATCH", "/api/refresh", "POST"),
         ("GET", "/api/refresh", "POST"),
-        ("POST", "/api/jwks", "GET"),
-        ("PATCH", "/api/jwks", "GET"),
+        ("POST", "/api/jwks", "GET, HEAD"),
+        ("PATCH", "/api/jwks", "GET, HEAD"),
         ("GET", "/api/revoke", "POST, PATCH"),
         ("PUT", "/api/revoke", "POST, PATCH"),
         ("GET", "/api/TOKEN", "POST, PATCH"),
-        ("TRACE", "/", "GET"),
-        ("DELETE", "/", "GET"),
+        ("TRACE", "/", "GET, HEAD"),
+        ("DELETE", "/", "GET, HEAD"),
     ];
     for (method, path, allow) in rows {
         let r = app.raw(method, path, JSON, Vec::new(), None).await;

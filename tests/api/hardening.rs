@@ -1,0 +1,428 @@
+//! Hostile traffic: login floods, maximal bodies, tokens of ended sessions, lockout aimed at an
+//! owner, parallel guesses, weak keys, and connections that stall. Each test watches what matters
+//! besides the answer (memory, the session afterwards, other clients).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::helpers::*;
+
+const MAX_FAILURES: &str = "JwtRefreshToken__Login__MaxFailures";
+const WORKERS: &str = "JwtRefreshToken__Login__HashWorkers";
+const QUEUE: &str = "JwtRefreshToken__Login__HashQueueLength";
+const QUEUE_TIMEOUT: &str = "JwtRefreshToken__Login__HashQueueTimeoutMs";
+const ARGON2_MIB: u64 = 19;
+
+fn from(address: &str) -> Vec<(String, String)> {
+    vec![
+        ("Content-Type".to_string(), "application/json".to_string()),
+        ("X-Forwarded-For".to_string(), address.to_string()),
+    ]
+}
+
+async fn login_from(app: &TestApp, address: &str, username: &str, password: &str) -> Reply {
+    let body = json!({ "username": username, "password": password }).to_string().into_bytes();
+    app.request("POST", "/api/token", &from(address), body).await
+}
+
+async fn post(client: reqwest::Client, url: String, body: Value) -> (u16, Option<String>, Duration) {
+    let started = Instant::now();
+    let resp = client.post(url).json(&body).send().await.expect("request");
+    let status = resp.status().as_u16();
+    let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap_or_default().to_string());
+    let _ = resp.bytes().await;
+    (status, retry_after, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_login_flood_keeps_resident_memory_within_the_worker_bound() {
+    let app = TestApp::spawn(&[(WORKERS, "2"), (QUEUE, "64")]);
+    app.add_user("alice", PASSWORD, &[]);
+    let base_kib = app.memory_kib("VmRSS");
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut clients = JoinSet::new();
+    for i in 0..64 {
+        let (client, url) = (app.client.clone(), app.url("/api/token"));
+        let password = if i % 2 == 0 { PASSWORD.to_string() } else { format!("wrong-{i}") };
+        clients.spawn(async move {
+            let mut statuses = Vec::new();
+            while Instant::now() < deadline {
+                let body = json!({ "username": format!("user{}", i % 8), "password": password });
+                statuses.push(post(client.clone(), url.clone(), body).await.0);
+            }
+            statuses
+        });
+    }
+    let mut answered = 0;
+    while let Some(statuses) = clients.join_next().await {
+        for s in statuses.expect("client") {
+            assert!([400, 429, 503].contains(&s), "unexpected status {s}");
+            answered += 1;
+        }
+    }
+    let peak_kib = app.memory_kib("VmHWM");
+    let bound_kib = base_kib + 2 * ARGON2_MIB * 1024 + 32 * 1024;
+    eprintln!("flood: {answered} answers, base {base_kib} KiB, peak {peak_kib} KiB, bound {bound_kib} KiB");
+    assert!(answered > 64, "the flood ran ({answered} answers)");
+    assert!(peak_kib <= bound_kib, "peak {peak_kib} KiB exceeds base {base_kib} KiB + 2 × 19 MiB + 32 MiB");
+    assert_token_pair(&app.try_login("alice", PASSWORD).await, "a login after the flood");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_hashing_queue_answers_503_with_retry_after_at_once() {
+    let app = TestApp::spawn(&[(WORKERS, "1"), (QUEUE, "1"), (QUEUE_TIMEOUT, "60000")]);
+    let mut clients = JoinSet::new();
+    for i in 0..24 {
+        let body = json!({ "username": format!("u{i}"), "password": "wrong-password" });
+        clients.spawn(post(app.client.clone(), app.url("/api/token"), body));
+    }
+    let mut refused = 0;
+    while let Some(r) = clients.join_next().await {
+        let (status, retry_after, took) = r.expect("client");
+        if status == 503 {
+            refused += 1;
+            assert_eq!(retry_after.as_deref(), Some("1"), "503 carries Retry-After");
+            assert!(took < Duration::from_secs(5), "a refusal waits for nothing ({took:?})");
+        } else {
+            assert_eq!(status, 400, "the others are evaluated");
+        }
+    }
+    assert!(refused >= 10, "only {refused} of 24 refused with one worker and a queue of one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn correct_logins_succeed_while_other_clients_send_maximal_forms() {
+    let app = TestApp::spawn(&[]);
+    app.add_user("alice", PASSWORD, &[]);
+    let form: String = (0..4_000).map(|i| format!("p{i}=")).collect::<Vec<_>>().join("&");
+    let form = form[..form.len().min(16 * 1024 - 1)].to_string();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut attackers = JoinSet::new();
+    for _ in 0..32 {
+        let (client, url, form) = (app.client.clone(), app.url("/api/token"), form.clone());
+        attackers.spawn(async move {
+            let mut n = 0;
+            while Instant::now() < deadline {
+                let resp = client
+                    .post(&url)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(form.clone())
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(resp.status().as_u16(), 400, "a form with thousands of names is refused");
+                n += 1;
+            }
+            n
+        });
+    }
+    for i in 0..5 {
+        assert_token_pair(&app.try_login("alice", PASSWORD).await, &format!("login {i} during the attack"));
+    }
+    let mut sent = 0;
+    while let Some(n) = attackers.join_next().await {
+        sent += n.expect("attacker");
+    }
+    assert!(sent > 32, "the attack ran ({sent} forms)");
+}
+
+#[tokio::test]
+async fn bodies_are_strict_about_repeats_and_counts() {
+    let app = TestApp::spawn(&[]);
+    app.add_user("alice", PASSWORD, &[]);
+    let dup = format!(r#"{{"username":"mallory","username":"alice","password":"{PASSWORD}"}}"#);
+    let r = app.raw("POST", "/api/token", Some("application/json"), dup, None).await;
+    assert_invalid_request(&r, "a repeated JSON key");
+    assert!(r.json()["error_description"].as_str().unwrap().contains("repeated"), "{}", r.text());
+    let many: Value = (0..65).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>().into();
+    assert_invalid_request(&app.post_json("/api/token", &many).await, "65 JSON keys");
+    let pairs: Vec<(String, String)> = (0..65).map(|i| (format!("k{i}"), "v".to_string())).collect();
+    let form = serde_urlencoded::to_string(&pairs).unwrap();
+    let r = app.raw("POST", "/api/token", Some("application/x-www-form-urlencoded"), form, None).await;
+    assert_invalid_request(&r, "65 form parameters");
+}
+
+async fn scope_revoke(app: &TestApp, bearer: &str, body: Value) -> Reply {
+    app.post_json_bearer("/api/revoke", &body, bearer).await
+}
+
+#[tokio::test]
+async fn a_disabled_admin_cannot_revoke_anything() {
+    let app = TestApp::spawn(&[]);
+    app.add_user("root", PASSWORD, &["admin"]);
+    app.add_user("bob", PASSWORD, &[]);
+    let root = app.login("root", PASSWORD).await;
+    let bob = app.login("bob", PASSWORD).await;
+    app.disable_user("root");
+    let r = scope_revoke(&app, &access_token(&root), json!({"scope": "global", "username": "bob"})).await;
+    assert_error(&r, 401, "invalid_token", "a disabled admin's access token");
+    app.refresh_ok(&refresh_token(&bob)).await;
+}
+
+#[tokio::test]
+async fn an_ended_sessions_access_token_cannot_end_new_sessions() {
+    let app = TestApp::spawn(&[]);
+    app.add_user("alice", PASSWORD, &[]);
+    let a = app.login("alice", PASSWORD).await;
+    app.login("alice", PASSWORD).await;
+    let r = scope_revoke(&app, &access_token(&a), json!({"scope": "global"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["revoked_sessions"], 2);
+    let fresh = app.login("alice", PASSWORD).await;
+    let r = scope_revoke(&app, &access_token(&a), json!({"scope": "others"})).await;
+    assert_error(&r, 401, "invalid_token", "the access token of a session ended by 'log out everywhere'");
+    app.refresh_ok(&refresh_token(&fresh)).await;
+}
+
+#[tokio::test]
+async fn a_token_for_a_user_who_does_not_exist_is_refused_even_with_the_admin_role() {
+    let app = TestApp::spawn(&[]);
+    app.add_user("bob", PASSWORD, &[]);
+    let bob = app.login("bob", PASSWORD).await;
+    let claims = with_claims(&jwt_claims(&access_token(&bob)), &json!({"sub": "nobody", "roles": ["admin"], "sid": "0000"}));
+    let kid = jwt_header(&access_token(&bob))["kid"].as_str().unwrap().to_string();
+    let forged = forge_hs256(&claims, &kid, KEY);
+    let r = scope_revoke(&app, &forged, json!({"scope": "global", "username": "bob"})).await;
+    assert_error(&r, 401, "invalid_token", "a validly signed token of nobody");
+    app.refresh_ok(&refresh_token(&bob)).await;
+}
+
+#[tokio::test]
+async fn the_owner_logs_in_from_another_address_while_the_attackers_is_locked() {
+    let app = TestApp::spawn(&[(MAX_FAILURES, "3")]);
+    app.add_user("alice", PASSWORD, &[]);
+    for _ in 0..3 {
+        assert_invalid_grant(&login_from(&app, "203.0.113.5:51234", "alice", "guess").await, "attacker");
+    }
+    let r = login_from(&app, "203.0.113.5", "alice", PASSWORD).await;
+    assert_error(&r, 429, "temporarily_unavailable", "the attacker's address is locked");
+    assert_token_pair(&login_from(&app, "198.51.100.7:443", "alice", PASSWORD).await, "the owner elsewhere");
+    assert_token_pair(&login_from(&app, "[2001:db8::7]:443", "alice", PASSWORD).await, "the owner on IPv6");
+    let lines = app.wait_for_logs(|l| l.iter().any(|x| x.contains("login locked"))).await;
+    let lock = lines.iter().find(|l| l.contains("login locked")).unwrap();
+    assert!(lock.contains("203.0.113.5") && lock.contains("\"username\":\"alice\""), "{lock}");
+    assert!(!lock.contains("guess"), "no password in the log: {lock}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_guesses_never_get_more_than_max_failures_evaluations() {
+    let app = TestApp::spawn(&[(MAX_FAILURES, "5")]);
+    app.add_user("alice", PASSWORD, &[]);
+    let mut guesses = JoinSet::new();
+    for i in 0..40 {
+        let body = json!({ "username": "alice", "password": format!("guess-{i}") });
+        guesses.spawn(post(app.client.clone(), app.url("/api/token"), body));
+    }
+    let (mut evaluated, mut locked) = (0, 0);
+    while let Some(r) = guesses.join_next().await {
+        match r.expect("guess").0 {
+            400 => evaluated += 1,
+            429 => locked += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(evaluated, 5, "exactly MaxFailures guesses were checked ({locked} locked)");
+    assert_eq!(locked, 35);
+}
+
+#[tokio::test]
+async fn user_unlock_lets_the_owner_back_in() {
+    let app = TestApp::spawn(&[(MAX_FAILURES, "2")]);
+    app.add_user("alice", PASSWORD, &[]);
+    for _ in 0..2 {
+        assert_invalid_grant(&app.try_login("alice", "guess").await, "failure");
+    }
+    assert_error(&app.try_login("alice", PASSWORD).await, 429, "temporarily_unavailable", "locked");
+    let out = app.run_cli(&["user", "unlock", "ALICE"], "");
+    assert!(out.status.success(), "{out:?}");
+    assert_token_pair(&app.try_login("alice", PASSWORD).await, "after unlock");
+    let out = app.run_cli(&["user", "unlock", "nobody"], "");
+    assert!(!out.status.success(), "unlocking an unknown user fails: {out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_zero_grace_sixteen_parallel_refreshes_share_one_successor_and_keep_the_session() {
+    let app = TestApp::spawn(&[("JwtRefreshToken__Rotation__ReuseGraceMs", "0")]);
+    app.add_user("alice", PASSWORD, &[]);
+    for round in 0..5 {
+        let token = refresh_token(&app.login("alice", PASSWORD).await);
+        let mut tasks = JoinSet::new();
+        for _ in 0..16 {
+            let (client, url, token) = (app.client.clone(), app.url("/api/refresh"), token.clone());
+            tasks.spawn(async move {
+                let resp = client.post(url).json(&json!({"refresh_token": token})).send().await.expect("request");
+                (resp.status().as_u16(), resp.json::<Value>().await.expect("json"))
+            });
+        }
+        let mut successors = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            let (status, body) = r.expect("task");
+            assert_eq!(status, 200, "round {round}: {body}");
+            successors.push(refresh_token(&body));
+        }
+        assert!(successors.iter().all(|s| *s == successors[0]), "round {round}: one successor");
+        app.refresh_ok(&successors[0]).await;
+    }
+}
+
+#[tokio::test]
+async fn the_store_directory_and_files_are_private() {
+    let app = TestApp::spawn(&[]);
+    app.add_user("alice", PASSWORD, &[]);
+    app.login("alice", PASSWORD).await;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = app.store_dir();
+    if backend() == Backend::Embedded {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", path.display());
+        }
+    }
+    let fresh = dir.join("nested").join("store");
+    let config = Config::new().env("JwtRefreshToken__Embedded__Path", fresh.to_str().unwrap());
+    if backend() == Backend::Embedded {
+        let other = TestApp::start(config);
+        assert_eq!(other.request("GET", "/", &[], vec![]).await.status, 200);
+        assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(fresh.join("store.db")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
+
+#[tokio::test]
+async fn head_is_answered_wherever_get_is() {
+    let app = TestApp::spawn(&[]);
+    for path in ["/", "/api/jwks"] {
+        let r = app.request("HEAD", path, &[], vec![]).await;
+        assert_eq!(r.status, 200, "HEAD {path}");
+        assert!(r.body.is_empty(), "HEAD {path} has no body");
+    }
+}
+
+#[tokio::test]
+async fn stalled_and_idle_connections_are_closed_and_a_vanished_client_is_no_error() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::spawn(&[
+        ("JwtRefreshToken__Http__HeaderReadTimeoutMs", "300"),
+        ("JwtRefreshToken__Http__IdleTimeoutMs", "600"),
+    ]);
+    let addr = format!("127.0.0.1:{}", app.port);
+    // Half a request line, then nothing: closed after the header-read timeout.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(n.is_ok(), "a stalled request is cut off");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // A keep-alive connection with nothing to do: closed after the idle timeout.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let mut rest = Vec::new();
+    assert!(tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await.is_ok(), "idle closed");
+    // A client that goes away mid-body.
+    let mut gone = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    gone.write_all(b"POST /api/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\"")
+        .await
+        .unwrap();
+    drop(gone);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.request("GET", "/", &[], vec![]).await.status, 200);
+    let errors: Vec<String> = app.logs().into_iter().filter(|l| l.contains("\"level\":\"ERROR\"")).collect();
+    assert!(errors.is_empty(), "no ERROR lines: {errors:?}");
+}
+
+#[tokio::test]
+async fn weak_keys_stop_start_up_naming_the_setting() {
+    for (setting, value) in [
+        (KEY_SETTING, "k".repeat(48)),
+        (KEY_SETTING, "password".repeat(4)),
+        ("JwtRefreshToken__Rotation__Secret", "correct-horse-battery-staple-0123456789".to_string()),
+    ] {
+        let out = run_to_exit(&Config::new().env(setting, &value));
+        assert_eq!(out.status.code(), Some(2), "{setting}={value}: {out:?}");
+        assert!(out.stderr.starts_with(&format!("error: setting {setting}: ")), "{}", out.stderr);
+        assert!(out.stderr.contains("handler keys generate"), "{}", out.stderr);
+        assert!(!out.stderr.contains(&value), "the value is not printed");
+    }
+}
+
+#[tokio::test]
+async fn keys_generate_output_starts_the_handler_for_each_algorithm() {
+    for algorithm in ["HS256", "ES256", "EdDSA"] {
+        let dir = tempfile::tempdir().unwrap();
+        let public = dir.path().join("public.pem");
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["keys", "generate", "--algorithm", algorithm]);
+        if algorithm != "HS256" {
+            cmd.args(["--public-key-file", public.to_str().unwrap()]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{algorithm}: {out:?}");
+        let key = String::from_utf8(out.stdout).unwrap();
+        let key = key.trim_end_matches('\n');
+        let app = TestApp::start(Config::new().env(ALGORITHM_SETTING, algorithm).env(KEY_SETTING, key));
+        app.add_user("alice", PASSWORD, &[]);
+        let pair = app.login("alice", PASSWORD).await;
+        assert_eq!(jwt_header(&access_token(&pair))["alg"], algorithm);
+        if algorithm != "HS256" {
+            let pem = std::fs::read_to_string(&public).unwrap();
+            assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+            let jwks = app.request("GET", "/api/jwks", &[], vec![]).await.json();
+            assert_eq!(jwks["keys"].as_array().unwrap().len(), 1, "{algorithm}: {jwks}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_login_racing_user_disable_never_leaves_a_session_over_many_rounds() {
+    let app = TestApp::spawn(&[]);
+    for round in 0..6 {
+        let name = format!("racer{round}");
+        app.add_user(&name, PASSWORD, &[]);
+        let mut logins = JoinSet::new();
+        for i in 0..6 {
+            let (client, url) = (app.client.clone(), app.url("/api/token"));
+            let name = name.clone();
+            logins.spawn(async move {
+                let resp = client
+                    .post(url)
+                    .header("X-Forwarded-For", format!("192.0.2.{i}"))
+                    .json(&json!({"username": name, "password": PASSWORD}))
+                    .send()
+                    .await
+                    .expect("request");
+                (resp.status().as_u16(), resp.json::<Value>().await.expect("json"))
+            });
+        }
+        app.disable_user(&name);
+        while let Some(r) = logins.join_next().await {
+            let (status, body) = r.expect("login");
+            if status == 200 {
+                let again = app.refresh(&refresh_token(&body)).await;
+                assert_invalid_grant(&again, &format!("round {round}: a session outlived the disable"));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn warnings_carry_the_request_span() {
+    let app = TestApp::spawn(&[("JwtRefreshToken__Rotation__ReuseGraceMs", "0")]);
+    let id = app.add_user("alice", PASSWORD, &[]);
+    let first = refresh_token(&app.login("alice", PASSWORD).await);
+    app.refresh_ok(&first).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_invalid_grant(&app.refresh(&first).await, "a replay after the grace");
+    let lines = app.wait_for_logs(|l| l.iter().any(|x| x.contains("reuse detected"))).await;
+    let warning = lines.iter().find(|l| l.contains("reuse detected")).unwrap();
+    let v: Value = serde_json::from_str(warning).unwrap();
+    assert_eq!(v["span"]["user_id"], id.as_str(), "{warning}");
+    assert_eq!(v["span"]["function"], "refresh", "{warning}");
+    assert!(v["span"]["session_id"].is_string(), "{warning}");
+}
