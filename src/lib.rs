@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod clock;
 pub mod http;
+pub mod keyed;
 pub mod secret;
 pub mod service;
 pub mod settings;

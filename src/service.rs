@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::clock::{Clock, UnixMs};
+use crate::keyed::KeyedLocks;
 use crate::secret::{Password, token_prefix};
 use crate::store::{Cas, SessionRecord, Store, StoreError, Versioned, retry_cas};
 use crate::tokens::access::{AccessClaims, AccessTokenError, AccessTokens, Expiry, Subject};
@@ -152,6 +153,10 @@ pub struct TokenService {
     refresh: RefreshTokens,
     policy: Policy,
     clock: Arc<dyn Clock>,
+    /// Refreshes of one session in flight in this process, one at a time; the state is the
+    /// generation the last of them rotated from, so the ones queued behind it know they were
+    /// concurrent, not replays.
+    refreshing: Arc<KeyedLocks<Option<u64>>>,
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], ServiceError> {
@@ -175,7 +180,7 @@ impl TokenService {
         policy: Policy,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, directory, access, refresh, policy, clock }
+        Self { store, directory, access, refresh, policy, clock, refreshing: Arc::default() }
     }
 
     /// The access-token signer/verifier (JWKS, Bearer checks).
@@ -282,10 +287,15 @@ impl TokenService {
         let span = tracing::Span::current();
         span.record("user_id", parts.user_id.as_str());
         span.record("session_id", parts.session_id.as_str());
+        // Concurrent refreshes of one session in this process take turns; one queued behind a
+        // refresh that rotated its generation was concurrent with it (the state says so).
+        let mut turn = self.refreshing.lock(format!("{}\u{0}{}", parts.user_id, parts.session_id)).await;
+        let concurrent = *turn == Some(parts.generation);
         let parts = &parts;
-        // `lost_race`: this call lost the compare-and-swap to a concurrent refresh of the same
-        // generation. That is no replay: it gets the successor whatever the grace.
-        retry_cas("session", false, |lost_race| async move {
+        // `lost_race`: this call was concurrent with a refresh of the same generation (queued
+        // behind it here, or it lost the compare-and-swap to another instance). That is no replay:
+        // it gets the successor whatever the grace.
+        let result = retry_cas("session", concurrent, |lost_race| async move {
             let Some(current) = self.load(parts).await? else {
                 return Err(ServiceError::InvalidGrant(GrantFailure::UnknownSession));
             };
@@ -297,7 +307,7 @@ impl TokenService {
             if parts.generation == session.generation {
                 let next = SessionRecord { generation: session.generation + 1, rotated_at_ms: now, ..session };
                 return match self.store.replace_session(&next, &current.version).await {
-                    Ok(_) => Ok(Cas::Done(self.pair(&next, now)?)),
+                    Ok(_) => Ok(Cas::Done((self.pair(&next, now)?, Some(parts.generation)))),
                     // Someone rotated first: read again; we are then the previous generation.
                     Err(StoreError::Precondition) => Ok(Cas::Retry(true)),
                     Err(StoreError::NotFound) => Err(ServiceError::InvalidGrant(GrantFailure::UnknownSession)),
@@ -307,7 +317,7 @@ impl TokenService {
             let within_grace = now.saturating_sub(session.rotated_at_ms) <= self.policy.reuse_grace_ms;
             if parts.generation + 1 == session.generation && (within_grace || lost_race) {
                 // A retry or a concurrent loser: hand out the same successor again.
-                return Ok(Cas::Done(self.pair(&session, now)?));
+                return Ok(Cas::Done((self.pair(&session, now)?, None)));
             }
             if parts.generation < session.generation {
                 // RFC 9700 §4.14.2: a replayed refresh token ends the session it belongs to.
@@ -322,7 +332,12 @@ impl TokenService {
             // A verified tag for a generation we never issued cannot happen; change nothing.
             Err(ServiceError::InvalidGrant(GrantFailure::Tampered))
         })
-        .await
+        .await;
+        let (pair, rotated_from) = result?;
+        if rotated_from.is_some() {
+            *turn = rotated_from;
+        }
+        Ok(pair)
     }
 
     /// RFC 7009 revocation: ends the session a refresh token, or an unexpired access token of ours

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::clock::UnixMs;
+use crate::keyed::KeyedLocks;
 use crate::secret::Password;
 use crate::settings::Login;
 use crate::store::{
@@ -117,44 +118,6 @@ pub trait UserDirectory: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Async locks by key, held only while in use: parallel login attempts for one username from one
-/// address run one after another in this process, so the failure count of each is seen by the next.
-#[derive(Debug, Default)]
-struct KeyedLocks {
-    held: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-struct KeyedGuard<'a> {
-    locks: &'a KeyedLocks,
-    key: String,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl KeyedLocks {
-    async fn lock(&self, key: String) -> KeyedGuard<'_> {
-        let mutex = match self.held.lock() {
-            Ok(mut held) => Arc::clone(held.entry(key.clone()).or_default()),
-            Err(poisoned) => Arc::clone(poisoned.into_inner().entry(key.clone()).or_default()),
-        };
-        let guard = mutex.lock_owned().await;
-        KeyedGuard { locks: self, key, guard: Some(guard) }
-    }
-}
-
-impl Drop for KeyedGuard<'_> {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut held = match self.locks.held.lock() {
-            Ok(held) => held,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        // Forget the lock once nobody holds or waits for it (only the map's own reference is left).
-        if held.get(&self.key).is_some_and(|m| Arc::strong_count(m) == 1) {
-            held.remove(&self.key);
-        }
-    }
-}
-
 /// The built-in directory: accounts in a [`UserStore`], argon2id hashes, and lockout kept in the
 /// same record as the user, so a login reads one record.
 #[derive(Debug, Clone)]
@@ -162,7 +125,7 @@ pub struct StoreDirectory {
     store: Arc<dyn UserStore>,
     hasher: Arc<PasswordHasher>,
     policy: Login,
-    attempts: Arc<KeyedLocks>,
+    attempts: Arc<KeyedLocks<()>>,
 }
 
 impl StoreDirectory {
