@@ -2,7 +2,8 @@
 //! example settings. Checked against the code so they cannot drift apart.
 
 use jwt_refresh_token::http::Function;
-use jwt_refresh_token::settings::{Env, Mode, Settings};
+use jwt_refresh_token::settings::{Env, Mode, Settings, SigningAlgorithm, names};
+use jwt_refresh_token::tokens::generate::generate;
 
 fn json(path: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -48,17 +49,23 @@ fn the_example_settings_are_complete_and_valid() {
     let example = json("local.settings.json.example");
     let values = example["Values"].as_object().unwrap();
     assert_eq!(values["FUNCTIONS_WORKER_RUNTIME"], "custom");
-    let env = Env::from_pairs(values.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())));
+    let pairs = || values.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()));
+    // The placeholders for the two secrets are refused, so nobody can run with them by mistake…
+    let err = Settings::load(&Env::from_pairs(pairs()), Mode::Production).unwrap_err();
+    assert_eq!(err.setting, names::ALGORITHM_KEY, "{err}");
+    // …and with generated values in their place, everything else in the example is valid.
+    let key = |alg| String::from_utf8(generate(alg).unwrap().value.expose().to_vec()).unwrap();
+    let mut env = Env::from_pairs(pairs());
+    env.set(names::ALGORITHM_KEY, key(SigningAlgorithm::Hs256));
+    env.set(names::ROTATION_SECRET, key(SigningAlgorithm::Hs256));
     Settings::load(&env, Mode::Production).unwrap();
-    let source = std::fs::read_to_string("src/settings.rs").unwrap();
-    // Every `JwtRefreshToken__…` name the code defines is in the example (PreviousKeys is a list
-    // of optional entries, documented in the README).
-    for name in source.split('"').filter(|s| s.starts_with("JwtRefreshToken__") && s.len() > "JwtRefreshToken__".len())
-    {
-        if name.contains("PreviousKeys") {
-            continue;
-        }
-        assert!(values.contains_key(name), "local.settings.json.example lacks {name}");
+    // Every service setting of the names table is in the example (PreviousKeys is a list of
+    // optional entries, documented in the README), and the example holds no name the table lacks.
+    for setting in names::ALL.iter().filter(|s| s.name.starts_with(names::PREFIX) && s.name != names::PREVIOUS_KEYS) {
+        assert!(values.contains_key(setting.name), "local.settings.json.example lacks {}", setting.name);
+    }
+    for name in values.keys().filter(|k| k.starts_with(names::PREFIX)) {
+        assert!(names::ALL.iter().any(|s| s.name == name), "{name} is not a setting the handler reads");
     }
 }
 
