@@ -179,6 +179,8 @@ class PackageTest(unittest.TestCase):
                     output = proc.stdout.read() if proc.stdout else b""
                 self.assertEqual(status, 200, f"GET / -> {status}; exit {proc.poll()}; output: {output[-2000:]!r}")
             finally:
+                if proc.stdout:
+                    proc.stdout.close()
                 proc.terminate()
                 try:
                     proc.wait(timeout=10)
@@ -192,6 +194,15 @@ class PackageTest(unittest.TestCase):
         # At the root, `func` publishes the handler that package.sh built once it is copied there.
         uploaded.add("handler")
         self.assertEqual(uploaded, expected_entries())
+
+
+class GlibcReaderTest(unittest.TestCase):
+    def test_the_reader_sees_the_newer_glibc_of_a_binary_built_on_this_machine(self) -> None:
+        host = tuple(int(x) for x in os.confstr("CS_GNU_LIBC_VERSION").split()[1].split("."))
+        if host <= MAX_GLIBC:
+            self.skipTest(f"this machine's glibc {host} is not newer than 2.28")
+        versions = glibc_versions_needed(Path(shutil.which("ls") or "/bin/ls"))
+        self.assertGreater(max(versions), MAX_GLIBC, f"ls on glibc {host} needs only {versions}")
 
 
 class FuncIgnoreRulesTest(unittest.TestCase):
