@@ -1,64 +1,66 @@
 #!/usr/bin/env python3
-"""Structural check of infra/ without a Bicep compiler (Python 3 standard library only).
+"""Facts check of infra/ without a Bicep compiler (Python 3 standard library only).
 
-Reads the .bicep / .bicepparam files as text and asserts what the service needs from them:
-every app setting src/settings.rs defines is set on the Function App, Cosmos DB runs without
-keys and with the expected containers, secrets come from Key Vault references, the data-plane
-roles are granted, modules and parameters line up. It is not a compiler: a green run does not
-prove the template deploys, only that these essentials have not been lost.
+Reads the .bicep / .bicepparam files as text, the setting table src/settings/names.rs and
+local.settings.json.example, and asserts what the service needs from them: every setting the
+table marks Deploy::Template is set on the Function App, none marked Local or Platform is, every
+JwtRefreshToken__ setting the template sets is in the table, secrets are Key Vault references
+the template never holds the value of, Cosmos DB runs without keys and grants the app's identity
+the data-plane role, App Insights takes Entra ID ingestion only, the app settings are applied
+after the role assignments, names fit each resource's rules, and the network, CORS and scale
+options are wired. It is not a compiler (infra/syntax_gate.py parses the files; checkov runs the
+security rules): a green run does not prove the template deploys, only that these facts hold.
 
-Usage:  python3 infra/check.py            (exit status 0 when every check passes, 1 otherwise)
+Usage:  python3 infra/check.py [--root DIR]    (DIR: a repository copy; default: this repository)
+        exit status 0 when every check passes, 1 otherwise
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-INFRA = Path(__file__).resolve().parent
-REPO = INFRA.parent
-SETTINGS_RS = REPO / "src" / "settings.rs"
-MAIN = INFRA / "main.bicep"
-PARAMS = INFRA / "main.bicepparam"
-
-# Names src/settings.rs defines that the Function App deliberately does not set, and why.
-NOT_SET_IN_AZURE = {
-    "JwtRefreshToken__Descriptor__PreviousKeys": "prefix of the optional __0, __1, ... settings used only during a key rotation",
-    "JwtRefreshToken__Embedded__Path": "the embedded SQLite store is for local development; Azure uses Cosmos DB",
-    "JwtRefreshToken__Cosmos__ConnectionString": "account-key auth; the account has disableLocalAuth and the app uses Entra ID",
-}
-# Of those, the ones that must not appear at all (setting them would change the store or fail start-up).
-MUST_NOT_BE_SET = {
-    "JwtRefreshToken__Embedded__Path",
-    "JwtRefreshToken__Cosmos__ConnectionString",
-    "AzureWebJobsStorage",  # a connection string with a key; the host uses AzureWebJobsStorage__accountName
-}
-COSMOS_SETTINGS = [
-    "JwtRefreshToken__Cosmos__AccountEndpoint",
-    "JwtRefreshToken__Cosmos__DatabaseName",
-    "JwtRefreshToken__Cosmos__TokenContainerId",
-    "JwtRefreshToken__Cosmos__UserContainerId",
-]
-KEY_VAULT_SETTINGS = {
-    "JwtRefreshToken__Descriptor__AlgorithmKey": "jwt-algorithm-key",
-    "JwtRefreshToken__Rotation__Secret": "jwt-rotation-secret",
-}
 COSMOS_DATA_CONTRIBUTOR = "00000000-0000-0000-0000-000000000002"
 ROLE_IDS = {
     "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
     "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
+    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
 }
+# Which resource each role must be scoped to (the `existing` symbol's type in roles.bicep).
+ROLE_SCOPES = {
+    "Storage Blob Data Owner": "Microsoft.Storage/storageAccounts",
+    "Storage Queue Data Contributor": "Microsoft.Storage/storageAccounts",
+    "Storage Table Data Contributor": "Microsoft.Storage/storageAccounts",
+    "Key Vault Secrets User": "Microsoft.KeyVault/vaults",
+    "Monitoring Metrics Publisher": "Microsoft.Insights/components",
+}
+# Settings outside names.rs the template must set (the Functions host's own).
+HOST_SETTINGS = [
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+]
+# Settings that must never be set: they carry a key or a content share that needs one.
+KEYED_SETTINGS = ["AzureWebJobsStorage", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_CONTENTSHARE"]
 REQUIRED_OUTPUTS = [
     "functionAppName",
     "functionAppDefaultHostName",
+    "tokenUrl",
     "cosmosEndpoint",
+    "cosmosAccountName",
     "keyVaultName",
-    "functionAppPrincipalId",
 ]
+# Resource types without a stable API version that has the properties used (diagnostic
+# settings: workspaceId + logAnalyticsDestinationType exist only in the preview versions).
+PREVIEW_API_ALLOWED = {"microsoft.insights/diagnosticsettings"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -255,13 +257,98 @@ def read_bicepparam(path: Path) -> tuple[str | None, dict[str, str]]:
     return using, values
 
 
-def settings_rs_names(path: Path) -> list[str]:
-    """Setting names declared as constants (`const X: &str = "JwtRefreshToken__..."`)."""
+@dataclass
+class SettingSpec:
+    name: str
+    deploy: str  # Template | Optional | Platform | Local
+    secret: bool
+
+
+def read_setting_table(path: Path) -> list[SettingSpec]:
+    """The `ALL` table of src/settings/names.rs: `Setting::new(CONST, Deploy::X)` or
+    `Setting::secret(CONST, Deploy::X)` entries, with each CONST resolved through its
+    `pub const CONST: &str = "...";` line."""
     text = path.read_text(encoding="utf-8")
-    pattern = r'^\s*(?:pub(?:\([^)]*\))?\s+)?const\s+\w+\s*:\s*&(?:\'static\s+)?str\s*=\s*"(JwtRefreshToken__\w+)"'
-    return sorted(set(re.findall(pattern, text, re.M)))
+    text_nc = re.sub(r"//[^\n]*", "", text)
+    consts = dict(re.findall(r'\bconst\s+([A-Z][A-Z0-9_]*)\s*:\s*&(?:\'static\s+)?str\s*=\s*"([^"]*)"\s*;', text_nc))
+    m = re.search(r"\bconst\s+ALL\s*:\s*&\[\s*Setting\s*\]\s*=\s*&\[(.*?)\];", text_nc, re.S)
+    if not m:
+        raise ValueError(f"{path}: no `pub const ALL: &[Setting] = &[ ... ];` table")
+    specs = []
+    for kind, const, deploy in re.findall(r"Setting::(new|secret)\(\s*([A-Z][A-Z0-9_]*)\s*,\s*Deploy::(\w+)\s*\)", m.group(1)):
+        if const not in consts:
+            raise ValueError(f"{path}: ALL names {const}, which is not a `const {const}: &str` in the file")
+        if deploy not in {"Template", "Optional", "Platform", "Local"}:
+            raise ValueError(f"{path}: {const} has unknown Deploy::{deploy}")
+        specs.append(SettingSpec(consts[const], deploy, kind == "secret"))
+    if not specs:
+        raise ValueError(f"{path}: the ALL table has no Setting entries")
+    return specs
 
 
+def spec_for(name: str, specs: list[SettingSpec]) -> SettingSpec | None:
+    """The table entry a concrete setting name belongs to: itself (names match without case, as
+    the handler reads them), or a prefix entry such as PreviousKeys for `…PreviousKeys__0`."""
+    lower = name.lower()
+    for s in specs:
+        if s.name.lower() == lower:
+            return s
+    for s in specs:
+        if re.fullmatch(re.escape(s.name.lower()) + r"__\d+", lower):
+            return s
+    return None
+
+
+# Naming rules of the resources main.bicep names (Azure's documented limits).
+NAME_RULES = {
+    "storage": (r"[a-z0-9]{3,24}", "3-24 lowercase letters and digits"),
+    "keyVault": (r"(?!.*--)[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]", "3-24 letters, digits, single hyphens, starting with a letter"),
+    "cosmos": (r"(?!.*--)[a-z0-9][a-z0-9-]{1,42}[a-z0-9]", "3-44 lowercase letters, digits, hyphens"),
+    "functionApp": (r"(?!.*--)[a-z0-9][a-z0-9-]{0,58}[a-z0-9]", "2-60 letters, digits, hyphens"),
+    "plan": (r"[A-Za-z0-9][A-Za-z0-9-]{0,38}[A-Za-z0-9]", "1-40 letters, digits, hyphens"),
+    "logAnalytics": (r"[A-Za-z0-9][A-Za-z0-9-]{2,61}[A-Za-z0-9]", "4-63 letters, digits, hyphens"),
+    "appInsights": (r"[^%&\\?/]{1,255}", "1-255 characters, no %&\\?/"),
+    "identity": (r"[A-Za-z0-9][A-Za-z0-9_-]{2,127}", "3-128 letters, digits, hyphens, underscores"),
+    "vnet": (r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}[A-Za-z0-9_]", "2-64 letters, digits, _.-"),
+}
+
+
+def evaluate_name(expr: str, variables: dict[str, str]) -> str | None:
+    """Evaluates the small subset of Bicep used for names: '...${var}...' strings and
+    take(<string>, n). Returns None for anything else."""
+    expr = expr.strip()
+    m = re.fullmatch(r"take\((.*),\s*(\d+)\s*\)", expr, re.S)
+    if m:
+        inner = evaluate_name(m.group(1), variables)
+        return None if inner is None else inner[: int(m.group(2))]
+    m = re.fullmatch(r"'([^']*)'", expr)
+    if m:
+        out = m.group(1)
+        for ref in re.findall(r"\$\{(\w+)\}", out):
+            if ref not in variables:
+                return None
+            out = out.replace("${" + ref + "}", variables[ref])
+        return out
+    return variables.get(expr)
+
+
+def evaluate_prefix(expr: str, raw: str) -> str | None:
+    """Evaluates the prefix variable: toLower(...) and replace(x, 'a', 'b') around namePrefix."""
+    expr = expr.strip()
+    if expr == "namePrefix":
+        return raw
+    m = re.fullmatch(r"toLower\((.*)\)", expr, re.S)
+    if m:
+        inner = evaluate_prefix(m.group(1), raw)
+        return None if inner is None else inner.lower()
+    m = re.fullmatch(r"replace\((.*),\s*'([^']*)'\s*,\s*'([^']*)'\s*\)", expr, re.S)
+    if m:
+        inner = evaluate_prefix(m.group(1), raw)
+        return None if inner is None else inner.replace(m.group(2), m.group(3))
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
 # ------------------------------------------------------------------------------------------------
 # Checks
 
@@ -294,22 +381,33 @@ class Checks:
         return 1 if failed else 0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent, help="repository root")
+    args = ap.parse_args(argv)
+    repo = args.root.resolve()
+    infra = repo / "infra"
+    names_rs = repo / "src" / "settings" / "names.rs"
+    main_path = infra / "main.bicep"
+    params_path = infra / "main.bicepparam"
+    example_path = repo / "local.settings.json.example"
+
     checks = Checks()
-    for required in (MAIN, PARAMS, SETTINGS_RS):
+    for required in (main_path, params_path, names_rs, example_path):
         if not required.is_file():
             print(f"FAIL  inputs\n      - missing {required}")
             print("infra-check: 0 passed, 1 failed")
             return 1
 
-    main_bf = read_bicep(MAIN)
+    specs = read_setting_table(names_rs)
+    main_bf = read_bicep(main_path)
     module_files: dict[str, BicepFile] = {}
     for symbol, (rel, _body) in main_bf.modules.items():
-        p = (INFRA / rel).resolve()
+        p = (infra / rel).resolve()
         if p.is_file():
             module_files[symbol] = read_bicep(p)
     all_files = [main_bf] + list(module_files.values())
-    for extra in sorted((INFRA / "modules").glob("*.bicep")):
+    for extra in sorted((infra / "modules").glob("*.bicep")):
         if all(extra.resolve() != f.path.resolve() for f in all_files):
             all_files.append(read_bicep(extra))
 
@@ -325,11 +423,21 @@ def main() -> int:
                 return symbol
         return None
 
+    def passed_params(bf: BicepFile | None) -> dict[str, str]:
+        sym = module_symbol(bf)
+        return entries(get(main_bf.modules[sym][1], "params") or "") if sym else {}
+
+    def own(bf: BicepFile | None, rtype: str) -> Resource | None:
+        return next((r for r in (bf.resources_of(rtype) if bf else []) if not r.existing), None)
+
     app_bf = module_by_resource("Microsoft.Web/sites")
     cosmos_bf = module_by_resource("Microsoft.DocumentDB/databaseAccounts")
     kv_bf = module_by_resource("Microsoft.KeyVault/vaults")
     storage_bf = module_by_resource("Microsoft.Storage/storageAccounts")
+    monitoring_bf = module_by_resource("Microsoft.Insights/components")
+    network_bf = module_by_resource("Microsoft.Network/virtualNetworks")
     roles_bf = next((f for f in module_files.values() if f.resources_of("Microsoft.Authorization/roleAssignments")), None)
+    identity = own(main_bf, "Microsoft.ManagedIdentity/userAssignedIdentities")
 
     # -- the Function App's app settings: union of the var objects named in the appsettings resource
     app_settings: dict[str, str] = {}
@@ -346,6 +454,7 @@ def main() -> int:
                 app_settings.update(entries(block_after(value) or ""))
             else:
                 collect_settings(value, seen)
+
     if app_bf:
         for r in app_bf.resources_of("Microsoft.Web/sites/config"):
             if unquote(get(r.body, "name")) == "appsettings":
@@ -354,13 +463,13 @@ def main() -> int:
                 if inline is not None:
                     app_settings.update(entries(inline))
                 collect_settings(settings_expr, set())
+    app_params = passed_params(app_bf)
 
     def check_modules(problems: list[str]) -> None:
         if not main_bf.modules:
             problems.append("main.bicep declares no module")
         for symbol, (rel, body) in main_bf.modules.items():
-            p = INFRA / rel
-            if not p.is_file():
+            if not (infra / rel).is_file():
                 problems.append(f"module {symbol}: file {rel} does not exist (relative to infra/)")
                 continue
             mod = module_files[symbol]
@@ -373,55 +482,52 @@ def main() -> int:
                 if prm.default is None and name not in passed:
                     problems.append(f"module {symbol}: required parameter {name} of {rel} is not passed")
         for f in all_files:
-            for sym, out in re.findall(r"\b(\w+)\.outputs\.(\w+)", f.text):
+            for sym, out in re.findall(r"\b(\w+)!?\.outputs\.(\w+)", f.text):
                 target = module_files.get(sym)
                 if target is not None and out not in target.outputs:
                     problems.append(f"{f.path.name}: {sym}.outputs.{out} is not an output of {target.path.name}")
 
     def check_bicepparam(problems: list[str]) -> None:
-        using, values = read_bicepparam(PARAMS)
-        if using is None:
-            problems.append("main.bicepparam has no `using` line")
-        elif (INFRA / using).resolve() != MAIN.resolve():
-            problems.append(f"main.bicepparam uses {using!r}, expected 'main.bicep'")
-        for name in values:
-            if name not in main_bf.params:
-                problems.append(f"main.bicepparam sets {name}, which main.bicep does not declare")
-        for name, prm in main_bf.params.items():
-            if prm.default is None and name not in values:
-                problems.append(f"main.bicep requires {name} but main.bicepparam does not set it")
-            secure = any(d.startswith("@secure") for d in prm.decorators)
-            if secure and name in values and not re.match(r"^(readEnvironmentVariable|getSecret|az\.getSecret)\(", values[name]):
-                problems.append(f"secure parameter {name} is given a literal in main.bicepparam; read it with readEnvironmentVariable()")
+        using, values = read_bicepparam(params_path)
+        if using is None or (infra / using).resolve() != main_path.resolve():
+            problems.append(f"main.bicepparam must start with using 'main.bicep' (found {using!r})")
+        for name, value in values.items():
+            prm = main_bf.params.get(name)
+            if prm is not None and any(d.startswith("@secure") for d in prm.decorators) and not re.match(r"^(readEnvironmentVariable|getSecret|az\.getSecret)\(", value):
+                problems.append(f"secure parameter {name} is given a literal in main.bicepparam")
+            if "'*'" in value and name == "corsAllowedOrigins":
+                problems.append("main.bicepparam allows every origin (*) in corsAllowedOrigins")
 
     def check_param_decorators(problems: list[str]) -> None:
         for f in all_files:
             for name, prm in f.params.items():
                 if not any(d.startswith("@description(") for d in prm.decorators):
                     problems.append(f"{f.path.name}: param {name} has no @description")
-        for name in ("jwtAlgorithmKey", "jwtRotationSecret"):
-            prm = main_bf.params.get(name)
-            if prm is None:
-                problems.append(f"main.bicep: param {name} missing")
-            elif not any(d.startswith("@secure") for d in prm.decorators):
-                problems.append(f"main.bicep: param {name} is not @secure()")
-            elif prm.default:
-                problems.append(f"main.bicep: secure param {name} has a default value")
-        if kv_bf:
-            for name, prm in kv_bf.params.items():
-                if re.search(r"key|secret", name, re.I) and prm.type == "string" and not any(d.startswith("@secure") for d in prm.decorators):
-                    problems.append(f"{kv_bf.path.name}: param {name} looks secret but is not @secure()")
         for f in all_files:
+            for name, prm in f.params.items():
+                if re.search(r"key|secret|password", name, re.I) and not re.search(r"(Name|Uri|Id)$", name) and prm.type == "string" and not any(d.startswith("@secure") for d in prm.decorators):
+                    problems.append(f"{f.path.name}: param {name} looks secret but is not @secure()")
+        # No secret value passes through the deployment: main.bicep takes none, Key Vault gets none.
+        for name, prm in main_bf.params.items():
+            if any(d.startswith("@secure") for d in prm.decorators):
+                problems.append(f"main.bicep: @secure() param {name}: secrets are written by the deploy step, not passed to the template")
+        for f in all_files:
+            for r in f.resources_of("Microsoft.KeyVault/vaults/secrets"):
+                problems.append(f"{f.path.name}: resource {r.symbol} writes a secret value into Key Vault from the template")
             for out, value in f.outputs.items():
-                for secret in ("jwtAlgorithmKey", "jwtRotationSecret", "algorithmKey", "rotationSecret"):
-                    if re.search(rf"\b{secret}\b", value):
-                        problems.append(f"{f.path.name}: output {out} exposes the secure parameter {secret}")
+                secure = [n for n, p in f.params.items() if any(d.startswith("@secure") for d in p.decorators)]
+                for s in secure:
+                    if re.search(rf"\b{s}\b", value):
+                        problems.append(f"{f.path.name}: output {out} exposes the secure parameter {s}")
+                if re.search(r"listKeys\(|listConnectionStrings\(|\.primaryKey|\.secondaryKey|InstrumentationKey", value):
+                    problems.append(f"{f.path.name}: output {out} exposes a key")
 
     def check_api_versions(problems: list[str]) -> None:
         seen: dict[str, set[str]] = {}
         for f in all_files:
             for r in f.resources:
-                if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", r.version):
+                stable = re.fullmatch(r"\d{4}-\d{2}-\d{2}", r.version)
+                if not stable and not (r.type.lower() in PREVIEW_API_ALLOWED and re.fullmatch(r"\d{4}-\d{2}-\d{2}-preview", r.version)):
                     problems.append(f"{f.path.name}: {r.type}@{r.version} is not a stable API version")
                 seen.setdefault(r.type.lower(), set()).add(r.version)
         for rtype, versions in seen.items():
@@ -431,80 +537,109 @@ def main() -> int:
     def check_naming(problems: list[str]) -> None:
         if "namePrefix" not in main_bf.params:
             problems.append("main.bicep has no namePrefix parameter")
+            return
         if not re.search(r"uniqueString\(\s*resourceGroup\(\)\.id\s*\)", main_bf.text):
             problems.append("main.bicep does not derive names from uniqueString(resourceGroup().id)")
+        names_var = main_bf.vars.get("names")
+        if names_var is None:
+            problems.append("main.bicep has no `var names = { ... }`")
+            return
+        name_exprs = entries(block_after(names_var) or "")
+        maxlen = next((int(re.search(r"\d+", d).group()) for d in main_bf.params["namePrefix"].decorators if d.startswith("@maxLength")), None)
+        minlen = next((int(re.search(r"\d+", d).group()) for d in main_bf.params["namePrefix"].decorators if d.startswith("@minLength")), None)
+        if maxlen is None or minlen is None:
+            problems.append("namePrefix has no @minLength/@maxLength")
+            return
+        token_len = 13  # uniqueString() is always 13 lowercase letters and digits
+        # Worst cases a user may type: longest, shortest, with hyphens, capitals, leading digit.
+        samples = ["a" * maxlen, "a" * minlen, "jwt-rt", "Jwt-R.t_", "ab--cd", "a-" * (maxlen // 2)]
+        for raw in samples:
+            raw = raw[:maxlen]
+            prefix = evaluate_prefix(main_bf.vars.get("prefix", "namePrefix"), raw)
+            if prefix is None:
+                problems.append(f"cannot evaluate var prefix = {main_bf.vars.get('prefix')!r}")
+                return
+            variables = {"prefix": prefix, "token": "t" * (token_len - 1) + "0"}
+            for key, (rule, words) in NAME_RULES.items():
+                if key not in name_exprs:
+                    problems.append(f"names.{key} is missing")
+                    continue
+                value = evaluate_name(name_exprs[key], variables)
+                if value is None:
+                    problems.append(f"names.{key} = {name_exprs[key]!r} cannot be evaluated")
+                elif not re.fullmatch(rule, value):
+                    problems.append(f"namePrefix {raw!r} gives names.{key} = {value!r}: not {words}")
+        for key in name_exprs:
+            if key not in NAME_RULES:
+                problems.append(f"names.{key} has no naming rule in check.py")
 
-    def check_service_settings(problems: list[str]) -> None:
+    def check_setting_table(problems: list[str]) -> None:
         if not app_settings:
             problems.append("no appsettings resource (Microsoft.Web/sites/config 'appsettings') found in the Function App module")
             return
-        names = settings_rs_names(SETTINGS_RS)
-        if not names:
-            problems.append(f"no JwtRefreshToken__ constants found in {SETTINGS_RS}")
-        for name in names:
-            if name in NOT_SET_IN_AZURE:
-                continue
-            if name not in app_settings:
-                problems.append(
-                    f"{name} (declared in src/settings.rs) is not set on the Function App; "
-                    f"add it to the app settings in {app_bf.path.name} or, with a reason, to NOT_SET_IN_AZURE in check.py"
-                )
-        for name in COSMOS_SETTINGS:
-            if name not in app_settings:
-                problems.append(f"{name} is not set on the Function App")
-        for name in sorted(MUST_NOT_BE_SET):
-            if name in app_settings:
-                problems.append(f"{name} must not be set on the Function App ({NOT_SET_IN_AZURE.get(name, 'uses a storage key')})")
+        for spec in specs:
+            if spec.deploy == "Template" and spec_for(spec.name, [SettingSpec(k, "", False) for k in app_settings]) is None:
+                problems.append(f"{spec.name} is Deploy::Template in names.rs but the template does not set it")
+        for key in app_settings:
+            spec = spec_for(key, specs)
+            if key.startswith("JwtRefreshToken__") and spec is None:
+                problems.append(f"the template sets {key}, which src/settings/names.rs does not list")
+            if spec is not None and spec.deploy in {"Local", "Platform"}:
+                problems.append(f"the template sets {key}, which names.rs marks Deploy::{spec.deploy}")
+        for key in KEYED_SETTINGS:
+            if key in app_settings:
+                problems.append(f"{key} must not be set (it needs a storage key)")
+        for key in HOST_SETTINGS:
+            if key not in app_settings:
+                problems.append(f"host setting {key} is not set")
+        if unquote(app_settings.get("AzureWebJobsStorage__credential")) != "managedidentity":
+            problems.append("AzureWebJobsStorage__credential is not 'managedidentity'")
 
-    def check_cosmos_endpoint_wiring(problems: list[str]) -> None:
-        value = app_settings.get("JwtRefreshToken__Cosmos__AccountEndpoint")
-        if value is None:
-            problems.append("JwtRefreshToken__Cosmos__AccountEndpoint not set")
-            return
-        app_sym = module_symbol(app_bf)
-        cosmos_sym = module_symbol(cosmos_bf)
-        passed = entries(get(main_bf.modules[app_sym][1], "params") or "") if app_sym else {}
-        source = passed.get(value.strip(), "")
-        m = re.fullmatch(r"(\w+)\.outputs\.(\w+)", source)
-        if not m or m.group(1) != cosmos_sym:
-            problems.append(f"AccountEndpoint comes from {value!r} = {source!r}, not from the Cosmos module's outputs")
-            return
-        out = cosmos_bf.outputs.get(m.group(2), "")
-        if not re.fullmatch(r"\w+\.properties\.documentEndpoint", out):
-            problems.append(f"Cosmos output {m.group(2)} is {out!r}, expected <account>.properties.documentEndpoint")
+    def check_example_settings(problems: list[str]) -> None:
+        values = json.loads(example_path.read_text(encoding="utf-8")).get("Values", {})
+        for key in values:
+            if key.startswith("JwtRefreshToken__") and spec_for(key, specs) is None:
+                problems.append(f"local.settings.json.example has {key}, which src/settings/names.rs does not list")
+        for spec in specs:
+            if spec.deploy == "Template" and spec.name not in values:
+                problems.append(f"local.settings.json.example lacks {spec.name} (Deploy::Template)")
+        if values.get("FUNCTIONS_WORKER_RUNTIME") != "custom":
+            problems.append("local.settings.json.example: FUNCTIONS_WORKER_RUNTIME is not custom")
 
     def check_key_vault_references(problems: list[str]) -> None:
         if kv_bf is None:
             problems.append("no Key Vault module")
             return
-        app_sym, kv_sym = module_symbol(app_bf), module_symbol(kv_bf)
-        passed = entries(get(main_bf.modules[app_sym][1], "params") or "") if app_sym else {}
-        secrets = {unquote(get(r.body, "name")): r for r in kv_bf.resources_of("Microsoft.KeyVault/vaults/secrets")}
-        for setting, secret_name in KEY_VAULT_SETTINGS.items():
-            value = app_settings.get(setting)
-            m = re.fullmatch(r"'@Microsoft\.KeyVault\(SecretUri=\$\{(\w+)\}\)'", value or "")
-            if not m:
-                problems.append(f"{setting} is {value!r}, not a Key Vault reference '@Microsoft.KeyVault(SecretUri=${{...}})'")
-                continue
-            source = passed.get(m.group(1), "")
-            sm = re.fullmatch(r"(\w+)\.outputs\.(\w+)", source)
-            if not sm or sm.group(1) != kv_sym:
-                problems.append(f"{setting}: SecretUri {m.group(1)!r} is not fed from the Key Vault module (got {source!r})")
-                continue
-            out = kv_bf.outputs.get(sm.group(2), "")
-            secret = secrets.get(secret_name)
-            if secret is None:
-                problems.append(f"Key Vault module has no secret named {secret_name!r}")
-                continue
-            if not re.fullmatch(rf"{secret.symbol}\.properties\.secretUri(WithVersion)?", out):
-                problems.append(f"{setting}: Key Vault output {sm.group(2)} is {out!r}, not the URI of secret {secret_name}")
-            value_param = (get(secret.body, "properties.value") or "").strip()
-            prm = kv_bf.params.get(value_param)
-            if prm is None or not any(d.startswith("@secure") for d in prm.decorators):
-                problems.append(f"secret {secret_name} takes its value from {value_param!r}, which is not a @secure() param")
+        kv_sym = module_symbol(kv_bf)
+        vault = own(kv_bf, "Microsoft.KeyVault/vaults")
+        secrets = [s for s in specs if s.secret and spec_for(s.name, [SettingSpec(k, "", False) for k in app_settings])]
+        if not secrets:
+            problems.append("the template sets none of the secret settings of names.rs")
+        for spec in secrets:
+            for key, value in app_settings.items():
+                if spec_for(key, [spec]) is None:
+                    continue
+                m = re.fullmatch(r"'@Microsoft\.KeyVault\(SecretUri=\$\{(\w+)\}secrets/\$\{(\w+)\}\)'", value)
+                if not m:
+                    problems.append(f"{key} (secret in names.rs) is {value!r}, not '@Microsoft.KeyVault(SecretUri=${{vaultUri}}secrets/${{name}})'")
+                    continue
+                uri_src = app_params.get(m.group(1), "")
+                um = re.fullmatch(r"(\w+)\.outputs\.(\w+)", uri_src)
+                if not um or um.group(1) != kv_sym:
+                    problems.append(f"{key}: vault URI {m.group(1)} is not fed from the Key Vault module (got {uri_src!r})")
+                elif vault is None or kv_bf.outputs.get(um.group(2), "").strip() != f"{vault.symbol}.properties.vaultUri":
+                    problems.append(f"{key}: Key Vault output {um.group(2)} is not the vault's properties.vaultUri")
+                name_src = app_params.get(m.group(2), "")
+                nm = re.fullmatch(r"(\w+)\.(\w+)", name_src)
+                literal = entries(block_after(main_bf.vars.get(nm.group(1), "")) or "").get(nm.group(2)) if nm else None
+                if not literal or not re.fullmatch(r"'[a-z0-9-]{1,127}'", literal):
+                    problems.append(f"{key}: secret name {m.group(2)} = {name_src!r} is not a literal Key Vault secret name from a main.bicep variable")
+        site = own(app_bf, "Microsoft.Web/sites")
+        if site is None or (get(site.body, "properties.keyVaultReferenceIdentity") or "").strip() != "identityResourceId":
+            problems.append("site properties.keyVaultReferenceIdentity is not the user-assigned identity (identityResourceId)")
 
     def check_key_vault(problems: list[str]) -> None:
-        vault = next((r for r in (kv_bf.resources_of("Microsoft.KeyVault/vaults") if kv_bf else []) if not r.existing), None)
+        vault = own(kv_bf, "Microsoft.KeyVault/vaults")
         if vault is None:
             problems.append("no Key Vault resource")
             return
@@ -512,13 +647,37 @@ def main() -> int:
             if get(vault.body, f"properties.{prop}") != "true":
                 problems.append(f"Key Vault properties.{prop} is not true")
 
+    def diagnostics(bf: BicepFile | None, target: str, categories: list[str], problems: list[str]) -> None:
+        found = [r for r in (bf.resources_of("Microsoft.Insights/diagnosticSettings") if bf else []) if (get(r.body, "scope") or "").strip() == target]
+        if not found:
+            problems.append(f"{bf.path.name if bf else '?'}: no diagnostic setting on {target}")
+            return
+        for r in found:
+            if not (get(r.body, "properties.workspaceId") or "").strip():
+                problems.append(f"{bf.path.name}: diagnostic setting {r.symbol} sends nowhere (no workspaceId)")
+            logs = get(r.body, "properties.logs") or ""
+            for cat in categories:
+                if not re.search(rf"category:\s*'{cat}'\s*\n\s*enabled:\s*true", logs):
+                    problems.append(f"{bf.path.name}: diagnostic setting {r.symbol} does not enable {cat}")
+
+    def check_diagnostics(problems: list[str]) -> None:
+        vault = own(kv_bf, "Microsoft.KeyVault/vaults")
+        account = own(cosmos_bf, "Microsoft.DocumentDB/databaseAccounts")
+        diagnostics(kv_bf, vault.symbol if vault else "?", ["AuditEvent"], problems)
+        diagnostics(cosmos_bf, account.symbol if account else "?", ["DataPlaneRequests", "ControlPlaneRequests"], problems)
+        for bf in (kv_bf, cosmos_bf, storage_bf):
+            src = passed_params(bf).get("logAnalyticsWorkspaceId", "")
+            if not re.fullmatch(rf"{module_symbol(monitoring_bf)}\.outputs\.\w+", src):
+                problems.append(f"{bf.path.name if bf else '?'}: logAnalyticsWorkspaceId is not the monitoring module's workspace")
+
     def check_cosmos_account(problems: list[str]) -> None:
-        account = next((r for r in (cosmos_bf.resources_of("Microsoft.DocumentDB/databaseAccounts") if cosmos_bf else []) if not r.existing), None)
+        account = own(cosmos_bf, "Microsoft.DocumentDB/databaseAccounts")
         if account is None:
             problems.append("no Cosmos DB account resource")
             return
         expected = {
             "properties.disableLocalAuth": "true",
+            "properties.disableKeyBasedMetadataWriteAccess": "true",
             "properties.minimalTlsVersion": "'Tls12'",
             "properties.consistencyPolicy.defaultConsistencyLevel": "'Session'",
         }
@@ -528,6 +687,11 @@ def main() -> int:
                 problems.append(f"Cosmos account {path} is {got!r}, expected {want}")
         if "EnableServerless" not in (get(account.body, "properties.capabilities") or ""):
             problems.append("Cosmos account has no EnableServerless capability option")
+        value = app_settings.get("JwtRefreshToken__Cosmos__AccountEndpoint", "").strip()
+        source = app_params.get(value, "")
+        m = re.fullmatch(r"(\w+)\.outputs\.(\w+)", source)
+        if not m or m.group(1) != module_symbol(cosmos_bf) or not re.fullmatch(r"\w+\.properties\.documentEndpoint", cosmos_bf.outputs.get(m.group(2), "")):
+            problems.append(f"JwtRefreshToken__Cosmos__AccountEndpoint comes from {value!r} = {source!r}, not from the account's documentEndpoint")
 
     def check_containers(problems: list[str]) -> None:
         containers = cosmos_bf.resources_of("Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers") if cosmos_bf else []
@@ -563,17 +727,37 @@ def main() -> int:
             if prm is None or (prm.default or "").strip() != want:
                 problems.append(f"main.bicep param {name} should default to {want}")
 
+    def check_identity(problems: list[str]) -> None:
+        if identity is None:
+            problems.append("main.bicep creates no user-assigned identity for the app")
+            return
+        sym = identity.symbol
+        if app_params.get("identityResourceId", "").strip() != f"{sym}.id":
+            problems.append(f"the Function App module does not get identityResourceId = {sym}.id")
+        if app_params.get("identityClientId", "").strip() != f"{sym}.properties.clientId":
+            problems.append(f"the Function App module does not get identityClientId = {sym}.properties.clientId")
+        site = own(app_bf, "Microsoft.Web/sites")
+        ident = get(site.body, "identity") if site else None
+        if not ident or unquote(get(ident, "type")) != "UserAssigned" or "identityResourceId" not in (get(ident, "userAssignedIdentities") or ""):
+            problems.append("the site's identity is not type UserAssigned with identityResourceId")
+        for setting in ("AZURE_CLIENT_ID", "AzureWebJobsStorage__clientId"):
+            if (app_settings.get(setting) or "").strip() != "identityClientId":
+                problems.append(f"{setting} is not the identity's client id")
+        roles_params = passed_params(roles_bf)
+        if roles_params.get("appPrincipalId", "").strip() != f"{sym}.properties.principalId":
+            problems.append(f"roles module: appPrincipalId is not {sym}.properties.principalId (the app's identity)")
+
     def check_cosmos_rbac(problems: list[str]) -> None:
         assignments = [(f, r) for f in all_files for r in f.resources_of("Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments")]
         if not assignments:
             problems.append("no Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments resource")
             return
+        granted_to_app = False
         for f, r in assignments:
-            role = get(r.body, "properties.roleDefinitionId") or ""
-            scope = get(r.body, "properties.scope") or ""
-            role_text = f.vars.get(role.strip(), role)
-            scope_text = f.vars.get(scope.strip(), scope)
-            # Follow ${var} interpolations one level (e.g. the role GUID kept in a variable).
+            role = (get(r.body, "properties.roleDefinitionId") or "").strip()
+            scope = (get(r.body, "properties.scope") or "").strip()
+            role_text = f.vars.get(role, role)
+            scope_text = f.vars.get(scope, scope)
             role_text = " ".join([role_text] + [f.vars.get(v, "") for v in re.findall(r"\$\{(\w+)\}", role_text)])
             if COSMOS_DATA_CONTRIBUTOR not in role_text:
                 problems.append(f"sqlRoleAssignment {r.symbol}: role is not Cosmos DB Built-in Data Contributor ({COSMOS_DATA_CONTRIBUTOR})")
@@ -581,32 +765,68 @@ def main() -> int:
                 problems.append(f"sqlRoleAssignment {r.symbol}: roleDefinitionId is not <account id>/sqlRoleDefinitions/<id>")
             if "/dbs/" not in scope_text:
                 problems.append(f"sqlRoleAssignment {r.symbol}: scope is not a database (<account id>/dbs/<name>)")
-            if not get(r.body, "properties.principalId"):
-                problems.append(f"sqlRoleAssignment {r.symbol}: no principalId")
+            if (get(r.body, "properties.principalId") or "").strip() == "appPrincipalId" and f is roles_bf:
+                granted_to_app = True
+        if not granted_to_app:
+            problems.append("no Cosmos DB data-plane role assignment has principalId appPrincipalId (the app's identity)")
 
     def check_azure_rbac(problems: list[str]) -> None:
-        text = "\n".join(f.text for f in all_files)
-        for role, rid in ROLE_IDS.items():
-            if rid not in text:
-                problems.append(f"role {role} ({rid}) is never assigned")
-        if roles_bf is None or not roles_bf.resources_of("Microsoft.Authorization/roleAssignments"):
-            problems.append("no Microsoft.Authorization/roleAssignments resources")
-
-    def check_storage(problems: list[str]) -> None:
-        account = next((r for r in (storage_bf.resources_of("Microsoft.Storage/storageAccounts") if storage_bf else []) if not r.existing), None)
-        if account is None:
-            problems.append("no storage account resource")
+        if roles_bf is None:
+            problems.append("no module with Microsoft.Authorization/roleAssignments")
             return
-        if get(account.body, "properties.allowSharedKeyAccess") != "false":
-            problems.append("storage allowSharedKeyAccess is not false")
-        if "AzureWebJobsStorage__accountName" not in app_settings:
-            problems.append("AzureWebJobsStorage__accountName is not set (identity-based host storage)")
-        for name in app_settings:
-            if name.startswith("WEBSITE_CONTENTAZUREFILECONNECTIONSTRING") or name == "WEBSITE_CONTENTSHARE":
-                problems.append(f"{name} needs a storage key; the chosen plans must run without an Azure Files content share")
+        existing = {r.symbol: r.type for r in roles_bf.resources if r.existing}
+        role_vars = {v.strip("'"): k for k, v in roles_bf.vars.items() if re.fullmatch(r"'[0-9a-f-]{36}'", v)}
+        for role, rid in ROLE_IDS.items():
+            var = role_vars.get(rid)
+            if var is None:
+                problems.append(f"role {role} ({rid}) is not defined in {roles_bf.path.name}")
+                continue
+            hits = []
+            for r in roles_bf.resources_of("Microsoft.Authorization/roleAssignments"):
+                rd = get(r.body, "properties.roleDefinitionId") or ""
+                list_var = next((k for k, v in roles_bf.vars.items() if v.startswith("[") and re.search(rf"\b{var}\b", v)), None)
+                loops_over = list_var and re.search(rf"for\s+\w+\s+in\s+{list_var}\b", r.body + roles_bf.text[roles_bf.text.find(f"resource {r.symbol}"):][:300])
+                if re.search(rf"\b{var}\b", rd) or loops_over:
+                    hits.append(r)
+            if not hits:
+                problems.append(f"role {role} is never assigned")
+            for r in hits:
+                scope = (get(r.body, "scope") or "").strip()
+                if existing.get(scope, "").lower() != ROLE_SCOPES[role].lower():
+                    problems.append(f"role {role}: assignment {r.symbol} is scoped to {scope!r}, not the {ROLE_SCOPES[role]}")
+                if (get(r.body, "properties.principalId") or "").strip() != "appPrincipalId":
+                    problems.append(f"role {role}: assignment {r.symbol} is not for appPrincipalId")
+
+    def check_order(problems: list[str]) -> None:
+        sym_app, sym_roles = module_symbol(app_bf), module_symbol(roles_bf)
+        if not sym_app or not sym_roles:
+            problems.append("no Function App or roles module")
+            return
+        body = main_bf.modules[sym_app][1]
+        depends = get(body, "dependsOn") or ""
+        if not re.search(rf"\b{sym_roles}\b", depends) and not re.search(rf"\b{sym_roles}\.outputs\.", get(body, "params") or ""):
+            problems.append(f"module {sym_app} neither dependsOn {sym_roles} nor reads its outputs: app settings could be applied before the role assignments")
+        site = own(app_bf, "Microsoft.Web/sites")
+        if site and get(site.body, "properties.siteConfig.appSettings"):
+            problems.append("app settings inline in siteConfig: they must be the separate config/appsettings resource")
+        if not any(unquote(get(r.body, "name")) == "appsettings" and (get(r.body, "parent") or "").strip() == (site.symbol if site else "") for r in (app_bf.resources_of("Microsoft.Web/sites/config") if app_bf else [])):
+            problems.append("no config/appsettings child resource of the site")
+
+    def check_monitoring(problems: list[str]) -> None:
+        component = own(monitoring_bf, "Microsoft.Insights/components")
+        if component is None:
+            problems.append("no Application Insights component")
+            return
+        if get(component.body, "properties.DisableLocalAuth") != "true":
+            problems.append("Application Insights properties.DisableLocalAuth is not true")
+        if not get(component.body, "properties.WorkspaceResourceId"):
+            problems.append("Application Insights is not workspace-based")
+        auth = app_settings.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "")
+        if not re.fullmatch(r"'ClientId=\$\{identityClientId\};Authorization=AAD'", auth.strip()):
+            problems.append(f"APPLICATIONINSIGHTS_AUTHENTICATION_STRING is {auth!r}, not 'ClientId=${{identityClientId}};Authorization=AAD'")
 
     def check_function_app(problems: list[str]) -> None:
-        site = next((r for r in (app_bf.resources_of("Microsoft.Web/sites") if app_bf else []) if not r.existing), None)
+        site = own(app_bf, "Microsoft.Web/sites")
         if site is None:
             problems.append("no Function App resource")
             return
@@ -614,54 +834,128 @@ def main() -> int:
             problems.append("Function App kind is not Linux")
         if get(site.body, "properties.httpsOnly") != "true":
             problems.append("Function App httpsOnly is not true")
-        identity_text = (get(site.body, "identity") or "") + " " + " ".join(app_bf.vars.values())
-        if "'SystemAssigned" not in identity_text:
-            problems.append("Function App has no system-assigned identity")
-        # Runtime: custom handler on every plan.
-        flex_runtime = [v for v in app_bf.vars.values() if v.startswith("{") and get(block_after(v), "runtime.name")]
-        if not any(unquote(get(block_after(v), "runtime.name")) == "custom" for v in flex_runtime):
+        flex = [v for v in app_bf.vars.values() if v.startswith("{") and get(block_after(v), "runtime.name")]
+        if not any(unquote(get(block_after(v), "runtime.name")) == "custom" for v in flex):
             problems.append("Flex Consumption functionAppConfig.runtime.name is not 'custom'")
+        sku_vars = [v for v in app_bf.vars.values() if v.startswith("{") and unquote(get(block_after(v), "name")) == "FC1"]
+        if not sku_vars or unquote(get(block_after(sku_vars[0]), "tier")) != "FlexConsumption":
+            problems.append("no FC1 / FlexConsumption plan SKU")
         if unquote(app_settings.get("FUNCTIONS_WORKER_RUNTIME")) != "custom":
             problems.append("FUNCTIONS_WORKER_RUNTIME is not 'custom' (Dedicated plan settings)")
-        if unquote(app_settings.get("FUNCTIONS_EXTENSION_VERSION")) != "~4":
-            problems.append("FUNCTIONS_EXTENSION_VERSION is not '~4' (Dedicated plan settings)")
         holder = next((n for n, v in app_bf.vars.items() if v.startswith("{") and "FUNCTIONS_WORKER_RUNTIME" in entries(block_after(v) or "")), None)
         if holder and not re.search(rf"\?\s*\{{\s*\}}\s*:\s*{holder}\b", settings_expr):
             problems.append(f"{holder} (FUNCTIONS_WORKER_RUNTIME) must be applied only off Flex Consumption (`isFlex ? {{}} : {holder}`), which rejects it")
-        # TLS and FTP.
         site_configs = [v for v in app_bf.vars.values() if v.startswith("{") and "minTlsVersion" in entries(block_after(v) or "")]
         if not site_configs or any(get(block_after(v), "minTlsVersion") != "'1.2'" for v in site_configs):
             problems.append("siteConfig minTlsVersion is not '1.2' on every plan")
         if not any(get(block_after(v), "ftpsState") == "'Disabled'" for v in site_configs):
             problems.append("no siteConfig sets ftpsState 'Disabled' (Dedicated plan)")
-        # Optional user-assigned identity -> AZURE_CLIENT_ID.
-        if "AZURE_CLIENT_ID" not in app_settings:
-            problems.append("AZURE_CLIENT_ID is never set for the user-assigned identity")
-        if "userAssignedIdentityResourceId" not in main_bf.params:
-            problems.append("main.bicep has no userAssignedIdentityResourceId parameter")
-        if "APPLICATIONINSIGHTS_CONNECTION_STRING" not in app_settings:
-            problems.append("APPLICATIONINSIGHTS_CONNECTION_STRING is not set")
+        policies = {unquote(get(r.body, "name")): r for r in app_bf.resources_of("Microsoft.Web/sites/basicPublishingCredentialsPolicies")}
+        for kind in ("scm", "ftp"):
+            r = policies.get(kind)
+            if r is None or get(r.body, "properties.allow") != "false" or (get(r.body, "parent") or "").strip() != site.symbol:
+                problems.append(f"basicPublishingCredentialsPolicies '{kind}' with allow: false is missing on the site")
+        deploy_auth = [v for v in app_bf.vars.values() if v.startswith("{") and get(block_after(v), "deployment.storage.authentication.type")]
+        if not deploy_auth or unquote(get(block_after(deploy_auth[0]), "deployment.storage.authentication.type")) != "UserAssignedIdentity":
+            problems.append("Flex deployment storage does not authenticate with the user-assigned identity")
+
+    def check_cors_and_scale(problems: list[str]) -> None:
+        prm = main_bf.params.get("corsAllowedOrigins")
+        if prm is None or prm.type != "array" or (prm.default or "").strip() != "[]":
+            problems.append("main.bicep param corsAllowedOrigins (array, default []) is missing")
+        if app_params.get("corsAllowedOrigins", "").strip() != "corsAllowedOrigins":
+            problems.append("corsAllowedOrigins is not passed to the Function App module")
+        cors_vars = [v for v in app_bf.vars.values() if v.startswith("{") and "allowedOrigins" in entries(block_after(v) or "")]
+        if not cors_vars or get(block_after(cors_vars[0]), "supportCredentials") != "true":
+            problems.append("no cors object with allowedOrigins and supportCredentials: true")
+        else:
+            origins = (get(block_after(cors_vars[0]), "allowedOrigins") or "").strip()
+            guard = app_bf.vars.get(origins, "")
+            if not re.search(r"contains\(\s*corsAllowedOrigins\s*,\s*'\*'\s*\)\s*\?", guard):
+                problems.append(f"allowedOrigins ({origins}) does not refuse '*' (contains(corsAllowedOrigins, '*') ? <failure> : corsAllowedOrigins)")
+        site_configs = [v for v in app_bf.vars.values() if v.startswith("{") and "minTlsVersion" in entries(block_after(v) or "")]
+        for v in site_configs:
+            if "cors" not in entries(block_after(v) or ""):
+                problems.append("a siteConfig variable has no cors")
+        prm = main_bf.params.get("alwaysReadyInstanceCount")
+        if prm is None or (prm.default or "").strip() != "0":
+            problems.append("main.bicep param alwaysReadyInstanceCount (default 0) is missing")
+        scale = [v for v in app_bf.vars.values() if v.startswith("{") and get(block_after(v), "scaleAndConcurrency.alwaysReady")]
+        if not scale:
+            problems.append("scaleAndConcurrency.alwaysReady is not set")
+        else:
+            ar = get(block_after(scale[0]), "scaleAndConcurrency.alwaysReady").strip()
+            text = " ".join(app_bf.vars.get(w, "") for w in re.findall(r"\w+", app_bf.vars.get(ar, ar))) + app_bf.vars.get(ar, "")
+            if "'http'" not in text or "alwaysReadyInstanceCount" not in text:
+                problems.append("alwaysReady does not name the 'http' group with alwaysReadyInstanceCount")
+
+    def check_network(problems: list[str]) -> None:
+        prm = main_bf.params.get("networkIsolation")
+        if prm is None or prm.type != "bool" or (prm.default or "").strip() != "false":
+            problems.append("main.bicep param networkIsolation (bool, default false) is missing")
+        sym = module_symbol(network_bf)
+        if sym is None:
+            problems.append("no network module (virtual network)")
+            return
+        if not re.match(r"if\s*\(\s*networkIsolation\s*\)", main_bf.text[main_bf.text.find(f"module {sym} "):].split("=", 1)[1].strip()):
+            problems.append(f"module {sym} is not deployed `if (networkIsolation)`")
+        if "Microsoft.App/environments" not in network_bf.text:
+            problems.append("the app subnet is not delegated to Microsoft.App/environments (Flex Consumption)")
+        group_ids = set(re.findall(r"groupId:\s*'(\w+)'", network_bf.text))
+        for g in ("blob", "queue", "table", "Sql"):
+            if g not in group_ids:
+                problems.append(f"no private endpoint for {g}")
+        if not network_bf.resources_of("Microsoft.Network/privateDnsZones") or not network_bf.resources_of("Microsoft.Network/privateEndpoints/privateDnsZoneGroups"):
+            problems.append("private endpoints without private DNS zones / zone groups")
+        if not re.search(r"networkIsolation\s*\?\s*\w+!?\.outputs\.\w+", app_params.get("appSubnetId", "")):
+            problems.append("the Function App does not get the app subnet when networkIsolation is on")
+        for bf, rtype in ((storage_bf, "Microsoft.Storage/storageAccounts"), (cosmos_bf, "Microsoft.DocumentDB/databaseAccounts")):
+            r = own(bf, rtype)
+            pna = (get(r.body, "properties.publicNetworkAccess") if r else "") or ""
+            if not re.fullmatch(r"networkIsolation\s*\?\s*'Disabled'\s*:\s*'Enabled'", pna.strip()):
+                problems.append(f"{rtype}: publicNetworkAccess is {pna!r}, not networkIsolation ? 'Disabled' : 'Enabled'")
+            if passed_params(bf).get("networkIsolation", "").strip() != "networkIsolation":
+                problems.append(f"{bf.path.name if bf else rtype}: networkIsolation is not passed")
+
+    def check_storage(problems: list[str]) -> None:
+        account = own(storage_bf, "Microsoft.Storage/storageAccounts")
+        if account is None:
+            problems.append("no storage account resource")
+            return
+        if get(account.body, "properties.allowSharedKeyAccess") != "false":
+            problems.append("storage allowSharedKeyAccess is not false")
+        if get(account.body, "properties.allowBlobPublicAccess") != "false":
+            problems.append("storage allowBlobPublicAccess is not false")
 
     def check_outputs(problems: list[str]) -> None:
         for name in REQUIRED_OUTPUTS:
             if name not in main_bf.outputs:
                 problems.append(f"main.bicep has no output {name}")
+        token_url = main_bf.outputs.get("tokenUrl", "")
+        if not re.fullmatch(r"'https://\$\{\w+\.outputs\.defaultHostName\}/api/token'", token_url.strip()):
+            problems.append(f"output tokenUrl is {token_url!r}, not 'https://${{<app>.outputs.defaultHostName}}/api/token'")
 
     checks.run("every module path exists, module params and outputs line up", check_modules)
-    checks.run("main.bicepparam: using main.bicep, only declared params, secrets from the environment", check_bicepparam)
-    checks.run("every param has @description; secrets are @secure() and never output", check_param_decorators)
+    checks.run("main.bicepparam: using main.bicep, no secret literal, no CORS wildcard", check_bicepparam)
+    checks.run("every param has @description; no secret passes through the deployment or its outputs", check_param_decorators)
     checks.run("stable API versions, one per resource type", check_api_versions)
-    checks.run("names from namePrefix + uniqueString(resourceGroup().id)", check_naming)
-    checks.run("every setting in src/settings.rs and the four Cosmos settings are set on the Function App", check_service_settings)
-    checks.run("Cosmos AccountEndpoint is the account's documentEndpoint", check_cosmos_endpoint_wiring)
-    checks.run("AlgorithmKey and Rotation__Secret are Key Vault references to jwt-algorithm-key / jwt-rotation-secret", check_key_vault_references)
+    checks.run("names from namePrefix + uniqueString fit each resource's naming rules", check_naming)
+    checks.run("names.rs: every Template setting is set, only listed JwtRefreshToken__ settings, no Local/Platform ones", check_setting_table)
+    checks.run("local.settings.json.example matches names.rs", check_example_settings)
+    checks.run("every secret setting of names.rs the template sets is a Key Vault reference", check_key_vault_references)
     checks.run("Key Vault: RBAC authorization, soft delete, purge protection", check_key_vault)
-    checks.run("Cosmos account: disableLocalAuth, Tls12, Session, serverless option", check_cosmos_account)
+    checks.run("diagnostic settings: Key Vault AuditEvent, Cosmos DataPlaneRequests to Log Analytics", check_diagnostics)
+    checks.run("Cosmos account: disableLocalAuth, Tls12, Session, serverless option, documentEndpoint", check_cosmos_account)
     checks.run("containers tokens (/userId) and users (/id): defaultTtl -1, minimal indexing", check_containers)
-    checks.run(f"Cosmos sqlRoleAssignments: Built-in Data Contributor ({COSMOS_DATA_CONTRIBUTOR}) on the database", check_cosmos_rbac)
-    checks.run("storage, queue, table and Key Vault Secrets User roles are assigned", check_azure_rbac)
-    checks.run("storage: no shared keys, identity-based AzureWebJobsStorage, no content share", check_storage)
-    checks.run("Function App: Linux custom handler, HTTPS only, TLS 1.2, FTP off, identities", check_function_app)
+    checks.run("one user-assigned identity for the site, its settings and its roles", check_identity)
+    checks.run(f"Cosmos Built-in Data Contributor ({COSMOS_DATA_CONTRIBUTOR}) on the database for the app's identity", check_cosmos_rbac)
+    checks.run("storage, queue, table, Key Vault and Monitoring Metrics Publisher roles, each on its resource", check_azure_rbac)
+    checks.run("app settings applied after the role assignments", check_order)
+    checks.run("Application Insights: local auth off, Entra ID ingestion with the app's identity", check_monitoring)
+    checks.run("Function App: Linux custom runtime on FC1, HTTPS only, TLS 1.2, no basic publishing credentials", check_function_app)
+    checks.run("CORS (explicit origins, credentials, * refused) and always-ready instances", check_cors_and_scale)
+    checks.run("networkIsolation: VNet integration, private endpoints with DNS, public access off", check_network)
+    checks.run("storage: no shared keys, no public blobs", check_storage)
     checks.run("main.bicep outputs", check_outputs)
     return checks.report()
 

@@ -1,13 +1,14 @@
 // jwt-refresh-token on Azure Functions (Linux, custom handler) with Cosmos DB, Key Vault and
-// identity-based storage. Deploy at resource-group scope:
-//   az deployment group create -g <rg> --template-file infra/main.bicep --parameters infra/main.bicepparam
-// See infra/README.md.
+// identity-based storage, deployed in one pass at resource-group scope:
+//   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.bicepparam
+// The two secrets are not parameters: the deploy step writes them into Key Vault afterwards
+// (README.md, "Deploy to Azure"). See infra/README.md for every resource, role and parameter.
 
 targetScope = 'resourceGroup'
 
 // ---------------------------------------------------------------- naming and placement
 
-@description('Short prefix of every resource name: 2-8 lowercase letters, digits or hyphens, starting with a letter.')
+@description('Short prefix of every resource name: 2-8 lowercase letters and digits, starting with a letter. Hyphens, dots, underscores and spaces are dropped and capitals lowered, so each resource\'s naming rules hold.')
 @minLength(2)
 @maxLength(8)
 param namePrefix string = 'jwtrt'
@@ -43,8 +44,26 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
-@description('Optional resource id of an existing user-assigned managed identity to attach to the app. When set, AZURE_CLIENT_ID is set to its client id (the Cosmos client then uses it) and it gets the same data roles as the system-assigned identity.')
-param userAssignedIdentityResourceId string = ''
+@description('Flex Consumption: instances of the http group kept running (billed while idle); 0 scales to zero.')
+@minValue(0)
+@maxValue(1000)
+param alwaysReadyInstanceCount int = 0
+
+@description('Browser origins allowed to call the API (e.g. https://app.example.com), sent with credentials; empty: no cross-origin calls. * is refused.')
+param corsAllowedOrigins array = []
+
+@description('true: VNet integration for the app, private endpoints (with private DNS) for storage (blob, queue, table) and Cosmos DB, whose public endpoints are then closed.')
+param networkIsolation bool = false
+
+@description('Object id of the operator (user or CI service principal) who writes the two secrets after the deployment; gets Key Vault Secrets Officer on the vault. "" for none (then grant it another way).')
+param operatorPrincipalId string = ''
+
+@description('User or ServicePrincipal: the kind of operatorPrincipalId.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param operatorPrincipalType string = 'User'
 
 // ---------------------------------------------------------------- token settings
 
@@ -56,23 +75,13 @@ param jwtIssuer string
 @minLength(1)
 param jwtAudience string
 
-@description('JwtRefreshToken__Descriptor__Algorithm. HS256 (default, as the .NET package) takes a secret of at least 32 bytes; ES256/EdDSA take a PKCS#8 PEM private key.')
+@description('JwtRefreshToken__Descriptor__Algorithm. HS256 (default, as the .NET package) signs with a secret, ES256/EdDSA with a PKCS#8 PEM private key; the key itself is written to Key Vault by the deploy step (handler keys generate).')
 @allowed([
   'HS256'
   'ES256'
   'EdDSA'
 ])
 param jwtAlgorithm string = 'HS256'
-
-@secure()
-@description('Value of the Key Vault secret jwt-algorithm-key (JwtRefreshToken__Descriptor__AlgorithmKey). HS256: at least 32 bytes, e.g. openssl rand -base64 48.')
-@minLength(32)
-param jwtAlgorithmKey string
-
-@secure()
-@description('Value of the Key Vault secret jwt-rotation-secret (JwtRefreshToken__Rotation__Secret), at least 32 bytes, e.g. openssl rand -base64 48. Changing it ends every session.')
-@minLength(32)
-param jwtRotationSecret string
 
 @description('JwtRefreshToken__Descriptor__ClockSkewMs: allowance on exp/nbf.')
 @minValue(0)
@@ -128,34 +137,42 @@ param cosmosRequestTimeoutMs int = 5000
 
 // ---------------------------------------------------------------- names
 
-var prefix = toLower(namePrefix)
+// Each resource's naming rules: storage 3-24 lowercase letters/digits; Key Vault 3-24 letters,
+// digits and single hyphens starting with a letter; Cosmos DB 3-44 lowercase letters, digits,
+// hyphens; sites, plans, workspaces letters, digits, hyphens. The prefix is reduced to lowercase
+// letters and digits and every name below starts with a fixed letter or the prefix, so no name
+// can hold a double hyphen or an upper-case letter.
+var prefix = toLower(replace(replace(replace(replace(namePrefix, '-', ''), '_', ''), '.', ''), ' ', ''))
 var token = uniqueString(resourceGroup().id)
 var names = {
+  identity: '${prefix}-id-${token}'
   logAnalytics: '${prefix}-log-${token}'
   appInsights: '${prefix}-appi-${token}'
-  storage: take('st${replace(prefix, '-', '')}${token}', 24)
-  keyVault: take('${prefix}-kv${token}', 24)
+  storage: take('st${prefix}${token}', 24)
+  keyVault: take('kv${prefix}${token}', 24)
   cosmos: '${prefix}-cosmos-${token}'
   plan: '${prefix}-plan-${token}'
   functionApp: '${prefix}-func-${token}'
+  vnet: '${prefix}-vnet-${token}'
 }
 var allTags = union({ application: 'jwt-refresh-token' }, tags)
 
-// ---------------------------------------------------------------- optional user-assigned identity
-
-var hasUserAssignedIdentity = !empty(userAssignedIdentityResourceId)
-// A well-formed placeholder keeps the scope expression valid when no identity is given.
-var placeholderIdentityId = '/subscriptions/${subscription().subscriptionId}/resourceGroups/${resourceGroup().name}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/none'
-var identityIdSegments = split(hasUserAssignedIdentity ? userAssignedIdentityResourceId : placeholderIdentityId, '/')
-
-resource userAssignedIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = if (hasUserAssignedIdentity) {
-  name: last(identityIdSegments)
-  scope: resourceGroup(identityIdSegments[2], identityIdSegments[4])
+// Key Vault secret names: the app settings reference them, the deploy step writes them.
+var secretNames = {
+  algorithmKey: 'jwt-algorithm-key'
+  rotationSecret: 'jwt-rotation-secret'
 }
 
-// ARM evaluates only the taken branch of a conditional, so these never touch a missing identity.
-var userAssignedClientId = hasUserAssignedIdentity ? userAssignedIdentity.properties.clientId : ''
-var userAssignedPrincipalId = hasUserAssignedIdentity ? userAssignedIdentity.properties.principalId : ''
+// ---------------------------------------------------------------- the app's identity
+
+// Created before everything it needs access to, and granted its roles (roles.bicep) before the
+// Function App exists: the app's first start can already resolve its Key Vault references and
+// reach storage, Cosmos DB and Application Insights.
+resource appIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: names.identity
+  location: location
+  tags: allTags
+}
 
 // ---------------------------------------------------------------- resources
 
@@ -176,6 +193,8 @@ module storage 'modules/storage.bicep' = {
     tags: allTags
     name: names.storage
     deploymentContainerName: 'app-package'
+    networkIsolation: networkIsolation
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
 }
 
@@ -185,8 +204,7 @@ module keyVault 'modules/keyvault.bicep' = {
     location: location
     tags: allTags
     name: names.keyVault
-    algorithmKey: jwtAlgorithmKey
-    rotationSecret: jwtRotationSecret
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
 }
 
@@ -201,11 +219,43 @@ module cosmos 'modules/cosmos.bicep' = {
     databaseName: cosmosDatabaseName
     tokenContainerName: cosmosTokenContainerName
     userContainerName: cosmosUserContainerName
+    networkIsolation: networkIsolation
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
+  }
+}
+
+module network 'modules/network.bicep' = if (networkIsolation) {
+  name: 'network'
+  params: {
+    location: location
+    tags: allTags
+    vnetName: names.vnet
+    hostingPlan: hostingPlan
+    storageAccountId: storage.outputs.id
+    cosmosAccountId: cosmos.outputs.accountId
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  params: {
+    appPrincipalId: appIdentity.properties.principalId
+    operatorPrincipalId: operatorPrincipalId
+    operatorPrincipalType: operatorPrincipalType
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    cosmosAccountName: cosmos.outputs.accountName
+    cosmosDatabaseName: cosmos.outputs.databaseName
   }
 }
 
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
+  // The site and its app settings (Key Vault references included) only after every role exists.
+  dependsOn: [
+    roles
+  ]
   params: {
     location: location
     tags: allTags
@@ -215,11 +265,14 @@ module functionApp 'modules/functionapp.bicep' = {
     dedicatedSkuName: dedicatedSkuName
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    alwaysReadyInstanceCount: alwaysReadyInstanceCount
+    corsAllowedOrigins: corsAllowedOrigins
+    appSubnetId: networkIsolation ? network!.outputs.appSubnetId : ''
     storageAccountName: storage.outputs.name
     deploymentContainerUrl: storage.outputs.deploymentContainerUrl
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
-    userAssignedIdentityResourceId: userAssignedIdentityResourceId
-    userAssignedIdentityClientId: userAssignedClientId
+    identityResourceId: appIdentity.id
+    identityClientId: appIdentity.properties.clientId
     jwtIssuer: jwtIssuer
     jwtAudience: jwtAudience
     jwtAlgorithm: jwtAlgorithm
@@ -229,8 +282,9 @@ module functionApp 'modules/functionapp.bicep' = {
     jwtReuseGraceMs: jwtReuseGraceMs
     jwtLoginMaxFailures: jwtLoginMaxFailures
     jwtLoginLockoutMs: jwtLoginLockoutMs
-    algorithmKeySecretUri: keyVault.outputs.algorithmKeySecretUri
-    rotationSecretUri: keyVault.outputs.rotationSecretUri
+    keyVaultUri: keyVault.outputs.vaultUri
+    algorithmKeySecretName: secretNames.algorithmKey
+    rotationSecretName: secretNames.rotationSecret
     cosmosEndpoint: cosmos.outputs.documentEndpoint
     cosmosDatabaseName: cosmos.outputs.databaseName
     cosmosTokenContainerName: cosmosTokenContainerName
@@ -239,23 +293,19 @@ module functionApp 'modules/functionapp.bicep' = {
   }
 }
 
-module roles 'modules/roles.bicep' = {
-  name: 'roles'
-  params: {
-    principalIds: concat([functionApp.outputs.principalId], hasUserAssignedIdentity ? [userAssignedPrincipalId] : [])
-    storageAccountName: storage.outputs.name
-    keyVaultName: keyVault.outputs.name
-    cosmosAccountName: cosmos.outputs.accountName
-    cosmosDatabaseName: cosmos.outputs.databaseName
-  }
-}
-
-// ---------------------------------------------------------------- outputs
+// ---------------------------------------------------------------- outputs (names and URLs only)
 
 output functionAppName string = functionApp.outputs.name
 output functionAppDefaultHostName string = functionApp.outputs.defaultHostName
-output functionAppPrincipalId string = functionApp.outputs.principalId
+output tokenUrl string = 'https://${functionApp.outputs.defaultHostName}/api/token'
+output appIdentityPrincipalId string = appIdentity.properties.principalId
+output appIdentityClientId string = appIdentity.properties.clientId
 output cosmosEndpoint string = cosmos.outputs.documentEndpoint
 output cosmosAccountName string = cosmos.outputs.accountName
+output cosmosDatabaseName string = cosmos.outputs.databaseName
 output keyVaultName string = keyVault.outputs.name
+output algorithmKeySecretName string = secretNames.algorithmKey
+output rotationSecretName string = secretNames.rotationSecret
 output storageAccountName string = storage.outputs.name
+output appInsightsName string = monitoring.outputs.appInsightsName
+output logAnalyticsWorkspaceName string = monitoring.outputs.logAnalyticsName

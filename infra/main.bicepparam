@@ -1,20 +1,23 @@
-// Example parameters. Secrets come from environment variables, never from this file:
-//   export JWT_ALGORITHM_KEY="$(openssl rand -base64 48)"
-//   export JWT_ROTATION_SECRET="$(openssl rand -base64 48)"
-// Keep both values (e.g. in your pipeline's secret store): every deployment writes them to Key
-// Vault, and a different JWT_ROTATION_SECRET ends every session (see infra/README.md).
+// Example parameters: edit the issuer, audience and prefix. No secret is a parameter: the signing
+// key and the rotation secret are written into Key Vault after the deployment (README.md,
+// "Deploy to Azure"). The operator's object id comes from the environment so this file stays
+// the same for everyone:
+//   export OPERATOR_PRINCIPAL_ID="$(az ad signed-in-user show --query id -o tsv)"
 using 'main.bicep'
 
 param namePrefix = 'jwtrt'
 
 param hostingPlan = 'FlexConsumption'
+param alwaysReadyInstanceCount = 0
+param networkIsolation = false
+param corsAllowedOrigins = []
+
+param operatorPrincipalId = readEnvironmentVariable('OPERATOR_PRINCIPAL_ID', '')
+param operatorPrincipalType = 'User'
 
 param jwtIssuer = 'https://auth.example.com'
 param jwtAudience = 'api://example-app'
 param jwtAlgorithm = 'HS256'
-
-param jwtAlgorithmKey = readEnvironmentVariable('JWT_ALGORITHM_KEY')
-param jwtRotationSecret = readEnvironmentVariable('JWT_ROTATION_SECRET')
 
 param jwtCreateExpiresInMs = 300000
 param jwtRefreshExpiresInMs = 604800000

@@ -28,11 +28,20 @@ param tokenContainerName string
 @description('Accounts container, partition key /id (JwtRefreshToken__Cosmos__UserContainerId).')
 param userContainerName string
 
+@description('true: public network access off, the account is reached only through its private endpoint (network.bicep).')
+param networkIsolation bool = false
+
+@description('Resource id of the Log Analytics workspace that receives the data-plane and control-plane logs.')
+param logAnalyticsWorkspaceId string
+
 resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
   name: accountName
   location: location
   tags: tags
   kind: 'GlobalDocumentDB'
+  // checkov:skip=CKV_AZURE_99: restriction is a parameter: networkIsolation closes the public endpoint; without it every request still needs an Entra ID token and a data-plane role (disableLocalAuth)
+  // checkov:skip=CKV_AZURE_101: same parameter (publicNetworkAccess is Disabled with networkIsolation)
+  // checkov:skip=CKV_AZURE_100: data at rest is encrypted with Microsoft-managed keys; customer-managed keys would add a key-vault key and its rotation to operate, not needed for session records
   properties: {
     databaseAccountOfferType: 'Standard'
     locations: [
@@ -51,7 +60,7 @@ resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
     // Databases and containers are changed through ARM (this template), never through the data plane.
     disableKeyBasedMetadataWriteAccess: true
     minimalTlsVersion: 'Tls12'
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
   }
 }
 
@@ -131,6 +140,38 @@ resource userContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/conta
         ]
       }
     }
+  }
+}
+
+// Request logs in resource-specific tables: CDBDataPlaneRequests (every read/write, status,
+// RU charge, client identity), CDBControlPlaneRequests (account/database/container changes),
+// CDBQueryRuntimeStatistics.
+resource accountDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'requests-to-log-analytics'
+  scope: account
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logAnalyticsDestinationType: 'Dedicated'
+    logs: [
+      {
+        category: 'DataPlaneRequests'
+        enabled: true
+      }
+      {
+        category: 'ControlPlaneRequests'
+        enabled: true
+      }
+      {
+        category: 'QueryRuntimeStatistics'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Requests'
+        enabled: true
+      }
+    ]
   }
 }
 

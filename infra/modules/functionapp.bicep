@@ -1,10 +1,13 @@
-// Hosting plan + Linux Function App running the Rust custom handler.
+// Hosting plan + Linux Function App running the Rust custom handler, with the user-assigned
+// identity main.bicep creates (and roles.bicep has already granted) as its only identity: host
+// storage, the deployment container, Key Vault references, Application Insights ingestion and the
+// Cosmos client all use it.
 //
 // FlexConsumption (default): runtime declared in functionAppConfig.runtime (name 'custom'); the
-// deployment package lives in a blob container reached with the system-assigned identity, so the
-// storage account needs no key. On this plan the platform manages the Functions runtime version
-// (4.x only) and rejects FUNCTIONS_WORKER_RUNTIME as an app setting and siteConfig.ftpsState
-// (there is no FTP endpoint at all), so those two are set only on the Dedicated plan.
+// deployment package lives in a blob container reached with the identity, so the storage account
+// needs no key. On this plan the platform manages the Functions runtime version (4.x only) and
+// rejects FUNCTIONS_WORKER_RUNTIME as an app setting and siteConfig.ftpsState (there is no FTP
+// endpoint at all), so those two are set only on the Dedicated plan.
 // Dedicated: a Linux App Service plan (no Azure Files content share either), classic settings.
 
 @description('Azure region of the resources.')
@@ -42,6 +45,17 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
+@description('Flex Consumption: instances of the http group kept warm (0: scale to zero).')
+@minValue(0)
+@maxValue(1000)
+param alwaysReadyInstanceCount int = 0
+
+@description('Origins a browser may call the API from (siteConfig.cors, with credentials); never *.')
+param corsAllowedOrigins array = []
+
+@description('Resource id of the app-integration subnet ("" for none: no VNet integration).')
+param appSubnetId string = ''
+
 @description('Name of the storage account used as AzureWebJobsStorage.')
 param storageAccountName string
 
@@ -51,11 +65,11 @@ param deploymentContainerUrl string
 @description('Application Insights connection string.')
 param appInsightsConnectionString string
 
-@description('Resource id of an optional user-assigned identity ("" for none).')
-param userAssignedIdentityResourceId string = ''
+@description('Resource id of the app\'s user-assigned identity.')
+param identityResourceId string
 
-@description('Client id of that user-assigned identity ("" for none); becomes AZURE_CLIENT_ID.')
-param userAssignedIdentityClientId string = ''
+@description('Client id of the app\'s user-assigned identity (AZURE_CLIENT_ID and the identity-based connections).')
+param identityClientId string
 
 @description('JwtRefreshToken__Descriptor__Issuer')
 param jwtIssuer string
@@ -84,11 +98,14 @@ param jwtLoginMaxFailures int
 @description('JwtRefreshToken__Login__LockoutMs')
 param jwtLoginLockoutMs int
 
-@description('Versionless URI of the Key Vault secret jwt-algorithm-key.')
-param algorithmKeySecretUri string
+@description('Key Vault URI, e.g. https://<vault>.vault.azure.net/ (with the trailing slash).')
+param keyVaultUri string
 
-@description('Versionless URI of the Key Vault secret jwt-rotation-secret.')
-param rotationSecretUri string
+@description('Name of the Key Vault secret holding the signing key (JwtRefreshToken__Descriptor__AlgorithmKey).')
+param algorithmKeySecretName string
+
+@description('Name of the Key Vault secret holding the refresh-token secret (JwtRefreshToken__Rotation__Secret).')
+param rotationSecretName string
 
 @description('Cosmos DB account documentEndpoint.')
 param cosmosEndpoint string
@@ -106,7 +123,7 @@ param cosmosUserContainerName string
 param cosmosRequestTimeoutMs int
 
 var isFlex = hostingPlan == 'FlexConsumption'
-var hasUserAssignedIdentity = !empty(userAssignedIdentityResourceId)
+var hasSubnet = !empty(appSubnetId)
 
 var flexSku = {
   tier: 'FlexConsumption'
@@ -123,11 +140,23 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   tags: tags
   kind: isFlex ? 'functionapp' : 'linux'
   sku: isFlex ? flexSku : dedicatedSku
+  // checkov:skip=CKV_AZURE_225: zone redundancy needs Premium v3 (Dedicated) or an explicit Flex Consumption zone setting in a region that offers it; left to the operator (infra/README.md, "Not included")
+  // checkov:skip=CKV_AZURE_211: the plan SKU is a parameter (FC1 by default); Flex Consumption has no Premium tier to choose
+  // checkov:skip=CKV_AZURE_212: instance count is the platform's (Flex Consumption scales per request; alwaysReadyInstanceCount keeps warm instances)
   properties: {
     // Linux
     reserved: true
   }
 }
+
+// Always-ready instances for the http group (all HTTP-triggered functions of the app).
+var alwaysReadyHttp = [
+  {
+    name: 'http'
+    instanceCount: alwaysReadyInstanceCount
+  }
+]
+var alwaysReady = alwaysReadyInstanceCount > 0 ? alwaysReadyHttp : []
 
 // Custom handler runtime on Flex Consumption ('1.0' is the only version the platform lists for it).
 var flexFunctionAppConfig = {
@@ -138,22 +167,33 @@ var flexFunctionAppConfig = {
   scaleAndConcurrency: {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    alwaysReady: alwaysReady
   }
   deployment: {
     storage: {
       type: 'blobContainer'
       value: deploymentContainerUrl
       authentication: {
-        type: 'SystemAssignedIdentity'
+        type: 'UserAssignedIdentity'
+        userAssignedIdentityResourceId: identityResourceId
       }
     }
   }
 }
 
-// Flex Consumption rejects several classic siteConfig properties (ftpsState, linuxFxVersion, ...);
-// minTlsVersion is the one Microsoft's own Flex templates set.
+// A wildcard would let any site call the API with the user's cookies: refused (the template stops
+// with this message instead of deploying it).
+var corsOrigins = contains(corsAllowedOrigins, '*') ? [ int('corsAllowedOrigins must list origins; * is refused') ] : corsAllowedOrigins
+
+var cors = {
+  allowedOrigins: corsOrigins
+  supportCredentials: true
+}
+
+// Flex Consumption rejects several classic siteConfig properties (ftpsState, linuxFxVersion, ...).
 var flexSiteConfig = {
   minTlsVersion: '1.2'
+  cors: cors
 }
 
 var dedicatedSiteConfig = {
@@ -161,38 +201,78 @@ var dedicatedSiteConfig = {
   http20Enabled: true
   ftpsState: 'Disabled'
   alwaysOn: true
-}
-
-var systemIdentity = {
-  type: 'SystemAssigned'
-}
-
-var systemAndUserIdentity = {
-  type: 'SystemAssigned, UserAssigned'
-  userAssignedIdentities: {
-    '${userAssignedIdentityResourceId}': {}
-  }
+  remoteDebuggingEnabled: false
+  vnetRouteAllEnabled: hasSubnet
+  cors: cors
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   name: appName
+  // checkov:skip=CKV_AZURE_56: the API authenticates its callers itself (it issues the tokens); App Service authentication would put a second login in front of the login endpoint
+  // checkov:skip=CKV_AZURE_16: same reason (no Entra ID app registration in front of a token endpoint)
+  // checkov:skip=CKV_AZURE_13: same reason
+  // checkov:skip=CKV_AZURE_17: clients are mobile and web apps without client certificates
   location: location
+  // checkov:skip=CKV_AZURE_222: the token endpoints are public by design; storage and Cosmos DB are the ones closed by networkIsolation
+  // checkov:skip=CKV_AZURE_62: a token service for public clients is called from every region
+  // checkov:skip=CKV_AZURE_213: Functions has no health-check path of its own on Flex Consumption; the host probes the handler's GET / at start-up
+  // checkov:skip=CKV_AZURE_212: instance count is the platform's (Flex Consumption scales per request; alwaysReadyInstanceCount keeps warm instances)
   tags: tags
+  // checkov:skip=CKV_AZURE_78: FTP does not exist on Flex Consumption (ftpsState is rejected there) and is Disabled in the Dedicated siteConfig; basic publishing credentials are off for ftp and scm below
+  // checkov:skip=CKV_AZURE_18: HTTP/2 is set in the Dedicated siteConfig; Flex Consumption manages the front end and rejects most siteConfig properties
+  // checkov:skip=CKV_AZURE_67: same reason as CKV_AZURE_18
+  // checkov:skip=CKV_AZURE_15: minTlsVersion '1.2' is set in both siteConfig variables, which checkov does not follow
   kind: 'functionapp,linux'
-  identity: hasUserAssignedIdentity ? systemAndUserIdentity : systemIdentity
+  // checkov:skip=CKV_AZURE_145: same reason as CKV_AZURE_15
+  // checkov:skip=CKV_AZURE_57: CORS lists explicit origins only; a * stops the deployment (corsOrigins)
+  // checkov:skip=CKV_AZURE_72: remoteDebuggingEnabled is false in the Dedicated siteConfig; Flex Consumption has no remote debugging
+  // checkov:skip=CKV_AZURE_71: the app runs with a user-assigned managed identity (identity below), which this check does not recognise
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityResourceId}': {}
+    }
+  }
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Key Vault references resolve with the user-assigned identity (it already holds Key Vault
+    // Secrets User when the site is created; the system-assigned identity does not exist here).
+    keyVaultReferenceIdentity: identityResourceId
+    virtualNetworkSubnetId: hasSubnet ? appSubnetId : null
     functionAppConfig: isFlex ? flexFunctionAppConfig : null
     siteConfig: isFlex ? flexSiteConfig : dedicatedSiteConfig
   }
 }
 
-// Functions host: storage through the managed identity (no connection string, no key) and
-// Application Insights.
+// No publishing user name/password: deployments authenticate with Entra ID (az / func use the
+// caller's token against the Function App's control plane).
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+// Functions host: storage, Application Insights and the Cosmos client all through the one
+// user-assigned identity (no connection string, no key).
 var hostSettings = {
   AzureWebJobsStorage__accountName: storageAccountName
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+  // Entra ID ingestion (the component has local auth off), with this identity.
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  AZURE_CLIENT_ID: identityClientId
 }
 
 // Settings the Flex Consumption platform owns (functionAppConfig.runtime / runtime 4.x); on the
@@ -203,18 +283,18 @@ var dedicatedPlanSettings = {
   WEBSITE_RUN_FROM_PACKAGE: '1'
 }
 
-// The service's own settings (see src/settings.rs). Secrets are Key Vault references resolved
-// with the system-assigned identity; the Cosmos client authenticates with Entra ID (no key).
+// The service's own settings (names: src/settings/names.rs). Secrets are Key Vault references to
+// versionless secret URIs; the secrets themselves are written by the deploy step.
 var jwtSettings = {
   JwtRefreshToken__Descriptor__Issuer: jwtIssuer
   JwtRefreshToken__Descriptor__Audience: jwtAudience
   JwtRefreshToken__Descriptor__Algorithm: jwtAlgorithm
-  JwtRefreshToken__Descriptor__AlgorithmKey: '@Microsoft.KeyVault(SecretUri=${algorithmKeySecretUri})'
+  JwtRefreshToken__Descriptor__AlgorithmKey: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${algorithmKeySecretName})'
   JwtRefreshToken__Descriptor__ClockSkewMs: string(jwtClockSkewMs)
   JwtRefreshToken__Expires__CreateExpiresInMs: string(jwtCreateExpiresInMs)
   JwtRefreshToken__Expires__RefreshExpiresInMs: string(jwtRefreshExpiresInMs)
   JwtRefreshToken__Rotation__ReuseGraceMs: string(jwtReuseGraceMs)
-  JwtRefreshToken__Rotation__Secret: '@Microsoft.KeyVault(SecretUri=${rotationSecretUri})'
+  JwtRefreshToken__Rotation__Secret: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${rotationSecretName})'
   JwtRefreshToken__Login__MaxFailures: string(jwtLoginMaxFailures)
   JwtRefreshToken__Login__LockoutMs: string(jwtLoginLockoutMs)
   JwtRefreshToken__Cosmos__AccountEndpoint: cosmosEndpoint
@@ -224,19 +304,19 @@ var jwtSettings = {
   JwtRefreshToken__Cosmos__RequestTimeoutMs: string(cosmosRequestTimeoutMs)
 }
 
-// With a user-assigned identity the Cosmos client (and DefaultAzureCredential-style clients in
-// general) use it instead of the system-assigned one.
-var userAssignedIdentitySettings = {
-  AZURE_CLIENT_ID: userAssignedIdentityClientId
-}
-var identitySettings = hasUserAssignedIdentity ? userAssignedIdentitySettings : {}
-
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_13: checkov reads this app-settings resource as a web app; authentication is discussed on the site above
+  // checkov:skip=CKV_AZURE_63: HTTP logs of App Service do not apply to Functions; requests are logged by the host to Application Insights
+  // checkov:skip=CKV_AZURE_65: same reason (detailed error pages are an App Service web-server feature)
+  // checkov:skip=CKV_AZURE_66: same reason (failed request tracing is an IIS/App Service web-server feature)
   parent: site
   name: 'appsettings'
-  properties: union(hostSettings, isFlex ? {} : dedicatedPlanSettings, jwtSettings, identitySettings)
+  // checkov:skip=CKV_AZURE_80: no .NET Framework: a Rust custom handler
+  // checkov:skip=CKV_AZURE_88: no Azure Files share on purpose: it needs an account key (allowSharedKeyAccess is false)
+  // checkov:skip=CKV_AZURE_222: not a site; see the site's reason
+  properties: union(hostSettings, isFlex ? {} : dedicatedPlanSettings, jwtSettings)
 }
 
 output name string = site.name
+output id string = site.id
 output defaultHostName string = site.properties.defaultHostName
-output principalId string = site.identity.principalId

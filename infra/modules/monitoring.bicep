@@ -1,4 +1,6 @@
-// Log Analytics workspace + workspace-based Application Insights.
+// Log Analytics workspace + workspace-based Application Insights, both with local (key) auth off:
+// telemetry is accepted only from Microsoft Entra identities holding Monitoring Metrics Publisher
+// on the component (granted to the app's identity in roles.bicep).
 
 @description('Azure region of the resources.')
 param location string
@@ -26,6 +28,10 @@ resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
       name: 'PerGB2018'
     }
     retentionInDays: retentionInDays
+    features: {
+      // Queries and ingestion with Entra ID only (no workspace shared keys).
+      disableLocalAuth: true
+    }
   }
 }
 
@@ -37,10 +43,15 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   properties: {
     Application_Type: 'web'
     WorkspaceResourceId: logAnalytics.id
+    // Entra ID-authenticated ingestion only: the instrumentation key in the connection string alone
+    // no longer lets anyone send telemetry (APPLICATIONINSIGHTS_AUTHENTICATION_STRING on the app).
+    DisableLocalAuth: true
   }
 }
 
 output appInsightsName string = appInsights.name
+output appInsightsId string = appInsights.id
 // The connection string holds only the ingestion endpoint and instrumentation key (no secret).
 output appInsightsConnectionString string = appInsights.properties.ConnectionString
 output logAnalyticsId string = logAnalytics.id
+output logAnalyticsName string = logAnalytics.name

@@ -1,6 +1,8 @@
 // Storage account for the Functions host (AzureWebJobsStorage) and, on Flex Consumption, the
 // deployment package container. Shared-key access is off: the app reaches it with its managed
-// identity only (AzureWebJobsStorage__accountName + data-plane roles, see roles.bicep).
+// identity only (AzureWebJobsStorage__accountName/__credential/__clientId + data-plane roles,
+// see roles.bicep). With network isolation the public endpoint is closed and blob, queue and
+// table are reached through private endpoints (network.bicep).
 
 @description('Azure region of the resources.')
 param location string
@@ -16,6 +18,12 @@ param name string
 @description('Blob container that holds the deployment package (Flex Consumption).')
 param deploymentContainerName string
 
+@description('true: public network access off, traffic only through private endpoints.')
+param networkIsolation bool = false
+
+@description('Resource id of the Log Analytics workspace that receives the blob read/write/delete logs.')
+param logAnalyticsWorkspaceId string
+
 resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' = {
   name: name
   location: location
@@ -24,6 +32,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' = {
   sku: {
     name: 'Standard_LRS'
   }
+  // checkov:skip=CKV_AZURE_206: locally redundant on purpose: the account holds only host bookkeeping (leases, timers) and the deployment package, both recreated by a deployment; sessions and users live in Cosmos DB
+  // checkov:skip=CKV_AZURE_59: public network access is a parameter (networkIsolation); without isolation the endpoint is reachable but accepts Entra ID tokens only (allowSharedKeyAccess false) and no anonymous blob access
+  // checkov:skip=CKV_AZURE_35: same parameter: default action Deny with networkIsolation; Allow without it, where Entra ID authorization is the control
+  // checkov:skip=CKV_AZURE_33: queue service logging goes through diagnostic settings (Azure Monitor), not the classic Storage Analytics logging this check looks for
   properties: {
     accessTier: 'Hot'
     minimumTlsVersion: 'TLS1_2'
@@ -32,10 +44,11 @@ resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' = {
     // No account keys, no SAS signed with them: Entra ID (managed identity) only.
     allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
-    publicNetworkAccess: 'Enabled'
+    allowCrossTenantReplication: false
+    publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: networkIsolation ? 'Deny' : 'Allow'
     }
   }
 }
@@ -50,6 +63,29 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   name: deploymentContainerName
   properties: {
     publicAccess: 'None'
+  }
+}
+
+// Package uploads and reads (table StorageBlobLogs).
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'blob-to-log-analytics'
+  scope: blobServices
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'StorageRead'
+        enabled: true
+      }
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
   }
 }
 
