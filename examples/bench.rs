@@ -40,7 +40,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let env = Env::from_pairs([
         ("JwtRefreshToken__Descriptor__Issuer", "https://bench"),
         ("JwtRefreshToken__Descriptor__Audience", "bench"),
-        ("JwtRefreshToken__Descriptor__AlgorithmKey", "Z-CwLcjDk02eEppH7j0U-AVm1mSKsbpp2QJ8MXsWRiS6vKcbBufSWm-x0VHFckSw"),
+        (
+            "JwtRefreshToken__Descriptor__AlgorithmKey",
+            "Z-CwLcjDk02eEppH7j0U-AVm1mSKsbpp2QJ8MXsWRiS6vKcbBufSWm-x0VHFckSw",
+        ),
         ("JwtRefreshToken__Embedded__Path", dir.path().to_str().ok_or("path")?),
         ("FUNCTIONS_CUSTOMHANDLER_PORT", "0"),
     ]);

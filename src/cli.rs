@@ -145,8 +145,9 @@ fn keys_generate(algorithm: SigningAlgorithm, public_key_file: Option<&std::path
     use std::io::Write as _;
     let key = crate::tokens::generate::generate(algorithm).map_err(Failure::other)?;
     match (&key.public_pem, public_key_file) {
-        (Some(public), Some(path)) => std::fs::write(path, public)
-            .map_err(|e| Failure::other(format!("cannot write {}: {e}", path.display())))?,
+        (Some(public), Some(path)) => {
+            std::fs::write(path, public).map_err(|e| Failure::other(format!("cannot write {}: {e}", path.display())))?
+        }
         (None, Some(_)) => return Err(Failure::other("--public-key-file applies to ES256 and EdDSA only")),
         _ => {}
     }

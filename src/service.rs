@@ -204,7 +204,12 @@ impl TokenService {
     /// The account is read again after the session is written, and the session deleted if the user
     /// was disabled meanwhile: a login racing `user disable` never leaves a live session, whatever
     /// the scheduling delays (the disable writes its flag before it sweeps the sessions).
-    pub async fn login(&self, username: &str, password: &Password, client_address: &str) -> Result<TokenPair, ServiceError> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &Password,
+        client_address: &str,
+    ) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
         username_key(username).map_err(|_| ServiceError::InvalidRequest("username is not acceptable"))?;
         let principal = match self.directory.login(username, password, client_address, now).await? {
@@ -368,7 +373,8 @@ impl TokenService {
         let span = tracing::Span::current();
         span.record("user_id", claims.sub.as_str());
         span.record("session_id", claims.sid.as_str());
-        let ended = || ServiceError::InvalidToken(AccessTokenError::Invalid("the session of this access token has ended"));
+        let ended =
+            || ServiceError::InvalidToken(AccessTokenError::Invalid("the session of this access token has ended"));
         let session = self.store.get_session(&claims.sub, &claims.sid).await?.ok_or_else(ended)?.value;
         if now >= session.expires_at_ms {
             return Err(ended());

@@ -53,10 +53,7 @@ pub fn open_store(settings: &StoreSettings, clock: Arc<dyn Clock>) -> Result<Ope
     match settings {
         StoreSettings::Embedded { path } => {
             let store = EmbeddedStore::open(path).map_err(|e| {
-                SettingsError::new(
-                    EMBEDDED_PATH,
-                    format!("cannot open store in {}: {e}", path.display()),
-                )
+                SettingsError::new(EMBEDDED_PATH, format!("cannot open store in {}: {e}", path.display()))
             })?;
             Ok(OpenedStore { store: Arc::new(store), cosmos: None })
         }

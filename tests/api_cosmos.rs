@@ -13,10 +13,10 @@ mod concurrency;
 mod configuration;
 #[path = "support/emulator.rs"]
 mod emulator;
-#[path = "api/helpers.rs"]
-mod helpers;
 #[path = "api/hardening.rs"]
 mod hardening;
+#[path = "api/helpers.rs"]
+mod helpers;
 #[path = "api/host_modes.rs"]
 mod host_modes;
 #[path = "api/jwks.rs"]

@@ -60,13 +60,23 @@ async fn service(clock: &ManualClock, timeout_ms: u64) -> (TokenService, Arc<Cos
     let env = Env::from_pairs([
         ("JwtRefreshToken__Descriptor__Issuer", "https://issuer.test"),
         ("JwtRefreshToken__Descriptor__Audience", "api://test"),
-        ("JwtRefreshToken__Descriptor__AlgorithmKey", "dcovv0KIIhbbODoiqbKJ-u31v-sSZBBwwOL-EmHM6hiqVa149migK55Eo-vBsOMR"),
+        (
+            "JwtRefreshToken__Descriptor__AlgorithmKey",
+            "dcovv0KIIhbbODoiqbKJ-u31v-sSZBBwwOL-EmHM6hiqVa149migK55Eo-vBsOMR",
+        ),
     ]);
     let settings = Settings::load(&env, Mode::Production).unwrap();
     let service = build_service(&settings, store.clone() as Arc<dyn Store>, Arc::new(clock.clone())).unwrap();
-    users::add_user(store.as_ref(), &PasswordHasher::start(&Default::default()).unwrap(), "alice", &Password::new(PASSWORD), &[], START)
-        .await
-        .unwrap();
+    users::add_user(
+        store.as_ref(),
+        &PasswordHasher::start(&Default::default()).unwrap(),
+        "alice",
+        &Password::new(PASSWORD),
+        &[],
+        START,
+    )
+    .await
+    .unwrap();
     (service, store)
 }
 
@@ -95,11 +105,24 @@ async fn throttle_only_accounts_expire_by_ttl_and_user_accounts_never() {
     let clock = ManualClock::new(START);
     let store = store(&clock, 10_000).await;
     let throttle = LoginThrottle { failures: 2, last_failure_ms: START, locked_until_ms: 0 };
-    let ghost = Account { username_key: "ghost".into(), user: None, throttle, addresses: vec![], expires_at_ms: Some(START + 5_000) };
+    let ghost = Account {
+        username_key: "ghost".into(),
+        user: None,
+        throttle,
+        addresses: vec![],
+        expires_at_ms: Some(START + 5_000),
+    };
     store.put_account(&ghost, None).await.unwrap();
-    users::add_user(store.as_ref(), &PasswordHasher::start(&Default::default()).unwrap(), "alice", &Password::new(PASSWORD), &[], START)
-        .await
-        .unwrap();
+    users::add_user(
+        store.as_ref(),
+        &PasswordHasher::start(&Default::default()).unwrap(),
+        "alice",
+        &Password::new(PASSWORD),
+        &[],
+        START,
+    )
+    .await
+    .unwrap();
     emulator::advance_clock(6).await;
     assert!(store.get_account("ghost").await.unwrap().is_none());
     assert!(store.get_account("alice").await.unwrap().is_some());

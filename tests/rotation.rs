@@ -166,7 +166,10 @@ async fn a_copy_of_the_store_without_the_secret_cannot_use_tokens() {
     let pair = f.login("alice").await;
     // Same store, same signing key, a different rotation secret: the tag no longer verifies.
     let settings = Settings::load(
-        &env(&[("JwtRefreshToken__Rotation__Secret", "awTjism13rD4kFbombWxQSwWdgIc5gs_a4dyKs_4LD7Gkg63RsiXF0QhV0eTxphT")]),
+        &env(&[(
+            "JwtRefreshToken__Rotation__Secret",
+            "awTjism13rD4kFbombWxQSwWdgIc5gs_a4dyKs_4LD7Gkg63RsiXF0QhV0eTxphT",
+        )]),
         Mode::Production,
     )
     .unwrap();
@@ -269,7 +272,8 @@ async fn a_login_racing_a_disable_leaves_no_session_behind() {
         let mut logins = tokio::task::JoinSet::new();
         for i in 0..6 {
             let (f, name) = (f.clone(), name.clone());
-            logins.spawn(async move { f.service.login(&name, &Password::new(PASSWORD), &format!("192.0.2.{i}")).await });
+            logins
+                .spawn(async move { f.service.login(&name, &Password::new(PASSWORD), &format!("192.0.2.{i}")).await });
         }
         tokio::time::sleep(std::time::Duration::from_millis(round * 7)).await;
         let (user, _) = users::disable_user(f.store.as_ref(), &name).await.unwrap();
@@ -279,7 +283,10 @@ async fn a_login_racing_a_disable_leaves_no_session_behind() {
                 tokens.push(pair.refresh_token);
             }
         }
-        assert!(f.store.list_user_sessions(&user.id).await.unwrap().is_empty(), "round {round}: a session outlived the disable");
+        assert!(
+            f.store.list_user_sessions(&user.id).await.unwrap().is_empty(),
+            "round {round}: a session outlived the disable"
+        );
         for token in tokens {
             assert!(f.refresh(&token).await.is_err());
         }

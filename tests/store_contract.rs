@@ -8,7 +8,8 @@ use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
 use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
-    Account, AddressThrottle, LoginThrottle, SessionRecord, SessionStore as _, Store, StoreError, UserRecord, UserStore as _, Version,
+    Account, AddressThrottle, LoginThrottle, SessionRecord, SessionStore as _, Store, StoreError, UserRecord,
+    UserStore as _, Version,
 };
 
 mod contract {

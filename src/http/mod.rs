@@ -118,11 +118,8 @@ impl ApiRequest {
 /// inside it gains an attacker nothing.
 pub fn client_address(forwarded_for: Option<&str>, peer: Option<IpAddr>) -> String {
     let first = forwarded_for.and_then(|v| v.split(',').next()).map(str::trim).unwrap_or_default();
-    let parsed = first
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| first.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
-        .or(peer);
+    let parsed =
+        first.parse::<IpAddr>().ok().or_else(|| first.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())).or(peer);
     match parsed {
         Some(IpAddr::V4(v4)) => v4.to_string(),
         Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {

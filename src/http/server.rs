@@ -36,10 +36,8 @@ type Body = Full<Bytes>;
 
 /// Reads at most `limit` bytes; `None` when the body is larger (reading stops there).
 async fn read_limited(headers: &HeaderMap, mut body: Incoming, limit: usize) -> Result<Option<Vec<u8>>, hyper::Error> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Ok(None);
     }
@@ -99,7 +97,14 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Respon
             let (body, body_too_large) = match read_limited(&headers, body, MAX_BODY_BYTES).await {
                 Ok(Some(b)) => (b, false),
                 Ok(None) => (Vec::new(), true),
-                Err(_) => return to_http(Api::reject(method.as_str(), Function::from_name(name), Mode::Forwarded, unreadable())),
+                Err(_) => {
+                    return to_http(Api::reject(
+                        method.as_str(),
+                        Function::from_name(name),
+                        Mode::Forwarded,
+                        unreadable(),
+                    ));
+                }
             };
             let req = ApiRequest {
                 method: method.as_str().to_string(),
@@ -115,7 +120,9 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Respon
         }
         [name] if method == Method::POST && Function::from_name(name).is_some() => {
             let request = match read_limited(&headers, body, MAX_INVOCATION_BYTES).await {
-                Ok(Some(payload)) => invocation::parse(Function::from_name(name), &payload, invocation_id, Some(peer.ip())),
+                Ok(Some(payload)) => {
+                    invocation::parse(Function::from_name(name), &payload, invocation_id, Some(peer.ip()))
+                }
                 Ok(None) => Err(ApiError::PayloadTooLarge),
                 Err(_) => Err(unreadable()),
             };

@@ -123,4 +123,3 @@ fn resource_id(env: &Env, name: &str, default: &str) -> Result<String, SettingsE
     }
     Ok(value.to_string())
 }
-

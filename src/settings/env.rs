@@ -69,4 +69,3 @@ fn normalize(name: &str) -> String {
 pub(crate) fn shorten(raw: &str) -> String {
     raw.chars().take(40).collect()
 }
-

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use crate::secret::SecretBytes;
 
 mod cosmos;
-mod env;
 pub mod entropy;
+mod env;
 pub mod names;
 
 pub use cosmos::{CosmosAuth, CosmosSettings, load_store};
@@ -324,11 +324,7 @@ mod tests {
     const KEY: &str = "v8Hq2Zk0Xw9RmT4bYc7NpL1sFdJ6gAeU3iKoQ5rVtWxBzC0yMnE9uHjG2fPaDl7S";
 
     fn base() -> Vec<(&'static str, &'static str)> {
-        vec![
-            (ISSUER, "https://issuer.example"),
-            (AUDIENCE, "api://example"),
-            (ALGORITHM_KEY, KEY),
-        ]
+        vec![(ISSUER, "https://issuer.example"), (AUDIENCE, "api://example"), (ALGORITHM_KEY, KEY)]
     }
 
     fn with(extra: &[(&'static str, &'static str)]) -> Env {
@@ -378,7 +374,11 @@ mod tests {
             (&[(REFRESH_EXPIRES, "12.5")], REFRESH_EXPIRES, "fraction"),
             (&[(REUSE_GRACE, "999999999")], REUSE_GRACE, "grace beyond five minutes"),
             (&[(ROTATION_SECRET, "tooshort")], ROTATION_SECRET, "short rotation secret"),
-            (&[(ALGORITHM_KEY, "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk")], ALGORITHM_KEY, "one repeated character"),
+            (
+                &[(ALGORITHM_KEY, "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk")],
+                ALGORITHM_KEY,
+                "one repeated character",
+            ),
             (&[(ALGORITHM_KEY, "passwordpasswordpasswordpassword")], ALGORITHM_KEY, "a repeated word"),
             (&[(ROTATION_SECRET, "correct-horse-battery-staple-secret")], ROTATION_SECRET, "dictionary words"),
             (&[(HASH_WORKERS, "0")], HASH_WORKERS, "no hashing workers"),

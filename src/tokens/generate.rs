@@ -64,7 +64,8 @@ pub fn generate(algorithm: SigningAlgorithm) -> Result<GeneratedKey, GenerateErr
             })
         }
         SigningAlgorithm::EdDsa => {
-            let doc = Ed25519KeyPair::generate_pkcs8v1(&rng).map_err(|_| GenerateError("Ed25519 key generation failed"))?;
+            let doc =
+                Ed25519KeyPair::generate_pkcs8v1(&rng).map_err(|_| GenerateError("Ed25519 key generation failed"))?;
             let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(doc.as_ref())
                 .map_err(|_| GenerateError("the generated Ed25519 key did not parse"))?;
             let public: PublicKeyX509Der<'_> =

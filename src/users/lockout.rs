@@ -75,7 +75,8 @@ fn fail(throttle: &LoginThrottle, now: UnixMs, limit: u32, policy: &Login) -> Lo
 /// Records one failure from `client` at `now` (also used to reserve an attempt before checking).
 pub fn record_failure(account: &mut Account, client: &str, now: UnixMs, policy: &Login) {
     let here = address(account, client).copied().unwrap_or_default();
-    let updated = AddressThrottle { address: client.to_string(), throttle: fail(&here, now, policy.max_failures, policy) };
+    let updated =
+        AddressThrottle { address: client.to_string(), throttle: fail(&here, now, policy.max_failures, policy) };
     account.addresses.retain(|a| a.address != client && live_failures(&a.throttle, now, policy) > 0);
     account.addresses.insert(0, updated);
     account.addresses.truncate(MAX_ADDRESSES);
@@ -101,10 +102,8 @@ pub fn record_success(account: &mut Account, client: &str, reserved: bool) {
 /// Takes back a reservation for an attempt whose password was never checked (the hashing queue
 /// refused it).
 pub fn release(account: &mut Account, client: &str) {
-    if let Some(a) = account.addresses.iter_mut().find(|a| a.address == client) {
-        if a.throttle.locked_until_ms == 0 {
-            a.throttle.failures = a.throttle.failures.saturating_sub(1);
-        }
+    if let Some(a) = account.addresses.iter_mut().find(|a| a.address == client && a.throttle.locked_until_ms == 0) {
+        a.throttle.failures = a.throttle.failures.saturating_sub(1);
     }
     if account.throttle.locked_until_ms == 0 {
         account.throttle.failures = account.throttle.failures.saturating_sub(1);
@@ -129,7 +128,13 @@ mod tests {
     const POLICY: Login = Login { max_failures: 3, max_failures_per_username: 5, lockout_ms: 60_000 };
 
     fn empty() -> Account {
-        Account { username_key: "u".into(), user: None, throttle: LoginThrottle::default(), addresses: vec![], expires_at_ms: None }
+        Account {
+            username_key: "u".into(),
+            user: None,
+            throttle: LoginThrottle::default(),
+            addresses: vec![],
+            expires_at_ms: None,
+        }
     }
 
     #[test]

@@ -10,9 +10,7 @@ use crate::clock::UnixMs;
 use crate::keyed::KeyedLocks;
 use crate::secret::Password;
 use crate::settings::Login;
-use crate::store::{
-    Account, Cas, LoginThrottle, StoreError, UserRecord, UserStore, Versioned, retry_cas,
-};
+use crate::store::{Account, Cas, LoginThrottle, StoreError, UserRecord, UserStore, Versioned, retry_cas};
 
 pub mod lockout;
 pub mod passwords;
@@ -255,9 +253,8 @@ impl UserDirectory for StoreDirectory {
                 Ok(LoginOutcome::Rejected)
             }
             None => {
-                let (before, after) = self
-                    .update_account(&key, account, |a| lockout::record_failure(a, client, now, &policy))
-                    .await?;
+                let (before, after) =
+                    self.update_account(&key, account, |a| lockout::record_failure(a, client, now, &policy)).await?;
                 warn_if_locked(&before, &after.value, &key, client, now, &policy);
                 Ok(LoginOutcome::Rejected)
             }
@@ -397,10 +394,7 @@ async fn update_user(
 /// The flag is written before the sessions are deleted, and a login re-reads the account after
 /// writing its session (deleting it when the user is disabled): a login racing this either sees
 /// the flag, or wrote its session before the flag and so before the sweep, which ends it.
-pub async fn disable_user(
-    store: &dyn crate::store::Store,
-    username: &str,
-) -> Result<(UserRecord, u64), AdminError> {
+pub async fn disable_user(store: &dyn crate::store::Store, username: &str) -> Result<(UserRecord, u64), AdminError> {
     let user = update_user(store, username, |a| {
         if let Some(u) = a.user.as_mut() {
             u.disabled = true;
@@ -455,11 +449,18 @@ mod tests {
         };
         assert_eq!(p.id, user.id);
         assert_eq!(p.name, "Alice");
-        assert_eq!(dir_.login("alice", &Password::new("wrong-password"), "a", 10).await.unwrap(), LoginOutcome::Rejected);
+        assert_eq!(
+            dir_.login("alice", &Password::new("wrong-password"), "a", 10).await.unwrap(),
+            LoginOutcome::Rejected
+        );
         assert_eq!(dir_.login("nobody", &pw, "a", 10).await.unwrap(), LoginOutcome::Rejected);
         assert!(dir_.is_active("alice", &user.id).await.unwrap());
         disable_user(store.as_ref(), "alice").await.unwrap();
-        assert_eq!(dir_.login("alice", &pw, "a", 10).await.unwrap(), LoginOutcome::Rejected, "disabled users cannot log in");
+        assert_eq!(
+            dir_.login("alice", &pw, "a", 10).await.unwrap(),
+            LoginOutcome::Rejected,
+            "disabled users cannot log in"
+        );
         assert!(!dir_.is_active("alice", &user.id).await.unwrap());
         assert!(dir_.find("alice").await.unwrap().is_some_and(|u| u.disabled));
         assert!(matches!(disable_user(store.as_ref(), "nobody").await, Err(AdminError::Unknown(_))));
@@ -510,7 +511,11 @@ mod tests {
         async fn get_account(&self, key: &str) -> Result<Option<Versioned<Account>>, StoreError> {
             self.inner.get_account(key).await
         }
-        async fn put_account(&self, a: &Account, v: Option<&crate::store::Version>) -> Result<crate::store::Version, StoreError> {
+        async fn put_account(
+            &self,
+            a: &Account,
+            v: Option<&crate::store::Version>,
+        ) -> Result<crate::store::Version, StoreError> {
             use std::sync::atomic::Ordering;
             if self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
                 return Err(if v.is_some() { StoreError::Precondition } else { StoreError::Conflict });

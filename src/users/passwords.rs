@@ -261,11 +261,15 @@ fn run(params: &Params, work: Work, blocks: &mut BlockMemory) -> Result<Done, Ha
             let phc = PasswordHash {
                 algorithm: Algorithm::Argon2id.ident(),
                 version: Some(Version::V0x13.into()),
-                params: params.try_into().map_err(|e: argon2::password_hash::Error| HashError::Failed(e.to_string()))?,
+                params: params
+                    .try_into()
+                    .map_err(|e: argon2::password_hash::Error| HashError::Failed(e.to_string()))?,
                 salt: Some(salt),
-                hash: Some(out.as_slice().try_into().map_err(|e: argon2::password_hash::phc::Error| {
-                    HashError::Failed(e.to_string())
-                })?),
+                hash: Some(
+                    out.as_slice()
+                        .try_into()
+                        .map_err(|e: argon2::password_hash::phc::Error| HashError::Failed(e.to_string()))?,
+                ),
             };
             Ok(Done::Hashed(phc.to_string()))
         }

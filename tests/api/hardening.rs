@@ -181,7 +181,8 @@ async fn a_token_for_a_user_who_does_not_exist_is_refused_even_with_the_admin_ro
     let app = TestApp::spawn(&[]);
     app.add_user("bob", PASSWORD, &[]);
     let bob = app.login("bob", PASSWORD).await;
-    let claims = with_claims(&jwt_claims(&access_token(&bob)), &json!({"sub": "nobody", "roles": ["admin"], "sid": "0000"}));
+    let claims =
+        with_claims(&jwt_claims(&access_token(&bob)), &json!({"sub": "nobody", "roles": ["admin"], "sid": "0000"}));
     let kid = jwt_header(&access_token(&bob))["kid"].as_str().unwrap().to_string();
     let forged = forge_hs256(&claims, &kid, KEY);
     let r = scope_revoke(&app, &forged, json!({"scope": "global", "username": "bob"})).await;
@@ -327,9 +328,11 @@ async fn stalled_and_idle_connections_are_closed_and_a_vanished_client_is_no_err
     assert!(tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await.is_ok(), "idle closed");
     // A client that goes away mid-body.
     let mut gone = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    gone.write_all(b"POST /api/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\"")
-        .await
-        .unwrap();
+    gone.write_all(
+        b"POST /api/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\"",
+    )
+    .await
+    .unwrap();
     drop(gone);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.request("GET", "/", &[], vec![]).await.status, 200);
