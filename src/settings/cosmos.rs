@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use super::env::{Env, shorten};
 use super::names::{
     AZURE_CLIENT_ID, COSMOS_CONNECTION_STRING, COSMOS_DATABASE, COSMOS_ENDPOINT, COSMOS_TIMEOUT,
-    COSMOS_TOKEN_CONTAINER, COSMOS_USER_CONTAINER, EMBEDDED_PATH, REGION_NAME,
+    COSMOS_TOKEN_CONTAINER, COSMOS_USER_CONTAINER, EMBEDDED_PATH, IDENTITY_ENDPOINT, IDENTITY_HEADER, REGION_NAME,
+    WEBSITE_SITE_NAME,
 };
 use super::{DEFAULT_EMBEDDED_PATH, SettingsError, StoreSettings, unresolved_reference};
 use crate::secret::SecretBytes;
@@ -13,14 +14,48 @@ use crate::secret::SecretBytes;
 /// How the Cosmos client authenticates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CosmosAuth {
-    /// Microsoft Entra ID: managed identity in Azure (user-assigned when `client_id` is set,
-    /// from `AZURE_CLIENT_ID`), developer credentials (`az login`) elsewhere.
+    /// Microsoft Entra ID: the app's managed identity in Azure (user-assigned when `client_id` is
+    /// set, from `AZURE_CLIENT_ID`), developer credentials (`az login`) elsewhere.
     EntraId {
         /// Client id of a user-assigned managed identity.
         client_id: Option<String>,
+        /// Which credential to use.
+        identity: Identity,
     },
     /// Account key from a connection string (the emulator, local work).
     Key(SecretBytes),
+}
+
+/// The Entra ID credential the Cosmos client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// App Service / Functions managed identity: `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` are set
+    /// (what azure_identity 1.0 reads as App Service; `MSI_ENDPOINT` alone means Cloud Shell or
+    /// Azure ML there, not Functions).
+    Managed,
+    /// A developer's own sign-in (Azure CLI, azd): only outside Azure.
+    Developer,
+}
+
+/// Chooses the credential from what the platform set. Running in Azure (`WEBSITE_SITE_NAME` is set
+/// in every App Service and Functions app) without a managed identity is a misconfiguration, named
+/// here, rather than a silent fall-back to developer credentials that cannot work there.
+fn identity(env: &Env) -> Result<Identity, SettingsError> {
+    match (env.get(IDENTITY_ENDPOINT), env.get(IDENTITY_HEADER), env.get(WEBSITE_SITE_NAME)) {
+        (Some(_), Some(_), _) => Ok(Identity::Managed),
+        (None, None, None) => Ok(Identity::Developer),
+        (Some(_), None, _) => Err(SettingsError::new(
+            IDENTITY_HEADER,
+            format!("is missing while {IDENTITY_ENDPOINT} is set: the managed identity cannot be used"),
+        )),
+        (None, _, _) => Err(SettingsError::new(
+            IDENTITY_ENDPOINT,
+            format!(
+                "is missing: the app runs in Azure ({WEBSITE_SITE_NAME} is set) with {COSMOS_ENDPOINT} but has no \
+                 managed identity; assign one to the Function App (infra/main.bicep does)"
+            ),
+        )),
+    }
 }
 
 /// Cosmos DB settings (`JwtRefreshToken__Cosmos__*`).
@@ -62,7 +97,10 @@ pub fn load_store(env: &Env) -> Result<StoreSettings, SettingsError> {
         }
         (Some(endpoint), None) => (
             endpoint_url(endpoint, COSMOS_ENDPOINT)?,
-            CosmosAuth::EntraId { client_id: env.get(AZURE_CLIENT_ID).map(|s| s.trim().to_string()) },
+            CosmosAuth::EntraId {
+                client_id: env.get(AZURE_CLIENT_ID).map(|s| s.trim().to_string()),
+                identity: identity(env)?,
+            },
         ),
         (None, Some(cs)) => {
             let (endpoint, key) = parse_connection_string(cs)?;

@@ -13,7 +13,7 @@ pub mod entropy;
 mod env;
 pub mod names;
 
-pub use cosmos::{CosmosAuth, CosmosSettings, load_store};
+pub use cosmos::{CosmosAuth, CosmosSettings, Identity, load_store};
 pub use env::Env;
 
 /// Port used when the host did not set one (the same as `func start`).
@@ -471,7 +471,7 @@ mod tests {
         let entra = with(&[(COSMOS_ENDPOINT, "https://acct.documents.azure.com:443/"), ("AZURE_CLIENT_ID", "abc")]);
         let StoreSettings::Cosmos(c) = Settings::load(&entra, Mode::Production).unwrap().store else { panic!() };
         assert_eq!(c.endpoint, "https://acct.documents.azure.com:443/");
-        assert_eq!(c.auth, CosmosAuth::EntraId { client_id: Some("abc".into()) });
+        assert_eq!(c.auth, CosmosAuth::EntraId { client_id: Some("abc".into()), identity: Identity::Developer });
         assert_eq!(
             (c.database.as_str(), c.token_container.as_str(), c.user_container.as_str()),
             ("jwt-refresh-token", "tokens", "users")
@@ -509,6 +509,31 @@ mod tests {
             let err = load_store(&Env::from_pairs(extra)).unwrap_err();
             assert_eq!(err.setting, setting, "{err}");
         }
+    }
+
+    #[test]
+    fn the_managed_identity_is_used_as_azure_identity_understands_it() {
+        let endpoint = (COSMOS_ENDPOINT, "https://acct.documents.azure.com:443/");
+        let auth = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![endpoint];
+            pairs.extend_from_slice(extra);
+            load_store(&Env::from_pairs(pairs))
+        };
+        let managed = [(IDENTITY_ENDPOINT, "http://localhost:8081/msi/token"), (IDENTITY_HEADER, "h")];
+        let StoreSettings::Cosmos(c) = auth(&managed).unwrap() else { panic!() };
+        assert!(matches!(c.auth, CosmosAuth::EntraId { identity: Identity::Managed, .. }));
+        // MSI_ENDPOINT alone is Cloud Shell / Azure ML to azure_identity 1.0, not a Function App.
+        let StoreSettings::Cosmos(c) = auth(&[("MSI_ENDPOINT", "http://x")]).unwrap() else { panic!() };
+        assert!(matches!(c.auth, CosmosAuth::EntraId { identity: Identity::Developer, .. }));
+        // In Azure without an identity: stop, naming what is missing.
+        let err = auth(&[(WEBSITE_SITE_NAME, "my-app")]).unwrap_err();
+        assert_eq!(err.setting, IDENTITY_ENDPOINT, "{err}");
+        assert!(err.problem.contains("managed identity"), "{err}");
+        let err = auth(&[(IDENTITY_ENDPOINT, "http://x"), (WEBSITE_SITE_NAME, "my-app")]).unwrap_err();
+        assert_eq!(err.setting, IDENTITY_HEADER, "{err}");
+        // A connection string needs no identity, in Azure or not.
+        let keyed = [(COSMOS_CONNECTION_STRING, "AccountEndpoint=https://a/;AccountKey=a2V5;"), (WEBSITE_SITE_NAME, "x")];
+        assert!(load_store(&Env::from_pairs(keyed)).is_ok());
     }
 
     #[test]

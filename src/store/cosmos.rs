@@ -32,7 +32,7 @@ use super::{
     Versioned,
 };
 use crate::clock::{Clock, UnixMs};
-use crate::settings::{CosmosAuth, CosmosSettings};
+use crate::settings::{CosmosAuth, CosmosSettings, Identity};
 
 /// Largest number of operations Cosmos accepts in one transactional batch.
 const MAX_BATCH_OPERATIONS: usize = 100;
@@ -51,9 +51,10 @@ pub enum Provisioning {
     RequireExisting,
 }
 
-const DATABASE_SETTING: &str = "JwtRefreshToken__Cosmos__DatabaseName";
-const TOKEN_CONTAINER_SETTING: &str = "JwtRefreshToken__Cosmos__TokenContainerId";
-const USER_CONTAINER_SETTING: &str = "JwtRefreshToken__Cosmos__UserContainerId";
+use crate::settings::names::{
+    COSMOS_DATABASE as DATABASE_SETTING, COSMOS_TOKEN_CONTAINER as TOKEN_CONTAINER_SETTING,
+    COSMOS_USER_CONTAINER as USER_CONTAINER_SETTING,
+};
 
 /// Why [`CosmosStore::connect`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -307,8 +308,8 @@ impl CosmosStore {
                     .map_err(|_| StoreError::unavailable("the Cosmos account key is not text"))?;
                 AccountReference::with_authentication_key(endpoint, azure_core::credentials::Secret::new(key))
             }
-            CosmosAuth::EntraId { client_id } => {
-                AccountReference::with_credential(endpoint, credential(client_id.as_deref())?)
+            CosmosAuth::EntraId { client_id, identity } => {
+                AccountReference::with_credential(endpoint, credential(*identity, client_id.as_deref())?)
             }
         };
         let mut throttling = ThrottlingRetryOptions::default();
@@ -479,8 +480,11 @@ fn routing(region: Option<&str>) -> RoutingStrategy {
     }
 }
 
-fn credential(client_id: Option<&str>) -> Result<Arc<dyn azure_core::credentials::TokenCredential>, StoreError> {
-    if std::env::var_os("IDENTITY_ENDPOINT").is_some() || std::env::var_os("MSI_ENDPOINT").is_some() {
+fn credential(
+    identity: Identity,
+    client_id: Option<&str>,
+) -> Result<Arc<dyn azure_core::credentials::TokenCredential>, StoreError> {
+    if identity == Identity::Managed {
         let mut options = azure_identity::ManagedIdentityCredentialOptions::default();
         if let Some(id) = client_id {
             options.user_assigned_id = Some(azure_identity::UserAssignedId::ClientId(id.to_string()));
