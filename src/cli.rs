@@ -40,6 +40,12 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Sessions of every user.
+    Sessions {
+        /// The sessions command.
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
     /// Key material.
     Keys {
         /// The keys command.
@@ -60,6 +66,14 @@ pub enum CosmosCommand {
     /// Create the database and containers if missing (connection string / account key only; with
     /// Entra ID it checks that they exist).
     Init,
+}
+
+/// `handler sessions …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// End every session of every user at once (after a breach): one store write; every running
+    /// instance refuses the old sessions within a few seconds.
+    RevokeAll,
 }
 
 /// `handler keys …`.
@@ -101,6 +115,14 @@ pub enum UserCommand {
         /// Username.
         username: String,
     },
+    /// Set a user's password (read from one line of standard input) and end all of their sessions.
+    Password {
+        /// Username.
+        username: String,
+        /// Read the password from standard input (required: passwords never go on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
     /// Clear a user's failed-login counts and locks, from every address.
     Unlock {
         /// Username.
@@ -134,6 +156,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<(), Failure> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&env, mode).await,
         Command::User { command } => user(command, &env).await,
+        Command::Sessions { command: SessionsCommand::RevokeAll } => revoke_all(&env).await,
         Command::Keys { command: KeysCommand::Generate { algorithm, public_key_file } } => {
             keys_generate(algorithm, public_key_file.as_deref())
         }
@@ -208,6 +231,14 @@ async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
             let (user, ended) = users::disable_user(store.as_ref(), &username).await.map_err(Failure::other)?;
             println!("disabled user {} and ended {ended} session(s)", user.username);
         }
+        UserCommand::Password { username, password_stdin: _ } => {
+            let password = read_password_line()?;
+            let hasher = PasswordHasher::start(&Hashing { workers: 1, queue_length: 1, queue_timeout_ms: 60_000 })
+                .map_err(Failure::other)?;
+            let user = users::set_password(store.as_ref(), &hasher, &username, &password).await.map_err(Failure::other)?;
+            let ended = store.delete_user_sessions(&user.id, None).await.map_err(Failure::other)?;
+            println!("set the password of {} and ended {ended} session(s)", user.username);
+        }
         UserCommand::Unlock { username } => {
             let user = users::unlock_user(store.as_ref(), &username).await.map_err(Failure::other)?;
             println!("unlocked user {}", user.username);
@@ -220,6 +251,22 @@ async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
             }
         }
     }
+    Ok(())
+}
+
+async fn revoke_all(env: &Env) -> Result<(), Failure> {
+    let opened =
+        open_store(&load_store(env).map_err(Failure::config)?, Arc::new(SystemClock)).map_err(Failure::config)?;
+    if let Some((cosmos, provisioning)) = &opened.cosmos {
+        cosmos.connect(*provisioning).await.map_err(connect_failure)?;
+    }
+    let at = crate::epoch::write(opened.store.as_ref(), SystemClock.now_ms().saturating_add(1))
+        .await
+        .map_err(Failure::other)?;
+    println!(
+        "ended every session that began before {at} (Unix ms); running instances refuse them within {} s",
+        crate::epoch::REFRESH_INTERVAL.as_secs() + 1
+    );
     Ok(())
 }
 

@@ -9,7 +9,9 @@
 #![warn(missing_debug_implementations)]
 
 pub mod cli;
+pub mod accounts;
 pub mod clock;
+pub mod epoch;
 pub mod http;
 pub mod keyed;
 pub mod secret;

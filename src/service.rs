@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::clock::{Clock, UnixMs};
 use crate::keyed::KeyedLocks;
 use crate::secret::{Password, token_prefix};
-use crate::store::{Cas, SessionRecord, Store, StoreError, Versioned, retry_cas};
+use crate::store::{Cas, SessionDetails, SessionRecord, Store, StoreError, Versioned, retry_cas};
 use crate::tokens::access::{AccessClaims, AccessTokenError, AccessTokens, Expiry, Subject};
 use crate::tokens::refresh::{RefreshTokenParts, RefreshTokens, session_id_text};
 use crate::users::{ADMIN_ROLE, LoginOutcome, UserDirectory, username_key};
@@ -69,6 +69,18 @@ pub enum ServiceError {
     /// The request is malformed in a way the HTTP layer could not see.
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
+    /// The request is not acceptable; the text says what to change (a password or username rule).
+    #[error("invalid request: {0}")]
+    InvalidRequestOwned(String),
+    /// Not allowed for anyone (registration closed).
+    #[error("access denied: {0}")]
+    AccessDenied(&'static str),
+    /// No such resource of the caller.
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    /// The operation is not available in this configuration.
+    #[error("not available: {0}")]
+    NotAvailable(&'static str),
     /// RFC 6749 `invalid_grant`.
     #[error("invalid grant: {}", .0.reason())]
     InvalidGrant(GrantFailure),
@@ -145,21 +157,39 @@ pub struct Policy {
     pub session_ttl_ms: i64,
     /// How long the previous refresh token still yields the same successor.
     pub reuse_grace_ms: i64,
+    /// Inactivity timeout (0 = off).
+    pub idle_ttl_ms: i64,
 }
+
+/// Who is logging in, as far as the session list shows it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Client<'a> {
+    /// The client address key (see `http::client_address`).
+    pub address: &'a str,
+    /// The `User-Agent` header, if any.
+    pub user_agent: Option<&'a str>,
+}
+
+/// Longest `User-Agent` kept with a session, in characters.
+pub const MAX_USER_AGENT_CHARS: usize = 256;
 
 /// The token service.
 #[derive(Debug, Clone)]
 pub struct TokenService {
-    store: Arc<dyn Store>,
-    directory: Arc<dyn UserDirectory>,
-    access: AccessTokens,
-    refresh: RefreshTokens,
-    policy: Policy,
-    clock: Arc<dyn Clock>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) directory: Arc<dyn UserDirectory>,
+    pub(crate) access: AccessTokens,
+    pub(crate) refresh: RefreshTokens,
+    pub(crate) policy: Policy,
+    pub(crate) clock: Arc<dyn Clock>,
     /// Refreshes of one session in flight in this process, one at a time; the state is the
     /// generation the last of them rotated from, so the ones queued behind it know they were
     /// concurrent, not replays.
     refreshing: Arc<KeyedLocks<Option<u64>>>,
+    /// Sessions that began before this time are ended (revoke-everyone), as last read.
+    pub(crate) epoch: Arc<crate::epoch::Epoch>,
+    /// The account routes (sign-up, password change, admin users): only with the built-in directory.
+    pub(crate) accounts: Option<crate::accounts::AccountRules>,
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], ServiceError> {
@@ -183,7 +213,7 @@ impl TokenService {
         policy: Policy,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, directory, access, refresh, policy, clock, refreshing: Arc::default() }
+        Self { store, directory, access, refresh, policy, clock, refreshing: Arc::default(), epoch: Arc::default(), accounts: None }
     }
 
     /// The session id a refresh token names, without verifying it (`None` when malformed).
@@ -222,20 +252,37 @@ impl TokenService {
     /// The account is read again after the session is written, and the session deleted if the user
     /// was disabled meanwhile: a login racing `user disable` never leaves a live session, whatever
     /// the scheduling delays (the disable writes its flag before it sweeps the sessions).
-    pub async fn login(
-        &self,
-        username: &str,
-        password: &Password,
-        client_address: &str,
-    ) -> Result<TokenPair, ServiceError> {
+    pub async fn login(&self, username: &str, password: &Password, client_address: &str) -> Result<TokenPair, ServiceError> {
+        self.login_as(username, password, Client { address: client_address, user_agent: None }).await
+    }
+
+    /// [`TokenService::login`] recording the client's address and user agent with the session.
+    pub async fn login_as(&self, username: &str, password: &Password, client: Client<'_>) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
         username_key(username).map_err(|_| ServiceError::InvalidRequest("username is not acceptable"))?;
-        let principal = match self.directory.login(username, password, client_address, now).await? {
+        let principal = match self.directory.login(username, password, client.address, now).await? {
             LoginOutcome::Authenticated(principal) => principal,
             LoginOutcome::Rejected => return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials)),
             LoginOutcome::Locked { retry_after_ms } => return Err(ServiceError::Locked { retry_after_ms }),
             LoginOutcome::Busy(why) => return Err(ServiceError::Busy(why)),
         };
+        let session = self.start_session(principal, now, client).await?;
+        if !self.directory.is_active(&session.username, &session.user_id).await? {
+            self.store.delete_session(&session.user_id, &session.session_id).await?;
+            tracing::info!("login raced a disable; session withdrawn");
+            return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials));
+        }
+        tracing::info!("session started");
+        self.pair(&session, now)
+    }
+
+    /// Writes a new session for `principal` at `now`.
+    pub(crate) async fn start_session(
+        &self,
+        principal: crate::users::Principal,
+        now: UnixMs,
+        client: Client<'_>,
+    ) -> Result<SessionRecord, ServiceError> {
         let session = SessionRecord {
             user_id: principal.id,
             session_id: session_id_text(&random_bytes::<16>()?),
@@ -246,21 +293,31 @@ impl TokenService {
             expires_at_ms: now.saturating_add(self.policy.session_ttl_ms),
             username: principal.name,
             roles: principal.roles,
+            details: SessionDetails {
+                last_used_at_ms: now,
+                idle_expires_at_ms: self.idle_deadline(now),
+                user_agent: client.user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
+                client_address: Some(client.address.to_string()),
+            },
         };
         let span = tracing::Span::current();
         span.record("user_id", session.user_id.as_str());
         span.record("session_id", session.session_id.as_str());
         self.store.insert_session(&session).await?;
-        if !self.directory.is_active(&session.username, &session.user_id).await? {
-            self.store.delete_session(&session.user_id, &session.session_id).await?;
-            tracing::info!("login raced a disable; session withdrawn");
-            return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials));
-        }
-        tracing::info!("session started");
-        self.pair(&session, now)
+        Ok(session)
     }
 
-    fn pair(&self, session: &SessionRecord, now: UnixMs) -> Result<TokenPair, ServiceError> {
+    pub(crate) fn idle_deadline(&self, now: UnixMs) -> Option<UnixMs> {
+        (self.policy.idle_ttl_ms > 0).then(|| now.saturating_add(self.policy.idle_ttl_ms))
+    }
+
+    /// Whether a session has ended at `now`: its absolute lifetime or inactivity deadline passed,
+    /// or it began before the last revoke-everyone.
+    pub(crate) fn has_ended(&self, session: &SessionRecord, now: UnixMs) -> bool {
+        now >= session.ends_at_ms() || session.created_at_ms < self.epoch.revoked_before_ms()
+    }
+
+    pub(crate) fn pair(&self, session: &SessionRecord, now: UnixMs) -> Result<TokenPair, ServiceError> {
         let subject = Subject {
             user_id: &session.user_id,
             name: &session.username,
@@ -278,7 +335,7 @@ impl TokenService {
             token_type: "Bearer",
             expires_in: access.expires_in,
             refresh_token,
-            refresh_expires_in: ms_to_s_ceil(session.expires_at_ms - now),
+            refresh_expires_in: ms_to_s_ceil(session.ends_at_ms() - now),
             session_id: session.session_id.clone(),
         })
     }
@@ -324,12 +381,19 @@ impl TokenService {
                 return Err(ServiceError::InvalidGrant(GrantFailure::UnknownSession));
             };
             let session = current.value;
-            if now >= session.expires_at_ms {
+            if self.has_ended(&session, now) {
                 self.store.delete_session(&session.user_id, &session.session_id).await?;
                 return Err(ServiceError::InvalidGrant(GrantFailure::Expired));
             }
             if parts.generation == session.generation {
-                let next = SessionRecord { generation: session.generation + 1, rotated_at_ms: now, ..session };
+                // The write the rotation makes anyway also records the activity and moves the
+                // inactivity deadline (never past the absolute end).
+                let details = SessionDetails {
+                    last_used_at_ms: now,
+                    idle_expires_at_ms: self.idle_deadline(now),
+                    ..session.details.clone()
+                };
+                let next = SessionRecord { generation: session.generation + 1, rotated_at_ms: now, details, ..session };
                 return match self.store.replace_session(&next, &current.version).await {
                     Ok(_) => Ok(Cas::Done((self.pair(&next, now)?, Some(parts.generation)))),
                     // Someone rotated first: read again; we are then the previous generation.
@@ -395,7 +459,7 @@ impl TokenService {
         let ended =
             || ServiceError::InvalidToken(AccessTokenError::Invalid("the session of this access token has ended"));
         let session = self.store.get_session(&claims.sub, &claims.sid).await?.ok_or_else(ended)?.value;
-        if now >= session.expires_at_ms {
+        if self.has_ended(&session, now) {
             return Err(ended());
         }
         Ok(Caller { claims, username: session.username })

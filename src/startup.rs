@@ -124,12 +124,14 @@ pub fn build_service(
             tracing::warn!(error = %e, "password hasher warm-up failed");
         }
     });
+    let rules = crate::accounts::AccountRules::new(settings.accounts, settings.login, Arc::clone(&hasher));
     let directory = Arc::new(StoreDirectory::new(store.clone(), hasher, settings.login));
     let policy = Policy {
         session_ttl_ms: settings.expires.refresh_expires_in_ms,
         reuse_grace_ms: settings.rotation.reuse_grace_ms,
+        idle_ttl_ms: settings.expires.idle_expires_in_ms,
     };
-    Ok(TokenService::new(store, directory, access, refresh, policy, clock))
+    Ok(TokenService::new(store, directory, access, refresh, policy, clock).with_accounts(rules))
 }
 
 /// File in the store directory holding the development signing key.
@@ -242,6 +244,17 @@ impl Application {
                 }
             }
         });
+        let service = self.service.clone();
+        let epoch = tokio::spawn(async move {
+            // Revoke-everyone written by any instance reaches this one within the interval.
+            let mut tick = tokio::time::interval(crate::epoch::REFRESH_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(e) = service.refresh_epoch().await {
+                    tracing::debug!(error = %e, "reading the sessions epoch failed; keeping the last one");
+                }
+            }
+        });
         let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<SettingsError>();
         let connect = self.cosmos.map(|(store, provisioning)| {
             tokio::spawn(async move {
@@ -262,6 +275,7 @@ impl Application {
         let _ = stop_tx.send(());
         let _ = server.await;
         purge.abort();
+        epoch.abort();
         if let Some(c) = connect {
             c.abort();
         }

@@ -51,6 +51,7 @@ fn session(user: &str, sid: &str, expires_at_ms: i64) -> SessionRecord {
         expires_at_ms,
         username: "u".into(),
         roles: vec![],
+        details: Default::default(),
     }
 }
 

@@ -10,7 +10,10 @@ fn json(path: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-const FUNCTIONS: [Function; 4] = [Function::Token, Function::Refresh, Function::Revoke, Function::Jwks];
+/// Every function of the handler's route table.
+fn functions() -> Vec<Function> {
+    jwt_refresh_token::http::ROUTES.iter().map(|r| r.function).collect()
+}
 
 #[test]
 fn host_json_runs_the_handler_with_forwarding_under_api() {
@@ -18,12 +21,13 @@ fn host_json_runs_the_handler_with_forwarding_under_api() {
     assert_eq!(host["version"], "2.0");
     assert_eq!(host["customHandler"]["description"]["defaultExecutablePath"], "handler");
     assert_eq!(host["customHandler"]["enableForwardingHttpRequest"], true);
+    assert_eq!(host["customHandler"]["enableProxyingHttpRequest"], true);
     assert_eq!(host["extensions"]["http"]["routePrefix"], "api");
 }
 
 #[test]
 fn every_function_has_one_http_trigger_req_and_one_http_output_res_with_the_served_methods() {
-    for f in FUNCTIONS {
+    for f in functions() {
         let path = format!("{}/function.json", f.name());
         let bindings = json(&path)["bindings"].as_array().cloned().unwrap_or_default();
         assert_eq!(bindings.len(), 2, "{path}");
@@ -31,7 +35,11 @@ fn every_function_has_one_http_trigger_req_and_one_http_output_res_with_the_serv
         assert_eq!(trigger["name"], "req", "{path}");
         assert_eq!(trigger["direction"], "in", "{path}");
         assert_eq!(trigger["authLevel"], "anonymous", "{path}");
-        assert_eq!(trigger["route"], f.name(), "{path}");
+        let route = match f.parameter() {
+            Some(p) => format!("{}/{{{p}?}}", f.name()),
+            None => f.name().to_string(),
+        };
+        assert_eq!(trigger["route"], route.as_str(), "{path}");
         let mut methods: Vec<String> =
             trigger["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_uppercase()).collect();
         methods.sort();
@@ -72,7 +80,7 @@ fn the_example_settings_are_complete_and_valid() {
 #[test]
 fn openapi_documents_every_function() {
     let spec = std::fs::read_to_string("openapi.yaml").unwrap();
-    for f in FUNCTIONS {
+    for f in functions() {
         assert!(spec.contains(&format!("/api/{}:", f.name())), "openapi.yaml lacks /api/{}", f.name());
     }
 }

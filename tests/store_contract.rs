@@ -8,7 +8,7 @@ use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
 use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
-    Account, AddressThrottle, LoginThrottle, SessionRecord, SessionStore as _, Store, StoreError, UserRecord,
+    Account, AddressThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore as _, Store, StoreError, UserRecord,
     UserStore as _, Version,
 };
 
@@ -26,6 +26,13 @@ mod contract {
             expires_at_ms,
             username: format!("name-of-{user}"),
             roles: vec!["reader".into(), "admin".into()],
+            // Device details and the inactivity deadline round-trip too.
+            details: SessionDetails {
+                last_used_at_ms: 1_000,
+                idle_expires_at_ms: None,
+                user_agent: Some("Mozilla/5.0 (test)".into()),
+                client_address: Some("192.0.2.7".into()),
+            },
         }
     }
 

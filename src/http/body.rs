@@ -191,6 +191,22 @@ impl Fields {
         self.string(name, max_len)?.ok_or_else(|| ApiError::InvalidRequest(format!("{name} is required")))
     }
 
+    /// A JSON field's value (forms have none but strings: a form value is a JSON string here).
+    pub fn value(&self, name: &str) -> Option<&serde_json::Value> {
+        match self {
+            Self::Json(map) => map.get(name),
+            Self::Form(_) => None,
+        }
+    }
+
+    /// The names of the fields.
+    pub fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            Self::Json(map) => Box::new(map.keys().map(String::as_str)),
+            Self::Form(pairs) => Box::new(pairs.iter().map(|(n, _)| n.as_str())),
+        }
+    }
+
     /// Whether the body is a form (RFC 6749 style) rather than JSON.
     pub fn is_form(&self) -> bool {
         matches!(self, Self::Form(_))

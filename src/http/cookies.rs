@@ -92,18 +92,18 @@ pub fn authenticated_cookie<'a>(cors: &Cors, service: &TokenService, req: &'a Ap
     match req.header("origin") {
         Some(origin) if cors.allows(origin) => {}
         Some(_) => {
-            return Err(ApiError::CrossSite("the request's Origin is not allowed to use the refresh-token cookie"));
+            return Err(ApiError::AccessDenied("the request's Origin is not allowed to use the refresh-token cookie"));
         }
         None => {
-            return Err(ApiError::CrossSite("a request with the refresh-token cookie must carry an allowed Origin"));
+            return Err(ApiError::AccessDenied("a request with the refresh-token cookie must carry an allowed Origin"));
         }
     }
     let presented = req
         .header(XSRF_HEADER)
-        .ok_or(ApiError::CrossSite("a request with the refresh-token cookie must carry X-XSRF-TOKEN"))?;
+        .ok_or(ApiError::AccessDenied("a request with the refresh-token cookie must carry X-XSRF-TOKEN"))?;
     let session = service.session_of(token).ok_or(ApiError::InvalidGrant(GrantFailure::Malformed))?;
     if !service.xsrf_matches(&session, presented.trim()) {
-        return Err(ApiError::CrossSite("X-XSRF-TOKEN does not belong to the refresh-token cookie's session"));
+        return Err(ApiError::AccessDenied("X-XSRF-TOKEN does not belong to the refresh-token cookie's session"));
     }
     Ok(token)
 }

@@ -31,7 +31,7 @@ pub enum ApiError {
     Forbidden(&'static str),
     /// 403 `access_denied`: a cookie-authenticated request without an allowed `Origin` or the
     /// session's `X-XSRF-TOKEN` (cross-site request forgery).
-    CrossSite(&'static str),
+    AccessDenied(&'static str),
     /// 404.
     NotFound(&'static str),
     /// 405 with `Allow`.
@@ -62,7 +62,7 @@ impl ApiError {
         match self {
             Self::InvalidRequest(_) | Self::InvalidGrant(_) | Self::UnsupportedGrantType => StatusCode::BAD_REQUEST,
             Self::InvalidToken { .. } | Self::MissingToken => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) | Self::CrossSite(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,7 +82,7 @@ impl ApiError {
             Self::InvalidToken { .. } => "invalid_token",
             Self::MissingToken => "unauthorized",
             Self::Forbidden(_) => "insufficient_scope",
-            Self::CrossSite(_) => "access_denied",
+            Self::AccessDenied(_) => "access_denied",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Locked { .. } | Self::Unavailable | Self::Busy(_) => "temporarily_unavailable",
@@ -97,7 +97,7 @@ impl ApiError {
             Self::UnsupportedGrantType => "grant_type must be password or refresh_token".into(),
             Self::InvalidToken { description, .. } => (*description).into(),
             Self::MissingToken => "a Bearer access token is required".into(),
-            Self::Forbidden(d) | Self::NotFound(d) | Self::CrossSite(d) => (*d).into(),
+            Self::Forbidden(d) | Self::NotFound(d) | Self::AccessDenied(d) => (*d).into(),
             Self::MethodNotAllowed(allow) => format!("method not allowed; use {allow}"),
             Self::PayloadTooLarge => format!("request body exceeds {} bytes", super::MAX_BODY_BYTES),
             Self::UnsupportedMediaType => {
@@ -115,7 +115,7 @@ impl ApiError {
         match self {
             Self::InvalidGrant(f) => Some(f.reason()),
             Self::InvalidToken { description, .. } => Some(description),
-            Self::Busy(why) | Self::CrossSite(why) => Some(why),
+            Self::Busy(why) | Self::AccessDenied(why) => Some(why),
             _ => None,
         }
     }
@@ -151,6 +151,9 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::InvalidRequest(d) => Self::InvalidRequest(d.into()),
+            ServiceError::InvalidRequestOwned(d) => Self::InvalidRequest(d),
+            ServiceError::AccessDenied(d) => Self::AccessDenied(d),
+            ServiceError::NotFound(d) | ServiceError::NotAvailable(d) => Self::NotFound(d),
             ServiceError::InvalidGrant(f) => Self::InvalidGrant(f),
             ServiceError::Locked { retry_after_ms } => Self::Locked { retry_after_s: (retry_after_ms + 999) / 1000 },
             ServiceError::InvalidToken(AccessTokenError::Expired) => {

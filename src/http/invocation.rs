@@ -57,6 +57,22 @@ pub fn parse(
         Some(other) => other.to_string().into_bytes(),
     };
     let body_too_large = body.len() > MAX_BODY_BYTES;
+    // The route parameter (`sessions/{id}`) comes in `Params`; the query in `Query` (an object of
+    // strings, or a JSON string of one).
+    let param = function.and_then(Function::parameter).and_then(|name| {
+        get_ci(req, "Params").and_then(Value::as_object).and_then(|p| get_ci(p, name)).and_then(Value::as_str)
+    });
+    let query = match get_ci(req, "Query") {
+        Some(Value::Object(map)) => Some(map.clone()),
+        Some(Value::String(s)) => serde_json::from_str::<Map<String, Value>>(s).ok(),
+        _ => None,
+    }
+    .map(|map| {
+        let pairs: Vec<(String, String)> =
+            map.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_string()))).collect();
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    })
+    .filter(|q| !q.is_empty());
     Ok(ApiRequest {
         method,
         function,
@@ -66,6 +82,8 @@ pub fn parse(
         mode: Mode::Invocation,
         invocation_id,
         peer,
+        param: param.filter(|p| !p.is_empty()).map(str::to_string),
+        query,
     })
 }
 

@@ -19,6 +19,7 @@ use crate::service::{RevokeScope, TokenPair, TokenService};
 use crate::settings::Cors;
 use crate::users::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
 
+mod accounts;
 pub mod body;
 pub mod cookies;
 pub mod error;
@@ -32,7 +33,7 @@ use error::ApiError;
 /// Largest accepted request body (16 KiB); larger bodies get 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Longest accepted token field (access tokens are the longest tokens clients send).
-const MAX_TOKEN_LEN: usize = 8 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// The functions this handler serves (one folder each, holding its `function.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +46,19 @@ pub enum Function {
     Revoke,
     /// `/api/jwks`: public keys (GET, HEAD).
     Jwks,
+    /// `/api/register`: sign up (POST).
+    Register,
+    /// `/api/password`: change the caller's password (POST).
+    Password,
+    /// `/api/sessions[/{id}]`: the caller's sessions (GET), end one (DELETE).
+    Sessions,
+    /// `/api/users[/{username}]`: admin user management (GET, POST, PATCH).
+    Users,
 }
 
 /// What a function does with a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Operation {
+pub(crate) enum Operation {
     /// Password grant (or a form's `grant_type=refresh_token`).
     Login,
     /// Refresh-token grant.
@@ -58,6 +67,20 @@ enum Operation {
     Revoke,
     /// The JWK Set.
     Jwks,
+    /// Sign-up.
+    Register,
+    /// Password change.
+    ChangePassword,
+    /// "My devices".
+    ListSessions,
+    /// End one of the caller's sessions.
+    EndSession,
+    /// Admin: list users.
+    ListUsers,
+    /// Admin: create a user.
+    CreateUser,
+    /// Admin: change a user.
+    ChangeUser,
 }
 
 /// One function and the methods it serves.
@@ -70,7 +93,7 @@ pub struct Route {
 }
 
 /// Every function and its methods: the one source for dispatch, `Allow`, CORS and `function.json`.
-pub static ROUTES: [Route; 4] = [
+pub static ROUTES: [Route; 8] = [
     Route {
         function: Function::Token,
         methods: &[(Method::POST, Operation::Login), (Method::PATCH, Operation::Refresh)],
@@ -81,6 +104,16 @@ pub static ROUTES: [Route; 4] = [
         methods: &[(Method::POST, Operation::Revoke), (Method::PATCH, Operation::Revoke)],
     },
     Route { function: Function::Jwks, methods: &[(Method::GET, Operation::Jwks), (Method::HEAD, Operation::Jwks)] },
+    Route { function: Function::Register, methods: &[(Method::POST, Operation::Register)] },
+    Route { function: Function::Password, methods: &[(Method::POST, Operation::ChangePassword)] },
+    Route {
+        function: Function::Sessions,
+        methods: &[(Method::GET, Operation::ListSessions), (Method::DELETE, Operation::EndSession)],
+    },
+    Route {
+        function: Function::Users,
+        methods: &[(Method::GET, Operation::ListUsers), (Method::POST, Operation::CreateUser), (Method::PATCH, Operation::ChangeUser)],
+    },
 ];
 
 impl Function {
@@ -96,6 +129,20 @@ impl Function {
             Self::Refresh => "refresh",
             Self::Revoke => "revoke",
             Self::Jwks => "jwks",
+            Self::Register => "register",
+            Self::Password => "password",
+            Self::Sessions => "sessions",
+            Self::Users => "users",
+        }
+    }
+
+    /// The route parameter the function takes after its name (`sessions/{id}`,
+    /// `users/{username}`), if any.
+    pub fn parameter(self) -> Option<&'static str> {
+        match self {
+            Self::Sessions => Some("id"),
+            Self::Users => Some("username"),
+            _ => None,
         }
     }
 
@@ -147,6 +194,10 @@ pub struct ApiRequest {
     pub invocation_id: Option<String>,
     /// The TCP peer (the Functions host, or the client when run without it).
     pub peer: Option<IpAddr>,
+    /// The path segment after the function name (`sessions/{id}`), percent-decoded.
+    pub param: Option<String>,
+    /// The query string, without `?`.
+    pub query: Option<String>,
 }
 
 impl ApiRequest {
@@ -158,6 +209,19 @@ impl ApiRequest {
     /// The client's address key for lockout and logs (see [`client_address`]).
     pub fn client_address(&self) -> String {
         client_address(self.header("x-forwarded-for"), self.peer)
+    }
+
+    /// A query parameter (decoded); repeated names are an error, as in bodies.
+    pub fn query_param(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let Some(q) = self.query.as_deref() else { return Ok(None) };
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(q).map_err(|_| ApiError::InvalidRequest("malformed query string".into()))?;
+        let mut found = pairs.into_iter().filter(|(n, _)| n == name);
+        let first = found.next().map(|(_, v)| v);
+        if found.next().is_some() {
+            return Err(ApiError::InvalidRequest(format!("query parameter {name:?} is repeated")));
+        }
+        Ok(first)
     }
 }
 
@@ -236,7 +300,7 @@ impl ApiResponse {
 /// The application: routes requests to the token service.
 #[derive(Debug, Clone)]
 pub struct Api {
-    service: Arc<TokenService>,
+    pub(crate) service: Arc<TokenService>,
     cors: Arc<Cors>,
 }
 
@@ -306,11 +370,24 @@ impl Api {
             return Ok(r);
         }
         let operation = function.operation(&req.method).ok_or_else(|| ApiError::MethodNotAllowed(function.allow()))?;
+        let needs_param = matches!(operation, Operation::EndSession | Operation::ChangeUser);
+        match (&req.param, needs_param) {
+            (Some(_), false) => return Err(ApiError::NotFound("no such route")),
+            (None, true) => return Err(ApiError::NotFound("this method needs an id in the path")),
+            _ => {}
+        }
         match operation {
             Operation::Jwks => Ok(self.jwks()),
             Operation::Login => self.token(req).await,
             Operation::Refresh => self.refresh(req, Fields::parse_optional(req)?).await,
             Operation::Revoke => self.revoke(req, Fields::parse_optional(req)?).await,
+            Operation::Register
+            | Operation::ChangePassword
+            | Operation::ListSessions
+            | Operation::EndSession
+            | Operation::ListUsers
+            | Operation::CreateUser
+            | Operation::ChangeUser => accounts::handle(self, operation, req).await,
         }
     }
 
@@ -322,7 +399,7 @@ impl Api {
 
     /// A token pair in the transport the client chose: the body as today, or (cookie transport)
     /// the body without `refresh_token` and the two cookies plus `X-XSRF-TOKEN`.
-    fn pair(&self, pair: &TokenPair, transport: Transport) -> ApiResponse {
+    pub(crate) fn pair(&self, pair: &TokenPair, transport: Transport) -> ApiResponse {
         match transport {
             Transport::Body => ApiResponse::json(StatusCode::OK, pair),
             Transport::Cookie => {
@@ -404,6 +481,22 @@ impl Api {
                 self.service.revoke_token(token).await?;
                 Ok(ApiResponse::json(StatusCode::OK, &serde_json::json!({})))
             }
+            (Some("everyone"), None) => {
+                if username.is_some() {
+                    return Err(ApiError::InvalidRequest("username is only allowed with scope=global".into()));
+                }
+                let caller = self.service.authenticate_bearer(bearer(req)?).await?;
+                let at = self.service.revoke_everyone(Some(&caller)).await?;
+                Ok(ApiResponse::json(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "revoked": "everyone",
+                        "revoked_before": at.div_euclid(1000),
+                        "own_session_ended": true,
+                        "effective_within_seconds": crate::epoch::REFRESH_INTERVAL.as_secs() + 1,
+                    }),
+                ))
+            }
             (Some(scope), None) => {
                 let scope = match (scope, username) {
                     ("global", None) => RevokeScope::Global,
@@ -412,7 +505,7 @@ impl Api {
                     ("others", Some(_)) => {
                         return Err(ApiError::InvalidRequest("username is only allowed with scope=global".into()));
                     }
-                    _ => return Err(ApiError::InvalidRequest("scope must be global or others".into())),
+                    _ => return Err(ApiError::InvalidRequest("scope must be global, others or everyone".into())),
                 };
                 let caller = self.service.authenticate_bearer(bearer(req)?).await?;
                 let ended = self.service.revoke_scope(&caller, &scope).await?;
@@ -424,7 +517,7 @@ impl Api {
 
 /// The token of an `Authorization: Bearer …` header. No header, or another scheme, is
 /// [`ApiError::MissingToken`]; a Bearer header without a usable token is an invalid token.
-fn bearer(req: &ApiRequest) -> Result<&str, ApiError> {
+pub(crate) fn bearer(req: &ApiRequest) -> Result<&str, ApiError> {
     let header = req.header("authorization").ok_or(ApiError::MissingToken)?;
     let (scheme, token) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
     if !scheme.eq_ignore_ascii_case("bearer") {

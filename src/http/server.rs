@@ -75,6 +75,7 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Respon
     let (parts, body) = req.into_parts();
     let (method, headers) = (parts.method, parts.headers);
     let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let invocation_id = headers.get("x-azure-functions-invocationid").and_then(|v| v.to_str().ok()).map(str::to_string);
     match segments.as_slice() {
@@ -84,7 +85,18 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Respon
             to_http(ok)
         }
         [""] => to_http(Api::reject(&method, None, Mode::Forwarded, ApiError::MethodNotAllowed("GET, HEAD".into()))),
-        [prefix, name] if prefix.eq_ignore_ascii_case(ROUTE_PREFIX) => {
+        [prefix, name, rest @ ..] if prefix.eq_ignore_ascii_case(ROUTE_PREFIX) && rest.len() <= 1 => {
+            let function = Function::from_name(name);
+            let param = match rest.first() {
+                None => None,
+                Some(raw) if function.and_then(Function::parameter).is_some() && !raw.is_empty() => {
+                    Some(percent_decode(raw))
+                }
+                Some(_) => {
+                    let e = ApiError::NotFound("no such route; functions are served under /api/");
+                    return to_http(Api::reject(&method, function, Mode::Forwarded, e));
+                }
+            };
             let (body, body_too_large) = match read_limited(&headers, body, MAX_BODY_BYTES).await {
                 Ok(Some(b)) => (b, false),
                 Ok(None) => (Vec::new(), true),
@@ -94,13 +106,15 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Respon
             };
             let req = ApiRequest {
                 method,
-                function: Function::from_name(name),
+                function,
                 headers,
                 body,
                 body_too_large,
                 mode: Mode::Forwarded,
                 invocation_id,
                 peer: Some(peer.ip()),
+                param,
+                query,
             };
             to_http(api.handle(req).await)
         }
@@ -123,6 +137,27 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Respon
             to_http(Api::reject(&method, None, Mode::Forwarded, e))
         }
     }
+}
+
+/// Decodes `%XX` escapes of a path segment (invalid escapes are kept as they are).
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What a connection is doing, for its two deadlines. Times are milliseconds since `epoch`.

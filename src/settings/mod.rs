@@ -91,6 +91,30 @@ pub struct Expires {
     pub create_expires_in_ms: i64,
     /// Absolute session lifetime; rotation never extends it.
     pub refresh_expires_in_ms: i64,
+    /// Inactivity timeout: a session not refreshed for this long ends (0 = off).
+    pub idle_expires_in_ms: i64,
+}
+
+/// Who may create an account over HTTP (`JwtRefreshToken__Registration__Mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationMode {
+    /// `POST /api/register` answers 403; admins create users (`POST /api/users`, the CLI).
+    Closed,
+    /// Anyone may sign up (throttled per client address).
+    Open,
+}
+
+/// Sign-up and password rules (`JwtRefreshToken__Registration__*`, `JwtRefreshToken__Password__*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accounts {
+    /// Whether sign-up is open.
+    pub registration: RegistrationMode,
+    /// Sign-ups accepted from one client address per window.
+    pub max_signups_per_address: u32,
+    /// The sign-up throttle's window.
+    pub signup_window_ms: i64,
+    /// Shortest new password, in characters.
+    pub password_min_chars: usize,
 }
 
 /// Refresh-token rotation (`JwtRefreshToken__Rotation__*`).
@@ -226,6 +250,8 @@ pub struct Settings {
     pub http: Http,
     /// Browser origins (CORS and cookie transport).
     pub cors: Cors,
+    /// Sign-up and password rules.
+    pub accounts: Accounts,
     /// State.
     pub store: StoreSettings,
     /// Listening port (0 picks a free one).
@@ -236,7 +262,8 @@ pub struct Settings {
 
 use env::shorten;
 use names::{
-    ALGORITHM, ALGORITHM_KEY, AUDIENCE, CLOCK_SKEW, CORS_ALLOWED_ORIGINS, COSMOS_CONNECTION_STRING, CREATE_EXPIRES,
+    ALGORITHM, ALGORITHM_KEY, AUDIENCE, CLOCK_SKEW, CORS_ALLOWED_ORIGINS, COSMOS_CONNECTION_STRING, IDLE_EXPIRES,
+    PASSWORD_MIN_LENGTH, REGISTRATION_MAX_PER_ADDRESS, REGISTRATION_MODE, REGISTRATION_WINDOW, CREATE_EXPIRES,
     HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, ISSUER, LOCKOUT, MAX_FAILURES,
     MAX_FAILURES_PER_USERNAME, PORT, PREVIOUS_KEYS, REFRESH_EXPIRES, REUSE_GRACE, ROTATION_SECRET,
 };
@@ -313,9 +340,26 @@ impl Settings {
             previous_keys,
             clock_skew_ms: env.parse_int(CLOCK_SKEW, 30_000, 0, 600_000)?,
         };
+        let refresh_expires_in_ms = env.parse_int(REFRESH_EXPIRES, 604_800_000, 1_000, 3_650 * DAY_MS)?;
         let expires = Expires {
             create_expires_in_ms: env.parse_int(CREATE_EXPIRES, 300_000, 1_000, DAY_MS)?,
-            refresh_expires_in_ms: env.parse_int(REFRESH_EXPIRES, 604_800_000, 1_000, 3_650 * DAY_MS)?,
+            refresh_expires_in_ms,
+            idle_expires_in_ms: env.parse_int(IDLE_EXPIRES, 0, 0, refresh_expires_in_ms)?,
+        };
+        let registration = match env.get(REGISTRATION_MODE).map(|m| m.trim().to_ascii_lowercase()) {
+            None if mode == Mode::Development => RegistrationMode::Open,
+            None => RegistrationMode::Closed,
+            Some(m) if m == "closed" => RegistrationMode::Closed,
+            Some(m) if m == "open" => RegistrationMode::Open,
+            Some(m) => {
+                return Err(SettingsError::new(REGISTRATION_MODE, format!("must be closed or open, got {:?}", shorten(&m))));
+            }
+        };
+        let accounts = Accounts {
+            registration,
+            max_signups_per_address: env.parse_int(REGISTRATION_MAX_PER_ADDRESS, 5, 1, 100_000)?,
+            signup_window_ms: env.parse_int(REGISTRATION_WINDOW, 3_600_000, 1_000, DAY_MS)?,
+            password_min_chars: env.parse_int(PASSWORD_MIN_LENGTH, 8, 8, 1_024)?,
         };
         let secret = env.get(ROTATION_SECRET).map(|s| strong_secret(ROTATION_SECRET, s)).transpose()?;
         let rotation = Rotation { reuse_grace_ms: env.parse_int(REUSE_GRACE, 10_000, 0, 300_000)?, secret };
@@ -340,7 +384,7 @@ impl Settings {
             idle_timeout_ms: env.parse_int(IDLE_TIMEOUT, 120_000, 100, 3_600_000)?,
         };
         let cors = load_cors(env)?;
-        Ok(Self { descriptor, expires, rotation, login, hashing, http, cors, store, port, mode })
+        Ok(Self { descriptor, expires, rotation, login, hashing, http, cors, accounts, store, port, mode })
     }
 }
 
@@ -436,6 +480,9 @@ mod tests {
             (&[(HEADER_READ_TIMEOUT, "0")], HEADER_READ_TIMEOUT, "zero header timeout"),
             (&[(IDLE_TIMEOUT, "x")], IDLE_TIMEOUT, "idle timeout not a number"),
             (&[(CORS_ALLOWED_ORIGINS, "*")], CORS_ALLOWED_ORIGINS, "a wildcard origin"),
+            (&[(REGISTRATION_MODE, "maybe")], REGISTRATION_MODE, "unknown registration mode"),
+            (&[(PASSWORD_MIN_LENGTH, "4")], PASSWORD_MIN_LENGTH, "passwords shorter than 8"),
+            (&[(IDLE_EXPIRES, "-1")], IDLE_EXPIRES, "negative idle timeout"),
             (&[(CORS_ALLOWED_ORIGINS, "https://a.example/app")], CORS_ALLOWED_ORIGINS, "an origin with a path"),
             (&[(CORS_ALLOWED_ORIGINS, "a.example")], CORS_ALLOWED_ORIGINS, "an origin without a scheme"),
             (&[(MAX_FAILURES, "0")], MAX_FAILURES, "zero failures"),

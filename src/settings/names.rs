@@ -51,6 +51,11 @@ pub const PREVIOUS_KEYS: &str = "JwtRefreshToken__Descriptor__PreviousKeys";
 pub const CLOCK_SKEW: &str = "JwtRefreshToken__Descriptor__ClockSkewMs";
 pub const CREATE_EXPIRES: &str = "JwtRefreshToken__Expires__CreateExpiresInMs";
 pub const REFRESH_EXPIRES: &str = "JwtRefreshToken__Expires__RefreshExpiresInMs";
+pub const IDLE_EXPIRES: &str = "JwtRefreshToken__Expires__IdleExpiresInMs";
+pub const REGISTRATION_MODE: &str = "JwtRefreshToken__Registration__Mode";
+pub const REGISTRATION_MAX_PER_ADDRESS: &str = "JwtRefreshToken__Registration__MaxPerAddress";
+pub const REGISTRATION_WINDOW: &str = "JwtRefreshToken__Registration__WindowMs";
+pub const PASSWORD_MIN_LENGTH: &str = "JwtRefreshToken__Password__MinLength";
 pub const REUSE_GRACE: &str = "JwtRefreshToken__Rotation__ReuseGraceMs";
 pub const ROTATION_SECRET: &str = "JwtRefreshToken__Rotation__Secret";
 pub const MAX_FAILURES: &str = "JwtRefreshToken__Login__MaxFailures";
@@ -92,6 +97,11 @@ pub const ALL: &[Setting] = &[
     Setting::new(CLOCK_SKEW, Deploy::Optional),
     Setting::new(CREATE_EXPIRES, Deploy::Optional),
     Setting::new(REFRESH_EXPIRES, Deploy::Optional),
+    Setting::new(IDLE_EXPIRES, Deploy::Optional),
+    Setting::new(REGISTRATION_MODE, Deploy::Optional),
+    Setting::new(REGISTRATION_MAX_PER_ADDRESS, Deploy::Optional),
+    Setting::new(REGISTRATION_WINDOW, Deploy::Optional),
+    Setting::new(PASSWORD_MIN_LENGTH, Deploy::Optional),
     Setting::new(REUSE_GRACE, Deploy::Optional),
     Setting::secret(ROTATION_SECRET, Deploy::Template),
     Setting::new(MAX_FAILURES, Deploy::Optional),

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    Account, AddressThrottle, LoginThrottle, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version,
+    Account, AddressThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version,
     Versioned,
 };
 use crate::clock::{Clock, UnixMs};
@@ -133,6 +133,8 @@ struct SessionDoc {
     expires_at_ms: i64,
     username: String,
     roles: Vec<String>,
+    #[serde(default)]
+    details: SessionDetails,
     ttl: i64,
     #[serde(rename = "_etag", default, skip_serializing)]
     etag: Option<String>,
@@ -150,7 +152,10 @@ impl SessionDoc {
             expires_at_ms: s.expires_at_ms,
             username: s.username.clone(),
             roles: s.roles.clone(),
-            ttl: ttl_seconds(s.expires_at_ms, now),
+            details: s.details.clone(),
+            // The earlier of the absolute end and the inactivity deadline: idle sessions go by
+            // themselves, and each rotation moves the deadline (never past the absolute end).
+            ttl: ttl_seconds(s.ends_at_ms(), now),
             etag: None,
         }
     }
@@ -173,6 +178,7 @@ impl SessionDoc {
                 expires_at_ms: self.expires_at_ms,
                 username: self.username,
                 roles: self.roles,
+                details: self.details,
             },
             version: Version(etag),
         })

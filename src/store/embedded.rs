@@ -15,7 +15,7 @@ use crate::clock::UnixMs;
 
 /// File name of the database inside the store directory.
 pub const DATABASE_FILE: &str = "store.db";
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
@@ -46,9 +46,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     username TEXT NOT NULL,
     roles TEXT NOT NULL,
     version INTEGER NOT NULL,
+    idle_expires_at_ms INTEGER,
+    details TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (user_id, session_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at_ms);
+CREATE INDEX IF NOT EXISTS sessions_by_idle_expiry ON sessions (idle_expires_at_ms) WHERE idle_expires_at_ms IS NOT NULL;
 ";
 
 /// SQLite-backed [`super::Store`]. Cheap to clone; clones share one connection.
@@ -78,10 +81,18 @@ impl EmbeddedStore {
                 path.display()
             )));
         }
-        if version == 1 {
+        if (1..2).contains(&version) {
             // Version 2 adds per-address login throttles.
             conn.execute_batch("ALTER TABLE accounts ADD COLUMN address_throttles TEXT NOT NULL DEFAULT '[]'")
                 .map_err(map_err)?;
+        }
+        if (1..3).contains(&version) {
+            // Version 3 adds session details (device, activity) and the inactivity deadline.
+            conn.execute_batch(
+                "ALTER TABLE sessions ADD COLUMN idle_expires_at_ms INTEGER;
+                 ALTER TABLE sessions ADD COLUMN details TEXT NOT NULL DEFAULT '{}';",
+            )
+            .map_err(map_err)?;
         }
         conn.execute_batch(SCHEMA).map_err(map_err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map_err)?;
@@ -156,6 +167,10 @@ fn expected_counter(v: &Version) -> Option<i64> {
     v.0.parse().ok()
 }
 
+fn details_to_text(details: &super::SessionDetails) -> Result<String, StoreError> {
+    serde_json::to_string(details).map_err(StoreError::unavailable)
+}
+
 fn roles_to_text(roles: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(roles).map_err(StoreError::unavailable)
 }
@@ -176,7 +191,8 @@ fn missing_or_stale(conn: &Connection, sql: &str, key: &[&dyn rusqlite::ToSql]) 
 }
 
 const SESSION_COLUMNS: &str =
-    "user_id, session_id, seed, generation, rotated_at_ms, created_at_ms, expires_at_ms, username, roles, version";
+    "user_id, session_id, seed, generation, rotated_at_ms, created_at_ms, expires_at_ms, username, roles, version, \
+     idle_expires_at_ms, details";
 
 fn session_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<SessionRecord>, rusqlite::Error> {
     let seed: Vec<u8> = row.get(2)?;
@@ -196,6 +212,12 @@ fn session_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<SessionRecord>,
             expires_at_ms: row.get(6)?,
             username: row.get(7)?,
             roles: roles_from_text(&roles)?,
+            details: {
+                let text: String = row.get(11)?;
+                serde_json::from_str(&text).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(11, rusqlite::types::Type::Text, Box::new(e))
+                })?
+            },
         },
         version: version_of(row.get(9)?),
     })
@@ -249,7 +271,9 @@ impl SessionStore for EmbeddedStore {
         let s = session.clone();
         self.run(move |conn| {
             conn.execute(
-                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)"),
+                &format!(
+                    "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11)"
+                ),
                 params![
                     s.user_id,
                     s.session_id,
@@ -259,7 +283,9 @@ impl SessionStore for EmbeddedStore {
                     s.created_at_ms,
                     s.expires_at_ms,
                     s.username,
-                    roles_to_text(&s.roles)?
+                    roles_to_text(&s.roles)?,
+                    s.details.idle_expires_at_ms,
+                    details_to_text(&s.details)?
                 ],
             )
             .map_err(map_err)?;
@@ -293,7 +319,8 @@ impl SessionStore for EmbeddedStore {
             let changed = conn
                 .execute(
                     "UPDATE sessions SET seed = ?3, generation = ?4, rotated_at_ms = ?5, created_at_ms = ?6,
-                         expires_at_ms = ?7, username = ?8, roles = ?9, version = version + 1
+                         expires_at_ms = ?7, username = ?8, roles = ?9, version = version + 1,
+                         idle_expires_at_ms = ?11, details = ?12
                      WHERE user_id = ?1 AND session_id = ?2 AND version = ?10",
                     params![
                         s.user_id,
@@ -305,7 +332,9 @@ impl SessionStore for EmbeddedStore {
                         s.expires_at_ms,
                         s.username,
                         roles_to_text(&s.roles)?,
-                        expected
+                        expected,
+                        s.details.idle_expires_at_ms,
+                        details_to_text(&s.details)?
                     ],
                 )
                 .map_err(map_err)?;
@@ -360,7 +389,9 @@ impl SessionStore for EmbeddedStore {
 
     async fn purge_expired(&self, now: UnixMs) -> Result<u64, StoreError> {
         self.run(move |conn| {
-            let n = conn.execute("DELETE FROM sessions WHERE expires_at_ms <= ?1", params![now]).map_err(map_err)?;
+            let n = conn
+                .execute("DELETE FROM sessions WHERE expires_at_ms <= ?1 OR idle_expires_at_ms <= ?1", params![now])
+                .map_err(map_err)?;
             Ok(n as u64)
         })
         .await

@@ -106,8 +106,35 @@ pub struct SessionRecord {
     pub expires_at_ms: UnixMs,
     /// The user's name when the session began (access-token `name`).
     pub username: String,
-    /// The user's roles when the session began (access-token `roles`).
+    /// The user's roles (access-token `roles`): copied at login, updated when an admin changes them.
     pub roles: Vec<String>,
+    /// What "my devices" shows, and the inactivity deadline.
+    pub details: SessionDetails,
+}
+
+/// The parts of a session that are about the device and its activity.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionDetails {
+    /// When the session was last used (login or refresh).
+    #[serde(default)]
+    pub last_used_at_ms: UnixMs,
+    /// With an inactivity timeout: the session ends at this time unless refreshed before.
+    #[serde(default)]
+    pub idle_expires_at_ms: Option<UnixMs>,
+    /// The client's `User-Agent` at login, truncated.
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    /// The client address at login (see `http::client_address`).
+    #[serde(default)]
+    pub client_address: Option<String>,
+}
+
+impl SessionRecord {
+    /// When the session ends: the earlier of its absolute end and its inactivity deadline.
+    pub fn ends_at_ms(&self) -> UnixMs {
+        self.details.idle_expires_at_ms.map_or(self.expires_at_ms, |idle| idle.min(self.expires_at_ms))
+    }
 }
 
 impl fmt::Debug for SessionRecord {
@@ -189,8 +216,9 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// Every session of `user_id` (expired ones included), in no particular order.
     async fn list_user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError>;
 
-    /// Removes sessions whose absolute lifetime ended before `now`; returns how many. Stores that
-    /// expire records by themselves (Cosmos TTL) may do nothing and return 0.
+    /// Removes sessions that ended (absolute lifetime or inactivity deadline) at or before `now`;
+    /// returns how many. Stores that expire records by themselves (Cosmos TTL) may do nothing and
+    /// return 0.
     async fn purge_expired(&self, now: UnixMs) -> Result<u64, StoreError>;
 }
 

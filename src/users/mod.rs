@@ -14,6 +14,7 @@ use crate::store::{Account, Cas, LoginThrottle, StoreError, UserRecord, UserStor
 
 pub mod lockout;
 pub mod passwords;
+pub mod profile;
 
 pub use passwords::{HashError, PasswordHasher};
 
@@ -36,11 +37,15 @@ pub enum UsernameError {
     #[error("username must be at most {MAX_USERNAME_CHARS} characters")]
     TooLong,
     /// Control characters or surrounding spaces.
-    #[error("username must not contain control characters or start or end with whitespace")]
+    #[error("username must not contain control, invisible or line-break characters, or start or end with whitespace")]
     BadCharacters,
+    /// Letters of several scripts (a look-alike of another name).
+    #[error("username must use letters of one script only (no look-alikes such as a Cyrillic а among Latin letters)")]
+    MixedScript,
 }
 
-/// The lookup key of a username: checked, then lowercased, so `Alice` and `alice` are one account.
+/// The lookup key of a username: checked, then mapped (RFC 8265 UsernameCaseMapped: width-mapped,
+/// case-folded, NFC; see [`profile`]), so `Ａｌｉｃｅ`, `Alice` and `alice` are one account.
 pub fn username_key(raw: &str) -> Result<String, UsernameError> {
     if raw.is_empty() {
         return Err(UsernameError::Empty);
@@ -51,7 +56,27 @@ pub fn username_key(raw: &str) -> Result<String, UsernameError> {
     if raw.chars().any(char::is_control) || raw.trim() != raw {
         return Err(UsernameError::BadCharacters);
     }
-    Ok(raw.to_lowercase())
+    Ok(profile::mapped_key(raw))
+}
+
+/// The account of `username`: under its key, or under its pre-profile key (lowercased only) when
+/// that differs and the first holds no user — so accounts registered before the profile still work.
+/// Returns the key the account lives under (`key`, the mapped key of `username`, or the legacy
+/// one), and the account.
+async fn read_account(
+    store: &dyn UserStore,
+    key: &str,
+    username: &str,
+) -> Result<(String, Option<Versioned<Account>>), StoreError> {
+    let found = store.get_account(key).await?;
+    let legacy = profile::legacy_key(username);
+    if legacy == key || found.as_ref().is_some_and(|a| a.value.user.is_some()) {
+        return Ok((key.to_string(), found));
+    }
+    match store.get_account(&legacy).await? {
+        Some(old) if old.value.user.is_some() => Ok((legacy, Some(old))),
+        _ => Ok((key.to_string(), found)),
+    }
 }
 
 /// An authenticated user, as the token service needs it.
@@ -197,7 +222,7 @@ impl UserDirectory for StoreDirectory {
         // One attempt per username and address at a time in this process; across processes the
         // reservation below keeps the count.
         let _turn = self.attempts.lock(format!("{key}\u{0}{client}")).await;
-        let read = self.store.get_account(&key).await?;
+        let (key, read) = read_account(self.store.as_ref(), &key, username).await?;
         // Reserve the attempt first when failures are already recorded, so parallel guesses can
         // never have more than `max_failures` passwords checked per window.
         let key_ref = key.as_str();
@@ -263,10 +288,9 @@ impl UserDirectory for StoreDirectory {
 
     async fn find(&self, username: &str) -> Result<Option<UserState>, StoreError> {
         let Ok(key) = username_key(username) else { return Ok(None) };
-        Ok(self
-            .store
-            .get_account(&key)
+        Ok(read_account(self.store.as_ref(), &key, username)
             .await?
+            .1
             .and_then(|a| a.value.user)
             .map(|u| UserState { principal: principal(&u), disabled: u.disabled }))
     }
@@ -328,10 +352,6 @@ pub async fn add_user(
     let mut roles = roles.to_vec();
     roles.sort();
     roles.dedup();
-    let existing = store.get_account(&key).await?;
-    if existing.as_ref().is_some_and(|a| a.value.user.is_some()) {
-        return Err(AdminError::Exists(username.to_string()));
-    }
     let user = UserRecord {
         id: uuid::Uuid::new_v4().to_string(),
         username: username.to_string(),
@@ -340,6 +360,19 @@ pub async fn add_user(
         roles,
         disabled: false,
         created_at_ms: now,
+    };
+    // A name registered before the username profile lives under its old key.
+    let legacy = profile::legacy_key(username);
+    if legacy != key && store.get_account(&legacy).await?.is_some_and(|a| a.value.user.is_some()) {
+        return Err(AdminError::Exists(username.to_string()));
+    }
+    // Most names are new: try the insert first (one write), and read only when a record exists.
+    let mut fresh = empty_account(&key);
+    fresh.user = Some(user.clone());
+    let existing = match store.put_account(&fresh, None).await {
+        Ok(_) => return Ok(user),
+        Err(StoreError::Conflict) => store.get_account(&key).await?,
+        Err(e) => return Err(e.into()),
     };
     let (key, user) = (&key, &user);
     retry_cas("account record", existing, |current| async move {
@@ -371,7 +404,8 @@ async fn update_user(
 ) -> Result<UserRecord, AdminError> {
     let key = username_key(username)?;
     let unknown = || AdminError::Unknown(username.to_string());
-    let current = store.get_account(&key).await?.ok_or_else(unknown)?;
+    let (key, current) = read_account(store, &key, username).await?;
+    let current = current.ok_or_else(unknown)?;
     let (key, change) = (&key, &change);
     retry_cas("account record", current, |current| async move {
         let mut account = current.value.clone();
@@ -408,6 +442,190 @@ pub async fn disable_user(store: &dyn crate::store::Store, username: &str) -> Re
 /// Clears every failed-login count and lock of `username` (`handler user unlock`).
 pub async fn unlock_user(store: &dyn UserStore, username: &str) -> Result<UserRecord, AdminError> {
     update_user(store, username, lockout::unlock).await
+}
+
+/// The outcome of a password change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordChange {
+    /// The current password was right; the new one is stored.
+    Changed(UserRecord),
+    /// Wrong current password (counted toward lockout), or the account is gone or disabled.
+    Rejected,
+    /// Too many failures from this address or for this username.
+    Locked {
+        /// Milliseconds until the lock opens.
+        retry_after_ms: i64,
+    },
+    /// Hashing is saturated; nothing was changed or counted.
+    Busy(&'static str),
+}
+
+/// Changes the password of `username` (whose id must be `user_id`) after checking `current`,
+/// with the lockout of logins: a wrong current password counts as a failed login from `client`.
+/// One account read and one write when it succeeds. `new` must already meet the policy.
+#[allow(clippy::too_many_arguments)]
+pub async fn change_password(
+    store: &dyn UserStore,
+    hasher: &PasswordHasher,
+    policy: &Login,
+    username: &str,
+    user_id: &str,
+    current: &Password,
+    new: &Password,
+    client: &str,
+    now: UnixMs,
+) -> Result<PasswordChange, StoreError> {
+    let Ok(key) = username_key(username) else { return Ok(PasswordChange::Rejected) };
+    let (key, read) = read_account(store, &key, username).await?;
+    let Some(read) = read else { return Ok(PasswordChange::Rejected) };
+    if let lockout::Gate::Locked { retry_after_ms } = lockout::gate(&read.value, client, now, policy) {
+        return Ok(PasswordChange::Locked { retry_after_ms });
+    }
+    let Some(user) = read.value.user.clone().filter(|u| u.id == user_id && !u.disabled) else {
+        return Ok(PasswordChange::Rejected);
+    };
+    match hasher.verify(current, Some(&user.password_hash)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let (before, after) =
+                update_account(store, &key, Some(read), |a| lockout::record_failure(a, client, now, policy)).await?;
+            warn_if_locked(&before, &after.value, &key, client, now, policy);
+            return Ok(PasswordChange::Rejected);
+        }
+        Err(HashError::Busy(why)) => return Ok(PasswordChange::Busy(why)),
+        Err(HashError::Failed(e)) => return Err(StoreError::unavailable(e)),
+    }
+    let new_hash = match hasher.hash(new).await {
+        Ok(h) => h,
+        Err(HashError::Busy(why)) => return Ok(PasswordChange::Busy(why)),
+        Err(HashError::Failed(e)) => return Err(StoreError::unavailable(e)),
+    };
+    let verified_hash = user.password_hash.clone();
+    let (key, new_hash, verified_hash) = (&key, &new_hash, &verified_hash);
+    retry_cas("account record", read, |current| async move {
+        let mut account = current.value.clone();
+        let Some(u) = account.user.as_mut().filter(|u| u.id == user_id && !u.disabled) else {
+            return Ok(Cas::Done(PasswordChange::Rejected));
+        };
+        // Changed by someone else since it was verified: the current password may be stale.
+        if u.password_hash != *verified_hash {
+            return Ok(Cas::Done(PasswordChange::Rejected));
+        }
+        u.password_hash = new_hash.clone();
+        let changed = u.clone();
+        lockout::record_success(&mut account, client, false);
+        match store.put_account(&account, Some(&current.version)).await {
+            Ok(_) => Ok(Cas::Done(PasswordChange::Changed(changed))),
+            Err(StoreError::Precondition) => match store.get_account(key).await? {
+                Some(again) => Ok(Cas::Retry(again)),
+                None => Ok(Cas::Done(PasswordChange::Rejected)),
+            },
+            Err(StoreError::NotFound) => Ok(Cas::Done(PasswordChange::Rejected)),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
+/// Sets a new password for `username` without checking the old one (`handler user password`, an
+/// admin's action); the caller ends the user's sessions.
+pub async fn set_password(
+    store: &dyn UserStore,
+    hasher: &PasswordHasher,
+    username: &str,
+    password: &Password,
+) -> Result<UserRecord, AdminError> {
+    let pw = password.expose();
+    if pw.chars().count() < MIN_PASSWORD_CHARS || pw.len() > MAX_PASSWORD_BYTES || pw.contains(['\n', '\r']) {
+        return Err(AdminError::Password);
+    }
+    let hash = hasher.hash(password).await.map_err(|e| StoreError::unavailable(e.to_string()))?;
+    update_user(store, username, |a| {
+        if let Some(u) = a.user.as_mut() {
+            u.password_hash = hash.clone();
+        }
+    })
+    .await
+}
+
+/// What an admin may change about a user (`PATCH /api/users/{username}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserChange {
+    /// Disable (true) or enable (false).
+    pub disabled: Option<bool>,
+    /// New roles (replacing the old ones).
+    pub roles: Option<Vec<String>>,
+    /// Clear every failed-login count and lock.
+    pub unlock: bool,
+}
+
+/// Applies `change` to `username`; disabling ends every session of the user, a role change is
+/// copied into the user's sessions so that their next refresh carries it. Returns the user as
+/// changed and how many sessions ended.
+pub async fn change_user(
+    store: &dyn crate::store::Store,
+    username: &str,
+    change: &UserChange,
+) -> Result<(UserRecord, u64), AdminError> {
+    let roles = match &change.roles {
+        Some(roles) => {
+            if let Some(bad) = roles.iter().find(|r| !valid_role(r)) {
+                return Err(AdminError::Role(bad.clone()));
+            }
+            let mut roles = roles.clone();
+            roles.sort();
+            roles.dedup();
+            Some(roles)
+        }
+        None => None,
+    };
+    let user = update_user(store, username, |a| {
+        if let Some(u) = a.user.as_mut() {
+            if let Some(disabled) = change.disabled {
+                u.disabled = disabled;
+            }
+            if let Some(roles) = &roles {
+                u.roles.clone_from(roles);
+            }
+        }
+        if change.unlock {
+            lockout::unlock(a);
+        }
+    })
+    .await?;
+    let mut ended = 0;
+    if user.disabled {
+        ended = store.delete_user_sessions(&user.id, None).await?;
+    } else if let Some(roles) = &roles {
+        for session in store.list_user_sessions(&user.id).await? {
+            copy_roles(store, &session.user_id, &session.session_id, roles).await?;
+        }
+    }
+    Ok((user, ended))
+}
+
+/// Writes `roles` into one session with compare-and-swap (a session gone meanwhile is fine).
+async fn copy_roles(
+    store: &dyn crate::store::Store,
+    user_id: &str,
+    session_id: &str,
+    roles: &[String],
+) -> Result<(), StoreError> {
+    let current = store.get_session(user_id, session_id).await?;
+    retry_cas("session", current, |current| async move {
+        let Some(current) = current else { return Ok(Cas::Done(())) };
+        let mut session = current.value.clone();
+        if session.roles == roles {
+            return Ok(Cas::Done(()));
+        }
+        session.roles = roles.to_vec();
+        match store.replace_session(&session, &current.version).await {
+            Ok(_) | Err(StoreError::NotFound) => Ok(Cas::Done(())),
+            Err(StoreError::Precondition) => Ok(Cas::Retry(store.get_session(user_id, session_id).await?)),
+            Err(e) => Err(e),
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -1,0 +1,135 @@
+//! The account routes: `POST /api/register`, `POST /api/password`, `GET|DELETE /api/sessions[/{id}]`
+//! and `GET|POST|PATCH /api/users[/{username}]`. Bodies follow the rules of every route (JSON or
+//! form, 16 KiB, no repeated names); errors are RFC 6749-style JSON.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::body::Fields;
+use super::cookies;
+use super::error::ApiError;
+use super::{Api, ApiRequest, ApiResponse, MAX_TOKEN_LEN, Operation, bearer};
+use crate::accounts::MAX_PAGE;
+use crate::secret::Password;
+use crate::service::Client;
+use crate::users::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS, UserChange};
+
+/// Default page size of `GET /api/users`.
+const DEFAULT_PAGE: usize = 50;
+/// Most roles a user may hold.
+const MAX_ROLES: usize = 32;
+
+fn roles(fields: &Fields) -> Result<Option<Vec<String>>, ApiError> {
+    let bad = || ApiError::InvalidRequest(format!("roles must be an array of at most {MAX_ROLES} strings"));
+    match fields.value("roles") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) if items.len() <= MAX_ROLES => {
+            items.iter().map(|r| r.as_str().map(str::to_string).ok_or_else(bad)).collect::<Result<_, _>>().map(Some)
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
+fn boolean(fields: &Fields, name: &str) -> Result<Option<bool>, ApiError> {
+    match fields.value(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::InvalidRequest(format!("{name} must be true or false"))),
+    }
+}
+
+/// Roles and flags are JSON arrays and booleans: these routes take JSON only.
+fn json_only(fields: Fields) -> Result<Fields, ApiError> {
+    if fields.is_form() { Err(ApiError::UnsupportedMediaType) } else { Ok(fields) }
+}
+
+/// Answers one of the account operations.
+pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
+    let service = &api.service;
+    let address = req.client_address();
+    match operation {
+        Operation::Register => {
+            let transport = cookies::requested_transport(req)?;
+            let fields = Fields::parse(req)?;
+            let username = fields.required("username", MAX_USERNAME_CHARS * 4)?;
+            let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
+            let client = Client { address: &address, user_agent: req.header("user-agent") };
+            let pair = service.register(username, &password, client).await?;
+            let mut r = api.pair(&pair, transport);
+            r.status = StatusCode::CREATED;
+            Ok(r)
+        }
+        Operation::ChangePassword => {
+            let caller = service.authenticate_bearer(bearer(req)?).await?;
+            let fields = Fields::parse(req)?;
+            let current = Password::new(fields.required("current_password", MAX_PASSWORD_BYTES)?);
+            let new = Password::new(fields.required("new_password", MAX_PASSWORD_BYTES)?);
+            let ended = service.change_password(&caller, &current, &new, &address).await?;
+            Ok(ApiResponse::json(StatusCode::OK, &json!({ "other_sessions_ended": ended })))
+        }
+        Operation::ListSessions => {
+            let caller = service.authenticate_bearer(bearer(req)?).await?;
+            let sessions = service.list_sessions(&caller).await?;
+            Ok(ApiResponse::json(StatusCode::OK, &json!({ "sessions": sessions })))
+        }
+        Operation::EndSession => {
+            let caller = service.authenticate_bearer(bearer(req)?).await?;
+            let id = req.param.as_deref().unwrap_or_default();
+            if id.is_empty() || id.len() > MAX_TOKEN_LEN {
+                return Err(ApiError::NotFound("no such session"));
+            }
+            service.end_session(&caller, id).await?;
+            let mut r = ApiResponse::json(StatusCode::NO_CONTENT, &json!({}));
+            r.body.clear();
+            r.headers.remove(http::header::CONTENT_TYPE);
+            Ok(r)
+        }
+        Operation::ListUsers => {
+            let caller = service.authenticate_bearer(bearer(req)?).await?;
+            let limit = match req.query_param("limit")? {
+                None => DEFAULT_PAGE,
+                Some(l) => l
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::InvalidRequest(format!("limit must be 1 to {MAX_PAGE}")))?,
+            };
+            let cursor = req.query_param("cursor")?;
+            let page = service.list_users(&caller, limit, cursor.as_deref()).await?;
+            Ok(ApiResponse::json(StatusCode::OK, &page))
+        }
+        Operation::CreateUser => {
+            let caller = service.authenticate_bearer(bearer(req)?).await?;
+            let fields = json_only(Fields::parse(req)?)?;
+            let username = fields.required("username", MAX_USERNAME_CHARS * 4)?;
+            let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
+            let roles = roles(&fields)?.unwrap_or_default();
+            let user = service.create_user(&caller, username, &password, &roles).await?;
+            Ok(ApiResponse::json(StatusCode::CREATED, &json!({ "id": user.id, "username": user.username, "roles": user.roles })))
+        }
+        Operation::ChangeUser => {
+            let caller = service.authenticate_bearer(bearer(req)?).await?;
+            let username = req.param.as_deref().unwrap_or_default();
+            let fields = json_only(Fields::parse(req)?)?;
+            if let Some(unknown) = fields.names().find(|n| !["disabled", "roles", "unlock"].contains(n)) {
+                return Err(ApiError::InvalidRequest(format!("unknown field {unknown:?}; use disabled, roles or unlock")));
+            }
+            let change = UserChange {
+                disabled: boolean(&fields, "disabled")?,
+                roles: roles(&fields)?,
+                unlock: match boolean(&fields, "unlock")? {
+                    None | Some(false) => false,
+                    Some(true) => true,
+                },
+            };
+            if change == UserChange::default() {
+                return Err(ApiError::InvalidRequest("send at least one of disabled, roles or unlock".into()));
+            }
+            let user = service.change_user(&caller, username, &change).await?;
+            Ok(ApiResponse::json(StatusCode::OK, &user))
+        }
+        Operation::Login | Operation::Refresh | Operation::Revoke | Operation::Jwks => {
+            Err(ApiError::NotFound("no such route"))
+        }
+    }
+}
