@@ -27,6 +27,9 @@ log=$(mktemp)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export FUNCTIONS_CUSTOMHANDLER_PORT=$port JwtRefreshToken__Embedded__Path=$store RUST_LOG=warn
 export JwtRefreshToken__Descriptor__Issuer=https://issuer.fuzz JwtRefreshToken__Descriptor__Audience=api://fuzz
+# Sign-up open and a long-lived access token, so the Bearer routes are fuzzed as an admin too.
+export JwtRefreshToken__Registration__Mode=open JwtRefreshToken__Expires__CreateExpiresInMs=3600000
+export JwtRefreshToken__Registration__MaxPerAddress=100000
 JwtRefreshToken__Descriptor__AlgorithmKey=$("$BIN" keys generate --algorithm HS256)
 export JwtRefreshToken__Descriptor__AlgorithmKey
 printf 'fuzz-password-0123\n' | "$BIN" user add alice --role admin --password-stdin >/dev/null
@@ -43,9 +46,13 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 
+token=$(curl -fsS -H 'Content-Type: application/json' -d '{"username":"alice","password":"fuzz-password-0123"}' \
+    "http://127.0.0.1:$port/api/token" | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
+
 status=0
 "$VENV/bin/schemathesis" run openapi.yaml \
     --url "http://127.0.0.1:$port" \
+    -H "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
     --max-examples "$EXAMPLES" --seed "$SEED" \
     --no-color || status=$?

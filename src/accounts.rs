@@ -13,7 +13,9 @@ use crate::service::{Caller, Client, GrantFailure, ServiceError, TokenPair, Toke
 use crate::settings::{Accounts, Login, RegistrationMode};
 use crate::store::{SessionRecord, StoreError, UserRecord};
 use crate::users::profile::{self, PasswordPolicyError};
-use crate::users::{self, ADMIN_ROLE, AdminError, PasswordChange, PasswordHasher, Principal, UserChange, UsernameError};
+use crate::users::{
+    self, ADMIN_ROLE, AdminError, PasswordChange, PasswordHasher, Principal, UserChange, UsernameError,
+};
 
 /// Most users a page of `GET /api/users` holds.
 pub const MAX_PAGE: usize = 200;
@@ -148,7 +150,12 @@ impl TokenService {
     }
 
     /// Sign-up: creates the account and starts a session (`POST /api/register`).
-    pub async fn register(&self, username: &str, password: &Password, client: Client<'_>) -> Result<TokenPair, ServiceError> {
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &Password,
+        client: Client<'_>,
+    ) -> Result<TokenPair, ServiceError> {
         let rules = self.rules()?;
         if rules.rules.registration == RegistrationMode::Closed {
             return Err(ServiceError::AccessDenied("registration is closed; ask an administrator for an account"));
@@ -273,7 +280,12 @@ impl TokenService {
     }
 
     /// A page of users after `cursor` (`GET /api/users`, admin).
-    pub async fn list_users(&self, caller: &Caller, limit: usize, cursor: Option<&str>) -> Result<UserPage, ServiceError> {
+    pub async fn list_users(
+        &self,
+        caller: &Caller,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<UserPage, ServiceError> {
         self.require_admin(caller).await?;
         self.rules()?;
         let after = match cursor {
@@ -290,8 +302,11 @@ impl TokenService {
         };
         let mut all = self.store.list_users().await?;
         all.sort_by(|a, b| a.username_key.cmp(&b.username_key));
-        let page: Vec<&UserRecord> =
-            all.iter().filter(|u| after.as_deref().is_none_or(|a| u.username_key.as_str() > a)).take(limit + 1).collect();
+        let page: Vec<&UserRecord> = all
+            .iter()
+            .filter(|u| after.as_deref().is_none_or(|a| u.username_key.as_str() > a))
+            .take(limit + 1)
+            .collect();
         let next_cursor = (page.len() > limit).then(|| {
             use base64::Engine as _;
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(page[limit - 1].username_key.as_bytes())
@@ -301,7 +316,12 @@ impl TokenService {
 
     /// Changes a user (`PATCH /api/users/{username}`, admin). Disabling ends the user's sessions
     /// at once; a role change reaches the user's sessions, so their next refresh carries it.
-    pub async fn change_user(&self, caller: &Caller, username: &str, change: &UserChange) -> Result<UserInfo, ServiceError> {
+    pub async fn change_user(
+        &self,
+        caller: &Caller,
+        username: &str,
+        change: &UserChange,
+    ) -> Result<UserInfo, ServiceError> {
         self.require_admin(caller).await?;
         self.rules()?;
         let (user, ended) = users::change_user(self.store.as_ref(), username, change).await.map_err(admin_error)?;

@@ -235,7 +235,8 @@ async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
             let password = read_password_line()?;
             let hasher = PasswordHasher::start(&Hashing { workers: 1, queue_length: 1, queue_timeout_ms: 60_000 })
                 .map_err(Failure::other)?;
-            let user = users::set_password(store.as_ref(), &hasher, &username, &password).await.map_err(Failure::other)?;
+            let user =
+                users::set_password(store.as_ref(), &hasher, &username, &password).await.map_err(Failure::other)?;
             let ended = store.delete_user_sessions(&user.id, None).await.map_err(Failure::other)?;
             println!("set the password of {} and ended {ended} session(s)", user.username);
         }

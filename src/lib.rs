@@ -8,8 +8,8 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_debug_implementations)]
 
-pub mod cli;
 pub mod accounts;
+pub mod cli;
 pub mod clock;
 pub mod epoch;
 pub mod http;

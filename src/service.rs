@@ -170,6 +170,11 @@ pub struct Client<'a> {
     pub user_agent: Option<&'a str>,
 }
 
+/// Rotations remembered to recognise concurrent refreshes (see `TokenService::rotated`).
+const MAX_REMEMBERED_ROTATIONS: usize = 10_000;
+/// How long a remembered rotation is kept when the memory is full.
+const REMEMBER_ROTATIONS: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Longest `User-Agent` kept with a session, in characters.
 pub const MAX_USER_AGENT_CHARS: usize = 256;
 
@@ -182,10 +187,12 @@ pub struct TokenService {
     pub(crate) refresh: RefreshTokens,
     pub(crate) policy: Policy,
     pub(crate) clock: Arc<dyn Clock>,
-    /// Refreshes of one session in flight in this process, one at a time; the state is the
-    /// generation the last of them rotated from, so the ones queued behind it know they were
-    /// concurrent, not replays.
-    refreshing: Arc<KeyedLocks<Option<u64>>>,
+    /// Refreshes of one session in flight in this process take turns.
+    refreshing: Arc<KeyedLocks<()>>,
+    /// Rotations this process completed recently: (session key) → (generation rotated from, when
+    /// the rotation was written). A refresh of that generation that *started* before then was
+    /// concurrent with it — not a replay — and gets the successor whatever the grace.
+    rotated: Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant)>>>,
     /// Sessions that began before this time are ended (revoke-everyone), as last read.
     pub(crate) epoch: Arc<crate::epoch::Epoch>,
     /// The account routes (sign-up, password change, admin users): only with the built-in directory.
@@ -213,7 +220,18 @@ impl TokenService {
         policy: Policy,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, directory, access, refresh, policy, clock, refreshing: Arc::default(), epoch: Arc::default(), accounts: None }
+        Self {
+            store,
+            directory,
+            access,
+            refresh,
+            policy,
+            clock,
+            refreshing: Arc::default(),
+            rotated: Arc::default(),
+            epoch: Arc::default(),
+            accounts: None,
+        }
     }
 
     /// The session id a refresh token names, without verifying it (`None` when malformed).
@@ -252,12 +270,22 @@ impl TokenService {
     /// The account is read again after the session is written, and the session deleted if the user
     /// was disabled meanwhile: a login racing `user disable` never leaves a live session, whatever
     /// the scheduling delays (the disable writes its flag before it sweeps the sessions).
-    pub async fn login(&self, username: &str, password: &Password, client_address: &str) -> Result<TokenPair, ServiceError> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &Password,
+        client_address: &str,
+    ) -> Result<TokenPair, ServiceError> {
         self.login_as(username, password, Client { address: client_address, user_agent: None }).await
     }
 
     /// [`TokenService::login`] recording the client's address and user agent with the session.
-    pub async fn login_as(&self, username: &str, password: &Password, client: Client<'_>) -> Result<TokenPair, ServiceError> {
+    pub async fn login_as(
+        &self,
+        username: &str,
+        password: &Password,
+        client: Client<'_>,
+    ) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
         username_key(username).map_err(|_| ServiceError::InvalidRequest("username is not acceptable"))?;
         let principal = match self.directory.login(username, password, client.address, now).await? {
@@ -354,6 +382,7 @@ impl TokenService {
     /// `access_token`, when given, must be one of ours (signature, issuer, audience, type; its expiry
     /// is ignored) for the same subject, as tutorial clients send it.
     pub async fn refresh(&self, refresh_token: &str, access_token: Option<&str>) -> Result<TokenPair, ServiceError> {
+        let started = std::time::Instant::now();
         let now = self.clock.now_ms();
         let parts = self.refresh.parse(refresh_token).ok_or(ServiceError::InvalidGrant(GrantFailure::Malformed))?;
         if let Some(access) = access_token {
@@ -368,10 +397,12 @@ impl TokenService {
         let span = tracing::Span::current();
         span.record("user_id", parts.user_id.as_str());
         span.record("session_id", parts.session_id.as_str());
-        // Concurrent refreshes of one session in this process take turns; one queued behind a
-        // refresh that rotated its generation was concurrent with it (the state says so).
-        let mut turn = self.refreshing.lock(format!("{}\u{0}{}", parts.user_id, parts.session_id)).await;
-        let concurrent = *turn == Some(parts.generation);
+        // Concurrent refreshes of one session in this process take turns; one that started before
+        // a rotation of its generation completed was concurrent with it.
+        let key = format!("{}\u{0}{}", parts.user_id, parts.session_id);
+        let _turn = self.refreshing.lock(key.clone()).await;
+        let concurrent =
+            self.lock_rotated().get(&key).is_some_and(|(g, done)| *g == parts.generation && started <= *done);
         let parts = &parts;
         // `lost_race`: this call was concurrent with a refresh of the same generation (queued
         // behind it here, or it lost the compare-and-swap to another instance). That is no replay:
@@ -422,10 +453,19 @@ impl TokenService {
         })
         .await;
         let (pair, rotated_from) = result?;
-        if rotated_from.is_some() {
-            *turn = rotated_from;
+        if let Some(from) = rotated_from {
+            let mut rotated = self.lock_rotated();
+            let done = std::time::Instant::now();
+            if rotated.len() >= MAX_REMEMBERED_ROTATIONS {
+                rotated.retain(|_, (_, at)| done.duration_since(*at) < REMEMBER_ROTATIONS);
+            }
+            rotated.insert(key, (from, done));
         }
         Ok(pair)
+    }
+
+    fn lock_rotated(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (u64, std::time::Instant)>> {
+        self.rotated.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// RFC 7009 revocation: ends the session a refresh token, or an unexpired access token of ours

@@ -5,6 +5,8 @@
 /// The store every handler in this test binary uses.
 const BACKEND: helpers::Backend = helpers::Backend::Cosmos;
 
+#[path = "api/accounts.rs"]
+mod accounts;
 #[path = "api/bearer.rs"]
 mod bearer;
 #[path = "api/browser.rs"]

@@ -401,3 +401,44 @@ async fn an_access_token_sent_with_a_refresh_must_match_the_subject() {
     // Neither mismatch touched the session.
     f.refresh(&next.refresh_token).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_idle_session_ends_and_each_refresh_moves_the_idle_deadline_but_never_the_absolute_end() {
+    let f = fixture(&[("JwtRefreshToken__Expires__IdleExpiresInMs", "60000")]).await;
+    let pair = f.login("alice").await;
+    assert_eq!(pair.refresh_expires_in, 60, "the earlier of idle (60 s) and absolute (1 h)");
+    f.clock.advance(59_000);
+    let mut token = f.refresh(&pair.refresh_token).await.unwrap().refresh_token;
+    f.clock.advance(60_000);
+    assert_eq!(grant_failure(f.refresh(&token).await), GrantFailure::Expired, "idle for 60 s");
+    // Kept busy, a session lives until its absolute end and no longer.
+    let pair = f.login("alice").await;
+    token = pair.refresh_token;
+    let mut last = pair.refresh_expires_in;
+    for _ in 0..61 {
+        f.clock.advance(59_000);
+        match f.refresh(&token).await {
+            Ok(next) => {
+                assert!(next.refresh_expires_in <= 60);
+                last = next.refresh_expires_in;
+                token = next.refresh_token;
+            }
+            Err(e) => {
+                assert_eq!(grant_failure(Err(e)), GrantFailure::Expired);
+                assert!(last < 60, "the last pairs reported the absolute end, {last} s");
+                return;
+            }
+        }
+    }
+    panic!("a session refreshed every 59 s outlived its absolute lifetime of 1 h");
+}
+
+#[tokio::test]
+async fn idle_sessions_are_purged_from_the_embedded_store() {
+    let f = fixture(&[("JwtRefreshToken__Expires__IdleExpiresInMs", "60000")]).await;
+    f.login("alice").await;
+    f.login("bob").await;
+    f.clock.advance(61_000);
+    let purged = f.store.purge_expired(f.clock.now_ms()).await.unwrap();
+    assert_eq!(purged, 2);
+}

@@ -8,8 +8,8 @@ use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
 use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
-    Account, AddressThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore as _, Store, StoreError, UserRecord,
-    UserStore as _, Version,
+    Account, AddressThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore as _, Store, StoreError,
+    UserRecord, UserStore as _, Version,
 };
 
 mod contract {

@@ -105,14 +105,19 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
             let roles = roles(&fields)?.unwrap_or_default();
             let user = service.create_user(&caller, username, &password, &roles).await?;
-            Ok(ApiResponse::json(StatusCode::CREATED, &json!({ "id": user.id, "username": user.username, "roles": user.roles })))
+            Ok(ApiResponse::json(
+                StatusCode::CREATED,
+                &json!({ "id": user.id, "username": user.username, "roles": user.roles }),
+            ))
         }
         Operation::ChangeUser => {
             let caller = service.authenticate_bearer(bearer(req)?).await?;
             let username = req.param.as_deref().unwrap_or_default();
             let fields = json_only(Fields::parse(req)?)?;
             if let Some(unknown) = fields.names().find(|n| !["disabled", "roles", "unlock"].contains(n)) {
-                return Err(ApiError::InvalidRequest(format!("unknown field {unknown:?}; use disabled, roles or unlock")));
+                return Err(ApiError::InvalidRequest(format!(
+                    "unknown field {unknown:?}; use disabled, roles or unlock"
+                )));
             }
             let change = UserChange {
                 disabled: boolean(&fields, "disabled")?,

@@ -112,7 +112,11 @@ pub static ROUTES: [Route; 8] = [
     },
     Route {
         function: Function::Users,
-        methods: &[(Method::GET, Operation::ListUsers), (Method::POST, Operation::CreateUser), (Method::PATCH, Operation::ChangeUser)],
+        methods: &[
+            (Method::GET, Operation::ListUsers),
+            (Method::POST, Operation::CreateUser),
+            (Method::PATCH, Operation::ChangeUser),
+        ],
     },
 ];
 

@@ -262,10 +262,10 @@ pub struct Settings {
 
 use env::shorten;
 use names::{
-    ALGORITHM, ALGORITHM_KEY, AUDIENCE, CLOCK_SKEW, CORS_ALLOWED_ORIGINS, COSMOS_CONNECTION_STRING, IDLE_EXPIRES,
-    PASSWORD_MIN_LENGTH, REGISTRATION_MAX_PER_ADDRESS, REGISTRATION_MODE, REGISTRATION_WINDOW, CREATE_EXPIRES,
-    HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, ISSUER, LOCKOUT, MAX_FAILURES,
-    MAX_FAILURES_PER_USERNAME, PORT, PREVIOUS_KEYS, REFRESH_EXPIRES, REUSE_GRACE, ROTATION_SECRET,
+    ALGORITHM, ALGORITHM_KEY, AUDIENCE, CLOCK_SKEW, CORS_ALLOWED_ORIGINS, COSMOS_CONNECTION_STRING, CREATE_EXPIRES,
+    HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_EXPIRES, IDLE_TIMEOUT, ISSUER, LOCKOUT,
+    MAX_FAILURES, MAX_FAILURES_PER_USERNAME, PASSWORD_MIN_LENGTH, PORT, PREVIOUS_KEYS, REFRESH_EXPIRES,
+    REGISTRATION_MAX_PER_ADDRESS, REGISTRATION_MODE, REGISTRATION_WINDOW, REUSE_GRACE, ROTATION_SECRET,
 };
 pub(crate) const DEFAULT_EMBEDDED_PATH: &str = "./.data";
 /// Issuer used in development mode when none is set.
@@ -352,7 +352,10 @@ impl Settings {
             Some(m) if m == "closed" => RegistrationMode::Closed,
             Some(m) if m == "open" => RegistrationMode::Open,
             Some(m) => {
-                return Err(SettingsError::new(REGISTRATION_MODE, format!("must be closed or open, got {:?}", shorten(&m))));
+                return Err(SettingsError::new(
+                    REGISTRATION_MODE,
+                    format!("must be closed or open, got {:?}", shorten(&m)),
+                ));
             }
         };
         let accounts = Accounts {

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    Account, AddressThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version,
-    Versioned,
+    Account, AddressThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore, StoreError, UserRecord,
+    UserStore, Version, Versioned,
 };
 use crate::clock::{Clock, UnixMs};
 use crate::settings::{CosmosAuth, CosmosSettings, Identity};

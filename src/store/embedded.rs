@@ -190,8 +190,7 @@ fn missing_or_stale(conn: &Connection, sql: &str, key: &[&dyn rusqlite::ToSql]) 
     Ok(if exists { StoreError::Precondition } else { StoreError::NotFound })
 }
 
-const SESSION_COLUMNS: &str =
-    "user_id, session_id, seed, generation, rotated_at_ms, created_at_ms, expires_at_ms, username, roles, version, \
+const SESSION_COLUMNS: &str = "user_id, session_id, seed, generation, rotated_at_ms, created_at_ms, expires_at_ms, username, roles, version, \
      idle_expires_at_ms, details";
 
 fn session_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<SessionRecord>, rusqlite::Error> {

@@ -249,10 +249,16 @@ async fn with_zero_grace_sixteen_parallel_refreshes_share_one_successor_and_keep
     app.add_user("alice", PASSWORD, &[]);
     for round in 0..5 {
         let token = refresh_token(&app.login("alice", PASSWORD).await);
+        // Sixteen clients with their connections open, released at once.
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
         let mut tasks = JoinSet::new();
         for _ in 0..16 {
-            let (client, url, token) = (app.client.clone(), app.url("/api/refresh"), token.clone());
+            let client = reqwest::Client::builder().no_proxy().build().expect("client");
+            let (url, token, barrier) = (app.url("/api/refresh"), token.clone(), barrier.clone());
+            let ready = app.url("/");
             tasks.spawn(async move {
+                client.get(ready).send().await.expect("warm-up").bytes().await.expect("body");
+                barrier.wait().await;
                 let resp = client.post(url).json(&json!({"refresh_token": token})).send().await.expect("request");
                 (resp.status().as_u16(), resp.json::<Value>().await.expect("json"))
             });

@@ -7,6 +7,7 @@ const BACKEND: helpers::Backend = helpers::Backend::Embedded;
 #[path = "../support/emulator.rs"]
 mod emulator;
 
+mod accounts;
 mod bearer;
 mod browser;
 mod concurrency;
