@@ -96,7 +96,7 @@ export async function startAll() {
     JwtRefreshToken__Rotation__ReuseGraceMs: String(REUSE_GRACE_MS),
     JwtRefreshToken__Rotation__Secret: execFileSync(HANDLER, ['keys', 'generate', '--algorithm', 'HS256'], { encoding: 'utf8' }).trim(),
     JwtRefreshToken__Cors__AllowedOrigins: pageUrl,
-    RUST_LOG: 'warn',
+    RUST_LOG: 'info',
   };
   for (const [name, password] of Object.entries(USERS)) {
     execFileSync(HANDLER, ['user', 'add', name, '--password-stdin'], { input: `${password}\n`, env: { ...process.env, ...env } });
@@ -128,6 +128,12 @@ export async function startAll() {
       await Promise.all([crossSite, sameSite].map((s) => new Promise((r) => s.close(r))));
       rmSync(dir, { recursive: true, force: true });
     },
+    /** The handler's `request` log lines so far (function, method, status, outcome, reason). */
+    requests: () =>
+      handler.output
+        .split('\n')
+        .filter((line) => line.startsWith('{') && line.includes('"message":"request"'))
+        .map((line) => JSON.parse(line)),
     output: () => `--- handler ---\n${handler.output}\n--- serve.mjs ---\n${page.output}`,
   };
 }

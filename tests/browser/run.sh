@@ -30,7 +30,7 @@ echo "== browser test ($(/usr/bin/chromium --version 2>/dev/null | head -1), pla
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-(cd "$here" && node --test --test-concurrency=1 --test-timeout=120000 --test-reporter=spec browser.test.mjs) 2>&1 | tee "$log" || status=$?
+(cd "$here" && node --test --test-concurrency=1 --test-reporter=spec browser.test.mjs) 2>&1 | tee "$log" || status=$?
 passed="$(grep -Eo '^ℹ pass [0-9]+' "$log" | awk '{print $3}' | tail -1)"
 failed="$(grep -Eo '^ℹ fail [0-9]+' "$log" | awk '{print $3}' | tail -1)"
 passed="${passed:-0}"
