@@ -111,6 +111,9 @@ pub struct TokenPair {
     pub refresh_token: String,
     /// Seconds left in the session.
     pub refresh_expires_in: i64,
+    /// The session the pair belongs to (not sent in the body; binds cookie-mode anti-forgery).
+    #[serde(skip)]
+    pub session_id: String,
 }
 
 impl std::fmt::Debug for TokenPair {
@@ -181,6 +184,21 @@ impl TokenService {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self { store, directory, access, refresh, policy, clock, refreshing: Arc::default() }
+    }
+
+    /// The session id a refresh token names, without verifying it (`None` when malformed).
+    pub fn session_of(&self, refresh_token: &str) -> Option<String> {
+        self.refresh.parse(refresh_token).map(|p| p.session_id)
+    }
+
+    /// The anti-forgery value of a session (cookie transport).
+    pub fn xsrf_value(&self, session_id: &str) -> String {
+        self.refresh.xsrf_value(session_id)
+    }
+
+    /// Whether `presented` is the anti-forgery value of `session_id` (constant-time).
+    pub fn xsrf_matches(&self, session_id: &str, presented: &str) -> bool {
+        self.refresh.xsrf_matches(session_id, presented)
     }
 
     /// The access-token signer/verifier (JWKS, Bearer checks).
@@ -261,6 +279,7 @@ impl TokenService {
             expires_in: access.expires_in,
             refresh_token,
             refresh_expires_in: ms_to_s_ceil(session.expires_at_ms - now),
+            session_id: session.session_id.clone(),
         })
     }
 

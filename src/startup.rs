@@ -205,7 +205,14 @@ impl Application {
             .await
             .map_err(|source| StartupError::Bind { port: settings.port, source })?;
         let port = listener.local_addr().map_err(|source| StartupError::Bind { port: settings.port, source })?.port();
-        Ok(Self { listener, port, api: Api::new(service.clone()), service, cosmos: opened.cosmos, http: settings.http })
+        Ok(Self {
+            listener,
+            port,
+            api: Api::new(service.clone(), settings.cors.clone()),
+            service,
+            cosmos: opened.cosmos,
+            http: settings.http,
+        })
     }
 
     /// The bound port.

@@ -7,6 +7,8 @@ const BACKEND: helpers::Backend = helpers::Backend::Cosmos;
 
 #[path = "api/bearer.rs"]
 mod bearer;
+#[path = "api/browser.rs"]
+mod browser;
 #[path = "api/concurrency.rs"]
 mod concurrency;
 #[path = "api/configuration.rs"]

@@ -302,6 +302,8 @@ var jwtSettings = {
   JwtRefreshToken__Cosmos__TokenContainerId: cosmosTokenContainerName
   JwtRefreshToken__Cosmos__UserContainerId: cosmosUserContainerName
   JwtRefreshToken__Cosmos__RequestTimeoutMs: string(cosmosRequestTimeoutMs)
+  // The same origins: the platform answers preflights, the handler checks Origin on cookie requests.
+  JwtRefreshToken__Cors__AllowedOrigins: join(corsOrigins, ',')
 }
 
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {

@@ -114,6 +114,20 @@ fn content_kind(req: &ApiRequest) -> Result<Kind, ApiError> {
 }
 
 impl Fields {
+    /// Like [`Fields::parse`], but an empty body is `None` (refresh and revoke then read the
+    /// refresh-token cookie).
+    pub fn parse_optional(req: &ApiRequest) -> Result<Option<Self>, ApiError> {
+        if req.body.is_empty() && !req.body_too_large { Ok(None) } else { Self::parse(req).map(Some) }
+    }
+
+    /// Whether the body holds no field at all (`{}`).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Self::Json(map) => map.is_empty(),
+            Self::Form(pairs) => pairs.is_empty(),
+        }
+    }
+
     /// Parses the request's body according to its `Content-Type`.
     pub fn parse(req: &ApiRequest) -> Result<Self, ApiError> {
         if req.body_too_large {

@@ -1,6 +1,9 @@
 //! API errors: the only place that knows status codes and `WWW-Authenticate` headers. Bodies are
 //! RFC 6749 §5.2 JSON (`error`, `error_description`); a 5xx never carries internals.
 
+use http::StatusCode;
+use http::header::{self, HeaderName};
+
 use crate::service::{GrantFailure, ServiceError};
 use crate::tokens::access::AccessTokenError;
 
@@ -26,10 +29,13 @@ pub enum ApiError {
     MissingToken,
     /// 403 `insufficient_scope`.
     Forbidden(&'static str),
+    /// 403 `access_denied`: a cookie-authenticated request without an allowed `Origin` or the
+    /// session's `X-XSRF-TOKEN` (cross-site request forgery).
+    CrossSite(&'static str),
     /// 404.
     NotFound(&'static str),
     /// 405 with `Allow`.
-    MethodNotAllowed(&'static str),
+    MethodNotAllowed(String),
     /// 413.
     PayloadTooLarge,
     /// 415.
@@ -52,18 +58,18 @@ const UNAVAILABLE_RETRY_AFTER_S: i64 = 1;
 
 impl ApiError {
     /// HTTP status code.
-    pub fn status(&self) -> u16 {
+    pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest(_) | Self::InvalidGrant(_) | Self::UnsupportedGrantType => 400,
-            Self::InvalidToken { .. } | Self::MissingToken => 401,
-            Self::Forbidden(_) => 403,
-            Self::NotFound(_) => 404,
-            Self::MethodNotAllowed(_) => 405,
-            Self::PayloadTooLarge => 413,
-            Self::UnsupportedMediaType => 415,
-            Self::Locked { .. } => 429,
-            Self::Internal => 500,
-            Self::Unavailable | Self::Busy(_) => 503,
+            Self::InvalidRequest(_) | Self::InvalidGrant(_) | Self::UnsupportedGrantType => StatusCode::BAD_REQUEST,
+            Self::InvalidToken { .. } | Self::MissingToken => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::CrossSite(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -76,6 +82,7 @@ impl ApiError {
             Self::InvalidToken { .. } => "invalid_token",
             Self::MissingToken => "unauthorized",
             Self::Forbidden(_) => "insufficient_scope",
+            Self::CrossSite(_) => "access_denied",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Locked { .. } | Self::Unavailable | Self::Busy(_) => "temporarily_unavailable",
@@ -90,7 +97,7 @@ impl ApiError {
             Self::UnsupportedGrantType => "grant_type must be password or refresh_token".into(),
             Self::InvalidToken { description, .. } => (*description).into(),
             Self::MissingToken => "a Bearer access token is required".into(),
-            Self::Forbidden(d) | Self::NotFound(d) => (*d).into(),
+            Self::Forbidden(d) | Self::NotFound(d) | Self::CrossSite(d) => (*d).into(),
             Self::MethodNotAllowed(allow) => format!("method not allowed; use {allow}"),
             Self::PayloadTooLarge => format!("request body exceeds {} bytes", super::MAX_BODY_BYTES),
             Self::UnsupportedMediaType => {
@@ -108,7 +115,7 @@ impl ApiError {
         match self {
             Self::InvalidGrant(f) => Some(f.reason()),
             Self::InvalidToken { description, .. } => Some(description),
-            Self::Busy(why) => Some(why),
+            Self::Busy(why) | Self::CrossSite(why) => Some(why),
             _ => None,
         }
     }
@@ -119,24 +126,20 @@ impl ApiError {
         let mut response = ApiResponse::json(self.status(), &body);
         response.outcome = self.code();
         response.reason = self.reason();
+        let www = HeaderName::from_static("www-authenticate");
         match &self {
             Self::InvalidToken { expired, description } => {
-                response.headers.push((
-                    "WWW-Authenticate",
-                    format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
-                ));
+                response.set(www, &format!("Bearer error=\"invalid_token\", error_description=\"{description}\""));
                 if *expired {
-                    response.headers.push(("Token-Expired", "true".into()));
+                    response.set(HeaderName::from_static("token-expired"), "true");
                 }
             }
-            Self::MissingToken => response.headers.push(("WWW-Authenticate", "Bearer".into())),
-            Self::Forbidden(_) => {
-                response.headers.push(("WWW-Authenticate", "Bearer error=\"insufficient_scope\"".into()));
-            }
-            Self::MethodNotAllowed(allow) => response.headers.push(("Allow", (*allow).into())),
-            Self::Locked { retry_after_s } => response.headers.push(("Retry-After", retry_after_s.max(&1).to_string())),
+            Self::MissingToken => response.set(www, "Bearer"),
+            Self::Forbidden(_) => response.set(www, "Bearer error=\"insufficient_scope\""),
+            Self::MethodNotAllowed(allow) => response.set(header::ALLOW, allow),
+            Self::Locked { retry_after_s } => response.set(header::RETRY_AFTER, &retry_after_s.max(&1).to_string()),
             Self::Unavailable | Self::Busy(_) => {
-                response.headers.push(("Retry-After", UNAVAILABLE_RETRY_AFTER_S.to_string()));
+                response.set(header::RETRY_AFTER, &UNAVAILABLE_RETRY_AFTER_S.to_string());
             }
             _ => {}
         }

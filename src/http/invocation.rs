@@ -34,16 +34,19 @@ pub fn parse(
     let data = get_ci(root, "Data").and_then(Value::as_object).ok_or_else(|| bad("no Data object"))?;
     let req = get_ci(data, TRIGGER_BINDING).and_then(Value::as_object).ok_or_else(|| bad("no Data.req object"))?;
     let method = get_ci(req, "Method").and_then(Value::as_str).ok_or_else(|| bad("no Data.req.Method"))?;
-    let mut headers = Vec::new();
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| bad("invalid Method"))?;
+    let mut headers = http::HeaderMap::new();
     if let Some(map) = get_ci(req, "Headers").and_then(Value::as_object) {
         for (name, values) in map {
-            let name = name.to_ascii_lowercase();
-            match values {
-                Value::String(s) => headers.push((name, s.clone())),
-                Value::Array(items) => {
-                    headers.extend(items.iter().filter_map(Value::as_str).map(|s| (name.clone(), s.to_string())));
-                }
+            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+            let values: Vec<&str> = match values {
+                Value::String(s) => vec![s.as_str()],
+                Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
                 _ => return Err(bad("header values must be strings or arrays of strings")),
+            };
+            for v in values {
+                let v = http::HeaderValue::from_str(v).map_err(|_| bad("invalid header value"))?;
+                headers.append(name.clone(), v);
             }
         }
     }
@@ -55,7 +58,7 @@ pub fn parse(
     };
     let body_too_large = body.len() > MAX_BODY_BYTES;
     Ok(ApiRequest {
-        method: method.to_ascii_uppercase(),
+        method,
         function,
         headers,
         body: if body_too_large { Vec::new() } else { body },
@@ -67,16 +70,47 @@ pub fn parse(
 }
 
 /// Wraps a response as the host expects it (always sent with HTTP 200).
+///
+/// A header with several values (`Set-Cookie` of cookie transport) is sent as a JSON array of
+/// strings, one per value.
 pub fn wrap(response: &ApiResponse) -> Vec<u8> {
-    let headers: Map<String, Value> =
-        response.headers.iter().map(|(k, v)| ((*k).to_string(), Value::String(v.clone()))).collect();
+    let mut headers = Map::new();
+    for name in response.headers.keys() {
+        let values: Vec<Value> = response
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| Value::String(v.to_string()))
+            .collect();
+        let value =
+            if values.len() == 1 { values.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(values) };
+        headers.insert(canonical(name.as_str()), value);
+    }
     let body = String::from_utf8_lossy(&response.body).into_owned();
     let outer = serde_json::json!({
-        "Outputs": { OUTPUT_BINDING: { "statusCode": response.status, "headers": headers, "body": body } },
+        "Outputs": { OUTPUT_BINDING: { "statusCode": response.status.as_u16(), "headers": headers, "body": body } },
         "Logs": [],
         "ReturnValue": null,
     });
     outer.to_string().into_bytes()
+}
+
+/// `content-type` → `Content-Type`, as the host's examples write header names (and the usual
+/// spelling of the few names that are not capitalised word by word).
+fn canonical(name: &str) -> String {
+    match name {
+        "www-authenticate" => return "WWW-Authenticate".into(),
+        "x-xsrf-token" => return "X-XSRF-TOKEN".into(),
+        _ => {}
+    }
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 #[cfg(test)]
@@ -132,7 +166,7 @@ mod tests {
 
     #[test]
     fn wraps_status_headers_and_body() {
-        let r = ApiResponse::json(400, &serde_json::json!({"error":"invalid_request"}));
+        let r = ApiResponse::json(http::StatusCode::BAD_REQUEST, &serde_json::json!({"error":"invalid_request"}));
         let out: Value = serde_json::from_slice(&wrap(&r)).unwrap();
         assert_eq!(out["Outputs"]["res"]["statusCode"], 400);
         assert_eq!(out["Outputs"]["res"]["headers"]["Content-Type"], "application/json");

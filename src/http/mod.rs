@@ -1,23 +1,32 @@
-//! The HTTP edge. Both ways the Functions host can call a custom handler — forwarded HTTP requests
-//! (`/api/<function>`) and invocation payloads (`POST /<function>`) — become one [`ApiRequest`],
-//! answered by the same [`Api::handle`]; [`server`] adapts warp to it, [`invocation`] the payloads.
+//! The HTTP edge. Both ways the Functions host can call a custom handler — forwarded or proxied
+//! HTTP requests (`/api/<function>`) and invocation payloads (`POST /<function>`) — become one
+//! [`ApiRequest`] (the `http` crate's method and header types), answered by the same
+//! [`Api::handle`]; [`server`] serves HTTP/1.1, [`invocation`] adapts the payloads.
+//!
+//! One table, [`ROUTES`], names each function's methods: it drives dispatch, the `Allow` header of
+//! a 405, the CORS allowed methods and the `function.json` check, so they cannot disagree.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
 use tracing::Instrument as _;
 
 use crate::secret::Password;
-use crate::service::{RevokeScope, TokenService};
+use crate::service::{RevokeScope, TokenPair, TokenService};
+use crate::settings::Cors;
 use crate::users::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
 
 pub mod body;
+pub mod cookies;
 pub mod error;
 pub mod invocation;
 pub mod server;
 
 use body::Fields;
+use cookies::Transport;
 use error::ApiError;
 
 /// Largest accepted request body (16 KiB); larger bodies get 413.
@@ -34,20 +43,50 @@ pub enum Function {
     Refresh,
     /// `/api/revoke`: end sessions (POST, PATCH).
     Revoke,
-    /// `/api/jwks`: public keys (GET).
+    /// `/api/jwks`: public keys (GET, HEAD).
     Jwks,
 }
+
+/// What a function does with a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    /// Password grant (or a form's `grant_type=refresh_token`).
+    Login,
+    /// Refresh-token grant.
+    Refresh,
+    /// End sessions.
+    Revoke,
+    /// The JWK Set.
+    Jwks,
+}
+
+/// One function and the methods it serves.
+#[derive(Debug)]
+pub struct Route {
+    /// The function.
+    pub function: Function,
+    /// Its methods, each with what it does.
+    methods: &'static [(Method, Operation)],
+}
+
+/// Every function and its methods: the one source for dispatch, `Allow`, CORS and `function.json`.
+pub static ROUTES: [Route; 4] = [
+    Route {
+        function: Function::Token,
+        methods: &[(Method::POST, Operation::Login), (Method::PATCH, Operation::Refresh)],
+    },
+    Route { function: Function::Refresh, methods: &[(Method::POST, Operation::Refresh)] },
+    Route {
+        function: Function::Revoke,
+        methods: &[(Method::POST, Operation::Revoke), (Method::PATCH, Operation::Revoke)],
+    },
+    Route { function: Function::Jwks, methods: &[(Method::GET, Operation::Jwks), (Method::HEAD, Operation::Jwks)] },
+];
 
 impl Function {
     /// The function named `name` (case-insensitive, as Functions routes are).
     pub fn from_name(name: &str) -> Option<Self> {
-        match name.to_ascii_lowercase().as_str() {
-            "token" => Some(Self::Token),
-            "refresh" => Some(Self::Refresh),
-            "revoke" => Some(Self::Revoke),
-            "jwks" => Some(Self::Jwks),
-            _ => None,
-        }
+        ROUTES.iter().map(|r| r.function).find(|f| f.name().eq_ignore_ascii_case(name))
     }
 
     /// The folder / function name.
@@ -60,20 +99,30 @@ impl Function {
         }
     }
 
-    /// Methods the function accepts (the `Allow` header of a 405).
-    pub fn allow(self) -> &'static str {
-        match self {
-            Self::Token | Self::Revoke => "POST, PATCH",
-            Self::Refresh => "POST",
-            Self::Jwks => "GET, HEAD",
-        }
+    fn route(self) -> &'static Route {
+        // Every function has exactly one row; the fallback is never taken.
+        ROUTES.iter().find(|r| r.function == self).unwrap_or(&ROUTES[0])
+    }
+
+    /// The methods the function serves.
+    pub fn methods(self) -> impl Iterator<Item = &'static Method> {
+        self.route().methods.iter().map(|(m, _)| m)
+    }
+
+    /// Methods the function accepts, as the `Allow` header lists them (`POST, PATCH`).
+    pub fn allow(self) -> String {
+        self.methods().map(Method::as_str).collect::<Vec<_>>().join(", ")
+    }
+
+    fn operation(self, method: &Method) -> Option<Operation> {
+        self.route().methods.iter().find(|(m, _)| m == method).map(|(_, op)| *op)
     }
 }
 
 /// How the host delivered the request (for logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// `enableForwardingHttpRequest: true`.
+    /// Forwarded or proxied HTTP (`enableProxyingHttpRequest` / `enableForwardingHttpRequest`).
     Forwarded,
     /// Invocation payload (`{"Data":{"req":…}}`).
     Invocation,
@@ -82,12 +131,12 @@ pub enum Mode {
 /// A request, whichever way it arrived.
 #[derive(Debug, Clone)]
 pub struct ApiRequest {
-    /// Upper-case method.
-    pub method: String,
+    /// The method.
+    pub method: Method,
     /// Target function, `None` when the path named none.
     pub function: Option<Function>,
-    /// Headers, names in lower case.
-    pub headers: Vec<(String, String)>,
+    /// Headers.
+    pub headers: HeaderMap,
     /// The body (at most [`MAX_BODY_BYTES`] unless `body_too_large`).
     pub body: Vec<u8>,
     /// The body exceeded [`MAX_BODY_BYTES`] (and was not kept).
@@ -101,9 +150,9 @@ pub struct ApiRequest {
 }
 
 impl ApiRequest {
-    /// First value of header `name` (lower case).
+    /// First value of header `name`, when it is text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The client's address key for lockout and logs (see [`client_address`]).
@@ -137,10 +186,10 @@ pub fn client_address(forwarded_for: Option<&str>, peer: Option<IpAddr>) -> Stri
 #[derive(Debug, Clone)]
 pub struct ApiResponse {
     /// Status code.
-    pub status: u16,
-    /// Headers besides `Content-Type`.
-    pub headers: Vec<(&'static str, String)>,
-    /// JSON body.
+    pub status: StatusCode,
+    /// Headers (`Content-Type` included).
+    pub headers: HeaderMap,
+    /// JSON body (empty for 204).
     pub body: Vec<u8>,
     /// `ok` or the error code (for logs).
     pub outcome: &'static str,
@@ -150,14 +199,36 @@ pub struct ApiResponse {
 
 impl ApiResponse {
     /// A JSON response.
-    pub fn json(status: u16, value: &impl serde::Serialize) -> Self {
+    pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Self {
         let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-        Self { status, headers: vec![("Content-Type", "application/json".into())], body, outcome: "ok", reason: None }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Self { status, headers, body, outcome: "ok", reason: None }
+    }
+
+    /// No content (a CORS preflight).
+    fn empty(status: StatusCode) -> Self {
+        Self { status, headers: HeaderMap::new(), body: Vec::new(), outcome: "ok", reason: None }
+    }
+
+    /// Sets a header from text; a value that is not a valid header value is left out (never the
+    /// case for the values this crate builds).
+    pub fn set(&mut self, name: HeaderName, value: &str) {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.insert(name, v);
+        }
+    }
+
+    /// Adds a header from text, keeping earlier values of the same name (`Set-Cookie`).
+    pub fn append(&mut self, name: HeaderName, value: &str) {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.append(name, v);
+        }
     }
 
     fn no_store(mut self) -> Self {
-        self.headers.push(("Cache-Control", "no-store".into()));
-        self.headers.push(("Pragma", "no-cache".into()));
+        self.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        self.headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         self
     }
 }
@@ -166,12 +237,13 @@ impl ApiResponse {
 #[derive(Debug, Clone)]
 pub struct Api {
     service: Arc<TokenService>,
+    cors: Arc<Cors>,
 }
 
 impl Api {
-    /// An API over `service`.
-    pub fn new(service: Arc<TokenService>) -> Self {
-        Self { service }
+    /// An API over `service`, answering CORS for the origins in `cors`.
+    pub fn new(service: Arc<TokenService>, cors: Cors) -> Self {
+        Self { service, cors: Arc::new(cors) }
     }
 
     /// Handles one request in a span carrying its function, invocation id (as the host sent it),
@@ -187,7 +259,8 @@ impl Api {
         async {
             let started = Instant::now();
             let result = self.route(&req).await;
-            Self::finish(&req.method, req.function, req.mode, result, started)
+            let response = Self::finish(&req.method, req.function, req.mode, result, started);
+            cookies::cors_response(&self.cors, &req, response)
         }
         .instrument(span)
         .await
@@ -195,13 +268,13 @@ impl Api {
 
     /// Answers a request that could not even be read (e.g. a malformed invocation payload) with the
     /// same headers and log line as any other.
-    pub fn reject(method: &str, function: Option<Function>, mode: Mode, error: ApiError) -> ApiResponse {
+    pub fn reject(method: &Method, function: Option<Function>, mode: Mode, error: ApiError) -> ApiResponse {
         let span = tracing::info_span!("request", function = function.map_or("none", Function::name));
         span.in_scope(|| Self::finish(method, function, mode, Err(error), Instant::now()))
     }
 
     fn finish(
-        method: &str,
+        method: &Method,
         function: Option<Function>,
         mode: Mode,
         result: Result<ApiResponse, ApiError>,
@@ -216,7 +289,7 @@ impl Api {
             function = function.map_or("none", Function::name),
             method = %method,
             mode = ?mode,
-            status = response.status,
+            status = response.status.as_u16(),
             outcome = response.outcome,
             reason = response.reason,
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -227,32 +300,51 @@ impl Api {
 
     async fn route(&self, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
         let function = req.function.ok_or(ApiError::NotFound("no such function"))?;
-        let method = req.method.as_str();
-        let allowed = match function {
-            Function::Token | Function::Revoke => matches!(method, "POST" | "PATCH"),
-            Function::Refresh => method == "POST",
-            Function::Jwks => matches!(method, "GET" | "HEAD"),
-        };
-        if !allowed {
-            return Err(ApiError::MethodNotAllowed(function.allow()));
+        if req.method == Method::OPTIONS {
+            let mut r = ApiResponse::empty(StatusCode::NO_CONTENT);
+            cookies::preflight(&self.cors, req, function, &mut r);
+            return Ok(r);
         }
-        match (function, method) {
-            (Function::Jwks, _) => Ok(self.jwks()),
-            (Function::Token, "POST") => self.token(req, &Fields::parse(req)?).await,
-            (Function::Token | Function::Refresh, _) => self.refresh(&Fields::parse(req)?).await,
-            (Function::Revoke, _) => self.revoke(req, &Fields::parse(req)?).await,
+        let operation = function.operation(&req.method).ok_or_else(|| ApiError::MethodNotAllowed(function.allow()))?;
+        match operation {
+            Operation::Jwks => Ok(self.jwks()),
+            Operation::Login => self.token(req).await,
+            Operation::Refresh => self.refresh(req, Fields::parse_optional(req)?).await,
+            Operation::Revoke => self.revoke(req, Fields::parse_optional(req)?).await,
         }
     }
 
     fn jwks(&self) -> ApiResponse {
-        let mut r = ApiResponse::json(200, self.service.access_tokens().keys().jwks());
-        r.headers.push(("Cache-Control", "public, max-age=300".into()));
+        let mut r = ApiResponse::json(StatusCode::OK, self.service.access_tokens().keys().jwks());
+        r.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
         r
     }
 
+    /// A token pair in the transport the client chose: the body as today, or (cookie transport)
+    /// the body without `refresh_token` and the two cookies plus `X-XSRF-TOKEN`.
+    fn pair(&self, pair: &TokenPair, transport: Transport) -> ApiResponse {
+        match transport {
+            Transport::Body => ApiResponse::json(StatusCode::OK, pair),
+            Transport::Cookie => {
+                let body = serde_json::json!({
+                    "access_token": pair.access_token,
+                    "token_type": pair.token_type,
+                    "expires_in": pair.expires_in,
+                    "refresh_expires_in": pair.refresh_expires_in,
+                });
+                let mut r = ApiResponse::json(StatusCode::OK, &body);
+                let xsrf = self.service.xsrf_value(&pair.session_id);
+                cookies::set_session_cookies(&mut r, &pair.refresh_token, &xsrf, pair.refresh_expires_in);
+                r
+            }
+        }
+    }
+
     /// `POST /api/token`: JSON `{username, password}` (grant_type optional), or a form with
-    /// `grant_type=password|refresh_token`.
-    async fn token(&self, req: &ApiRequest, fields: &Fields) -> Result<ApiResponse, ApiError> {
+    /// `grant_type=password|refresh_token`. `X-Token-Transport: cookie` selects cookie transport.
+    async fn token(&self, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        let transport = cookies::requested_transport(req)?;
+        let fields = Fields::parse(req)?;
         let grant = fields.string("grant_type", 64)?;
         match (grant, fields.is_form()) {
             (None, true) => Err(ApiError::InvalidRequest("grant_type is required".into())),
@@ -260,23 +352,40 @@ impl Api {
                 let username = fields.required("username", MAX_USERNAME_CHARS * 4)?;
                 let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
                 let pair = self.service.login(username, &password, &req.client_address()).await?;
-                Ok(ApiResponse::json(200, &pair))
+                Ok(self.pair(&pair, transport))
             }
-            (Some("refresh_token"), _) => self.refresh(fields).await,
+            (Some("refresh_token"), _) => self.refresh(req, Some(fields)).await,
             (Some(_), _) => Err(ApiError::UnsupportedGrantType),
         }
     }
 
-    /// Refresh: `{refresh_token, access_token?}`.
-    async fn refresh(&self, fields: &Fields) -> Result<ApiResponse, ApiError> {
+    /// Refresh: `{refresh_token, access_token?}` in the body, or — with no body — the refresh-token
+    /// cookie, checked against `Origin` and `X-XSRF-TOKEN` first.
+    async fn refresh(&self, req: &ApiRequest, fields: Option<Fields>) -> Result<ApiResponse, ApiError> {
+        let Some(fields) = fields.filter(|f| !f.is_empty()) else {
+            let token = cookies::authenticated_cookie(&self.cors, &self.service, req)?;
+            return match self.service.refresh(token, None).await {
+                Ok(pair) => Ok(self.pair(&pair, Transport::Cookie)),
+                Err(e) => cookies::ended(e.into()),
+            };
+        };
         let refresh_token = fields.required("refresh_token", MAX_TOKEN_LEN)?;
         let access_token = fields.string("access_token", MAX_TOKEN_LEN)?;
         let pair = self.service.refresh(refresh_token, access_token).await?;
-        Ok(ApiResponse::json(200, &pair))
+        Ok(self.pair(&pair, cookies::requested_transport(req)?))
     }
 
-    /// Revoke: a refresh token (`refresh_token`, or RFC 7009 `token`), or a `scope` with a Bearer.
-    async fn revoke(&self, req: &ApiRequest, fields: &Fields) -> Result<ApiResponse, ApiError> {
+    /// Revoke: a refresh token (`refresh_token`, or RFC 7009 `token`), or a `scope` with a Bearer;
+    /// with no body, the session of the refresh-token cookie (checked like a cookie refresh), whose
+    /// cookies are then cleared.
+    async fn revoke(&self, req: &ApiRequest, fields: Option<Fields>) -> Result<ApiResponse, ApiError> {
+        let Some(fields) = fields.filter(|f| !f.is_empty()) else {
+            let token = cookies::authenticated_cookie(&self.cors, &self.service, req)?;
+            self.service.revoke_token(token).await?;
+            let mut r = ApiResponse::json(StatusCode::OK, &serde_json::json!({}));
+            cookies::clear_session_cookies(&mut r);
+            return Ok(r);
+        };
         let scope = fields.string("scope", 32)?;
         let username = fields.string("username", MAX_USERNAME_CHARS * 4)?;
         let token = match (fields.string("refresh_token", MAX_TOKEN_LEN)?, fields.string("token", MAX_TOKEN_LEN)?) {
@@ -293,7 +402,7 @@ impl Api {
                     return Err(ApiError::InvalidRequest("username is only allowed with scope=global".into()));
                 }
                 self.service.revoke_token(token).await?;
-                Ok(ApiResponse::json(200, &serde_json::json!({})))
+                Ok(ApiResponse::json(StatusCode::OK, &serde_json::json!({})))
             }
             (Some(scope), None) => {
                 let scope = match (scope, username) {
@@ -307,7 +416,7 @@ impl Api {
                 };
                 let caller = self.service.authenticate_bearer(bearer(req)?).await?;
                 let ended = self.service.revoke_scope(&caller, &scope).await?;
-                Ok(ApiResponse::json(200, &serde_json::json!({ "revoked_sessions": ended })))
+                Ok(ApiResponse::json(StatusCode::OK, &serde_json::json!({ "revoked_sessions": ended })))
             }
         }
     }

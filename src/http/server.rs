@@ -53,20 +53,11 @@ async fn read_limited(headers: &HeaderMap, mut body: Incoming, limit: usize) -> 
     Ok(Some(out))
 }
 
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers.iter().filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string()))).collect()
-}
-
 fn to_http(response: ApiResponse) -> Response<Body> {
-    let mut builder = Response::builder().status(response.status);
-    for (name, value) in &response.headers {
-        builder = builder.header(*name, value);
-    }
-    builder.body(Full::new(Bytes::from(response.body))).unwrap_or_else(|_| {
-        let mut r = Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        r
-    })
+    let mut r = Response::new(Full::new(Bytes::from(response.body)));
+    *r.status_mut() = response.status;
+    *r.headers_mut() = response.headers;
+    r
 }
 
 fn invocation_response(response: &ApiResponse) -> Response<Body> {
@@ -88,28 +79,23 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Respon
     let invocation_id = headers.get("x-azure-functions-invocationid").and_then(|v| v.to_str().ok()).map(str::to_string);
     match segments.as_slice() {
         [""] if method == Method::GET || method == Method::HEAD => {
-            let mut ok = ApiResponse::json(200, &serde_json::json!({ "status": "ready" }));
-            ok.headers.push(("Cache-Control", "no-store".into()));
+            let mut ok = ApiResponse::json(StatusCode::OK, &serde_json::json!({ "status": "ready" }));
+            ok.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             to_http(ok)
         }
-        [""] => to_http(Api::reject(method.as_str(), None, Mode::Forwarded, ApiError::MethodNotAllowed("GET, HEAD"))),
+        [""] => to_http(Api::reject(&method, None, Mode::Forwarded, ApiError::MethodNotAllowed("GET, HEAD".into()))),
         [prefix, name] if prefix.eq_ignore_ascii_case(ROUTE_PREFIX) => {
             let (body, body_too_large) = match read_limited(&headers, body, MAX_BODY_BYTES).await {
                 Ok(Some(b)) => (b, false),
                 Ok(None) => (Vec::new(), true),
                 Err(_) => {
-                    return to_http(Api::reject(
-                        method.as_str(),
-                        Function::from_name(name),
-                        Mode::Forwarded,
-                        unreadable(),
-                    ));
+                    return to_http(Api::reject(&method, Function::from_name(name), Mode::Forwarded, unreadable()));
                 }
             };
             let req = ApiRequest {
-                method: method.as_str().to_string(),
+                method,
                 function: Function::from_name(name),
-                headers: header_pairs(&headers),
+                headers,
                 body,
                 body_too_large,
                 mode: Mode::Forwarded,
@@ -128,13 +114,13 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Respon
             };
             let response = match request {
                 Ok(req) => api.handle(req).await,
-                Err(e) => Api::reject(method.as_str(), Function::from_name(name), Mode::Invocation, e),
+                Err(e) => Api::reject(&method, Function::from_name(name), Mode::Invocation, e),
             };
             invocation_response(&response)
         }
         _ => {
             let e = ApiError::NotFound("no such route; functions are served under /api/");
-            to_http(Api::reject(method.as_str(), None, Mode::Forwarded, e))
+            to_http(Api::reject(&method, None, Mode::Forwarded, e))
         }
     }
 }

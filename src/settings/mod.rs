@@ -141,6 +141,52 @@ pub struct Http {
     pub idle_timeout_ms: u64,
 }
 
+/// Browser origins allowed to call the service with credentials (`JwtRefreshToken__Cors__*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cors {
+    /// Exact origins (`https://app.example.com`), compared without case.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Cors {
+    /// Whether `origin` is on the list.
+    pub fn allows(&self, origin: &str) -> bool {
+        let origin = origin.trim();
+        self.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    }
+
+    /// Whether any origin is allowed.
+    pub fn is_enabled(&self) -> bool {
+        !self.allowed_origins.is_empty()
+    }
+}
+
+/// `https://host[:port]` or `http://…`, nothing else: credentials never go to a wildcard.
+fn load_cors(env: &Env) -> Result<Cors, SettingsError> {
+    let Some(raw) = env.get(CORS_ALLOWED_ORIGINS) else { return Ok(Cors::default()) };
+    let mut allowed_origins = Vec::new();
+    for origin in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+        let valid = rest.is_some_and(|host| {
+            !host.is_empty()
+                && host.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+                && !host.starts_with(':')
+        });
+        if !valid {
+            return Err(SettingsError::new(
+                CORS_ALLOWED_ORIGINS,
+                format!(
+                    "must be a comma-separated list of exact origins like https://app.example.com (no path, no \
+                     wildcard), got {:?}",
+                    shorten(origin)
+                ),
+            ));
+        }
+        allowed_origins.push(origin.to_ascii_lowercase());
+    }
+    Ok(Cors { allowed_origins })
+}
+
 /// Where state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSettings {
@@ -178,6 +224,8 @@ pub struct Settings {
     pub hashing: Hashing,
     /// HTTP connection limits.
     pub http: Http,
+    /// Browser origins (CORS and cookie transport).
+    pub cors: Cors,
     /// State.
     pub store: StoreSettings,
     /// Listening port (0 picks a free one).
@@ -188,8 +236,8 @@ pub struct Settings {
 
 use env::shorten;
 use names::{
-    ALGORITHM, ALGORITHM_KEY, AUDIENCE, CLOCK_SKEW, COSMOS_CONNECTION_STRING, CREATE_EXPIRES, HASH_QUEUE,
-    HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, ISSUER, LOCKOUT, MAX_FAILURES,
+    ALGORITHM, ALGORITHM_KEY, AUDIENCE, CLOCK_SKEW, CORS_ALLOWED_ORIGINS, COSMOS_CONNECTION_STRING, CREATE_EXPIRES,
+    HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, ISSUER, LOCKOUT, MAX_FAILURES,
     MAX_FAILURES_PER_USERNAME, PORT, PREVIOUS_KEYS, REFRESH_EXPIRES, REUSE_GRACE, ROTATION_SECRET,
 };
 pub(crate) const DEFAULT_EMBEDDED_PATH: &str = "./.data";
@@ -291,7 +339,8 @@ impl Settings {
             header_read_timeout_ms: env.parse_int(HEADER_READ_TIMEOUT, 10_000, 100, 600_000)?,
             idle_timeout_ms: env.parse_int(IDLE_TIMEOUT, 120_000, 100, 3_600_000)?,
         };
-        Ok(Self { descriptor, expires, rotation, login, hashing, http, store, port, mode })
+        let cors = load_cors(env)?;
+        Ok(Self { descriptor, expires, rotation, login, hashing, http, cors, store, port, mode })
     }
 }
 
@@ -386,6 +435,9 @@ mod tests {
             (&[(MAX_FAILURES_PER_USERNAME, "2")], MAX_FAILURES_PER_USERNAME, "ceiling below the per-address limit"),
             (&[(HEADER_READ_TIMEOUT, "0")], HEADER_READ_TIMEOUT, "zero header timeout"),
             (&[(IDLE_TIMEOUT, "x")], IDLE_TIMEOUT, "idle timeout not a number"),
+            (&[(CORS_ALLOWED_ORIGINS, "*")], CORS_ALLOWED_ORIGINS, "a wildcard origin"),
+            (&[(CORS_ALLOWED_ORIGINS, "https://a.example/app")], CORS_ALLOWED_ORIGINS, "an origin with a path"),
+            (&[(CORS_ALLOWED_ORIGINS, "a.example")], CORS_ALLOWED_ORIGINS, "an origin without a scheme"),
             (&[(MAX_FAILURES, "0")], MAX_FAILURES, "zero failures"),
             (&[(LOCKOUT, "x")], LOCKOUT, "not a number"),
             (
@@ -532,7 +584,8 @@ mod tests {
         let err = auth(&[(IDENTITY_ENDPOINT, "http://x"), (WEBSITE_SITE_NAME, "my-app")]).unwrap_err();
         assert_eq!(err.setting, IDENTITY_HEADER, "{err}");
         // A connection string needs no identity, in Azure or not.
-        let keyed = [(COSMOS_CONNECTION_STRING, "AccountEndpoint=https://a/;AccountKey=a2V5;"), (WEBSITE_SITE_NAME, "x")];
+        let keyed =
+            [(COSMOS_CONNECTION_STRING, "AccountEndpoint=https://a/;AccountKey=a2V5;"), (WEBSITE_SITE_NAME, "x")];
         assert!(load_store(&Env::from_pairs(keyed)).is_ok());
     }
 

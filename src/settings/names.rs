@@ -61,6 +61,7 @@ pub const HASH_QUEUE: &str = "JwtRefreshToken__Login__HashQueueLength";
 pub const HASH_QUEUE_TIMEOUT: &str = "JwtRefreshToken__Login__HashQueueTimeoutMs";
 pub const HEADER_READ_TIMEOUT: &str = "JwtRefreshToken__Http__HeaderReadTimeoutMs";
 pub const IDLE_TIMEOUT: &str = "JwtRefreshToken__Http__IdleTimeoutMs";
+pub const CORS_ALLOWED_ORIGINS: &str = "JwtRefreshToken__Cors__AllowedOrigins";
 pub const EMBEDDED_PATH: &str = "JwtRefreshToken__Embedded__Path";
 pub const COSMOS_ENDPOINT: &str = "JwtRefreshToken__Cosmos__AccountEndpoint";
 pub const COSMOS_CONNECTION_STRING: &str = "JwtRefreshToken__Cosmos__ConnectionString";
@@ -101,6 +102,7 @@ pub const ALL: &[Setting] = &[
     Setting::new(HASH_QUEUE_TIMEOUT, Deploy::Optional),
     Setting::new(HEADER_READ_TIMEOUT, Deploy::Optional),
     Setting::new(IDLE_TIMEOUT, Deploy::Optional),
+    Setting::new(CORS_ALLOWED_ORIGINS, Deploy::Optional),
     Setting::new(EMBEDDED_PATH, Deploy::Local),
     Setting::new(COSMOS_ENDPOINT, Deploy::Template),
     Setting::secret(COSMOS_CONNECTION_STRING, Deploy::Local),

@@ -24,6 +24,7 @@ pub const MAX_USER_ID_LEN: usize = 128;
 /// Longest accepted encoded token; anything longer is rejected before decoding.
 pub const MAX_ENCODED_LEN: usize = (FIXED_LEN + MAX_USER_ID_LEN).div_ceil(3) * 4;
 const LABEL: &[u8] = b"jwt-refresh-token/refresh/v1";
+const XSRF_LABEL: &[u8] = b"jwt-refresh-token/xsrf/v1";
 
 /// The decoded, not yet verified, parts of a refresh token.
 #[derive(Clone, PartialEq, Eq)]
@@ -51,6 +52,8 @@ impl std::fmt::Debug for RefreshTokenParts {
 #[derive(Clone)]
 pub struct RefreshTokens {
     secret: SecretBytes,
+    /// Key of the anti-forgery values, derived from `secret` with a label of its own.
+    xsrf_key: [u8; 32],
 }
 
 impl std::fmt::Debug for RefreshTokens {
@@ -71,7 +74,31 @@ pub fn session_id_text(raw: &[u8; 16]) -> String {
 impl RefreshTokens {
     /// Uses `secret` directly (at least 32 bytes; settings check that).
     pub fn new(secret: SecretBytes) -> Self {
-        Self { secret }
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"jwt-refresh-token"), secret.expose());
+        let mut xsrf_key = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
+        let _ = hk.expand(XSRF_LABEL, &mut xsrf_key);
+        Self { secret, xsrf_key }
+    }
+
+    /// The anti-forgery value of a session for cookie transport: HMAC-SHA256 of the session id
+    /// under a key derived from the rotation secret with its own label. Bound to the session, so a
+    /// value planted or copied from another session is useless, and stable for its whole life.
+    pub fn xsrf_value(&self, session_id: &str) -> String {
+        let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.xsrf_key) {
+            Ok(mac) => mac,
+            // HMAC takes keys of any length; this arm cannot run.
+            Err(_) => return String::new(),
+        };
+        mac.update(XSRF_LABEL);
+        mac.update(session_id.as_bytes());
+        b64().encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `presented` is the anti-forgery value of `session_id` (constant-time).
+    pub fn xsrf_matches(&self, session_id: &str, presented: &str) -> bool {
+        let expected = self.xsrf_value(session_id);
+        !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
     }
 
     /// Derives the rotation secret from the signing key with HKDF-SHA256 and a label of its own,
@@ -81,7 +108,7 @@ impl RefreshTokens {
         let mut okm = [0u8; 32];
         // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
         let _ = hk.expand(b"jwt-refresh-token/rotation-secret/v1", &mut okm);
-        Self { secret: SecretBytes::new(okm.to_vec()) }
+        Self::new(SecretBytes::new(okm.to_vec()))
     }
 
     fn tag(&self, user_id: &str, session_id: &str, generation: u64, seed: &[u8; 32]) -> [u8; 32] {

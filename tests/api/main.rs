@@ -8,6 +8,7 @@ const BACKEND: helpers::Backend = helpers::Backend::Embedded;
 mod emulator;
 
 mod bearer;
+mod browser;
 mod concurrency;
 mod configuration;
 mod hardening;
