@@ -186,6 +186,7 @@ export class TokenClient extends EventTarget {
     let response = await this.#bearerFetch(url, init, token);
     if (response.status === 401 && response.headers.get('Token-Expired') === 'true') {
       this.#log('API answered 401 Token-Expired: refreshing and retrying once');
+      await response.body?.cancel();
       token = await this.refresh(token);
       response = await this.#bearerFetch(url, init, token);
     }

@@ -34,7 +34,8 @@ status=0
 passed="$(grep -Eo '^ℹ pass [0-9]+' "$log" | awk '{print $3}' | tail -1)"
 failed="$(grep -Eo '^ℹ fail [0-9]+' "$log" | awk '{print $3}' | tail -1)"
 passed="${passed:-0}"
-failed="${failed:-0}"
+cancelled="$(grep -Eo '^ℹ cancelled [0-9]+' "$log" | awk '{print $3}' | tail -1)"
+failed=$(( ${failed:-0} + ${cancelled:-0} ))   # a test that timed out is "cancelled": it failed
 echo "browser: ${passed} passed, ${failed} failed"
 if [[ "$status" -ne 0 || "$failed" -ne 0 || "$passed" -eq 0 ]]; then
     exit 1
