@@ -197,7 +197,8 @@ export class TokenClient extends EventTarget {
   async logout() {
     try {
       const response = await this.#cookieRevoke();
-      if (!response.ok) throw new ApiError(response.status, await readJson(response), response.headers);
+      const body = await readJson(response);
+      if (!response.ok) throw new ApiError(response.status, body, response.headers);
     } finally {
       this.#end('logged out');
       this.#broadcast({ type: 'logged-out', reason: 'logged out in another tab' });
@@ -211,9 +212,11 @@ export class TokenClient extends EventTarget {
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ scope: 'global' }),
     });
-    if (!response.ok) throw new ApiError(response.status, await readJson(response), response.headers);
+    const body = await readJson(response);
+    if (!response.ok) throw new ApiError(response.status, body, response.headers);
     // The session behind the cookie has ended with the others; this revoke only clears the cookies.
     const clear = await this.#cookieRevoke().catch((error) => error);
+    if (clear instanceof Response) await clear.text();
     if (!(clear instanceof Response) || !clear.ok) this.#log('the cookies could not be cleared; they no longer work');
     this.#end('logged out everywhere');
     this.#broadcast({ type: 'logged-out', reason: 'logged out everywhere in another tab' });
