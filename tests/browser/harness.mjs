@@ -40,9 +40,16 @@ function listen(server, host) {
   });
 }
 
+// Whatever happens to the test process, the servers it started end with it.
+const children = new Set();
+process.on('exit', () => {
+  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+});
+
 /** A child process whose output is kept (and shown when the test fails to start it). */
 function start(command, args, env) {
   const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
   child.output = '';
   child.stdout.on('data', (chunk) => (child.output += chunk));
   child.stderr.on('data', (chunk) => (child.output += chunk));
