@@ -1,0 +1,410 @@
+// Browser client of jwt-refresh-token with cookie transport.
+//
+// Where things live:
+//   - the refresh token: only in the HttpOnly `__Host-refresh_token` cookie of the token service;
+//     this script can never read it, and no response body it sees contains it;
+//   - the access token: in this object's memory (and, for a moment, in a BroadcastChannel message
+//     to this origin's other tabs); never in localStorage, sessionStorage or a cookie;
+//   - the anti-forgery (XSRF) value: from the `X-XSRF-TOKEN` response header of login and refresh,
+//     or on a fresh load from the script-readable `XSRF-TOKEN` cookie when this page can see it
+//     (service on the same host). When it cannot (service on another host of the same site), a
+//     copy is kept in localStorage under XSRF_STORAGE_KEY: it is not a credential by itself (it
+//     is bound to the session, and useless without the HttpOnly cookie).
+//
+// Refreshes are single-flight: within a tab one promise is shared, across tabs the Web Locks API
+// lets one tab refresh while the others wait and receive its result over a BroadcastChannel.
+
+export const XSRF_STORAGE_KEY = 'jwt-refresh-token:xsrf-token';
+const XSRF_COOKIE = 'XSRF-TOKEN';
+const LOCK_NAME = 'jwt-refresh-token:refresh';
+const CHANNEL_NAME = 'jwt-refresh-token:session';
+// How long a tab that waited for another tab's refresh waits for that tab's broadcast after the
+// lock is released (it is posted before the release, so it is normally already there).
+const HANDOFF_MS = 1000;
+// 503 / 429 retries of one refresh, each after the server's Retry-After (capped).
+const MAX_RETRIES = 3;
+const MAX_RETRY_AFTER_MS = 10_000;
+
+/** An error answer of the token service or of the API (OAuth-style JSON body when there is one). */
+export class ApiError extends Error {
+  constructor(status, body, headers) {
+    const code = body && typeof body.error === 'string' ? body.error : `http_${status}`;
+    super(body && body.error_description ? `${code}: ${body.error_description}` : code);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.retryAfter = headers ? headers.get('Retry-After') : null;
+  }
+}
+
+/** The session is over (logged out here or in another tab, revoked, expired, or never started). */
+export class LoggedOutError extends Error {
+  constructor(reason) {
+    super(`not logged in (${reason})`);
+    this.name = 'LoggedOutError';
+    this.reason = reason;
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function readCookie(name) {
+  for (const part of document.cookie.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return decodeURIComponent(part.slice(eq + 1).trim());
+  }
+  return null;
+}
+
+/** The claims of a JWT, decoded without verification: for display only (the API verifies). */
+export function decodeClaims(jwt) {
+  try {
+    const payload = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const bytes = Uint8Array.from(atob(payload.padEnd(Math.ceil(payload.length / 4) * 4, '=')), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return {};
+  }
+}
+
+async function readJson(response) {
+  const text = await response.text();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+export class TokenClient extends EventTarget {
+  #authUrl;
+  #autoRefresh;
+  #access = null; // { token, expiresAt, lifetimeMs, sessionExpiresAt, claims }
+  #xsrf = null;
+  #timer = null;
+  #inflight = null;
+  #channel = null;
+  #waiters = new Set();
+  #loggedOutReason = 'not logged in yet';
+
+  /**
+   * @param {object} options
+   * @param {string} options.authUrl   base URL of the token service, e.g. https://auth.example.com
+   * @param {boolean} [options.autoRefresh=true]  refresh silently shortly before the access token expires
+   */
+  constructor({ authUrl, autoRefresh = true }) {
+    super();
+    this.#authUrl = authUrl.replace(/\/+$/, '');
+    this.#autoRefresh = autoRefresh;
+    this.#xsrf = readCookie(XSRF_COOKIE) || localStorage.getItem(XSRF_STORAGE_KEY);
+    if (typeof BroadcastChannel === 'function') {
+      this.#channel = new BroadcastChannel(CHANNEL_NAME);
+      this.#channel.onmessage = (event) => this.#onBroadcast(event.data);
+    }
+  }
+
+  get authUrl() {
+    return this.#authUrl;
+  }
+
+  /** The current access token (memory only), or null. */
+  get accessToken() {
+    return this.#access ? this.#access.token : null;
+  }
+
+  /** Claims of the current access token (unverified, for display), or null. */
+  get claims() {
+    return this.#access ? this.#access.claims : null;
+  }
+
+  /** When the current access token expires (ms since the epoch, this machine's clock), or null. */
+  get expiresAt() {
+    return this.#access ? this.#access.expiresAt : null;
+  }
+
+  /** When the session ends at the latest (absolute lifetime), or null. */
+  get sessionExpiresAt() {
+    return this.#access ? this.#access.sessionExpiresAt : null;
+  }
+
+  get loggedIn() {
+    return this.#access !== null;
+  }
+
+  /** Log in with cookie transport: the refresh token goes into the HttpOnly cookie. */
+  async login(username, password) {
+    const response = await fetch(`${this.#authUrl}/api/token`, {
+      method: 'POST',
+      credentials: 'include',
+      cache: 'no-store',
+      headers: { 'Content-Type': 'application/json', 'X-Token-Transport': 'cookie' },
+      body: JSON.stringify({ username, password }),
+    });
+    const body = await readJson(response);
+    if (!response.ok) throw new ApiError(response.status, body, response.headers);
+    this.#accept(body, response.headers.get('X-XSRF-TOKEN'));
+    this.#broadcast({ type: 'token', ...this.#shareable() });
+    this.#log(`logged in as ${this.#access.claims.name ?? this.#access.claims.sub}`);
+    return this.#access.token;
+  }
+
+  /**
+   * On page load: resume the session from the cookie, if there is one. Resolves to true when a
+   * session was resumed, false when there is none (the page shows the login form).
+   */
+  async resume() {
+    try {
+      await this.refresh(null);
+      return true;
+    } catch (error) {
+      if (error instanceof LoggedOutError) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * A token newer than `stale` (default: the current one). Single-flight within the tab and, with
+   * the Web Locks API, across this origin's tabs: when another tab is refreshing, this waits for
+   * its result instead of rotating again.
+   */
+  refresh(stale = this.accessToken) {
+    if (!this.#inflight) {
+      this.#inflight = this.#coordinatedRefresh(stale).finally(() => {
+        this.#inflight = null;
+      });
+    }
+    return this.#inflight;
+  }
+
+  /**
+   * fetch() with the access token. Refreshes first when the token is about to expire, and once
+   * more (then retries once) when the API answers 401 with `Token-Expired: true`.
+   */
+  async fetch(url, init = {}) {
+    let token = await this.#validToken();
+    let response = await this.#bearerFetch(url, init, token);
+    if (response.status === 401 && response.headers.get('Token-Expired') === 'true') {
+      this.#log('API answered 401 Token-Expired: refreshing and retrying once');
+      await response.body?.cancel();
+      token = await this.refresh(token);
+      response = await this.#bearerFetch(url, init, token);
+    }
+    return response;
+  }
+
+  /** Log out this browser: ends the cookie's session and clears both cookies. */
+  async logout() {
+    try {
+      const response = await this.#cookieRevoke();
+      const body = await readJson(response);
+      if (!response.ok) throw new ApiError(response.status, body, response.headers);
+    } finally {
+      this.#end('logged out');
+      this.#broadcast({ type: 'logged-out', reason: 'logged out in another tab' });
+    }
+  }
+
+  /** Log out everywhere: ends every session of this user (Bearer, scope=global), then clears the cookies. */
+  async logoutEverywhere() {
+    const response = await this.fetch(`${this.#authUrl}/api/revoke`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ scope: 'global' }),
+    });
+    const body = await readJson(response);
+    if (!response.ok) throw new ApiError(response.status, body, response.headers);
+    // The session behind the cookie has ended with the others; this revoke only clears the cookies.
+    const clear = await this.#cookieRevoke().catch((error) => error);
+    if (clear instanceof Response) await clear.text();
+    if (!(clear instanceof Response) || !clear.ok) this.#log('the cookies could not be cleared; they no longer work');
+    this.#end('logged out everywhere');
+    this.#broadcast({ type: 'logged-out', reason: 'logged out everywhere in another tab' });
+  }
+
+  // ---- internals -------------------------------------------------------------------------
+
+  async #validToken() {
+    if (!this.#access) throw new LoggedOutError(this.#loggedOutReason);
+    if (this.#access.expiresAt - Date.now() <= this.#marginMs()) return this.refresh(this.#access.token);
+    return this.#access.token;
+  }
+
+  #bearerFetch(url, init, token) {
+    const headers = new Headers(init.headers);
+    headers.set('Authorization', `Bearer ${token}`);
+    return fetch(url, { ...init, headers, cache: 'no-store' });
+  }
+
+  #cookieRevoke() {
+    return fetch(`${this.#authUrl}/api/revoke`, {
+      method: 'POST',
+      credentials: 'include',
+      cache: 'no-store',
+      headers: this.#xsrf ? { 'X-XSRF-TOKEN': this.#xsrf } : {},
+    });
+  }
+
+  /** A token other than `stale` that has not expired: another tab (or this one) already refreshed. */
+  #fresherThan(stale) {
+    return this.#access !== null && this.#access.token !== stale && this.#access.expiresAt > Date.now();
+  }
+
+  async #coordinatedRefresh(stale) {
+    if (!navigator.locks) return this.#refreshNow(stale);
+    const busy = Symbol('busy');
+    // Is another tab refreshing right now? Then its outcome is broadcast before it lets go.
+    const first = await navigator.locks.request(LOCK_NAME, { ifAvailable: true }, (lock) =>
+      lock ? this.#refreshNow(stale) : busy,
+    );
+    if (first !== busy) return first;
+    const outcome = this.#nextBroadcast();
+    this.#log('another tab is refreshing: waiting for it');
+    return navigator.locks.request(LOCK_NAME, async () => {
+      if (!this.#fresherThan(stale)) await Promise.race([outcome, sleep(HANDOFF_MS)]);
+      return this.#refreshNow(stale);
+    });
+  }
+
+  /** Refresh through the cookie unless a fresher token is already here; broadcasts the outcome. */
+  async #refreshNow(stale) {
+    if (this.#fresherThan(stale)) return this.#access.token;
+    if (stale !== null && this.#access === null) throw new LoggedOutError(this.#loggedOutReason);
+    let outcome = { type: 'refresh-failed' };
+    try {
+      const token = await this.#cookieRefresh();
+      outcome = { type: 'token', ...this.#shareable() };
+      return token;
+    } catch (error) {
+      if (error instanceof LoggedOutError) outcome = { type: 'logged-out', reason: error.reason };
+      throw error;
+    } finally {
+      this.#broadcast(outcome);
+    }
+  }
+
+  async #cookieRefresh() {
+    for (let attempt = 0; ; attempt++) {
+      const response = await fetch(`${this.#authUrl}/api/refresh`, {
+        method: 'POST',
+        credentials: 'include',
+        cache: 'no-store',
+        headers: this.#xsrf ? { 'X-XSRF-TOKEN': this.#xsrf } : {},
+      });
+      const body = await readJson(response);
+      if (response.ok) {
+        this.#accept(body, response.headers.get('X-XSRF-TOKEN'));
+        this.#log('refreshed');
+        return this.#access.token;
+      }
+      const retryAfter = Number(response.headers.get('Retry-After'));
+      if ((response.status === 503 || response.status === 429) && attempt < MAX_RETRIES) {
+        // Nothing rotated: the cookie still holds the same refresh token, and if the service did
+        // rotate before failing, the reuse grace answers the same successor.
+        const wait = Math.min(MAX_RETRY_AFTER_MS, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : 1000);
+        this.#log(`refresh answered ${response.status}: retrying in ${wait} ms`);
+        await sleep(wait);
+        continue;
+      }
+      if (response.status >= 500 || response.status === 429) throw new ApiError(response.status, body, response.headers);
+      // 400 invalid_grant / invalid_request (no cookie), 401, 403: this session cannot go on.
+      const error = new ApiError(response.status, body, response.headers);
+      this.#end(error.message);
+      throw new LoggedOutError(error.message);
+    }
+  }
+
+  #accept(body, xsrfHeader) {
+    if (!body || typeof body.access_token !== 'string' || typeof body.expires_in !== 'number') {
+      throw new Error('the token service answered without an access token');
+    }
+    if (xsrfHeader) this.#setXsrf(xsrfHeader);
+    const now = Date.now();
+    this.#access = {
+      token: body.access_token,
+      lifetimeMs: body.expires_in * 1000,
+      expiresAt: now + body.expires_in * 1000,
+      sessionExpiresAt: typeof body.refresh_expires_in === 'number' ? now + body.refresh_expires_in * 1000 : null,
+      claims: decodeClaims(body.access_token),
+    };
+    this.#schedule();
+    this.#changed();
+  }
+
+  #shareable() {
+    const { token, lifetimeMs, expiresAt, sessionExpiresAt } = this.#access;
+    return { token, lifetimeMs, expiresAt, sessionExpiresAt, xsrf: this.#xsrf };
+  }
+
+  #setXsrf(value) {
+    this.#xsrf = value;
+    // Keep a copy only where the cookie is not readable from this page (service on another host).
+    if (readCookie(XSRF_COOKIE) === value) localStorage.removeItem(XSRF_STORAGE_KEY);
+    else localStorage.setItem(XSRF_STORAGE_KEY, value);
+  }
+
+  #end(reason) {
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#access = null;
+    this.#xsrf = null;
+    this.#loggedOutReason = reason;
+    localStorage.removeItem(XSRF_STORAGE_KEY);
+    this.#changed();
+  }
+
+  #marginMs() {
+    // Refresh when 30% of the lifetime is left, at least 1 s and at most 60 s before expiry.
+    const lifetime = this.#access ? this.#access.lifetimeMs : 300_000;
+    return Math.min(60_000, Math.max(1000, lifetime * 0.3));
+  }
+
+  #schedule() {
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    if (!this.#autoRefresh || !this.#access) return;
+    const token = this.#access.token;
+    const delay = Math.max(0, this.#access.expiresAt - this.#marginMs() - Date.now());
+    this.#timer = setTimeout(() => {
+      this.#log('access token about to expire: refreshing silently');
+      this.refresh(token).catch((error) => this.#log(`silent refresh failed: ${error.message}`));
+    }, delay);
+  }
+
+  #broadcast(message) {
+    if (this.#channel) this.#channel.postMessage(message);
+  }
+
+  #nextBroadcast() {
+    return new Promise((resolve) => this.#waiters.add(resolve));
+  }
+
+  #onBroadcast(message) {
+    if (message.type === 'token') {
+      this.#xsrf = message.xsrf ?? this.#xsrf;
+      this.#access = {
+        token: message.token,
+        lifetimeMs: message.lifetimeMs,
+        expiresAt: message.expiresAt,
+        sessionExpiresAt: message.sessionExpiresAt,
+        claims: decodeClaims(message.token),
+      };
+      this.#schedule();
+      this.#changed();
+      this.#log('received a new access token from another tab');
+    } else if (message.type === 'logged-out') {
+      this.#end(message.reason);
+      this.#log(message.reason);
+    }
+    for (const resolve of this.#waiters) resolve(message);
+    this.#waiters.clear();
+  }
+
+  #changed() {
+    this.dispatchEvent(new Event('change'));
+  }
+
+  #log(text) {
+    this.dispatchEvent(new CustomEvent('log', { detail: text }));
+  }
+}

@@ -1,0 +1,591 @@
+// End-to-end test of examples/web against the handler, in headless Chromium.
+//
+// The page is served from http://localhost:<A> (serve.mjs), the handler runs on
+// http://localhost:<B> with AllowedOrigins = the page's origin. Attackers: a cross-site page on
+// http://127.0.0.1:<C> and a same-site page on http://localhost:<D> that is not allowed.
+//
+// Every test ends by checking that no refresh token was readable by script: not in
+// document.cookie, localStorage, sessionStorage, nor in any response body the pages received.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startAll, USERS, ACCESS_LIFETIME_MS, REUSE_GRACE_MS } from './harness.mjs';
+
+const REFRESH_COOKIE = '__Host-refresh_token';
+const XSRF_COOKIE = 'XSRF-TOKEN';
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+let env;
+const LIMIT = { timeout: 90_000 };
+
+before(async () => {
+  env = await startAll();
+});
+
+after(async () => {
+  if (env) await env.stop();
+});
+
+// ---- recording what the browser sees ----------------------------------------------------------
+
+/** A browser context (one cookie jar: one "device") whose responses are all recorded. */
+async function device() {
+  const context = await env.browser.newContext();
+  const seen = { responses: [], bodies: [], refreshTokens: new Set(), pending: [] };
+  context.on('response', (response) => {
+    const entry = { url: response.url(), method: response.request().method(), status: response.status(), response };
+    seen.responses.push(entry);
+    seen.pending.push(
+      (async () => {
+        for (const value of await response.headerValues('set-cookie').catch(() => [])) {
+          for (const line of value.split('\n')) {
+            const match = new RegExp(`^${REFRESH_COOKIE}=([^;]*)`).exec(line.trim());
+            if (match && match[1]) seen.refreshTokens.add(match[1]);
+          }
+        }
+        // A body the page never consumed (nor cancelled) never finishes loading: the page did not
+        // see it, so it is not waited for.
+        const body = await Promise.race([response.body().catch(() => null), sleep(3000).then(() => null)]);
+        if (body) seen.bodies.push({ url: entry.url, text: body.toString('utf8') });
+      })(),
+    );
+  });
+  return { context, seen };
+}
+
+async function refreshCookie(dev) {
+  const cookies = await dev.context.cookies(env.authUrl);
+  const cookie = cookies.find((c) => c.name === REFRESH_COOKIE);
+  if (cookie) dev.seen.refreshTokens.add(cookie.value);
+  return cookie ? cookie.value : null;
+}
+
+async function xsrfCookie(dev) {
+  const cookies = await dev.context.cookies(env.authUrl);
+  return cookies.find((c) => c.name === XSRF_COOKIE)?.value ?? null;
+}
+
+/** The refresh token never reached script: checked in every open page and every response body. */
+async function assertNoLeak(dev) {
+  await refreshCookie(dev);
+  await Promise.all(dev.seen.pending);
+  const tokens = [...dev.seen.refreshTokens];
+  assert.ok(tokens.length > 0, 'the test saw no refresh token at all (nothing to check)');
+  assert.ok(dev.seen.bodies.length > 0, 'no response body was recorded');
+  for (const { url, text } of dev.seen.bodies) {
+    for (const token of tokens) assert.ok(!text.includes(token), `a refresh token is in the body of ${url}`);
+    assert.ok(!/"refresh_token"/.test(text), `a refresh_token field is in the body of ${url}`);
+  }
+  for (const page of dev.context.pages()) {
+    const visible = await page.evaluate(() => ({
+      cookie: document.cookie,
+      local: JSON.stringify(Object.entries(localStorage)),
+      session: JSON.stringify(Object.entries(sessionStorage)),
+    }));
+    assert.ok(!visible.cookie.includes(REFRESH_COOKIE), `${REFRESH_COOKIE} is readable from document.cookie`);
+    for (const token of tokens) {
+      for (const [where, text] of Object.entries(visible)) assert.ok(!text.includes(token), `a refresh token is in ${where}`);
+    }
+    assert.ok(!/eyJ[\w-]+\.[\w-]+\.[\w-]+/.test(visible.local + visible.session + visible.cookie), 'an access token is in storage');
+  }
+}
+
+/** The handler's log lines of POST /api/<route> after `mark`, once `count` of them are there. */
+async function servedSince(mark, route, count) {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const lines = env.requests().slice(mark).filter((l) => l.function === route && l.method === 'POST');
+    if (lines.length >= count || Date.now() > deadline) {
+      assert.equal(lines.length, count, `the service saw ${lines.length} POST /api/${route}, expected ${count}: ${JSON.stringify(lines)}`);
+      return lines;
+    }
+    await sleep(50);
+  }
+}
+
+function responsesTo(dev, path, method = 'POST') {
+  return dev.seen.responses.filter((r) => new URL(r.url).pathname === path && r.method === method);
+}
+
+// ---- driving the page ----------------------------------------------------------------------------
+
+async function openApp(dev, { autorefresh = false } = {}) {
+  const page = await dev.context.newPage();
+  await page.goto(`${env.pageUrl}/?autorefresh=${autorefresh ? 1 : 0}`);
+  await page.waitForSelector('body[data-ready="true"]');
+  return page;
+}
+
+async function loginWithForm(page, username) {
+  await page.fill('input[name=username]', username);
+  await page.fill('input[name=password]', USERS[username]);
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.url() === `${env.authUrl}/api/token` && r.request().method() === 'POST', { timeout: 10_000 }),
+    page.click('#login-button'),
+  ]);
+  await page.waitForSelector('#status[data-state="in"]');
+  return response;
+}
+
+const accessToken = (page) => page.evaluate(() => window.app.accessToken);
+const claimsOf = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
+
+async function callApi(page) {
+  return page.evaluate(async () => {
+    const response = await window.app.fetch('/api/hello');
+    return { status: response.status, body: await response.json() };
+  });
+}
+
+/** A cookie refresh sent by hand from `page`, bypassing the client: what an attacker's script can do. */
+function rawCookieRequest(page, url, { xsrf, mode = 'cors' } = {}) {
+  return page.evaluate(
+    async ({ url, xsrf, mode }) => {
+      try {
+        const response = await fetch(url, {
+          method: 'POST',
+          credentials: 'include',
+          mode,
+          headers: xsrf ? { 'X-XSRF-TOKEN': xsrf } : {},
+        });
+        return { status: response.status, type: response.type, text: mode === 'no-cors' ? '' : await response.text() };
+      } catch (error) {
+        return { error: error.name };
+      }
+    },
+    { url, xsrf, mode },
+  );
+}
+
+/** Auto-submitted cross-origin form POST from `page`'s site; the status the service answered. */
+async function formPost(page, attackerUrl, target) {
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.url() === target && r.request().method() === 'POST'),
+    page.goto(`${attackerUrl}/form?action=${encodeURIComponent(target)}`),
+  ]);
+  return { status: response.status(), text: (await response.body().catch(() => Buffer.from(''))).toString('utf8') };
+}
+
+/**
+ * Nothing rotated or ended: the victim's cookie is the one it had, and after the reuse grace (so
+ * that a rotation by the attacker would now make this token a reuse that ends the session) the
+ * victim still refreshes, rotating that very token, and calls the API.
+ */
+async function assertVictimIntact(victim, page, before) {
+  assert.equal(await refreshCookie(victim), before.refresh, 'the victim\'s refresh cookie changed');
+  assert.equal(await xsrfCookie(victim), before.xsrf, 'the victim\'s XSRF cookie changed');
+  await sleep(REUSE_GRACE_MS + 300);
+  const old = await accessToken(page);
+  const fresh = await page.evaluate((stale) => window.app.refresh(stale), old);
+  assert.notEqual(fresh, old);
+  const rotated = await refreshCookie(victim);
+  assert.ok(rotated && rotated !== before.refresh, 'the victim\'s refresh did not rotate its cookie');
+  assert.equal((await callApi(page)).status, 200);
+}
+
+async function victimState(victim) {
+  return { refresh: await refreshCookie(victim), xsrf: await xsrfCookie(victim) };
+}
+
+const altered = (value) => `${value.slice(0, -1)}${value.endsWith('A') ? 'B' : 'A'}`;
+
+function assertAccessDenied(result, what) {
+  assert.equal(result.status, 403, `${what}: expected 403, got ${JSON.stringify(result)}`);
+  assert.equal(JSON.parse(result.text).error, 'access_denied', `${what}: ${result.text}`);
+}
+
+// ---- the flow ------------------------------------------------------------------------------------
+
+test('login sets the HttpOnly cookie, hands the page only the access token; the API answers', LIMIT, async () => {
+  const dev = await device();
+  const page = await openApp(dev);
+  assert.equal(await page.getAttribute('#status', 'data-state'), 'out');
+  const response = await loginWithForm(page, 'alice');
+
+  assert.equal(response.status(), 200);
+  const body = await response.json();
+  assert.equal(body.token_type, 'Bearer');
+  assert.equal(typeof body.access_token, 'string');
+  assert.equal(body.expires_in, ACCESS_LIFETIME_MS / 1000);
+  assert.equal(typeof body.refresh_expires_in, 'number');
+  assert.ok(!('refresh_token' in body), 'cookie transport must not put the refresh token in the body');
+  assert.equal(response.request().headers()['x-token-transport'], 'cookie');
+
+  const cookies = (await response.headerValues('set-cookie')).flatMap((v) => v.split('\n'));
+  const refreshLine = cookies.find((c) => c.startsWith(`${REFRESH_COOKIE}=`));
+  const xsrfLine = cookies.find((c) => c.startsWith(`${XSRF_COOKIE}=`));
+  assert.ok(refreshLine, `no ${REFRESH_COOKIE} in ${JSON.stringify(cookies)}`);
+  for (const attribute of [/;\s*HttpOnly/i, /;\s*Secure/i, /;\s*SameSite=Strict/i, /;\s*Path=\//i, /;\s*Max-Age=\d+/i]) {
+    assert.match(refreshLine, attribute);
+  }
+  assert.ok(xsrfLine && !/HttpOnly/i.test(xsrfLine), 'XSRF-TOKEN must be readable by script');
+  const xsrf = await response.headerValue('x-xsrf-token');
+  assert.ok(xsrf, 'no X-XSRF-TOKEN response header (is it exposed by CORS?)');
+  assert.equal(await xsrfCookie(dev), xsrf);
+  assert.equal(await page.evaluate(() => document.cookie), `${XSRF_COOKIE}=${xsrf}`);
+
+  assert.equal(claimsOf(await accessToken(page)).name, 'alice');
+  await page.click('#call-api');
+  await page.waitForFunction(() => document.getElementById('api-result').textContent.startsWith('200'));
+  assert.match(await page.textContent('#api-result'), /hello, alice/);
+  await assertNoLeak(dev);
+  await dev.context.close();
+});
+
+test('silent refresh before the access token expires rotates the cookie, keeps the XSRF value', LIMIT, async () => {
+  const dev = await device();
+  const page = await openApp(dev, { autorefresh: true });
+  await loginWithForm(page, 'alice');
+  const first = await accessToken(page);
+  const exp = claimsOf(first).exp * 1000;
+  const before = await victimState(dev);
+
+  const refresh = await page.waitForResponse(
+    (r) => r.url() === `${env.authUrl}/api/refresh` && r.request().method() === 'POST',
+    { timeout: ACCESS_LIFETIME_MS + 5000 },
+  );
+  const at = Date.now();
+  assert.equal(refresh.status(), 200);
+  assert.ok(at < exp, `the refresh came ${at - exp} ms after the token expired`);
+  await page.waitForFunction((old) => window.app.accessToken !== old, first);
+  assert.notEqual(await refreshCookie(dev), before.refresh, 'the refresh cookie did not rotate');
+  assert.equal(await xsrfCookie(dev), before.xsrf, 'the XSRF value is bound to the session and must not change');
+  assert.equal(await refresh.headerValue('x-xsrf-token'), before.xsrf);
+  assert.equal((await callApi(page)).status, 200);
+  await assertNoLeak(dev);
+  await dev.context.close();
+});
+
+test('an access token the API finds expired: 401 Token-Expired, one refresh, one retry', LIMIT, async () => {
+  const dev = await device();
+  const page = await dev.context.newPage();
+  // The page's clock runs a minute behind (a laptop that woke up, a skewed clock), so the client
+  // believes its token good and sends it: the API, on the real clock, answers 401 Token-Expired.
+  await page.clock.install();
+  await page.goto(`${env.pageUrl}/?autorefresh=0`);
+  await page.waitForSelector('body[data-ready="true"]');
+  await loginWithForm(page, 'alice');
+  const first = await accessToken(page);
+  await page.clock.setSystemTime(Date.now() - 60_000);
+  await sleep(Math.max(0, claimsOf(first).exp * 1000 - Date.now()) + 300);
+  const seenBefore = dev.seen.responses.length;
+
+  const result = await callApi(page);
+  assert.equal(result.status, 200, JSON.stringify(result));
+  assert.equal(result.body.message, 'hello, alice');
+  const sequence = dev.seen.responses.slice(seenBefore).filter((r) => r.method !== 'OPTIONS' && new URL(r.url).pathname.startsWith('/api/'));
+  const path = (r) => new URL(r.url).pathname;
+  assert.deepEqual(sequence.map((r) => `${r.method} ${path(r)} ${r.status}`), [
+    'GET /api/hello 401',
+    'POST /api/refresh 200',
+    'GET /api/hello 200',
+  ]);
+  const rejected = sequence[0].response;
+  assert.equal(await rejected.headerValue('token-expired'), 'true');
+  assert.match(await rejected.headerValue('www-authenticate'), /^Bearer error="invalid_token"/);
+  assert.notEqual(await accessToken(page), first);
+  await assertNoLeak(dev);
+  await dev.context.close();
+});
+
+test('two tabs refreshing at once: one refresh goes out, both tabs get its token (Web Locks + BroadcastChannel)', LIMIT, async () => {
+  const dev = await device();
+  const tab1 = await openApp(dev);
+  const tab2 = await openApp(dev);
+  await loginWithForm(tab1, 'alice');
+  // tab2 was open before the login: it gets the access token over the BroadcastChannel.
+  await tab2.waitForFunction(() => window.app.loggedIn);
+  const first = await accessToken(tab1);
+  assert.equal(await accessToken(tab2), first);
+  const before = await victimState(dev);
+  const refreshesBefore = responsesTo(dev, '/api/refresh').length;
+
+  // Both tabs decide at the same instant that `first` is no good any more.
+  const at = Date.now() + 300;
+  const [a, b] = await Promise.all(
+    [tab1, tab2].map((tab) =>
+      tab.evaluate(
+        ({ at, stale }) => new Promise((resolve, reject) =>
+          setTimeout(() => window.app.refresh(stale).then(resolve, reject), Math.max(0, at - Date.now()))),
+        { at, stale: first },
+      ),
+    ),
+  );
+  assert.notEqual(a, first);
+  assert.equal(a, b, 'the two tabs ended with different access tokens');
+  const refreshes = responsesTo(dev, '/api/refresh').slice(refreshesBefore);
+  assert.deepEqual(refreshes.map((r) => r.status), [200], 'exactly one refresh request, answered 200');
+  const successor = await refreshCookie(dev);
+  assert.notEqual(successor, before.refresh);
+
+  // The session goes on from that one successor, from either tab.
+  const next = await tab2.evaluate((stale) => window.app.refresh(stale), b);
+  assert.notEqual(next, b);
+  await tab1.waitForFunction((token) => window.app.accessToken === token, next);
+  assert.notEqual(await refreshCookie(dev), successor);
+  assert.equal((await callApi(tab1)).status, 200);
+  assert.equal((await callApi(tab2)).status, 200);
+  await assertNoLeak(dev);
+  await dev.context.close();
+});
+
+test('two tabs refreshing at once without coordination: the service issues one successor', LIMIT, async () => {
+  const dev = await device();
+  const tab1 = await openApp(dev);
+  const tab2 = await openApp(dev);
+  await loginWithForm(tab1, 'alice');
+  const before = await victimState(dev);
+  const refreshesBefore = responsesTo(dev, '/api/refresh').length;
+
+  // Raw cookie refreshes from both tabs at the same instant, past the Web Locks of the client.
+  const at = Date.now() + 300;
+  const results = await Promise.all(
+    [tab1, tab2].map((tab) =>
+      tab.evaluate(
+        ({ at, url, xsrf }) => new Promise((resolve) => setTimeout(() => {
+          fetch(url, { method: 'POST', credentials: 'include', headers: { 'X-XSRF-TOKEN': xsrf } })
+            .then(async (response) => resolve({ status: response.status, text: await response.text() }))
+            .catch((error) => resolve({ error: String(error) }));
+        }, Math.max(0, at - Date.now()))),
+        { at, url: `${env.authUrl}/api/refresh`, xsrf: before.xsrf },
+      ),
+    ),
+  );
+  assert.deepEqual(results.map((r) => r.status), [200, 200], JSON.stringify(results));
+  for (const { text } of results) assert.ok(!('refresh_token' in JSON.parse(text)));
+  const refreshes = responsesTo(dev, '/api/refresh').slice(refreshesBefore);
+  assert.equal(refreshes.length, 2);
+  const successors = await Promise.all(
+    refreshes.map(async (r) => {
+      const lines = (await r.response.headerValues('set-cookie')).flatMap((v) => v.split('\n'));
+      return new RegExp(`^${REFRESH_COOKIE}=([^;]+)`).exec(lines.find((l) => l.startsWith(`${REFRESH_COOKIE}=`)) ?? '')?.[1];
+    }),
+  );
+  assert.ok(successors[0], 'the refresh did not set a new refresh cookie');
+  assert.equal(successors[0], successors[1], 'two different successors: the session forked');
+  assert.notEqual(successors[0], before.refresh);
+  assert.equal(await refreshCookie(dev), successors[0]);
+
+  // A further refresh (after the grace, so that a fork would now be a reuse) works.
+  await sleep(REUSE_GRACE_MS + 300);
+  const stale = await accessToken(tab1);
+  const next = await tab1.evaluate((token) => window.app.refresh(token), stale);
+  assert.notEqual(next, stale);
+  assert.equal((await callApi(tab2)).status, 200);
+  await assertNoLeak(dev);
+  await dev.context.close();
+});
+
+test('a reload and a new tab resume the session through the cookie', LIMIT, async () => {
+  const dev = await device();
+  const page = await openApp(dev);
+  await loginWithForm(page, 'alice');
+  const first = await accessToken(page);
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.equal(await page.getAttribute('#status', 'data-state'), 'in');
+  const resumed = await accessToken(page);
+  assert.ok(resumed && resumed !== first, 'the reloaded page has no new access token');
+  assert.equal(claimsOf(resumed).sid, claimsOf(first).sid, 'a reload must continue the same session');
+  assert.equal((await callApi(page)).status, 200);
+
+  const other = await openApp(dev);
+  assert.equal(await other.getAttribute('#status', 'data-state'), 'in');
+  assert.equal(claimsOf(await accessToken(other)).sid, claimsOf(first).sid);
+  assert.equal((await callApi(other)).status, 200);
+  await assertNoLeak(dev);
+  await dev.context.close();
+});
+
+test('log out ends the session, clears both cookies, and logs out the other tabs', LIMIT, async () => {
+  const dev = await device();
+  const page = await openApp(dev);
+  const other = await openApp(dev);
+  await loginWithForm(page, 'alice');
+  await other.waitForFunction(() => window.app.loggedIn);
+  const token = await refreshCookie(dev);
+  const [revoke] = await Promise.all([
+    page.waitForResponse((r) => r.url() === `${env.authUrl}/api/revoke` && r.request().method() === 'POST'),
+    page.click('#logout'),
+  ]);
+  assert.equal(revoke.status(), 200);
+  const cleared = (await revoke.headerValues('set-cookie')).flatMap((v) => v.split('\n'));
+  for (const name of [REFRESH_COOKIE, XSRF_COOKIE]) {
+    assert.ok(cleared.some((c) => c.startsWith(`${name}=`) && /Max-Age=0/i.test(c)), `${name} not cleared: ${JSON.stringify(cleared)}`);
+  }
+  await page.waitForSelector('#status[data-state="out"]');
+  await other.waitForSelector('#status[data-state="out"]');
+  assert.equal(await refreshCookie(dev), null);
+  assert.equal(await xsrfCookie(dev), null);
+  assert.equal(await page.evaluate(() => localStorage.length), 0);
+
+  // The ended session's token is refused even when presented directly.
+  const replay = await fetch(`${env.authUrl.replace('localhost', '127.0.0.1')}/api/refresh`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ refresh_token: token }),
+  });
+  assert.equal(replay.status, 400);
+  assert.equal((await replay.json()).error, 'invalid_grant');
+
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.equal(await page.getAttribute('#status', 'data-state'), 'out');
+  await assertNoLeak(dev);
+  await dev.context.close();
+});
+
+test('log out everywhere (Bearer, scope=global) ends the sessions on every device', LIMIT, async () => {
+  const laptop = await device();
+  const phone = await device();
+  const laptopPage = await openApp(laptop);
+  const phonePage = await openApp(phone);
+  await loginWithForm(laptopPage, 'alice');
+  await loginWithForm(phonePage, 'alice');
+  assert.notEqual(claimsOf(await accessToken(laptopPage)).sid, claimsOf(await accessToken(phonePage)).sid);
+
+  const [revoke] = await Promise.all([
+    laptopPage.waitForResponse((r) => r.url() === `${env.authUrl}/api/revoke` && r.request().headers().authorization),
+    laptopPage.click('#logout-everywhere'),
+  ]);
+  assert.equal(revoke.status(), 200);
+  assert.match(revoke.request().headers().authorization, /^Bearer ey/);
+  assert.deepEqual(JSON.parse(revoke.request().postData()), { scope: 'global' });
+  await laptopPage.waitForSelector('#status[data-state="out"]');
+
+  // The phone's session ended too: its next refresh fails and the page shows it logged out.
+  const outcome = await phonePage.evaluate(() => window.app.refresh().then(() => 'refreshed', (e) => e.name));
+  assert.equal(outcome, 'LoggedOutError');
+  await phonePage.waitForSelector('#status[data-state="out"]');
+  const phoneRefresh = responsesTo(phone, '/api/refresh').at(-1);
+  assert.equal(phoneRefresh.status, 400);
+  await laptopPage.reload();
+  await laptopPage.waitForSelector('body[data-ready="true"]');
+  assert.equal(await laptopPage.getAttribute('#status', 'data-state'), 'out');
+  await assertNoLeak(laptop);
+  await assertNoLeak(phone);
+  await laptop.context.close();
+  await phone.context.close();
+});
+
+// ---- attacks: each must fail and change nothing ----------------------------------------------------
+
+async function victim() {
+  const dev = await device();
+  const page = await openApp(dev);
+  await loginWithForm(page, 'alice');
+  return { dev, page, before: await victimState(dev) };
+}
+
+for (const [label, site] of [
+  ['a cross-site page (127.0.0.1)', 'crossSiteUrl'],
+  ['a same-site page on an origin that is not allowed (localhost, other port)', 'sameSiteUrl'],
+]) {
+  test(`${label} cannot refresh or revoke with the victim's cookies`, LIMIT, async () => {
+    const { dev, page, before } = await victim();
+    const evil = await dev.context.newPage(); // the victim's browser, another tab
+    await evil.goto(`${env[site]}/`);
+    // What the attacker can see: on the same host (cookies ignore ports) XSRF-TOKEN is readable.
+    const stolen = await evil.evaluate(() => /(?:^|;\s*)XSRF-TOKEN=([^;]*)/.exec(document.cookie)?.[1] ?? null);
+    if (site === 'sameSiteUrl') assert.equal(stolen, before.xsrf, 'expected the same-site page to read XSRF-TOKEN');
+    else assert.equal(stolen, null);
+
+    for (const route of ['refresh', 'revoke']) {
+      const url = `${env.authUrl}/api/${route}`;
+      const mark = env.requests().length;
+      // 1. fetch with the cookies, no header: a simple request, it reaches the service.
+      const plain = await rawCookieRequest(evil, url);
+      assert.equal(plain.error, 'TypeError', `the page could read the answer: ${JSON.stringify(plain)}`);
+      // 2. no-cors: the same request, answer opaque.
+      const opaque = await rawCookieRequest(evil, url, { mode: 'no-cors' });
+      assert.equal(opaque.type, 'opaque');
+      // 3. with the XSRF value (read from document.cookie, or a guess): the preflight is refused,
+      //    so the browser never sends the request.
+      const preflighted = await rawCookieRequest(evil, url, { xsrf: stolen ?? before.xsrf });
+      assert.equal(preflighted.error, 'TypeError');
+      // 4. an auto-submitted HTML form (top-level navigation POST).
+      const form = await formPost(evil, env[site], url);
+      if (site === 'sameSiteUrl') assertAccessDenied(form, `form ${route} from ${env[site]}`);
+      else assert.ok(form.status >= 400 && form.status < 500, `form ${route} answered ${form.status}`);
+      // What the service answered (its request log): 1, 2 and 4 arrived, 3 never got past the preflight.
+      const served = await servedSince(mark, route, 3);
+      for (const line of served) {
+        if (site === 'sameSiteUrl') assert.deepEqual([line.status, line.outcome], [403, 'access_denied'], JSON.stringify(line));
+        else assert.ok(line.status >= 400 && line.status < 500, JSON.stringify(line));
+      }
+      await evil.goto(`${env[site]}/`);
+    }
+    await evil.close();
+    await assertVictimIntact(dev, page, before);
+    await assertNoLeak(dev);
+    await dev.context.close();
+  });
+}
+
+test('a valid XSRF value of another session is refused, and so is a request without one', LIMIT, async () => {
+  const { dev, page, before } = await victim();
+  const other = await device();
+  const otherPage = await openApp(other);
+  const login = await loginWithForm(otherPage, 'bob');
+  const foreign = await login.headerValue('x-xsrf-token');
+  assert.ok(foreign && foreign !== before.xsrf, 'two sessions must have different XSRF values');
+
+  for (const route of ['refresh', 'revoke']) {
+    const url = `${env.authUrl}/api/${route}`;
+    // From the allowed origin itself, with the victim's cookies.
+    assertAccessDenied(await rawCookieRequest(page, url, { xsrf: foreign }), `${route} with another session's XSRF value`);
+    assertAccessDenied(await rawCookieRequest(page, url), `${route} without X-XSRF-TOKEN`);
+    assertAccessDenied(await rawCookieRequest(page, url, { xsrf: altered(before.xsrf) }), `${route} with an altered XSRF value`);
+  }
+  await assertVictimIntact(dev, page, before);
+  // The other session is untouched as well.
+  assert.equal((await callApi(otherPage)).status, 200);
+  await assertNoLeak(dev);
+  await assertNoLeak(other);
+  await other.context.close();
+  await dev.context.close();
+});
+
+test('the service itself refuses a cookie request with the right XSRF value from a disallowed or missing Origin', LIMIT, async () => {
+  // What no browser sends (CORS stops it first), but a proxy, a non-browser client or a browser
+  // bug could: the Origin check stands on its own.
+  const { dev, page, before } = await victim();
+  const cookie = `${REFRESH_COOKIE}=${before.refresh}; ${XSRF_COOKIE}=${before.xsrf}`;
+  const direct = env.authUrl.replace('localhost', '127.0.0.1');
+  for (const route of ['refresh', 'revoke']) {
+    for (const origin of [env.sameSiteUrl, env.crossSiteUrl, 'null', undefined]) {
+      const headers = { Cookie: cookie, 'X-XSRF-TOKEN': before.xsrf };
+      if (origin) headers.Origin = origin;
+      const response = await fetch(`${direct}/api/${route}`, { method: 'POST', headers });
+      const text = await response.text();
+      assertAccessDenied({ status: response.status, text }, `${route} with Origin ${origin ?? '(none)'}`);
+      assert.equal(response.headers.get('set-cookie'), null);
+      assert.ok(!text.includes(before.refresh));
+    }
+  }
+  await assertVictimIntact(dev, page, before);
+  await assertNoLeak(dev);
+  await dev.context.close();
+});
+
+test('CORS: the allowed origin gets credentials and the exposed headers, others get no CORS headers', LIMIT, async () => {
+  const direct = env.authUrl.replace('localhost', '127.0.0.1');
+  const preflight = (origin) =>
+    fetch(`${direct}/api/refresh`, {
+      method: 'OPTIONS',
+      headers: { Origin: origin, 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'x-xsrf-token' },
+    });
+  const allowed = await preflight(env.pageUrl);
+  assert.equal(allowed.status, 204);
+  assert.equal(allowed.headers.get('access-control-allow-origin'), env.pageUrl);
+  assert.equal(allowed.headers.get('access-control-allow-credentials'), 'true');
+  assert.match(allowed.headers.get('access-control-allow-headers') ?? '', /X-XSRF-TOKEN/i);
+  assert.match(allowed.headers.get('access-control-allow-headers') ?? '', /X-Token-Transport/i);
+  assert.match(allowed.headers.get('vary') ?? '', /Origin/i);
+  for (const origin of [env.sameSiteUrl, env.crossSiteUrl]) {
+    const refused = await preflight(origin);
+    assert.equal(refused.headers.get('access-control-allow-origin'), null, `${origin} got CORS headers`);
+    assert.equal(refused.headers.get('access-control-allow-credentials'), null);
+  }
+  const actual = await fetch(`${direct}/api/jwks`, { headers: { Origin: env.pageUrl } });
+  const exposed = (actual.headers.get('access-control-expose-headers') ?? '').toLowerCase();
+  for (const name of ['x-xsrf-token', 'token-expired', 'www-authenticate', 'retry-after']) assert.ok(exposed.includes(name), `${name} not exposed`);
+});
