@@ -432,7 +432,9 @@ impl Api {
             (None, false) | (Some("password"), _) => {
                 let username = fields.required("username", MAX_USERNAME_CHARS * 4)?;
                 let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
-                let pair = self.service.login(username, &password, &req.client_address()).await?;
+                let address = req.client_address();
+                let client = crate::service::Client { address: &address, user_agent: req.header("user-agent") };
+                let pair = self.service.login_as(username, &password, client).await?;
                 Ok(self.pair(&pair, transport))
             }
             (Some("refresh_token"), _) => self.refresh(req, Some(fields)).await,
