@@ -65,6 +65,7 @@ async fn service(clock: &ManualClock, timeout_ms: u64) -> (TokenService, Arc<Cos
             "JwtRefreshToken__Descriptor__AlgorithmKey",
             "dcovv0KIIhbbODoiqbKJ-u31v-sSZBBwwOL-EmHM6hiqVa149migK55Eo-vBsOMR",
         ),
+        ("JwtRefreshToken__Registration__Mode", "open"),
     ]);
     let settings = Settings::load(&env, Mode::Production).unwrap();
     let service = build_service(&settings, store.clone() as Arc<dyn Store>, Arc::new(clock.clone())).unwrap();
@@ -180,6 +181,32 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     assert_eq!(ended, 4, "the warm-up session and the three new ones");
     let kinds = within("revoke all sessions", 2).await;
     assert_eq!((kinds["query"].as_u64(), kinds["batch"].as_u64()), (Some(1), Some(1)), "{kinds}");
+
+    // Sign-up: create the account, create the session (no read for a new name).
+    let client = jwt_refresh_token::service::Client { address: "192.0.2.9", user_agent: Some("test") };
+    let signed_up = service.register("newbie", &Password::new("plum umbrella cactus 1987"), client).await.unwrap();
+    within("sign-up", 3).await;
+    let other = service.login("newbie", &Password::new("plum umbrella cactus 1987"), "192.0.2.9").await.unwrap();
+    let caller = service.authenticate_bearer(&signed_up.access_token).await.unwrap();
+    emulator::reset_stats().await;
+    let sessions = service.list_sessions(&caller).await.unwrap();
+    assert_eq!(sessions.len(), 2);
+    let kinds = within("sessions list", 1).await;
+    assert_eq!(kinds["query"].as_u64(), Some(1), "{kinds}");
+    // Password change: the account read and write, then the batch ending the other sessions.
+    let ended = service
+        .change_password(&caller, &Password::new("plum umbrella cactus 1987"), &Password::new("quiet harbour lantern 42"), "192.0.2.9")
+        .await
+        .unwrap();
+    assert_eq!(ended, 1);
+    let kinds = within("password change", 4).await;
+    assert_eq!((kinds["read"].as_u64(), kinds["replace"].as_u64()), (Some(1), Some(1)), "{kinds}");
+    assert_eq!((kinds["query"].as_u64(), kinds["batch"].as_u64()), (Some(1), Some(1)), "{kinds}");
+    assert!(service.refresh(&other.refresh_token, None).await.is_err());
+    emulator::reset_stats().await;
+    // Refresh is unchanged by all of this.
+    service.refresh(&signed_up.refresh_token, None).await.unwrap();
+    within("refresh after the account routes", 2).await;
     for line in report {
         println!("{line}");
     }
