@@ -10,7 +10,8 @@
 //! flood sheds load instead of queueing forever.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::{PasswordHash, Salt};
@@ -105,10 +106,50 @@ impl Drop for BlockMemory {
     }
 }
 
+/// The bounded queue between requests and workers. Each worker waits on the condition variable
+/// with its own timeout, so every idle worker (not only one) gives its memory back.
+#[derive(Debug)]
+struct Queue {
+    jobs: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a job unless the queue is full (then hands it back).
+    fn push(&self, job: Job) -> Result<(), Job> {
+        let mut jobs = self.lock();
+        if jobs.len() >= self.capacity {
+            return Err(job);
+        }
+        jobs.push_back(job);
+        drop(jobs);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next job, or `None` after `idle` without one.
+    fn pop(&self, idle: Duration) -> Option<Job> {
+        let mut jobs = self.lock();
+        let deadline = Instant::now() + idle;
+        loop {
+            if let Some(job) = jobs.pop_front() {
+                return Some(job);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            jobs = self.ready.wait_timeout(jobs, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+}
+
 /// Hashes and verifies passwords on the worker pool.
 #[derive(Debug)]
 pub struct PasswordHasher {
-    queue: SyncSender<Job>,
+    queue: Arc<Queue>,
     queue_timeout: Duration,
     workers: usize,
     /// Hash of a random password, verified against when a username is unknown so that the answer
@@ -133,11 +174,14 @@ fn argon2(params: Params) -> Argon2<'static> {
 impl PasswordHasher {
     /// A pool of `hashing.workers` threads with OWASP parameters.
     pub fn start(hashing: &Hashing) -> Result<Arc<Self>, HashError> {
-        let (queue, jobs) = sync_channel::<Job>(hashing.queue_length);
-        let jobs = Arc::new(std::sync::Mutex::new(jobs));
+        let queue = Arc::new(Queue {
+            jobs: Mutex::new(VecDeque::with_capacity(hashing.queue_length)),
+            ready: Condvar::new(),
+            capacity: hashing.queue_length,
+        });
         let queue_timeout = Duration::from_millis(hashing.queue_timeout_ms);
         for i in 0..hashing.workers {
-            let jobs = Arc::clone(&jobs);
+            let jobs = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || worker(&jobs, queue_timeout))
@@ -154,10 +198,8 @@ impl PasswordHasher {
     async fn submit(&self, work: Work) -> Result<Done, HashError> {
         let (reply, answer) = oneshot::channel();
         let job = Job { work, enqueued: Instant::now(), reply };
-        match self.queue.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(HashError::Busy("queue full")),
-            Err(TrySendError::Disconnected(_)) => return Err(HashError::Failed("hashing workers stopped".into())),
+        if self.queue.push(job).is_err() {
+            return Err(HashError::Busy("queue full"));
         }
         answer.await.map_err(|_| HashError::Failed("a hashing worker stopped".into()))?
     }
@@ -210,23 +252,15 @@ impl PasswordHasher {
     }
 }
 
-/// One worker: takes jobs until the pool is dropped; maps its block on first use and unmaps it
+/// One worker: takes jobs for the life of the process; maps its block on first use and unmaps it
 /// after [`IDLE_RELEASE`] without work.
-fn worker(jobs: &std::sync::Mutex<Receiver<Job>>, queue_timeout: Duration) {
+fn worker(jobs: &Queue, queue_timeout: Duration) {
     let params = owasp_params();
     let mut memory: Option<BlockMemory> = None;
     loop {
-        let next = match jobs.lock() {
-            Ok(receiver) => receiver.recv_timeout(IDLE_RELEASE),
-            Err(_) => return,
-        };
-        let job = match next {
-            Ok(job) => job,
-            Err(RecvTimeoutError::Timeout) => {
-                memory = None;
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => return,
+        let Some(job) = jobs.pop(IDLE_RELEASE) else {
+            memory = None;
+            continue;
         };
         if job.reply.is_closed() {
             continue; // the client went away while queued
