@@ -195,7 +195,12 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     assert_eq!(kinds["query"].as_u64(), Some(1), "{kinds}");
     // Password change: the account read and write, then the batch ending the other sessions.
     let ended = service
-        .change_password(&caller, &Password::new("plum umbrella cactus 1987"), &Password::new("quiet harbour lantern 42"), "192.0.2.9")
+        .change_password(
+            &caller,
+            &Password::new("plum umbrella cactus 1987"),
+            &Password::new("quiet harbour lantern 42"),
+            "192.0.2.9",
+        )
         .await
         .unwrap();
     assert_eq!(ended, 1);

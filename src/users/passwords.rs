@@ -9,8 +9,8 @@
 //! longer than the queue timeout, the request is refused at once ([`HashError::Busy`]) so a login
 //! flood sheds load instead of queueing forever.
 
-use std::sync::Arc;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
