@@ -55,6 +55,12 @@ fn session(user: &str, sid: &str, expires_at_ms: i64) -> SessionRecord {
     }
 }
 
+/// Adds user `alice` with [`PASSWORD`].
+async fn add_alice(store: &CosmosStore) {
+    let hasher = PasswordHasher::start(&Default::default()).unwrap();
+    users::add_user(store, &hasher, "alice", &Password::new(PASSWORD), &[], START).await.unwrap();
+}
+
 /// A token service on a fresh Cosmos database with user `alice`.
 async fn service(clock: &ManualClock, timeout_ms: u64) -> (TokenService, Arc<CosmosStore>) {
     let store = store(clock, timeout_ms).await;
@@ -69,16 +75,7 @@ async fn service(clock: &ManualClock, timeout_ms: u64) -> (TokenService, Arc<Cos
     ]);
     let settings = Settings::load(&env, Mode::Production).unwrap();
     let service = build_service(&settings, store.clone() as Arc<dyn Store>, Arc::new(clock.clone())).unwrap();
-    users::add_user(
-        store.as_ref(),
-        &PasswordHasher::start(&Default::default()).unwrap(),
-        "alice",
-        &Password::new(PASSWORD),
-        &[],
-        START,
-    )
-    .await
-    .unwrap();
+    add_alice(store.as_ref()).await;
     (service, store)
 }
 
@@ -115,16 +112,7 @@ async fn throttle_only_accounts_expire_by_ttl_and_user_accounts_never() {
         expires_at_ms: Some(START + 5_000),
     };
     store.put_account(&ghost, None).await.unwrap();
-    users::add_user(
-        store.as_ref(),
-        &PasswordHasher::start(&Default::default()).unwrap(),
-        "alice",
-        &Password::new(PASSWORD),
-        &[],
-        START,
-    )
-    .await
-    .unwrap();
+    add_alice(store.as_ref()).await;
     emulator::advance_clock(6).await;
     assert!(store.get_account("ghost").await.unwrap().is_none());
     assert!(store.get_account("alice").await.unwrap().is_some());

@@ -501,13 +501,26 @@ impl TestApp {
     /// `POST /<function>` with an invocation payload whose request has `method`, `headers` (a JSON
     /// object) and `body` (JSON text); returns the outer status and the outer JSON.
     pub async fn invoke(&self, function: &str, method: &str, headers: Value, body: &str) -> (u16, Value) {
+        self.invoke_with(function, method, headers, body, json!({}), json!({})).await
+    }
+
+    /// An invocation payload with route `params` and `query` as the host sends them.
+    pub async fn invoke_with(
+        &self,
+        function: &str,
+        method: &str,
+        headers: Value,
+        body: &str,
+        params: Value,
+        query: Value,
+    ) -> (u16, Value) {
         let payload = json!({
             "Data": { "req": {
                 "Url": format!("https://h/api/{function}"),
                 "Method": method,
-                "Query": {},
+                "Query": query,
                 "Headers": headers,
-                "Params": {},
+                "Params": params,
                 "Body": body,
             }},
             "Metadata": { "sys": { "MethodName": function } },

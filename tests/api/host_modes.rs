@@ -143,3 +143,26 @@ async fn an_oversized_inner_body_answers_inner_413() {
     let (inner_status, _, _) = inner(&outer);
     assert_eq!(inner_status, 413, "{outer}");
 }
+
+#[tokio::test]
+async fn the_account_routes_take_their_route_parameter_and_query_from_the_invocation_payload() {
+    let app = TestApp::spawn(&[]);
+    app.add_user("root", PASSWORD, &["admin"]);
+    app.add_user("bob", PASSWORD, &[]);
+    let root = access_token(&app.login("root", PASSWORD).await);
+    let bob = app.login("bob", PASSWORD).await;
+    let auth = json!({"Content-Type": ["application/json"], "Authorization": [format!("Bearer {root}")]});
+    let (_, outer) = app.invoke_with("users", "GET", auth.clone(), "", json!({}), json!({"limit": "1"})).await;
+    let (status, _, body) = inner(&outer);
+    assert_eq!(status, 200, "{outer}");
+    assert_eq!(body["users"].as_array().unwrap().len(), 1, "the query's limit applies: {body}");
+    assert!(body["next_cursor"].is_string());
+    let change = json!({"disabled": true}).to_string();
+    let (_, outer) = app.invoke_with("users", "PATCH", auth.clone(), &change, json!({"username": "bob"}), json!({})).await;
+    let (status, _, body) = inner(&outer);
+    assert_eq!(status, 200, "{outer}");
+    assert_eq!(body["disabled"], true);
+    assert_invalid_grant(&app.refresh(&refresh_token(&bob)).await, "bob's session ended");
+    let (_, outer) = app.invoke_with("sessions", "DELETE", auth, "", json!({"id": "not-mine"}), json!({})).await;
+    assert_eq!(inner(&outer).0, 404, "{outer}");
+}
