@@ -170,6 +170,12 @@ pub struct Client<'a> {
     pub user_agent: Option<&'a str>,
 }
 
+/// A refresh of the generation just rotated that reached this process no later than this after the
+/// rotation was written counts as concurrent with it: requests sent together are not always
+/// scheduled together on a busy machine. It applies only to the immediately previous generation,
+/// only in the process that rotated, and is not a grace for retries (that is `ReuseGraceMs`).
+const CONCURRENCY_ALLOWANCE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Rotations remembered to recognise concurrent refreshes (see `TokenService::rotated`).
 const MAX_REMEMBERED_ROTATIONS: usize = 10_000;
 /// How long a remembered rotation is kept when the memory is full.
@@ -401,8 +407,10 @@ impl TokenService {
         // a rotation of its generation completed was concurrent with it.
         let key = format!("{}\u{0}{}", parts.user_id, parts.session_id);
         let _turn = self.refreshing.lock(key.clone()).await;
-        let concurrent =
-            self.lock_rotated().get(&key).is_some_and(|(g, done)| *g == parts.generation && started <= *done);
+        let concurrent = self
+            .lock_rotated()
+            .get(&key)
+            .is_some_and(|(g, done)| *g == parts.generation && started <= *done + CONCURRENCY_ALLOWANCE);
         let parts = &parts;
         // `lost_race`: this call was concurrent with a refresh of the same generation (queued
         // behind it here, or it lost the compare-and-swap to another instance). That is no replay:

@@ -158,7 +158,8 @@ async fn the_account_routes_take_their_route_parameter_and_query_from_the_invoca
     assert_eq!(body["users"].as_array().unwrap().len(), 1, "the query's limit applies: {body}");
     assert!(body["next_cursor"].is_string());
     let change = json!({"disabled": true}).to_string();
-    let (_, outer) = app.invoke_with("users", "PATCH", auth.clone(), &change, json!({"username": "bob"}), json!({})).await;
+    let (_, outer) =
+        app.invoke_with("users", "PATCH", auth.clone(), &change, json!({"username": "bob"}), json!({})).await;
     let (status, _, body) = inner(&outer);
     assert_eq!(status, 200, "{outer}");
     assert_eq!(body["disabled"], true);
