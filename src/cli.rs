@@ -275,9 +275,10 @@ async fn cosmos_init(env: &Env) -> Result<(), Failure> {
     let settings = load_store(env).map_err(Failure::config)?;
     let opened = open_store(&settings, Arc::new(SystemClock)).map_err(Failure::config)?;
     let Some((store, provisioning)) = opened.cosmos else {
-        return Err(Failure::config(
-            "setting JwtRefreshToken__Cosmos__ConnectionString: no Cosmos DB configured (set it or JwtRefreshToken__Cosmos__AccountEndpoint)",
-        ));
+        return Err(Failure::config(crate::settings::SettingsError::new(
+            crate::settings::names::COSMOS_CONNECTION_STRING,
+            format!("no Cosmos DB configured (set it or {})", crate::settings::names::COSMOS_ENDPOINT),
+        )));
     };
     store.connect(provisioning).await.map_err(connect_failure)?;
     println!("Cosmos DB ready: {}", store.describe_resources());

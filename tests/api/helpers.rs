@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use jwt_refresh_token::settings::names;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
@@ -27,7 +28,7 @@ pub fn backend() -> Backend {
 }
 
 /// Setting that selects Cosmos with an account key.
-pub const CONNECTION_STRING_SETTING: &str = "JwtRefreshToken__Cosmos__ConnectionString";
+pub const CONNECTION_STRING_SETTING: &str = names::COSMOS_CONNECTION_STRING;
 
 /// The Cosmos database of a test store: named after its temporary directory, so a restarted or a
 /// second handler on the same store shares it.
@@ -50,11 +51,11 @@ pub const KEY: &str = "kGI1AHvA0_6VFRKRKVydffGkrU8arDL70Jro3QxZbalR_L_u-0h_2zlP0
 /// Password of the users the tests create.
 pub const PASSWORD: &str = "correct horse battery staple";
 
-pub const ISSUER_SETTING: &str = "JwtRefreshToken__Descriptor__Issuer";
-pub const AUDIENCE_SETTING: &str = "JwtRefreshToken__Descriptor__Audience";
-pub const KEY_SETTING: &str = "JwtRefreshToken__Descriptor__AlgorithmKey";
-pub const ALGORITHM_SETTING: &str = "JwtRefreshToken__Descriptor__Algorithm";
-pub const PATH_SETTING: &str = "JwtRefreshToken__Embedded__Path";
+pub const ISSUER_SETTING: &str = names::ISSUER;
+pub const AUDIENCE_SETTING: &str = names::AUDIENCE;
+pub const KEY_SETTING: &str = names::ALGORITHM_KEY;
+pub const ALGORITHM_SETTING: &str = names::ALGORITHM;
+pub const PATH_SETTING: &str = names::EMBEDDED_PATH;
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
