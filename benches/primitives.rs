@@ -43,9 +43,16 @@ fn jwt(c: &mut Criterion) {
             previous_keys: Vec::new(),
             clock_skew_ms: 0,
         };
-        let tokens = AccessTokens::new(KeySet::from_descriptor(&descriptor).unwrap(), "https://bench".into(), "bench".into(), 900_000, 0);
+        let tokens = AccessTokens::new(
+            KeySet::from_descriptor(&descriptor).unwrap(),
+            "https://bench".into(),
+            "bench".into(),
+            900_000,
+            0,
+        );
         let roles = vec!["reader".to_string()];
-        let subject = Subject { user_id: "user-id", name: "bench", roles: &roles, session_id: "AAAAAAAAAAAAAAAAAAAAAA" };
+        let subject =
+            Subject { user_id: "user-id", name: "bench", roles: &roles, session_id: "AAAAAAAAAAAAAAAAAAAAAA" };
         group.bench_function(name, |b| {
             b.iter(|| {
                 let signed = tokens.sign(subject, NOW).unwrap();

@@ -44,8 +44,15 @@ enum Work {
     /// `release`: give the worker's block back right after this hash (the start-up warm-up, so that
     /// an idle service holds no 19 MiB block; every worker then maps its block on its first login,
     /// whoever logs in, so this reveals nothing about which usernames exist).
-    Hash { password: Password, salt: [u8; SALT_LEN], release: bool },
-    Verify { password: Password, phc: String },
+    Hash {
+        password: Password,
+        salt: [u8; SALT_LEN],
+        release: bool,
+    },
+    Verify {
+        password: Password,
+        phc: String,
+    },
 }
 
 enum Done {
