@@ -276,6 +276,13 @@ async fn embedded() -> (Arc<dyn Store>, tempfile::TempDir) {
 
 store_contract!(embedded_store, embedded());
 
+async fn in_memory() -> (Arc<dyn Store>, ()) {
+    let store = EmbeddedStore::open(std::path::Path::new(jwt_refresh_token::store::embedded::MEMORY)).unwrap();
+    (Arc::new(store), ())
+}
+
+store_contract!(in_memory_store, in_memory());
+
 #[path = "support/emulator.rs"]
 mod emulator;
 

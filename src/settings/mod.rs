@@ -216,7 +216,9 @@ fn load_cors(env: &Env) -> Result<Cors, SettingsError> {
 pub enum StoreSettings {
     /// SQLite in WAL mode, in a directory of its own.
     Embedded {
-        /// Directory holding the database (`JwtRefreshToken__Embedded__Path`).
+        /// Directory holding the database (`JwtRefreshToken__Embedded__Path`); `:memory:` keeps
+        /// the store in memory instead (tests, demos, measuring CPU cost apart from disk sync:
+        /// nothing survives the process, and `user` commands of another process cannot reach it).
         path: PathBuf,
     },
     /// Azure Cosmos DB (NoSQL API).

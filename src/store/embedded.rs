@@ -2,7 +2,7 @@
 //! work on the same file while the service runs, and the service sees their effect at once.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,26 +54,39 @@ CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at_ms);
 CREATE INDEX IF NOT EXISTS sessions_by_idle_expiry ON sessions (idle_expires_at_ms) WHERE idle_expires_at_ms IS NOT NULL;
 ";
 
-/// SQLite-backed [`super::Store`]. Cheap to clone; clones share one connection.
+mod engine;
+
+/// The `JwtRefreshToken__Embedded__Path` that selects the in-memory store: nothing is written to
+/// disk and everything is gone when the process ends (tests, demos, measuring the handler's CPU cost
+/// apart from disk sync).
+pub const MEMORY: &str = ":memory:";
+
+/// SQLite-backed [`super::Store`]. Cheap to clone; clones share one writer and one reader pool.
+///
+/// Writes are group-committed (see [`engine`]): writes that arrive together share one transaction
+/// and one fsync, and each is answered only after that commit is on disk.
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
-    conn: Arc<Mutex<Connection>>,
+    engine: Arc<engine::Engine>,
     path: PathBuf,
 }
 
 impl EmbeddedStore {
-    /// Opens (creating when needed) the store in directory `dir`.
+    /// Opens (creating when needed) the store in directory `dir`; `dir` = [`MEMORY`] opens an empty
+    /// in-memory store instead.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        if engine::is_memory(dir) {
+            let conn = Connection::open_in_memory().map_err(map_err)?;
+            conn.execute_batch(SCHEMA).map_err(map_err)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map_err)?;
+            let engine = engine::Engine::start(conn, None)?;
+            return Ok(Self { engine: Arc::new(engine), path: dir.to_path_buf() });
+        }
         create_private_dir(dir).map_err(StoreError::unavailable)?;
         let path = dir.join(DATABASE_FILE);
         private_file(&path).map_err(StoreError::unavailable)?;
         // SQLite gives the -wal and -shm files the database file's permissions.
-        let conn = Connection::open(&path).map_err(map_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
-        // WAL lets readers and one writer of other processes work side by side; FULL sync makes a
-        // committed rotation survive a power cut (a lost rotation would log the client out).
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(map_err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(map_err)?;
+        let conn = connect(&path)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(map_err)?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::unavailable(format!(
@@ -96,27 +109,37 @@ impl EmbeddedStore {
         }
         conn.execute_batch(SCHEMA).map_err(map_err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map_err)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), path })
+        let reader_path = path.clone();
+        let engine = engine::Engine::start(conn, Some(Box::new(move || connect(&reader_path))))?;
+        Ok(Self { engine: Arc::new(engine), path })
     }
 
-    /// The database file.
+    /// The database file ([`MEMORY`] for the in-memory store).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Runs `op` on the store: on a reader connection when it only reads, else in the writer's next
+    /// group commit, answering after the commit is durable. `op` may run twice (once on a reader
+    /// that refuses its first write, then on the writer), so it must not consume what it captures.
     async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let guard = conn.lock().map_err(|_| StoreError::unavailable("store connection poisoned"))?;
-            op(&guard)
-        })
-        .await
-        .map_err(StoreError::unavailable)?
+        self.engine.run(op).await
     }
+}
+
+/// A connection to the database file with the store's pragmas.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(map_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
+    // WAL lets readers and one writer of other processes work side by side; FULL sync makes a
+    // committed rotation survive a power cut (a lost rotation would log the client out).
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(map_err)?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(map_err)?;
+    Ok(conn)
 }
 
 /// Creates `dir` (and missing parents) readable by the owner only (0700); an existing directory is

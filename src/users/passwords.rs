@@ -3,7 +3,8 @@
 //!
 //! Memory is part of the design: each worker owns one argon2 memory block, mapped once and reused
 //! for every hash it computes (pages stay faulted in, so a login flood costs no mmap/munmap per
-//! hash), and unmapped when the worker has been idle for [`IDLE_RELEASE`]. Resident memory for
+//! hash), and unmapped when the worker has been idle for [`IDLE_RELEASE`] — or at once after the
+//! start-up warm-up, so an idle service holds none. Resident memory for
 //! hashing is therefore at most `workers × 19 MiB` under any load, and returns to idle after it.
 //! Work reaches the workers through a bounded queue: when it is full, or a request has waited
 //! longer than the queue timeout, the request is refused at once ([`HashError::Busy`]) so a login
@@ -41,8 +42,18 @@ pub enum HashError {
 }
 
 enum Work {
-    Hash { password: Password, salt: [u8; SALT_LEN] },
-    Verify { password: Password, phc: String },
+    /// `release`: give the worker's block back right after this hash (the start-up warm-up, so that
+    /// an idle service holds no 19 MiB block; every worker then maps its block on its first login,
+    /// whoever logs in, so this reveals nothing about which usernames exist).
+    Hash {
+        password: Password,
+        salt: [u8; SALT_LEN],
+        release: bool,
+    },
+    Verify {
+        password: Password,
+        phc: String,
+    },
 }
 
 enum Done {
@@ -211,10 +222,14 @@ impl PasswordHasher {
 
     /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) with a fresh random salt.
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
+        self.hash_then(password, false).await
+    }
+
+    async fn hash_then(&self, password: &Password, release: bool) -> Result<String, HashError> {
         let mut salt = [0u8; SALT_LEN];
         rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut salt)
             .map_err(|e| HashError::Failed(format!("OS random number generator failed: {e}")))?;
-        match self.submit(Work::Hash { password: password.clone(), salt }).await? {
+        match self.submit(Work::Hash { password: password.clone(), salt, release }).await? {
             Done::Hashed(phc) => Ok(phc),
             Done::Verified(_) => Err(HashError::Failed("a worker answered the wrong job".into())),
         }
@@ -233,7 +248,7 @@ impl PasswordHasher {
                 rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut random)
                     .map_err(|e| HashError::Failed(format!("OS random number generator failed: {e}")))?;
                 let text: String = random.iter().map(|b| format!("{b:02x}")).collect();
-                self.hash(&Password::new(text)).await
+                self.hash_then(&Password::new(text), true).await
             })
             .await
     }
@@ -279,14 +294,18 @@ fn worker(jobs: &Queue, queue_timeout: Duration) {
                 }
             },
         };
+        let release = matches!(job.work, Work::Hash { release: true, .. });
         let result = run(&params, job.work, blocks);
         let _ = job.reply.send(result);
+        if release {
+            memory = None;
+        }
     }
 }
 
 fn run(params: &Params, work: Work, blocks: &mut BlockMemory) -> Result<Done, HashError> {
     match work {
-        Work::Hash { password, salt } => {
+        Work::Hash { password, salt, release: _ } => {
             let mut out = [0u8; OUTPUT_LEN];
             argon2(params.clone())
                 .hash_password_into_with_memory(password.expose().as_bytes(), &salt, &mut out, &mut *blocks)

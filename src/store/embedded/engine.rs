@@ -1,0 +1,279 @@
+//! How the embedded store executes its operations: group commit on one writer, reads on WAL readers.
+//!
+//! Every write (the operation closures of [`super::EmbeddedStore`]) goes to one writer thread that
+//! owns the write connection. The writer takes everything that is queued, runs it in one
+//! `BEGIN IMMEDIATE … COMMIT` with a `SAVEPOINT` around each operation (an operation that fails —
+//! a lost compare-and-swap — is rolled back alone and does not touch the others), and answers each
+//! operation with its own outcome only after the `COMMIT` returned. With `synchronous = FULL` in WAL
+//! mode, `COMMIT` returns after the log is on disk, so an acknowledged write is durable exactly as
+//! before; what changes is that writes arriving together share one fsync instead of paying one each.
+//!
+//! Operations that only read run on a small pool of reader connections instead (WAL readers see the
+//! last committed — and therefore durable — state, and do not wait behind the writer's fsync). Which
+//! operations only read is learnt, not declared: each operation closure has a type of its own, and
+//! the first time a type runs it is tried on a reader whose authorizer denies anything but reading.
+//! If it tried to write, nothing happened on the reader, the type is remembered as a writer, and the
+//! operation runs on the writer — which is why operations are `Fn`: they may run twice.
+//!
+//! The in-memory mode (`:memory:`) has one connection and no readers: everything runs on the writer,
+//! in the same groups, without any disk I/O.
+
+use std::any::TypeId;
+use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::StoreError;
+
+/// Operations waiting for the writer; submitters wait for room when it is full.
+const QUEUE_LENGTH: usize = 1024;
+/// Most operations committed together (bounds the time the first of a group waits for the last).
+const MAX_GROUP: usize = 256;
+/// Reader connections kept open between reads.
+const IDLE_READERS: usize = 8;
+
+/// What the writer does with an operation once the group's commit has (or has not) happened.
+type Deliver = Box<dyn FnOnce(Result<(), &str>) + Send>;
+/// An operation as the writer sees it: run it in its savepoint, keep the answer until the commit.
+/// Without a connection (no transaction could be started), it answers with the commit's error unrun.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Deliver + Send>;
+/// Opens a connection with the store's pragmas.
+type Opener = Box<dyn Fn() -> Result<Connection, StoreError> + Send + Sync>;
+
+/// The writer thread, the reader pool, and what is known about which operations write.
+pub(super) struct Engine {
+    queue: Option<mpsc::Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Option<Readers>,
+    writing_ops: RwLock<HashSet<TypeId>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("readers", &self.readers.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts the writer on `conn`; `open_reader` opens reader connections (none: all on the writer).
+    pub(super) fn start(conn: Connection, open_reader: Option<Opener>) -> Result<Self, StoreError> {
+        let (queue, jobs) = mpsc::channel(QUEUE_LENGTH);
+        let writer = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(&conn, jobs))
+            .map_err(StoreError::unavailable)?;
+        let readers = open_reader.map(|open| Readers { open, idle: Mutex::new(Vec::new()) });
+        Ok(Self { queue: Some(queue), writer: Some(writer), readers, writing_ops: RwLock::new(HashSet::new()) })
+    }
+
+    /// Runs `op`: on a reader when it only reads, else on the writer in the next group commit.
+    pub(super) async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let kind = TypeId::of::<F>();
+        let op = match &self.readers {
+            Some(readers) if !self.writing_ops.read().unwrap_or_else(PoisonError::into_inner).contains(&kind) => {
+                match readers.try_read(op).await? {
+                    Attempt::Read(result) => return result,
+                    Attempt::Writes(op) => {
+                        self.writing_ops.write().unwrap_or_else(PoisonError::into_inner).insert(kind);
+                        op
+                    }
+                }
+            }
+            _ => op,
+        };
+        self.write(op).await
+    }
+
+    async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn: Option<&Connection>| {
+            let result = match conn {
+                Some(conn) => in_savepoint(conn, &op),
+                None => Err(StoreError::unavailable("no store transaction")),
+            };
+            Box::new(move |commit: Result<(), &str>| {
+                let _ = reply.send(match commit {
+                    Ok(()) => result,
+                    Err(why) => Err(StoreError::unavailable(why.to_string())),
+                });
+            })
+        });
+        let queue = self.queue.as_ref().ok_or_else(|| StoreError::unavailable("the store writer has stopped"))?;
+        queue.send(job).await.map_err(|_| StoreError::unavailable("the store writer has stopped"))?;
+        answer.await.map_err(|_| StoreError::unavailable("the store writer stopped before answering"))?
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish what is queued and close its connection.
+        self.queue = None;
+        if let Some(writer) = self.writer.take()
+            && writer.thread().id() != std::thread::current().id()
+        {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Runs one operation in a savepoint of the group's transaction: kept when it succeeds, rolled back
+/// alone when it fails (or panics), so the other operations of the group are unaffected.
+fn in_savepoint<T>(conn: &Connection, op: &dyn Fn(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    statement(conn, "SAVEPOINT op")?;
+    let result = catch_unwind(AssertUnwindSafe(|| op(conn)))
+        .unwrap_or_else(|_| Err(StoreError::unavailable("a store operation panicked")));
+    match &result {
+        Ok(_) => statement(conn, "RELEASE op")?,
+        Err(_) => {
+            statement(conn, "ROLLBACK TO op")?;
+            statement(conn, "RELEASE op")?;
+        }
+    }
+    result
+}
+
+fn statement(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ()).map_err(StoreError::unavailable)
+}
+
+/// The writer: takes whatever is queued (at least one operation, at most [`MAX_GROUP`]) and commits
+/// it as one transaction, until every handle on the store is gone.
+fn write_loop(conn: &Connection, mut jobs: mpsc::Receiver<Job>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = jobs.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(conn, group.drain(..));
+    }
+}
+
+fn commit_group(conn: &Connection, group: impl Iterator<Item = Job>) {
+    let mut answers: Vec<Deliver> = Vec::new();
+    for job in group {
+        if conn.is_autocommit()
+            && let Err(e) = statement(conn, "BEGIN IMMEDIATE")
+        {
+            // Not even a transaction (the file is locked past the busy timeout, the disk failed):
+            // this operation did not run; tell it so.
+            let why = e.to_string();
+            job(None)(Err(&why));
+            continue;
+        }
+        answers.push(job(Some(conn)));
+        if conn.is_autocommit() {
+            // SQLite ended the transaction itself (an I/O or disk-full error inside an operation):
+            // everything of the group so far is rolled back, none of it was acknowledged.
+            fail(&mut answers, "the store transaction was rolled back by an I/O error");
+        }
+    }
+    if answers.is_empty() {
+        return;
+    }
+    match statement(conn, "COMMIT") {
+        Ok(()) => answers.drain(..).for_each(|deliver| deliver(Ok(()))),
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = statement(conn, "ROLLBACK");
+            }
+            fail(&mut answers, &format!("commit failed: {e}"));
+        }
+    }
+}
+
+fn fail(answers: &mut Vec<Deliver>, why: &str) {
+    answers.drain(..).for_each(|deliver| deliver(Err(why)));
+}
+
+/// Reader connections, each denying (through its authorizer) any statement that is not a read.
+struct Readers {
+    open: Opener,
+    idle: Mutex<Vec<Reader>>,
+}
+
+struct Reader {
+    conn: Connection,
+    /// Set by the authorizer when a statement tried to do more than read.
+    denied: Arc<AtomicBool>,
+}
+
+enum Attempt<T, F> {
+    /// The operation only read; this is its outcome.
+    Read(Result<T, StoreError>),
+    /// The operation tried to write (nothing happened): run it on the writer.
+    Writes(F),
+}
+
+impl Readers {
+    fn take(&self) -> Result<Reader, StoreError> {
+        if let Some(reader) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
+            return Ok(reader);
+        }
+        let mut conn = (self.open)()?;
+        let denied = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&denied);
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| match ctx.action {
+            AuthAction::Select | AuthAction::Read { .. } | AuthAction::Function { .. } | AuthAction::Recursive => {
+                Authorization::Allow
+            }
+            _ => {
+                flag.store(true, Ordering::Relaxed);
+                Authorization::Deny
+            }
+        }))
+        .map_err(StoreError::unavailable)?;
+        Ok(Reader { conn, denied })
+    }
+
+    fn put(&self, reader: Reader) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_READERS {
+            idle.push(reader);
+        }
+    }
+
+    async fn try_read<T, F>(&self, op: F) -> Result<Attempt<T, F>, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let reader = self.take()?;
+        let (done, reader) = tokio::task::spawn_blocking(move || {
+            reader.denied.store(false, Ordering::Relaxed);
+            let result = catch_unwind(AssertUnwindSafe(|| op(&reader.conn)))
+                .unwrap_or_else(|_| Err(StoreError::unavailable("a store operation panicked")));
+            let done = if reader.denied.load(Ordering::Relaxed) { Attempt::Writes(op) } else { Attempt::Read(result) };
+            (done, reader)
+        })
+        .await
+        .map_err(StoreError::unavailable)?;
+        if reader.conn.is_autocommit() {
+            self.put(reader);
+        }
+        Ok(done)
+    }
+}
+
+/// Whether `dir` names the in-memory store rather than a directory.
+pub(super) fn is_memory(dir: &Path) -> bool {
+    dir.as_os_str() == super::MEMORY
+}
