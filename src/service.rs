@@ -174,12 +174,12 @@ pub struct Client<'a> {
 /// rotation was written counts as concurrent with it: requests sent together are not always
 /// scheduled together on a busy machine. It applies only to the immediately previous generation,
 /// only in the process that rotated, and is not a grace for retries (that is `ReuseGraceMs`).
-const CONCURRENCY_ALLOWANCE: std::time::Duration = std::time::Duration::from_millis(100);
+const CONCURRENCY_ALLOWANCE_MS: i64 = 100;
 
 /// Rotations remembered to recognise concurrent refreshes (see `TokenService::rotated`).
 const MAX_REMEMBERED_ROTATIONS: usize = 10_000;
 /// How long a remembered rotation is kept when the memory is full.
-const REMEMBER_ROTATIONS: std::time::Duration = std::time::Duration::from_secs(10);
+const REMEMBER_ROTATIONS_MS: i64 = 10_000;
 
 /// Longest `User-Agent` kept with a session, in characters.
 pub const MAX_USER_AGENT_CHARS: usize = 256;
@@ -198,7 +198,7 @@ pub struct TokenService {
     /// Rotations this process completed recently: (session key) → (generation rotated from, when
     /// the rotation was written). A refresh of that generation that *started* before then was
     /// concurrent with it — not a replay — and gets the successor whatever the grace.
-    rotated: Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant)>>>,
+    rotated: Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, UnixMs)>>>,
     /// Sessions that began before this time are ended (revoke-everyone), as last read.
     pub(crate) epoch: Arc<crate::epoch::Epoch>,
     /// The account routes (sign-up, password change, admin users): only with the built-in directory.
@@ -388,7 +388,6 @@ impl TokenService {
     /// `access_token`, when given, must be one of ours (signature, issuer, audience, type; its expiry
     /// is ignored) for the same subject, as tutorial clients send it.
     pub async fn refresh(&self, refresh_token: &str, access_token: Option<&str>) -> Result<TokenPair, ServiceError> {
-        let started = std::time::Instant::now();
         let now = self.clock.now_ms();
         let parts = self.refresh.parse(refresh_token).ok_or(ServiceError::InvalidGrant(GrantFailure::Malformed))?;
         if let Some(access) = access_token {
@@ -410,7 +409,7 @@ impl TokenService {
         let concurrent = self
             .lock_rotated()
             .get(&key)
-            .is_some_and(|(g, done)| *g == parts.generation && started <= *done + CONCURRENCY_ALLOWANCE);
+            .is_some_and(|(g, done)| *g == parts.generation && now <= done.saturating_add(CONCURRENCY_ALLOWANCE_MS));
         let parts = &parts;
         // `lost_race`: this call was concurrent with a refresh of the same generation (queued
         // behind it here, or it lost the compare-and-swap to another instance). That is no replay:
@@ -463,16 +462,16 @@ impl TokenService {
         let (pair, rotated_from) = result?;
         if let Some(from) = rotated_from {
             let mut rotated = self.lock_rotated();
-            let done = std::time::Instant::now();
+            let done = self.clock.now_ms();
             if rotated.len() >= MAX_REMEMBERED_ROTATIONS {
-                rotated.retain(|_, (_, at)| done.duration_since(*at) < REMEMBER_ROTATIONS);
+                rotated.retain(|_, (_, at)| done - *at < REMEMBER_ROTATIONS_MS);
             }
             rotated.insert(key, (from, done));
         }
         Ok(pair)
     }
 
-    fn lock_rotated(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (u64, std::time::Instant)>> {
+    fn lock_rotated(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (u64, UnixMs)>> {
         self.rotated.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use jwt_refresh_token::clock::SystemClock;
+use jwt_refresh_token::clock::ManualClock;
 use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
 use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
@@ -150,7 +150,8 @@ mod contract {
 
     pub async fn deleting_more_sessions_than_one_batch_holds_ends_them_all(store: &dyn Store) {
         for i in 0..230 {
-            store.insert_session(&session("u1", &format!("s{i:03}"), 10_000)).await.unwrap();
+            // An hour to live: on Cosmos the TTL must outlast inserting 230 documents on a slow machine.
+            store.insert_session(&session("u1", &format!("s{i:03}"), 3_600_000)).await.unwrap();
         }
         assert_eq!(store.delete_user_sessions("u1", Some("s007")).await.unwrap(), 229);
         let left: Vec<String> =
@@ -297,7 +298,9 @@ async fn cosmos() -> (Arc<dyn Store>, ()) {
         request_timeout_ms: 10_000,
         region: None,
     };
-    let store = CosmosStore::new(settings, Arc::new(SystemClock));
+    // The store's clock at 0: a session's TTL is its whole `expires_at_ms` (the contract's
+    // sessions end at small absolute times), not the 1 s minimum a wall clock would give.
+    let store = CosmosStore::new(settings, Arc::new(ManualClock::new(0)));
     store.connect(Provisioning::CreateMissing).await.expect("connect to the Cosmos emulator");
     (Arc::new(store), ())
 }
