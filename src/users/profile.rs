@@ -16,7 +16,7 @@
 use unicode_normalization::UnicodeNormalization as _;
 use unicode_security::MixedScript as _;
 
-use super::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS, UsernameError};
+use super::{MAX_PASSWORD_BYTES, UsernameError};
 
 /// Least zxcvbn score (0–4) a new password must reach: 3 is "safely unguessable: moderate
 /// protection from offline slow-hash scenarios" (about 10^8 guesses and more).
@@ -111,9 +111,6 @@ pub fn check_new_password(password: &str, username: &str, min_chars: usize) -> R
     }
     Ok(())
 }
-
-/// Longest username, for the error text of callers.
-pub const USERNAME_CHARS: usize = MAX_USERNAME_CHARS;
 
 #[cfg(test)]
 mod tests {
