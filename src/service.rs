@@ -178,8 +178,6 @@ const CONCURRENCY_ALLOWANCE_MS: i64 = 100;
 
 /// Rotations remembered to recognise concurrent refreshes (see `TokenService::rotated`).
 const MAX_REMEMBERED_ROTATIONS: usize = 10_000;
-/// How long a remembered rotation is kept when the memory is full.
-const REMEMBER_ROTATIONS_MS: i64 = 10_000;
 
 /// Longest `User-Agent` kept with a session, in characters.
 pub const MAX_USER_AGENT_CHARS: usize = 256;
@@ -196,8 +194,9 @@ pub struct TokenService {
     /// Refreshes of one session in flight in this process take turns.
     refreshing: Arc<KeyedLocks<()>>,
     /// Rotations this process completed recently: (session key) → (generation rotated from, when
-    /// the rotation was written). A refresh of that generation that *started* before then was
-    /// concurrent with it — not a replay — and gets the successor whatever the grace.
+    /// the rotation was written, on the service clock). A refresh of that generation that starts no
+    /// later than [`CONCURRENCY_ALLOWANCE_MS`] after it was concurrent with it — not a replay — and
+    /// gets the successor whatever the grace.
     rotated: Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, UnixMs)>>>,
     /// Sessions that began before this time are ended (revoke-everyone), as last read.
     pub(crate) epoch: Arc<crate::epoch::Epoch>,
@@ -402,8 +401,8 @@ impl TokenService {
         let span = tracing::Span::current();
         span.record("user_id", parts.user_id.as_str());
         span.record("session_id", parts.session_id.as_str());
-        // Concurrent refreshes of one session in this process take turns; one that started before
-        // a rotation of its generation completed was concurrent with it.
+        // Concurrent refreshes of one session in this process take turns; one that started no later
+        // than the allowance after a rotation of its generation was concurrent with it.
         let key = format!("{}\u{0}{}", parts.user_id, parts.session_id);
         let _turn = self.refreshing.lock(key.clone()).await;
         let concurrent = self
@@ -464,7 +463,9 @@ impl TokenService {
             let mut rotated = self.lock_rotated();
             let done = self.clock.now_ms();
             if rotated.len() >= MAX_REMEMBERED_ROTATIONS {
-                rotated.retain(|_, (_, at)| done - *at < REMEMBER_ROTATIONS_MS);
+                // Only rotations inside the allowance can still matter; the map stays bounded by
+                // the rotations of the last 100 ms.
+                rotated.retain(|_, (_, at)| done - *at <= CONCURRENCY_ALLOWANCE_MS);
             }
             rotated.insert(key, (from, done));
         }
