@@ -13,10 +13,10 @@ use crate::service::{Caller, Client, GrantFailure, ServiceError, TokenPair, Toke
 use crate::settings::{Accounts, Login, RegistrationMode};
 use crate::store::{SessionRecord, StoreError, UserRecord};
 use crate::users::profile::{self, PasswordPolicyError};
-use crate::users::{
-    self, ADMIN_ROLE, AdminError, PasswordChange, PasswordHasher, Principal, UserChange, UsernameError,
-};
+use crate::users::{self, AdminError, PasswordChange, PasswordHasher, Principal, UserChange, UsernameError};
 
+/// What a non-admin caller of an admin route is told.
+const ADMIN_NEEDED: &str = "this needs the admin role";
 /// Most users a page of `GET /api/users` holds.
 pub const MAX_PAGE: usize = 200;
 /// Client addresses whose sign-ups are remembered at once (the oldest window is dropped first).
@@ -245,19 +245,6 @@ impl TokenService {
         }
     }
 
-    /// 403 unless the caller's current account is enabled and holds `admin`.
-    pub async fn require_admin(&self, caller: &Caller) -> Result<(), ServiceError> {
-        let forbidden = ServiceError::Forbidden("this needs the admin role");
-        if !caller.claims.roles.iter().any(|r| r == ADMIN_ROLE) {
-            return Err(forbidden);
-        }
-        let me = self.directory.find(&caller.username).await?;
-        let admin = me.is_some_and(|u| {
-            !u.disabled && u.principal.id == caller.claims.sub && u.principal.roles.iter().any(|r| r == ADMIN_ROLE)
-        });
-        if admin { Ok(()) } else { Err(forbidden) }
-    }
-
     /// Creates a user (`POST /api/users`, admin).
     pub async fn create_user(
         &self,
@@ -266,7 +253,7 @@ impl TokenService {
         password: &Password,
         roles: &[String],
     ) -> Result<UserInfo, ServiceError> {
-        self.require_admin(caller).await?;
+        self.require_admin(caller, ADMIN_NEEDED).await?;
         let rules = self.rules()?;
         profile::check_new_username(username).map_err(username_error)?;
         profile::check_new_password(password.expose(), username, rules.rules.password_min_chars)
@@ -286,7 +273,7 @@ impl TokenService {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<UserPage, ServiceError> {
-        self.require_admin(caller).await?;
+        self.require_admin(caller, ADMIN_NEEDED).await?;
         self.rules()?;
         let after = match cursor {
             None => None,
@@ -322,7 +309,7 @@ impl TokenService {
         username: &str,
         change: &UserChange,
     ) -> Result<UserInfo, ServiceError> {
-        self.require_admin(caller).await?;
+        self.require_admin(caller, ADMIN_NEEDED).await?;
         self.rules()?;
         let (user, ended) = users::change_user(self.store.as_ref(), username, change).await.map_err(admin_error)?;
         tracing::info!(changed = %user.id, ended, "user changed by an admin");
@@ -333,7 +320,7 @@ impl TokenService {
     /// store write; this instance at once, the others within [`crate::epoch::REFRESH_INTERVAL`].
     pub async fn revoke_everyone(&self, caller: Option<&Caller>) -> Result<UnixMs, ServiceError> {
         if let Some(caller) = caller {
-            self.require_admin(caller).await?;
+            self.require_admin(caller, ADMIN_NEEDED).await?;
         }
         let at = crate::epoch::write(self.store.as_ref(), self.clock.now_ms().saturating_add(1)).await?;
         self.epoch.raise(at);

@@ -513,6 +513,20 @@ impl TokenService {
         Ok(Caller { claims, username: session.username })
     }
 
+    /// 403 (`Forbidden(why)`) unless the token carries `admin` *and* the caller's current account is
+    /// enabled, has the token's id and still holds `admin` (one account read, only when the token
+    /// claims the role).
+    pub async fn require_admin(&self, caller: &Caller, why: &'static str) -> Result<(), ServiceError> {
+        if !caller.claims.roles.iter().any(|r| r == ADMIN_ROLE) {
+            return Err(ServiceError::Forbidden(why));
+        }
+        let me = self.directory.find(&caller.username).await?;
+        let admin = me.is_some_and(|u| {
+            !u.disabled && u.principal.id == caller.claims.sub && u.principal.roles.iter().any(|r| r == ADMIN_ROLE)
+        });
+        if admin { Ok(()) } else { Err(ServiceError::Forbidden(why)) }
+    }
+
     /// Ends the sessions `scope` names on behalf of `caller`; returns how many ended. Ending
     /// another user's sessions needs the `admin` role in the caller's *current* account (enabled,
     /// same id), not merely in the token.
@@ -522,17 +536,7 @@ impl TokenService {
             RevokeScope::Global => self.store.delete_user_sessions(&claims.sub, None).await?,
             RevokeScope::Others => self.store.delete_user_sessions(&claims.sub, Some(&claims.sid)).await?,
             RevokeScope::User(username) => {
-                let forbidden = ServiceError::Forbidden("ending another user's sessions needs the admin role");
-                if !claims.roles.iter().any(|r| r == ADMIN_ROLE) {
-                    return Err(forbidden);
-                }
-                let me = self.directory.find(&caller.username).await?;
-                let admin = me.is_some_and(|u| {
-                    !u.disabled && u.principal.id == claims.sub && u.principal.roles.iter().any(|r| r == ADMIN_ROLE)
-                });
-                if !admin {
-                    return Err(forbidden);
-                }
+                self.require_admin(caller, "ending another user's sessions needs the admin role").await?;
                 let user = self.directory.find(username).await?.ok_or(ServiceError::UnknownUser)?;
                 self.store.delete_user_sessions(&user.principal.id, None).await?
             }
