@@ -209,18 +209,27 @@ fn read_password_line() -> Result<Password, Failure> {
     Ok(Password::new(trimmed))
 }
 
-async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
+/// The store the settings name, connected (Cosmos connects before any command touches it).
+async fn connected_store(env: &Env) -> Result<Arc<dyn crate::store::Store>, Failure> {
     let opened =
         open_store(&load_store(env).map_err(Failure::config)?, Arc::new(SystemClock)).map_err(Failure::config)?;
     if let Some((cosmos, provisioning)) = &opened.cosmos {
         cosmos.connect(*provisioning).await.map_err(connect_failure)?;
     }
-    let store = opened.store;
+    Ok(opened.store)
+}
+
+/// One hashing worker: the CLI hashes one password.
+fn cli_hasher() -> Result<Arc<PasswordHasher>, Failure> {
+    PasswordHasher::start(&Hashing { workers: 1, queue_length: 1, queue_timeout_ms: 60_000 }).map_err(Failure::other)
+}
+
+async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
+    let store = connected_store(env).await?;
     match command {
         UserCommand::Add { username, roles, password_stdin: _ } => {
             let password = read_password_line()?;
-            let hasher = PasswordHasher::start(&Hashing { workers: 1, queue_length: 1, queue_timeout_ms: 60_000 })
-                .map_err(Failure::other)?;
+            let hasher = cli_hasher()?;
             let now = SystemClock.now_ms();
             let user = users::add_user(store.as_ref(), &hasher, &username, &password, &roles, now)
                 .await
@@ -233,8 +242,7 @@ async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
         }
         UserCommand::Password { username, password_stdin: _ } => {
             let password = read_password_line()?;
-            let hasher = PasswordHasher::start(&Hashing { workers: 1, queue_length: 1, queue_timeout_ms: 60_000 })
-                .map_err(Failure::other)?;
+            let hasher = cli_hasher()?;
             let user =
                 users::set_password(store.as_ref(), &hasher, &username, &password).await.map_err(Failure::other)?;
             let ended = store.delete_user_sessions(&user.id, None).await.map_err(Failure::other)?;
@@ -256,14 +264,9 @@ async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
 }
 
 async fn revoke_all(env: &Env) -> Result<(), Failure> {
-    let opened =
-        open_store(&load_store(env).map_err(Failure::config)?, Arc::new(SystemClock)).map_err(Failure::config)?;
-    if let Some((cosmos, provisioning)) = &opened.cosmos {
-        cosmos.connect(*provisioning).await.map_err(connect_failure)?;
-    }
-    let at = crate::epoch::write(opened.store.as_ref(), SystemClock.now_ms().saturating_add(1))
-        .await
-        .map_err(Failure::other)?;
+    let store = connected_store(env).await?;
+    let at =
+        crate::epoch::write(store.as_ref(), SystemClock.now_ms().saturating_add(1)).await.map_err(Failure::other)?;
     println!(
         "ended every session that began before {at} (Unix ms); running instances refuse them within {} s",
         crate::epoch::REFRESH_INTERVAL.as_secs() + 1

@@ -332,6 +332,16 @@ fn valid_role(role: &str) -> bool {
     (1..=64).contains(&role.len()) && role.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
 }
 
+/// The rule for passwords an operator sets (the CLI): 8 to 1024 bytes without line breaks. The
+/// HTTP routes apply the stricter [`profile::check_new_password`] first.
+fn admin_password(password: &Password) -> Result<(), AdminError> {
+    let pw = password.expose();
+    if pw.chars().count() < MIN_PASSWORD_CHARS || pw.len() > MAX_PASSWORD_BYTES || pw.contains(['\n', '\r']) {
+        return Err(AdminError::Password);
+    }
+    Ok(())
+}
+
 /// Creates a user with a fresh random id.
 pub async fn add_user(
     store: &dyn UserStore,
@@ -342,10 +352,7 @@ pub async fn add_user(
     now: UnixMs,
 ) -> Result<UserRecord, AdminError> {
     let key = username_key(username)?;
-    let pw = password.expose();
-    if pw.chars().count() < MIN_PASSWORD_CHARS || pw.len() > MAX_PASSWORD_BYTES || pw.contains(['\n', '\r']) {
-        return Err(AdminError::Password);
-    }
+    admin_password(password)?;
     if let Some(bad) = roles.iter().find(|r| !valid_role(r)) {
         return Err(AdminError::Role(bad.clone()));
     }
@@ -535,10 +542,7 @@ pub async fn set_password(
     username: &str,
     password: &Password,
 ) -> Result<UserRecord, AdminError> {
-    let pw = password.expose();
-    if pw.chars().count() < MIN_PASSWORD_CHARS || pw.len() > MAX_PASSWORD_BYTES || pw.contains(['\n', '\r']) {
-        return Err(AdminError::Password);
-    }
+    admin_password(password)?;
     let hash = hasher.hash(password).await.map_err(|e| StoreError::unavailable(e.to_string()))?;
     update_user(store, username, |a| {
         if let Some(u) = a.user.as_mut() {

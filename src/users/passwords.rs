@@ -161,8 +161,6 @@ impl Queue {
 #[derive(Debug)]
 pub struct PasswordHasher {
     queue: Arc<Queue>,
-    queue_timeout: Duration,
-    workers: usize,
     /// Hash of a random password, verified against when a username is unknown so that the answer
     /// takes as long as for a wrong password.
     dummy: OnceCell<String>,
@@ -198,12 +196,7 @@ impl PasswordHasher {
                 .spawn(move || worker(&jobs, queue_timeout))
                 .map_err(|e| HashError::Failed(format!("cannot start a hashing worker: {e}")))?;
         }
-        Ok(Arc::new(Self { queue, queue_timeout, workers: hashing.workers, dummy: OnceCell::new() }))
-    }
-
-    /// Number of workers (each holds at most one 19 MiB block).
-    pub fn workers(&self) -> usize {
-        self.workers
+        Ok(Arc::new(Self { queue, dummy: OnceCell::new() }))
     }
 
     async fn submit(&self, work: Work) -> Result<Done, HashError> {
@@ -213,11 +206,6 @@ impl PasswordHasher {
             return Err(HashError::Busy("queue full"));
         }
         answer.await.map_err(|_| HashError::Failed("a hashing worker stopped".into()))?
-    }
-
-    /// The longest a request waits in the queue before it is refused.
-    pub fn queue_timeout(&self) -> Duration {
-        self.queue_timeout
     }
 
     /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) with a fresh random salt.
