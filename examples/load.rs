@@ -542,6 +542,11 @@ async fn main() -> Result<(), Error> {
 
     eprintln!("cold start ({COLD_STARTS} starts)");
     let cold = cold_start(&handler, dir.path()).await?;
+    if std::env::var_os("LOAD_COLD_START_ONLY").is_some() {
+        // For profiling start-up alone: `LOAD_COLD_START_ONLY=1 load <handler> <memory_server>`.
+        println!("{}", serde_json::to_string_pretty(&cold)?);
+        return Ok(());
+    }
 
     eprintln!("durable embedded store");
     let (durable_server, _) = start(&handler, dir.path()).await?;

@@ -149,6 +149,16 @@ impl TokenService {
         self
     }
 
+    /// Computes the password hasher's dummy hash now, so the first login of an unknown user does
+    /// not pay for it (on failure a warning: that first login computes it instead).
+    pub async fn warm_up(&self) {
+        if let Some(accounts) = &self.accounts
+            && let Err(e) = accounts.hasher.warm_up().await
+        {
+            tracing::warn!(error = %e, "password hasher warm-up failed");
+        }
+    }
+
     /// Sign-up: creates the account and starts a session (`POST /api/register`).
     pub async fn register(
         &self,

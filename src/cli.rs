@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::clock::{Clock, SystemClock};
 use crate::secret::Password;
 use crate::settings::{Env, Hashing, Mode, Settings, SigningAlgorithm, load_store};
-use crate::startup::{Application, development_env, open_store, shutdown_signal};
+use crate::startup::{Application, SecretScoring, development_env, open_store, shutdown_signal};
 use crate::users::{self, PasswordHasher};
 
 /// Command-line arguments.
@@ -58,6 +58,21 @@ pub enum Command {
         #[command(subcommand)]
         command: CosmosCommand,
     },
+    /// What the handler runs of itself (not for operators).
+    #[command(hide = true)]
+    Internal {
+        /// The internal command.
+        #[command(subcommand)]
+        command: InternalCommand,
+    },
+}
+
+/// `handler internal …`.
+#[derive(Debug, Subcommand)]
+pub enum InternalCommand {
+    /// Score secrets (JSON array of strings on stdin) by their guessing patterns, in bits (JSON
+    /// array on stdout): the server runs this in a child so it never holds zxcvbn's dictionaries.
+    ScoreSecrets,
 }
 
 /// `handler cosmos …`.
@@ -161,6 +176,10 @@ pub async fn run(cli: Cli, env: Env) -> Result<(), Failure> {
             keys_generate(algorithm, public_key_file.as_deref())
         }
         Command::Cosmos { command: CosmosCommand::Init } => cosmos_init(&env).await,
+        Command::Internal { command: InternalCommand::ScoreSecrets } => {
+            crate::startup::score_secrets_stdio(std::io::stdin().lock(), std::io::stdout().lock())
+                .map_err(|e| Failure::other(format!("cannot score the secrets: {e}")))
+        }
     }
 }
 
@@ -192,6 +211,11 @@ async fn serve(env: &Env, mode: Mode) -> Result<(), Failure> {
         crate::startup::StartupError::Settings(s) => Failure::config(s),
         other => Failure::other(other),
     })?;
+    // Score the secrets in a child of this binary, so the server never holds zxcvbn's dictionaries.
+    let app = match std::env::current_exe() {
+        Ok(program) => app.with_secret_scoring(SecretScoring::Subprocess(program)),
+        Err(_) => app,
+    };
     app.run_until(shutdown_signal()).await.map_err(|e| match e {
         crate::startup::StartupError::Settings(s) => Failure::config(s),
         other => Failure::other(other),

@@ -1,6 +1,7 @@
 //! Start-up: build the service from settings, bind, serve. Everything that can be prepared before
-//! the first request is (keys parsed, store opened, schema ready); the one slow item, the dummy
-//! password hash, is computed in the background so readiness is not delayed.
+//! the first request is (keys parsed, store opened, schema ready); the two slow items, the dummy
+//! password hash and the secrets' guessing-pattern score, run in the background once the port
+//! answers, so readiness is not delayed.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -118,12 +119,6 @@ pub fn build_service(
     };
     let hasher = PasswordHasher::start(&settings.hashing)
         .map_err(|e| SettingsError::new(HASH_WORKERS, format!("cannot start the hashing workers: {e}")))?;
-    let warm = Arc::clone(&hasher);
-    tokio::spawn(async move {
-        if let Err(e) = warm.warm_up().await {
-            tracing::warn!(error = %e, "password hasher warm-up failed");
-        }
-    });
     let rules = crate::accounts::AccountRules::new(settings.accounts, settings.login, Arc::clone(&hasher));
     let directory = Arc::new(StoreDirectory::new(store.clone(), hasher, settings.login));
     let policy = Policy {
@@ -186,6 +181,81 @@ fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Resul
     file.sync_all()
 }
 
+/// Where the guessing-pattern score of the secret settings is computed (zxcvbn; see
+/// [`crate::settings::entropy`]): it takes ~13 ms and builds ~8 MiB of dictionaries that, once
+/// built, stay resident for the life of the process that built them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretScoring {
+    /// On a blocking thread of this process (library use and tests).
+    InProcess,
+    /// In a short-lived child process, `<program> internal score-secrets` (the served binary: this
+    /// process never holds the dictionaries). If the child cannot run or answers nonsense, the
+    /// score is computed in process instead.
+    Subprocess(std::path::PathBuf),
+}
+
+/// The hidden subcommand that scores secrets for [`SecretScoring::Subprocess`]: reads a JSON
+/// array of strings on stdin, writes a JSON array of their pattern scores in bits on stdout.
+pub const SCORE_SECRETS_ARGS: [&str; 2] = ["internal", "score-secrets"];
+
+/// Scores `secrets` as [`SCORE_SECRETS_ARGS`] does; for the child's side.
+pub fn score_secrets_stdio(input: impl std::io::Read, mut output: impl std::io::Write) -> std::io::Result<()> {
+    let secrets: Vec<String> = serde_json::from_reader(input)?;
+    let scores: Vec<f64> = secrets.iter().map(|s| crate::settings::entropy::pattern_bits(s)).collect();
+    serde_json::to_writer(&mut output, &scores)?;
+    output.flush()
+}
+
+fn score_in_child(program: &std::path::Path, secrets: &[&str]) -> std::io::Result<Vec<f64>> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(SCORE_SECRETS_ARGS)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let written = child.stdin.take().map(|mut stdin| stdin.write_all(&serde_json::to_vec(secrets)?));
+    let out = child.wait_with_output()?;
+    written.transpose()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!("the scoring process exited with {}", out.status)));
+    }
+    let scores: Vec<f64> = serde_json::from_slice(&out.stdout)?;
+    if scores.len() != secrets.len() || scores.iter().any(|b| !b.is_finite()) {
+        return Err(std::io::Error::other("the scoring process answered for other secrets"));
+    }
+    Ok(scores)
+}
+
+/// Scores the secrets `settings` lists ([`Settings::secrets_to_score`]) and checks them: the first
+/// too easy to guess is the error, naming its setting.
+pub async fn check_secrets(
+    settings_secrets: Vec<(&'static str, crate::secret::SecretBytes)>,
+    how: SecretScoring,
+) -> Result<(), SettingsError> {
+    if settings_secrets.is_empty() {
+        return Ok(());
+    }
+    let scores = tokio::task::spawn_blocking(move || {
+        // Settings come from environment strings, so each value is UTF-8.
+        let texts: Vec<&str> =
+            settings_secrets.iter().map(|(_, v)| std::str::from_utf8(v.expose()).unwrap_or_default()).collect();
+        let bits = match &how {
+            SecretScoring::Subprocess(program) => score_in_child(program, &texts).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "scoring the secrets in a child process failed; scoring them here");
+                texts.iter().map(|t| crate::settings::entropy::pattern_bits(t)).collect()
+            }),
+            SecretScoring::InProcess => texts.iter().map(|t| crate::settings::entropy::pattern_bits(t)).collect(),
+        };
+        settings_secrets.iter().map(|(name, _)| *name).zip(bits).collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| SettingsError::new(ALGORITHM_KEY, format!("cannot score the key's strength: {e}")))?;
+    crate::settings::check_secret_scores(&scores)
+}
+
 /// A bound, not yet serving, application.
 #[derive(Debug)]
 pub struct Application {
@@ -195,6 +265,9 @@ pub struct Application {
     service: Arc<TokenService>,
     cosmos: Option<(Arc<CosmosStore>, Provisioning)>,
     http: crate::settings::Http,
+    secrets: Vec<(&'static str, crate::secret::SecretBytes)>,
+    scoring: SecretScoring,
+    keys_checked: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -207,14 +280,25 @@ impl Application {
             .await
             .map_err(|source| StartupError::Bind { port: settings.port, source })?;
         let port = listener.local_addr().map_err(|source| StartupError::Bind { port: settings.port, source })?.port();
+        let (keys_checked, gate) = tokio::sync::watch::channel(false);
         Ok(Self {
             listener,
             port,
-            api: Api::new(service.clone(), settings.cors.clone()),
+            api: Api::new(service.clone(), settings.cors.clone()).gated(gate),
             service,
             cosmos: opened.cosmos,
             http: settings.http,
+            secrets: settings.secrets_to_score(),
+            scoring: SecretScoring::InProcess,
+            keys_checked,
         })
+    }
+
+    /// Where the secrets' guessing patterns are scored (default: in process).
+    #[must_use]
+    pub fn with_secret_scoring(mut self, scoring: SecretScoring) -> Self {
+        self.scoring = scoring;
+        self
     }
 
     /// The bound port.
@@ -222,8 +306,10 @@ impl Application {
         self.port
     }
 
-    /// Serves until `shutdown` completes. A Cosmos store connects in the background right after
-    /// the port answers; if a resource it needs is missing, serving stops with that error.
+    /// Serves until `shutdown` completes. Right after the port answers, the secrets' guessing
+    /// patterns are scored and a Cosmos store connects, both in the background; requests other than
+    /// `GET /` wait for the score, and a secret too easy to guess or a missing Cosmos resource stops
+    /// serving with that error.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -255,11 +341,27 @@ impl Application {
                 }
             }
         });
-        let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<SettingsError>();
+        let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<SettingsError>(2);
+        let failed = fatal_tx.clone();
+        let (secrets, scoring, keys_checked) = (self.secrets, self.scoring, self.keys_checked);
+        let check = tokio::spawn(async move {
+            match check_secrets(secrets, scoring).await {
+                Ok(()) => {
+                    keys_checked.send_replace(true);
+                }
+                Err(e) => {
+                    let _ = failed.send(e).await;
+                }
+            }
+        });
+        // The dummy password hash (one argon2id run, ~20 ms of a core) is computed after the port
+        // answers, so it does not compete with start-up for the CPU.
+        let warm = self.service.clone();
+        tokio::spawn(async move { warm.warm_up().await });
         let connect = self.cosmos.map(|(store, provisioning)| {
             tokio::spawn(async move {
                 if let Err(e) = connect_cosmos(&store, provisioning).await {
-                    let _ = fatal_tx.send(e);
+                    let _ = fatal_tx.send(e).await;
                 }
             })
         });
@@ -270,12 +372,13 @@ impl Application {
         }));
         let outcome = tokio::select! {
             () = shutdown => Ok(()),
-            Ok(e) = fatal_rx => Err(StartupError::Settings(e)),
+            Some(e) = fatal_rx.recv() => Err(StartupError::Settings(e)),
         };
         let _ = stop_tx.send(());
         let _ = server.await;
         purge.abort();
         epoch.abort();
+        check.abort();
         if let Some(c) = connect {
             c.abort();
         }

@@ -306,12 +306,30 @@ impl ApiResponse {
 pub struct Api {
     pub(crate) service: Arc<TokenService>,
     cors: Arc<Cors>,
+    keys_checked: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Api {
     /// An API over `service`, answering CORS for the origins in `cors`.
     pub fn new(service: Arc<TokenService>, cors: Cors) -> Self {
-        Self { service, cors: Arc::new(cors) }
+        Self { service, cors: Arc::new(cors), keys_checked: None }
+    }
+
+    /// Requests wait until `keys_checked` is `true` (the secrets' strength was scored after the
+    /// port answered); if it is dropped while still `false`, they are answered 503.
+    #[must_use]
+    pub fn gated(mut self, keys_checked: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.keys_checked = Some(keys_checked);
+        self
+    }
+
+    async fn keys_checked(&self) -> Result<(), ApiError> {
+        match &self.keys_checked {
+            Some(gate) if !*gate.borrow() => {
+                gate.clone().wait_for(|ok| *ok).await.map(drop).map_err(|_| ApiError::Unavailable)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Handles one request in a span carrying its function, invocation id (as the host sent it),
@@ -368,6 +386,7 @@ impl Api {
 
     async fn route(&self, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
         let function = req.function.ok_or(ApiError::NotFound("no such function"))?;
+        self.keys_checked().await?;
         if req.method == Method::OPTIONS {
             let mut r = ApiResponse::empty(StatusCode::NO_CONTENT);
             cookies::preflight(&self.cors, req, function, &mut r);

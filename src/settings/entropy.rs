@@ -11,6 +11,11 @@
 //!
 //! A random 48-byte value in base64url (`handler keys generate --algorithm HS256`) scores ~210
 //! bits; [`MIN_SECRET_BITS`] is 128.
+//!
+//! The first measure is cheap and runs in [`crate::settings::Settings::load`]. The second is not:
+//! zxcvbn builds its dictionaries on first use (~13 ms and ~8 MiB that stay resident for the life
+//! of the process), so the server runs it in a short-lived child process after the port answers
+//! (see [`crate::startup::SecretScoring`]), and no request that uses a key is served before it passed.
 
 /// The least estimated entropy accepted for an HS256 key or the rotation secret.
 pub const MIN_SECRET_BITS: f64 = 128.0;
@@ -30,7 +35,8 @@ fn repeating_unit(chars: &[char]) -> &[char] {
     (1..=n).find(|&p| (p..n).all(|i| chars[i] == chars[i - p])).map_or(chars, |p| &chars[..p])
 }
 
-fn statistical_bits(secret: &str) -> f64 {
+/// Measure 1, character statistics (cheap).
+pub fn statistical_bits(secret: &str) -> f64 {
     let chars: Vec<char> = secret.chars().collect();
     let unit = repeating_unit(&chars);
     let mut counts = std::collections::HashMap::new();
@@ -48,7 +54,8 @@ fn statistical_bits(secret: &str) -> f64 {
     per_char * n
 }
 
-fn pattern_bits(secret: &str) -> f64 {
+/// Measure 2, guessing patterns (zxcvbn: builds its dictionaries on the first call).
+pub fn pattern_bits(secret: &str) -> f64 {
     let chars: Vec<char> = secret.chars().collect();
     chars
         .chunks(ZXCVBN_WINDOW)

@@ -284,7 +284,9 @@ fn default_hash_workers() -> usize {
     std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).clamp(1, 4)
 }
 
-/// A secret setting (HS256 key, rotation secret): long enough and hard to guess.
+/// A secret setting (HS256 key, rotation secret): long enough, and hard to guess by its character
+/// statistics. Its guessing patterns are scored later, by [`Settings::secrets_to_score`] and
+/// [`check_secret_scores`] (see [`entropy`] for why).
 fn strong_secret(name: &str, value: &str) -> Result<SecretBytes, SettingsError> {
     if value.len() < MIN_HS256_KEY_BYTES {
         return Err(SettingsError::new(
@@ -295,7 +297,11 @@ fn strong_secret(name: &str, value: &str) -> Result<SecretBytes, SettingsError> 
             ),
         ));
     }
-    let bits = entropy::estimate_bits(value);
+    enough_bits(name, entropy::statistical_bits(value))?;
+    Ok(SecretBytes::new(value.as_bytes().to_vec()))
+}
+
+fn enough_bits(name: &str, bits: f64) -> Result<(), SettingsError> {
     if bits < entropy::MIN_SECRET_BITS {
         return Err(SettingsError::new(
             name,
@@ -306,10 +312,25 @@ fn strong_secret(name: &str, value: &str) -> Result<SecretBytes, SettingsError> 
             ),
         ));
     }
-    Ok(SecretBytes::new(value.as_bytes().to_vec()))
+    Ok(())
+}
+
+/// Checks the guessing-pattern scores (in bits, [`entropy::pattern_bits`]) of the secrets that
+/// [`Settings::secrets_to_score`] listed; the first too low names its setting.
+pub fn check_secret_scores(scores: &[(&'static str, f64)]) -> Result<(), SettingsError> {
+    scores.iter().try_for_each(|&(name, bits)| enough_bits(name, bits))
 }
 
 impl Settings {
+    /// The secret settings whose guessing patterns are still to be scored before a key is used:
+    /// the HS256 signing key and the rotation secret, as (setting, value).
+    pub fn secrets_to_score(&self) -> Vec<(&'static str, SecretBytes)> {
+        let key = (self.descriptor.algorithm == SigningAlgorithm::Hs256)
+            .then(|| (ALGORITHM_KEY, self.descriptor.algorithm_key.clone()));
+        let rotation = self.rotation.secret.clone().map(|s| (ROTATION_SECRET, s));
+        key.into_iter().chain(rotation).collect()
+    }
+
     /// Loads and validates every setting. Pure: reads `env`, writes nothing.
     pub fn load(env: &Env, mode: Mode) -> Result<Self, SettingsError> {
         let store = load_store(env)?;
@@ -535,6 +556,28 @@ mod tests {
         let err = Settings::load(&Env::from_pairs(pairs), Mode::Production).unwrap_err();
         assert!(err.problem.contains("handler keys generate --algorithm HS256"), "{err}");
         assert!(err.problem.contains("too easy to guess"), "{err}");
+    }
+
+    #[test]
+    fn dictionary_secrets_load_but_fail_their_pattern_score() {
+        let words = "correct-horse-battery-staple-0123456789";
+        let key = "Z-CwLcjDk02eEppH7j0U-AVm1mSKsbpp2QJ8MXsWRiS6vKcbBufSWm-x0VHFckSw";
+        let env = Env::from_pairs([
+            (ISSUER, "https://issuer.example"),
+            (AUDIENCE, "api://example"),
+            (ALGORITHM_KEY, key),
+            (ROTATION_SECRET, words),
+        ]);
+        let settings = Settings::load(&env, Mode::Production).unwrap();
+        let listed = settings.secrets_to_score();
+        let names: Vec<&str> = listed.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, [ALGORITHM_KEY, ROTATION_SECRET]);
+        let scores: Vec<(&'static str, f64)> =
+            listed.iter().map(|(n, v)| (*n, entropy::pattern_bits(std::str::from_utf8(v.expose()).unwrap()))).collect();
+        let err = check_secret_scores(&scores).unwrap_err();
+        assert_eq!(err.setting, ROTATION_SECRET);
+        assert!(err.problem.contains("too easy to guess"), "{err}");
+        assert!(check_secret_scores(&scores[..1]).is_ok());
     }
 
     #[test]

@@ -107,8 +107,12 @@ impl EmbeddedStore {
             )
             .map_err(map_err)?;
         }
-        conn.execute_batch(SCHEMA).map_err(map_err)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map_err)?;
+        if version != SCHEMA_VERSION {
+            // Only a new or upgraded store is written at start-up: an up-to-date one opens without
+            // a transaction (each would be an fsync before the port answers).
+            conn.execute_batch(SCHEMA).map_err(map_err)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map_err)?;
+        }
         let reader_path = path.clone();
         let engine = engine::Engine::start(conn, Some(Box::new(move || connect(&reader_path))))?;
         Ok(Self { engine: Arc::new(engine), path })

@@ -436,3 +436,48 @@ async fn warnings_carry_the_request_span() {
     assert_eq!(v["span"]["function"], "refresh", "{warning}");
     assert!(v["span"]["session_id"].is_string(), "{warning}");
 }
+
+#[tokio::test]
+async fn a_dictionary_key_found_after_the_port_answers_serves_no_request() {
+    // The guessing-pattern score runs after the port answers: until it passed, requests wait, and
+    // when it fails they are answered 503 and the process stops naming the setting.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let key = "correct-horse-battery-staple-orange-0123456789";
+    let config = Config::new().env(KEY_SETTING, key).env("FUNCTIONS_CUSTOMHANDLER_PORT", &port.to_string());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read as _, Write as _};
+            let body = "grant_type=password&username=alice&password=whatever-it-is";
+            let request = format!(
+                "POST /api/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                };
+                let mut answer = String::new();
+                if s.write_all(request.as_bytes()).is_ok()
+                    && s.read_to_string(&mut answer).is_ok()
+                    && let Some(status) = answer.get(9..12)
+                {
+                    statuses.push(status.to_string());
+                }
+            }
+            statuses
+        })
+    };
+    let out = run_to_exit(&config);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = hammer.join().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stderr.starts_with(&format!("error: setting {KEY_SETTING}: is too easy to guess")), "{}", out.stderr);
+    assert!(!out.stderr.contains(key), "the value is not printed");
+    assert!(!statuses.is_empty(), "a request reached the server while its key was being scored");
+    assert!(statuses.iter().all(|s| s == "503"), "only 503 while the key was unchecked: {statuses:?}");
+}
