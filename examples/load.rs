@@ -10,7 +10,10 @@
 //! p50/p99/p99.9 latency; refresh at half of its peak rate (open loop); the raw argon2id rate with
 //! the server's parameters and worker count; resident memory idle and the peak under each load; cold
 //! start (exec → first `200`, exec → first login) next to a bare exec of `/bin/true`; release binary
-//! size. Criterion's estimates for the micro-benchmarks (`benches/primitives.rs`) are read from
+//! size; server and driver CPU per operation (from `/proc/<pid>/stat`). Then the Cosmos DB store
+//! through the local test peer (`emulator/`): document requests per login, refresh and revoke
+//! against the budgets (over budget fails the run), refresh latency, cold start and idle memory.
+//! Criterion's estimates for the micro-benchmarks (`benches/primitives.rs`) are read from
 //! `target/criterion`. Writes `bench/results.json`, `bench/results.md` and `bench/latency.png`.
 //!
 //! `target/release/examples/load <handler> <memory_server> [seconds=5] [clients=8]`
@@ -28,9 +31,15 @@ use tokio::net::TcpStream;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const KEY: &str = "Z-CwLcjDk02eEppH7j0U-AVm1mSKsbpp2QJ8MXsWRiS6vKcbBufSWm-x0VHFckSw";
-const USER: &str = "bench";
+/// Each virtual client logs in as a user of its own: one user's logins from one address take
+/// turns by design (the lockout counts every attempt), and a login burst is many users.
+fn user(client: usize) -> String {
+    format!("bench{client}")
+}
 const PASSWORD: &str = "bench-password-0123";
 const COLD_STARTS: usize = 20;
+/// Most virtual clients (each has a user of its own).
+const MAX_CLIENTS: usize = 64;
 
 /// One keep-alive HTTP/1.1 connection.
 struct Conn {
@@ -100,8 +109,8 @@ fn json_of(body: &[u8]) -> Value {
     serde_json::from_slice(body).unwrap_or(Value::Null)
 }
 
-async fn login(conn: &mut Conn) -> Result<String, Error> {
-    let body = json!({"username": USER, "password": PASSWORD}).to_string();
+async fn login(conn: &mut Conn, user: &str) -> Result<String, Error> {
+    let body = json!({"username": user, "password": PASSWORD}).to_string();
     let (status, answer) = conn.request("POST", "/api/token", Some(&body)).await?;
     let v = json_of(&answer);
     match (status, v["access_token"].as_str(), v["refresh_token"].as_str()) {
@@ -121,12 +130,21 @@ async fn refresh(conn: &mut Conn, token: &str) -> Result<String, Error> {
 }
 
 async fn revoke(conn: &mut Conn, token: &str) -> Result<(), Error> {
+    revoke_only(conn, token).await?;
+    refused(conn, token).await
+}
+
+async fn revoke_only(conn: &mut Conn, token: &str) -> Result<(), Error> {
     let body = json!({ "refresh_token": token }).to_string();
     let (status, answer) = conn.request("POST", "/api/revoke", Some(&body)).await?;
     if status != 200 {
         return Err(format!("revoke answered {status}: {}", String::from_utf8_lossy(&answer)).into());
     }
-    // The session is gone: its token must no longer refresh.
+    Ok(())
+}
+
+/// The session is gone: its token must no longer refresh.
+async fn refused(conn: &mut Conn, token: &str) -> Result<(), Error> {
     let body = json!({ "refresh_token": token }).to_string();
     let (status, _) = conn.request("POST", "/api/refresh", Some(&body)).await?;
     if status != 400 {
@@ -151,6 +169,34 @@ struct Phase {
     /// Sorted latencies in microseconds.
     micros: Vec<u32>,
     peak_rss_kib: u64,
+    /// CPU time (user + system) the server and this driver spent during the phase.
+    cpu: Cpu,
+}
+
+/// CPU milliseconds of the server and of the driver over one phase.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    server_ms: f64,
+    driver_ms: f64,
+}
+
+impl Cpu {
+    /// Starts counting: call [`Cpu::since`] at the end of the phase.
+    fn now(server: &Server) -> Self {
+        Self { server_ms: cpu_ms(&server.pid().to_string()), driver_ms: cpu_ms("self") }
+    }
+    fn since(self, server: &Server) -> Self {
+        let end = Self::now(server);
+        Self { server_ms: end.server_ms - self.server_ms, driver_ms: end.driver_ms - self.driver_ms }
+    }
+}
+
+/// User + system CPU of a process in milliseconds (`/proc/<pid>/stat`, in USER_HZ = 100 ticks/s).
+fn cpu_ms(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) * 10.0
 }
 
 impl Phase {
@@ -164,11 +210,18 @@ impl Phase {
         let i = ((self.micros.len() as f64 - 1.0) * p).round() as usize;
         f64::from(self.micros[i]) / 1000.0
     }
+    /// CPU microseconds per operation: (server, driver).
+    fn cpu_per_op_us(&self) -> (f64, f64) {
+        let n = self.ops.max(1) as f64;
+        (self.cpu.server_ms * 1000.0 / n, self.cpu.driver_ms * 1000.0 / n)
+    }
     fn json(&self) -> Value {
+        let (server_us, driver_us) = self.cpu_per_op_us();
         json!({
             "ops": self.ops, "seconds": self.seconds, "per_second": self.rate(),
             "p50_ms": self.percentile_ms(0.5), "p99_ms": self.percentile_ms(0.99),
             "p999_ms": self.percentile_ms(0.999), "peak_rss_mib": self.peak_rss_kib as f64 / 1024.0,
+            "server_cpu_us_per_op": server_us, "driver_cpu_us_per_op": driver_us,
         })
     }
 }
@@ -214,7 +267,21 @@ fn free_port() -> Result<u16, Error> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn server_command(bin: &Path, store: &Path, port: u16) -> Command {
+/// The store a server uses: the embedded one in `path` (or `:memory:`), or Cosmos DB through the
+/// local test peer when `cosmos` holds a connection string and a database name.
+struct Target {
+    path: PathBuf,
+    cosmos: Option<(String, String)>,
+}
+
+impl Target {
+    fn embedded(path: &Path) -> Self {
+        Self { path: path.to_path_buf(), cosmos: None }
+    }
+}
+
+fn server_command(bin: &Path, target: &Target, port: u16) -> Command {
+    let store = &target.path;
     let mut c = Command::new(bin);
     c.env_clear()
         .env("JwtRefreshToken__Descriptor__Issuer", "https://bench")
@@ -224,17 +291,21 @@ fn server_command(bin: &Path, store: &Path, port: u16) -> Command {
         .env("JwtRefreshToken__Login__MaxFailures", "1000")
         .env("JwtRefreshToken__Login__MaxFailuresPerUsername", "1000")
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env("BENCH_USER", USER)
+        .env("BENCH_USERS", (0..MAX_CLIENTS).map(user).collect::<Vec<_>>().join(","))
         .env("BENCH_PASSWORD", PASSWORD)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+    if let Some((connection, database)) = &target.cosmos {
+        c.env("JwtRefreshToken__Cosmos__ConnectionString", connection)
+            .env("JwtRefreshToken__Cosmos__DatabaseName", database);
+    }
     c
 }
 
-fn add_user(handler: &Path, store: &Path) -> Result<(), Error> {
+fn add_user(handler: &Path, store: &Target, name: &str) -> Result<(), Error> {
     let mut add = server_command(handler, store, 0)
-        .args(["user", "add", USER, "--password-stdin"])
+        .args(["user", "add", name, "--password-stdin"])
         .stdin(Stdio::piped())
         .spawn()?;
     if let Some(mut stdin) = add.stdin.take() {
@@ -248,7 +319,7 @@ fn add_user(handler: &Path, store: &Path) -> Result<(), Error> {
 }
 
 /// Starts `bin` and waits for `GET /` to answer 200; returns it and the time from exec to that 200.
-async fn start(bin: &Path, store: &Path) -> Result<(Server, Duration), Error> {
+async fn start(bin: &Path, store: &Target) -> Result<(Server, Duration), Error> {
     let port = free_port()?;
     let mut command = server_command(bin, store, port);
     let t = Instant::now();
@@ -281,6 +352,7 @@ where
     Fut: std::future::Future<Output = Result<(Conn, Option<S>, Duration), Error>> + Send,
 {
     server.reset_peak();
+    let cpu = Cpu::now(server);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
     let mut tasks = tokio::task::JoinSet::new();
@@ -308,7 +380,8 @@ where
     }
     let seconds = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    Ok((Phase { ops: all.len(), seconds, micros: all, peak_rss_kib: server.memory_kib("VmHWM") }, last))
+    let cpu = cpu.since(server);
+    Ok((Phase { ops: all.len(), seconds, micros: all, peak_rss_kib: server.memory_kib("VmHWM"), cpu }, last))
 }
 
 async fn noop_phase(server: &Server, clients: usize, seconds: f64) -> Result<Phase, Error> {
@@ -324,13 +397,13 @@ async fn noop_phase(server: &Server, clients: usize, seconds: f64) -> Result<Pha
 /// Logins from every client; the refresh tokens of the sessions they made go to `sessions`.
 async fn login_phase(server: &Server, clients: usize, seconds: f64) -> Result<(Phase, Vec<String>), Error> {
     let made = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let states = (0..clients).map(|_| Arc::clone(&made)).collect();
-    let (phase, _) = closed_loop(server, clients, seconds, states, |mut conn, made| async move {
+    let states = (0..clients).map(|i| (user(i), Arc::clone(&made))).collect();
+    let (phase, _) = closed_loop(server, clients, seconds, states, |mut conn, (name, made)| async move {
         let t = Instant::now();
-        let token = login(&mut conn).await?;
+        let token = login(&mut conn, &name).await?;
         let took = t.elapsed();
         made.lock().map_err(|_| "poisoned")?.push(token);
-        Ok((conn, Some(made), took))
+        Ok((conn, Some((name, made)), took))
     })
     .await?;
     let sessions = std::mem::take(&mut *made.lock().map_err(|_| "poisoned")?);
@@ -359,6 +432,7 @@ async fn paced_refresh_phase(
     rate: f64,
 ) -> Result<(Phase, Vec<String>), Error> {
     server.reset_peak();
+    let cpu = Cpu::now(server);
     let clients = sessions.len();
     let interval = Duration::from_secs_f64(clients as f64 / rate);
     let started = Instant::now();
@@ -369,13 +443,20 @@ async fn paced_refresh_phase(
         tasks.spawn(async move {
             let mut conn = Conn::new(&addr);
             let mut micros = Vec::new();
-            // Clients start evenly spread over one interval; each request is timed from when it
-            // was due, so a server that falls behind shows it in the latency.
+            // Clients start evenly spread over one interval. A request whose predecessor answered
+            // late is timed from when it was due, so a server that falls behind shows it in the
+            // latency; one that waited for its turn is timed from when the timer woke it (tokio's
+            // timer ticks in whole milliseconds: its lateness is the driver's, not the server's).
             let mut due = started + interval.mul_f64(i as f64 / clients as f64);
             while due < deadline {
-                tokio::time::sleep_until(due.into()).await;
+                let sent = if Instant::now() < due {
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                } else {
+                    due
+                };
                 token = refresh(&mut conn, &token).await?;
-                micros.push(u32::try_from(due.elapsed().as_micros()).unwrap_or(u32::MAX));
+                micros.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
                 due += interval;
             }
             Ok::<_, Error>((micros, token))
@@ -389,7 +470,8 @@ async fn paced_refresh_phase(
     }
     let seconds = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    Ok((Phase { ops: all.len(), seconds, micros: all, peak_rss_kib: server.memory_kib("VmHWM") }, chains))
+    let cpu = cpu.since(server);
+    Ok((Phase { ops: all.len(), seconds, micros: all, peak_rss_kib: server.memory_kib("VmHWM"), cpu }, chains))
 }
 
 async fn revoke_phase(server: &Server, clients: usize, sessions: Vec<String>) -> Result<Phase, Error> {
@@ -442,7 +524,7 @@ fn median(mut v: Vec<Duration>) -> f64 {
 }
 
 /// Cold start: exec → first `200` on `GET /`, and exec → first successful login, medians.
-async fn cold_start(handler: &Path, store: &Path) -> Result<Value, Error> {
+async fn cold_start(handler: &Path, store: &Target) -> Result<Value, Error> {
     let (mut bare, mut ready, mut first_login) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..COLD_STARTS {
         let t = Instant::now();
@@ -451,7 +533,7 @@ async fn cold_start(handler: &Path, store: &Path) -> Result<Value, Error> {
         let t = Instant::now();
         let (server, to_ready) = start(handler, store).await?;
         ready.push(to_ready);
-        login(&mut Conn::new(&server.addr)).await?;
+        login(&mut Conn::new(&server.addr), &user(0)).await?;
         first_login.push(t.elapsed());
     }
     Ok(json!({
@@ -479,8 +561,10 @@ async fn backend(
     let (logins, mut sessions) = login_phase(server, clients, seconds).await?;
     let raw = (before + argon2_rate(workers, seconds / 2.0)) / 2.0;
     phases.insert("login", logins);
-    phases
-        .insert("raw_argon2id", Phase { ops: (raw * seconds) as usize, seconds, micros: Vec::new(), peak_rss_kib: 0 });
+    phases.insert(
+        "raw_argon2id",
+        Phase { ops: (raw * seconds) as usize, seconds, micros: Vec::new(), peak_rss_kib: 0, cpu: Cpu::default() },
+    );
     if sessions.len() < clients * 2 {
         return Err(format!("only {} logins in {seconds} s", sessions.len()).into());
     }
@@ -497,6 +581,132 @@ async fn backend(
     }
     phases.insert("revoke", revoke_phase(server, clients, sessions).await?);
     Ok(phases)
+}
+
+/// The Cosmos DB test peer (`emulator/start.js`, Node.js), stopped on drop.
+struct Emulator {
+    child: Child,
+    addr: String,
+    endpoint: String,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Emulator {
+    fn start() -> Result<Self, Error> {
+        use std::io::BufRead as _;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("emulator");
+        if !dir.join("node_modules/@vercel/cosmosdb-server/package.json").exists() {
+            return Err(
+                "the Cosmos test peer is not installed: run `npm ci` in emulator/ (scripts/bench.sh does)".into()
+            );
+        }
+        let mut child = Command::new("node")
+            .args(["start.js", "--http", "--port", "0", "--exit-with-stdin"])
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start the Cosmos test peer with node: {e}"))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().ok_or("no stdout from the Cosmos test peer")?;
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let endpoint =
+            json_of(line.as_bytes())["endpoint"].as_str().ok_or("the Cosmos test peer named no endpoint")?.to_string();
+        let addr = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
+        Ok(Self { child, addr, endpoint })
+    }
+
+    async fn control(&self, method: &str, path: &str) -> Result<Value, Error> {
+        let (status, body) = Conn::new(&self.addr).request(method, &format!("/__emulator/{path}"), None).await?;
+        if status != 200 {
+            return Err(format!("Cosmos test peer {path} answered {status}").into());
+        }
+        Ok(json_of(&body))
+    }
+
+    /// Document requests (reads, writes, queries, batches; metadata excluded) that `op` sends.
+    async fn requests_of(&self, op: impl std::future::Future<Output = Result<(), Error>>) -> Result<u64, Error> {
+        self.control("POST", "reset-stats").await?;
+        op.await?;
+        let kinds = &self.control("GET", "stats").await?["byKind"];
+        Ok(["read", "replace", "create", "upsert", "delete", "query", "batch"]
+            .iter()
+            .map(|k| kinds[*k].as_u64().unwrap_or(0))
+            .sum())
+    }
+}
+
+/// Round trips to Cosmos DB each operation may make (the same budgets `tests/cosmos.rs` enforces).
+const COSMOS_BUDGETS: [(&str, u64); 3] = [("login", 3), ("refresh", 2), ("revoke", 2)];
+
+/// The Cosmos store through the test peer: cold start (readiness does not wait for Cosmos),
+/// requests sent per operation against the budgets, refresh latency, idle memory.
+async fn cosmos_backend(handler: &Path, dir: &Path, seconds: f64, clients: usize) -> Result<Value, Error> {
+    let peer = Emulator::start()?;
+    let connection = format!(
+        "AccountEndpoint={};AccountKey=C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==;",
+        peer.endpoint
+    );
+    let target = Target { path: dir.join("unused"), cosmos: Some((connection, "bench".into())) };
+    for i in 0..clients {
+        add_user(handler, &target, &user(i))?;
+    }
+    let cold = cold_start(handler, &target).await?;
+    let (server, _) = start(handler, &target).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle = server.memory_kib("VmRSS");
+    // The server also reads one record every 2 s (the revoke-everyone epoch): each operation is
+    // counted three times and the least count kept.
+    let mut conn = Conn::new(&server.addr);
+    let mut token = login(&mut conn, &user(0)).await?;
+    let (mut logins, mut refreshes, mut revokes) = (u64::MAX, u64::MAX, u64::MAX);
+    for _ in 0..3 {
+        logins = logins.min(peer.requests_of(async { login(&mut conn, &user(0)).await.map(drop) }).await?);
+        let mut next = String::new();
+        refreshes = refreshes.min(
+            peer.requests_of(async {
+                next = refresh(&mut conn, &token).await?;
+                Ok(())
+            })
+            .await?,
+        );
+        token = next;
+        let victim = login(&mut conn, &user(0)).await?;
+        revokes = revokes.min(peer.requests_of(revoke_only(&mut conn, &victim)).await?);
+        refused(&mut conn, &victim).await?;
+    }
+    let mut counts = serde_json::Map::new();
+    counts.insert("login".into(), logins.into());
+    counts.insert("refresh".into(), refreshes.into());
+    counts.insert("revoke".into(), revokes.into());
+    for (op, budget) in COSMOS_BUDGETS {
+        let n = counts.get(op).and_then(Value::as_u64).unwrap_or(u64::MAX);
+        if n > budget {
+            return Err(format!("{op} sent {n} requests to Cosmos DB, over its budget of {budget}").into());
+        }
+    }
+    let noop = noop_phase(&server, clients, seconds).await?;
+    let (_, sessions) = login_phase(&server, clients, seconds.min(2.0)).await?;
+    if sessions.len() < clients {
+        return Err(format!("only {} logins on Cosmos", sessions.len()).into());
+    }
+    let (refreshes, _) = refresh_phase(&server, seconds, sessions.into_iter().take(clients).collect()).await?;
+    Ok(json!({
+        "cold_start": cold,
+        "idle_mib": idle as f64 / 1024.0,
+        "requests": counts,
+        "budgets": COSMOS_BUDGETS.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "noop": noop.json(),
+        "refresh": refreshes.json(),
+    }))
 }
 
 fn criterion_estimates(root: &Path) -> Value {
@@ -537,11 +747,17 @@ async fn main() -> Result<(), Error> {
     let seconds: f64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5.0);
     let clients: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(8);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    if clients == 0 || clients > MAX_CLIENTS {
+        return Err(format!("clients must be 1 to {MAX_CLIENTS}").into());
+    }
     let dir = tempfile::tempdir()?;
-    add_user(&handler, dir.path())?;
+    let durable_store = Target::embedded(dir.path());
+    for i in 0..clients {
+        add_user(&handler, &durable_store, &user(i))?;
+    }
 
     eprintln!("cold start ({COLD_STARTS} starts)");
-    let cold = cold_start(&handler, dir.path()).await?;
+    let cold = cold_start(&handler, &durable_store).await?;
     if std::env::var_os("LOAD_COLD_START_ONLY").is_some() {
         // For profiling start-up alone: `LOAD_COLD_START_ONLY=1 load <handler> <memory_server>`.
         println!("{}", serde_json::to_string_pretty(&cold)?);
@@ -549,18 +765,21 @@ async fn main() -> Result<(), Error> {
     }
 
     eprintln!("durable embedded store");
-    let (durable_server, _) = start(&handler, dir.path()).await?;
+    let (durable_server, _) = start(&handler, &durable_store).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let durable_idle = durable_server.memory_kib("VmRSS");
     let durable = backend(&durable_server, seconds, clients, workers).await?;
     drop(durable_server);
 
     eprintln!("in-memory embedded store");
-    let (memory, _) = start(&memory_server, Path::new(":memory:")).await?;
+    let (memory, _) = start(&memory_server, &Target::embedded(Path::new(":memory:"))).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let memory_idle = memory.memory_kib("VmRSS");
     let in_memory = backend(&memory, seconds, clients, workers).await?;
     drop(memory);
+
+    eprintln!("Cosmos DB through the local test peer");
+    let cosmos = cosmos_backend(&handler, dir.path(), seconds, clients).await?;
 
     let ratio = |phases: &BTreeMap<&str, Phase>, a: &str| {
         phases.get(a).map_or(0.0, Phase::rate) / phases.get("noop").map_or(1.0, Phase::rate)
@@ -586,6 +805,7 @@ async fn main() -> Result<(), Error> {
             "bound_mib": memory_bound_mib,
         },
         "release_binary_bytes": binary_bytes,
+        "cosmos": cosmos,
     });
     std::fs::create_dir_all("bench")?;
     std::fs::write("bench/results.json", serde_json::to_string_pretty(&results)? + "\n")?;
@@ -606,8 +826,8 @@ fn markdown(r: &Value) -> String {
         "{} cores, driver on the same machine, {} keep-alive clients, {} s per phase, {} hashing workers.\n\n",
         m["cores"], m["clients"], m["seconds_per_phase"], m["hash_workers"]
     );
-    s += "| store | operation | per second | × no-op | p50 ms | p99 ms | p99.9 ms | peak RSS MiB |\n";
-    s += "|---|---|---:|---:|---:|---:|---:|---:|\n";
+    s += "| store | operation | per second | × no-op | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | server CPU µs/op | driver CPU µs/op |\n";
+    s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for (store, label) in [("durable", "durable (WAL, FULL sync)"), ("in_memory", "in-memory")] {
         let noop = f(&r[store]["noop"]["per_second"]);
         for op in ["noop", "login", "refresh", "refresh_half_load", "revoke"] {
@@ -616,7 +836,7 @@ fn markdown(r: &Value) -> String {
                 continue;
             }
             s += &format!(
-                "| {label} | {} | {:.0} | {:.3} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+                "| {label} | {} | {:.0} | {:.3} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |\n",
                 match op {
                     "noop" => "`GET /` (no-op)",
                     "login" => "login",
@@ -629,7 +849,9 @@ fn markdown(r: &Value) -> String {
                 f(&p["p50_ms"]),
                 f(&p["p99_ms"]),
                 f(&p["p999_ms"]),
-                f(&p["peak_rss_mib"])
+                f(&p["peak_rss_mib"]),
+                f(&p["server_cpu_us_per_op"]),
+                f(&p["driver_cpu_us_per_op"])
             );
         }
     }
@@ -681,6 +903,38 @@ fn markdown(r: &Value) -> String {
         f(&mem["bound_mib"]),
         f(&r["release_binary_bytes"]) / 1048576.0,
     );
+    let cosmos = &r["cosmos"];
+    if !cosmos.is_null() {
+        let cc = &cosmos["cold_start"];
+        s += &format!(
+            "\nCosmos DB through the local test peer (`emulator/`, one Node.js process on the same cores, \
+             so latencies are the peer's, not Azure's):\n\n\
+             | Cosmos DB | measured | budget / target |\n|---|---:|---:|\n\
+             | document requests per login | {} | ≤ {} |\n\
+             | document requests per refresh | {} | ≤ {} |\n\
+             | document requests per revoke | {} | ≤ {} |\n\
+             | refresh (chained, {} clients) | {:.0} /s, p50 {:.2} ms, p99 {:.2} ms | |\n\
+             | `GET /` (no-op) of the same server | {:.0} /s | |\n\
+             | cold start exec → first 200 (median of {}) | {:.2} ms | ≤ 5 ms |\n\
+             | cold start exec → first login | {:.2} ms | |\n\
+             | idle RSS | {:.1} MiB | ≤ 12 MiB |\n",
+            cosmos["requests"]["login"],
+            cosmos["budgets"]["login"],
+            cosmos["requests"]["refresh"],
+            cosmos["budgets"]["refresh"],
+            cosmos["requests"]["revoke"],
+            cosmos["budgets"]["revoke"],
+            r["machine"]["clients"],
+            f(&cosmos["refresh"]["per_second"]),
+            f(&cosmos["refresh"]["p50_ms"]),
+            f(&cosmos["refresh"]["p99_ms"]),
+            f(&cosmos["noop"]["per_second"]),
+            cc["starts"],
+            f(&cc["ready_ms"]),
+            f(&cc["first_login_ms"]),
+            f(&cosmos["idle_mib"]),
+        );
+    }
     s
 }
 

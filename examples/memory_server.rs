@@ -1,10 +1,10 @@
 //! The service on the in-memory embedded store as a process of its own, with one user, for the
 //! benchmark (`examples/load.rs`): an in-memory store lives and dies with its process, so the `user`
 //! command of another process cannot reach it. Settings come from the environment as for `handler`
-//! (`JwtRefreshToken__Embedded__Path` is forced to `:memory:`); the user is `BENCH_USER` with the
-//! password `BENCH_PASSWORD`.
+//! (`JwtRefreshToken__Embedded__Path` is forced to `:memory:`); the users are the comma-separated
+//! `BENCH_USERS`, each with the password `BENCH_PASSWORD`.
 //!
-//! `BENCH_USER=bench BENCH_PASSWORD=… FUNCTIONS_CUSTOMHANDLER_PORT=… target/release/examples/memory_server`
+//! `BENCH_USERS=bench0,bench1 BENCH_PASSWORD=… FUNCTIONS_CUSTOMHANDLER_PORT=… target/release/examples/memory_server`
 
 use std::sync::Arc;
 
@@ -23,12 +23,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     env.set(EMBEDDED_PATH, MEMORY);
     let settings = Settings::load(&env, Mode::Production)?;
     let store = Arc::new(EmbeddedStore::open(std::path::Path::new(MEMORY))?);
-    let user = std::env::var("BENCH_USER")?;
+    let names = std::env::var("BENCH_USERS")?;
     let password = Password::new(std::env::var("BENCH_PASSWORD")?);
     let clock = Arc::new(SystemClock);
     {
         let hasher = PasswordHasher::start(&settings.hashing)?;
-        users::add_user(store.as_ref(), &hasher, &user, &password, &[], clock.now_ms()).await?;
+        for name in names.split(',').filter(|n| !n.is_empty()) {
+            users::add_user(store.as_ref(), &hasher, name, &password, &[], clock.now_ms()).await?;
+        }
     }
     let service = Arc::new(build_service(&settings, store, clock)?);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await?;

@@ -2,7 +2,7 @@
 //! example settings. Checked against the code so they cannot drift apart.
 
 use jwt_refresh_token::http::Function;
-use jwt_refresh_token::settings::{Env, Mode, Settings, SigningAlgorithm, names};
+use jwt_refresh_token::settings::{Env, Mode, Settings, SigningAlgorithm, check_secret_scores, entropy, names};
 use jwt_refresh_token::tokens::generate::generate;
 
 fn json(path: &str) -> serde_json::Value {
@@ -58,9 +58,19 @@ fn the_example_settings_are_complete_and_valid() {
     let values = example["Values"].as_object().unwrap();
     assert_eq!(values["FUNCTIONS_WORKER_RUNTIME"], "custom");
     let pairs = || values.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()));
-    // The placeholders for the two secrets are refused, so nobody can run with them by mistake…
-    let err = Settings::load(&Env::from_pairs(pairs()), Mode::Production).unwrap_err();
+    // The placeholders for the two secrets are refused, so nobody can run with them by mistake:
+    // their characters pass the statistics of `Settings::load`, their words fail the guessing-
+    // pattern score that start-up runs right after the port answers…
+    let placeholders = Settings::load(&Env::from_pairs(pairs()), Mode::Production).unwrap();
+    let scores: Vec<(&'static str, f64)> = placeholders
+        .secrets_to_score()
+        .iter()
+        .map(|(name, value)| (*name, entropy::pattern_bits(std::str::from_utf8(value.expose()).unwrap())))
+        .collect();
+    assert_eq!(scores.len(), 2);
+    let err = check_secret_scores(&scores).unwrap_err();
     assert_eq!(err.setting, names::ALGORITHM_KEY, "{err}");
+    assert!(check_secret_scores(&scores[1..]).is_err(), "the rotation secret's placeholder too");
     // …and with generated values in their place, everything else in the example is valid.
     let key = |alg| String::from_utf8(generate(alg).unwrap().value.expose().to_vec()).unwrap();
     let mut env = Env::from_pairs(pairs());

@@ -77,9 +77,10 @@ impl EmbeddedStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         if engine::is_memory(dir) {
             let conn = Connection::open_in_memory().map_err(map_err)?;
+            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             conn.execute_batch(SCHEMA).map_err(map_err)?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map_err)?;
-            let engine = engine::Engine::start(conn, None)?;
+            let engine = engine::Engine::inline(conn);
             return Ok(Self { engine: Arc::new(engine), path: dir.to_path_buf() });
         }
         create_private_dir(dir).map_err(StoreError::unavailable)?;
@@ -114,7 +115,7 @@ impl EmbeddedStore {
             conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map_err)?;
         }
         let reader_path = path.clone();
-        let engine = engine::Engine::start(conn, Some(Box::new(move || connect(&reader_path))))?;
+        let engine = engine::Engine::start(conn, Box::new(move || connect(&reader_path)))?;
         Ok(Self { engine: Arc::new(engine), path })
     }
 
@@ -138,6 +139,7 @@ impl EmbeddedStore {
 /// A connection to the database file with the store's pragmas.
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(map_err)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
     // WAL lets readers and one writer of other processes work side by side; FULL sync makes a
     // committed rotation survive a power cut (a lost rotation would log the client out).
@@ -211,9 +213,39 @@ fn to_i64(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(StoreError::unavailable)
 }
 
+/// Statements are prepared once per connection and reused: rusqlite's `Connection::execute` and
+/// `query_row` parse and plan the SQL on every call, which was most of a refresh's CPU in SQLite.
+trait CachedSql {
+    fn exec_cached(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize>;
+    fn row_cached<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T>;
+}
+
+impl CachedSql for Connection {
+    fn exec_cached(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row_cached<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// Distinct statements the store prepares (rusqlite keeps 16 by default; the store has more).
+const STATEMENT_CACHE: usize = 64;
+
 /// After a conditional write matched no row: was the row gone, or at another version?
 fn missing_or_stale(conn: &Connection, sql: &str, key: &[&dyn rusqlite::ToSql]) -> Result<StoreError, StoreError> {
-    let exists = conn.query_row(sql, key, |_| Ok(())).optional().map_err(map_err)?.is_some();
+    let exists = conn.row_cached(sql, key, |_| Ok(())).optional().map_err(map_err)?.is_some();
     Ok(if exists { StoreError::Precondition } else { StoreError::NotFound })
 }
 
@@ -296,7 +328,7 @@ impl SessionStore for EmbeddedStore {
     async fn insert_session(&self, session: &SessionRecord) -> Result<Version, StoreError> {
         let s = session.clone();
         self.run(move |conn| {
-            conn.execute(
+            conn.exec_cached(
                 &format!(
                     "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11)"
                 ),
@@ -327,7 +359,7 @@ impl SessionStore for EmbeddedStore {
     ) -> Result<Option<Versioned<SessionRecord>>, StoreError> {
         let (user_id, session_id) = (user_id.to_string(), session_id.to_string());
         self.run(move |conn| {
-            conn.query_row(
+            conn.row_cached(
                 &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 AND session_id = ?2"),
                 params![user_id, session_id],
                 session_from_row,
@@ -343,7 +375,7 @@ impl SessionStore for EmbeddedStore {
         let Some(expected) = expected_counter(expected) else { return Err(StoreError::Precondition) };
         self.run(move |conn| {
             let changed = conn
-                .execute(
+                .exec_cached(
                     "UPDATE sessions SET seed = ?3, generation = ?4, rotated_at_ms = ?5, created_at_ms = ?6,
                          expires_at_ms = ?7, username = ?8, roles = ?9, version = version + 1,
                          idle_expires_at_ms = ?11, details = ?12
@@ -380,7 +412,10 @@ impl SessionStore for EmbeddedStore {
         let (user_id, session_id) = (user_id.to_string(), session_id.to_string());
         self.run(move |conn| {
             let n = conn
-                .execute("DELETE FROM sessions WHERE user_id = ?1 AND session_id = ?2", params![user_id, session_id])
+                .exec_cached(
+                    "DELETE FROM sessions WHERE user_id = ?1 AND session_id = ?2",
+                    params![user_id, session_id],
+                )
                 .map_err(map_err)?;
             Ok(n > 0)
         })
@@ -391,7 +426,7 @@ impl SessionStore for EmbeddedStore {
         let (user_id, keep) = (user_id.to_string(), keep.map(str::to_string));
         self.run(move |conn| {
             let n = conn
-                .execute(
+                .exec_cached(
                     "DELETE FROM sessions WHERE user_id = ?1 AND (?2 IS NULL OR session_id <> ?2)",
                     params![user_id, keep],
                 )
@@ -416,7 +451,7 @@ impl SessionStore for EmbeddedStore {
     async fn purge_expired(&self, now: UnixMs) -> Result<u64, StoreError> {
         self.run(move |conn| {
             let n = conn
-                .execute("DELETE FROM sessions WHERE expires_at_ms <= ?1 OR idle_expires_at_ms <= ?1", params![now])
+                .exec_cached("DELETE FROM sessions WHERE expires_at_ms <= ?1 OR idle_expires_at_ms <= ?1", params![now])
                 .map_err(map_err)?;
             Ok(n as u64)
         })
@@ -429,7 +464,7 @@ impl UserStore for EmbeddedStore {
     async fn get_account(&self, username_key: &str) -> Result<Option<Versioned<Account>>, StoreError> {
         let key = username_key.to_string();
         self.run(move |conn| {
-            conn.query_row(
+            conn.row_cached(
                 &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username_key = ?1"),
                 params![key],
                 account_from_row,
@@ -468,7 +503,7 @@ impl UserStore for EmbeddedStore {
             ];
             match expected {
                 None => {
-                    conn.execute(
+                    conn.exec_cached(
                         &format!(
                             "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 + 1, ?13)"
                         ),
@@ -479,7 +514,7 @@ impl UserStore for EmbeddedStore {
                 }
                 Some(expected) => {
                     let changed = conn
-                        .execute(
+                        .exec_cached(
                             "UPDATE accounts SET user_id = ?2, username = ?3, password_hash = ?4, roles = ?5, disabled = ?6,
                                  created_at_ms = ?7, failures = ?8, last_failure_ms = ?9, locked_until_ms = ?10,
                                  expires_at_ms = ?11, address_throttles = ?13, version = version + 1
@@ -514,7 +549,7 @@ impl UserStore for EmbeddedStore {
     async fn purge_expired_accounts(&self, now: UnixMs) -> Result<u64, StoreError> {
         self.run(move |conn| {
             let n = conn
-                .execute("DELETE FROM accounts WHERE user_id IS NULL AND expires_at_ms <= ?1", params![now])
+                .exec_cached("DELETE FROM accounts WHERE user_id IS NULL AND expires_at_ms <= ?1", params![now])
                 .map_err(map_err)?;
             Ok(n as u64)
         })

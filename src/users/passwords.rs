@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -124,6 +125,16 @@ struct Queue {
     jobs: Mutex<VecDeque<Job>>,
     ready: Condvar,
     capacity: usize,
+    /// Set when the [`PasswordHasher`] is dropped: the workers finish what is queued and exit,
+    /// giving back their memory and threads.
+    closed: AtomicBool,
+}
+
+/// What a worker gets from the queue.
+enum Next {
+    Job(Job),
+    Idle,
+    Closed,
 }
 
 impl Queue {
@@ -143,17 +154,28 @@ impl Queue {
         Ok(())
     }
 
-    /// The next job, or `None` after `idle` without one.
-    fn pop(&self, idle: Duration) -> Option<Job> {
+    /// The next job; `Idle` after `idle` without one; `Closed` once the queue is closed and empty.
+    fn pop(&self, idle: Duration) -> Next {
         let mut jobs = self.lock();
         let deadline = Instant::now() + idle;
         loop {
             if let Some(job) = jobs.pop_front() {
-                return Some(job);
+                return Next::Job(job);
             }
-            let left = deadline.checked_duration_since(Instant::now())?;
+            if self.closed.load(Ordering::Acquire) {
+                return Next::Closed;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return Next::Idle };
             jobs = self.ready.wait_timeout(jobs, left).unwrap_or_else(PoisonError::into_inner).0;
         }
+    }
+
+    fn close(&self) {
+        // Under the lock, so no worker is between its check and its wait.
+        let jobs = self.lock();
+        self.closed.store(true, Ordering::Release);
+        drop(jobs);
+        self.ready.notify_all();
     }
 }
 
@@ -164,6 +186,12 @@ pub struct PasswordHasher {
     /// Hash of a random password, verified against when a username is unknown so that the answer
     /// takes as long as for a wrong password.
     dummy: OnceCell<String>,
+}
+
+impl Drop for PasswordHasher {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -187,6 +215,7 @@ impl PasswordHasher {
             jobs: Mutex::new(VecDeque::with_capacity(hashing.queue_length)),
             ready: Condvar::new(),
             capacity: hashing.queue_length,
+            closed: AtomicBool::new(false),
         });
         let queue_timeout = Duration::from_millis(hashing.queue_timeout_ms);
         for i in 0..hashing.workers {
@@ -261,9 +290,13 @@ fn worker(jobs: &Queue, queue_timeout: Duration) {
     let params = owasp_params();
     let mut memory: Option<BlockMemory> = None;
     loop {
-        let Some(job) = jobs.pop(IDLE_RELEASE) else {
-            memory = None;
-            continue;
+        let job = match jobs.pop(IDLE_RELEASE) {
+            Next::Job(job) => job,
+            Next::Idle => {
+                memory = None;
+                continue;
+            }
+            Next::Closed => return,
         };
         if job.reply.is_closed() {
             continue; // the client went away while queued
@@ -362,6 +395,20 @@ mod tests {
             Argon2::default().hash_password(b"pw-from-elsewhere").unwrap().to_string()
         };
         assert!(h.verify(&Password::new("pw-from-elsewhere"), Some(&reference)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_hasher_ends_its_workers() {
+        let h = pool(3, 8, 2_000);
+        h.hash(&Password::new("a password to hash")).await.unwrap();
+        let queue = Arc::clone(&h.queue);
+        assert_eq!(Arc::strong_count(&queue), 5, "the hasher, 3 workers and this test");
+        drop(h);
+        let started = Instant::now();
+        while Arc::strong_count(&queue) > 1 {
+            assert!(started.elapsed() < Duration::from_secs(5), "workers still running");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[tokio::test]

@@ -9,20 +9,24 @@
 //! before; what changes is that writes arriving together share one fsync instead of paying one each.
 //!
 //! Operations that only read run on a small pool of reader connections instead (WAL readers see the
-//! last committed — and therefore durable — state, and do not wait behind the writer's fsync). Which
+//! last committed — and therefore durable — state, and do not wait behind the writer's fsync), on
+//! the calling thread: a read of the store's few hot pages takes microseconds, less than handing
+//! it to another thread and back (two context switches) would. Which
 //! operations only read is learnt, not declared: each operation closure has a type of its own, and
 //! the first time a type runs it is tried on a reader whose authorizer denies anything but reading.
 //! If it tried to write, nothing happened on the reader, the type is remembered as a writer, and the
 //! operation runs on the writer — which is why operations are `Fn`: they may run twice.
 //!
-//! The in-memory mode (`:memory:`) has one connection and no readers: everything runs on the writer,
-//! in the same groups, without any disk I/O.
+//! The in-memory mode (`:memory:`) has one connection, no readers and no writer thread: with no
+//! fsync to share, each operation runs on the calling thread in a transaction of its own, under a
+//! mutex (an operation takes microseconds; a thread handoff would cost more than the operation).
 
 use std::any::TypeId;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
@@ -38,6 +42,13 @@ const QUEUE_LENGTH: usize = 1024;
 const MAX_GROUP: usize = 256;
 /// Reader connections kept open between reads.
 const IDLE_READERS: usize = 8;
+/// Group commits between two WAL checkpoints. The checkpoint (copying the log into the database
+/// file and syncing it) runs on a thread of its own, so no commit waits for it; left to SQLite it
+/// would run inside every thousandth page's commit and stall every write queued behind it.
+const CHECKPOINT_EVERY: u32 = 64;
+/// Log frames (pages) above which a checkpoint also restarts the log (SQLite's own default
+/// checkpoints at 1,000).
+const WAL_RESTART_FRAMES: i64 = 1_000;
 
 /// What the writer does with an operation once the group's commit has (or has not) happened.
 type Deliver = Box<dyn FnOnce(Result<(), &str>) + Send>;
@@ -51,26 +62,67 @@ type Opener = Box<dyn Fn() -> Result<Connection, StoreError> + Send + Sync>;
 pub(super) struct Engine {
     queue: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
     readers: Option<Readers>,
     writing_ops: RwLock<HashSet<TypeId>>,
+    /// The in-memory store's one connection (then there is no writer thread and no readers).
+    inline: Option<Mutex<Connection>>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("readers", &self.readers.is_some()).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("readers", &self.readers.is_some())
+            .field("inline", &self.inline.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl Engine {
-    /// Starts the writer on `conn`; `open_reader` opens reader connections (none: all on the writer).
-    pub(super) fn start(conn: Connection, open_reader: Option<Opener>) -> Result<Self, StoreError> {
+    /// Starts the writer on `conn` and the checkpointer; `open` opens reader connections.
+    pub(super) fn start(conn: Connection, open: Opener) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel(QUEUE_LENGTH);
+        let (checkpoint, checkpointer) = match open() {
+            Ok(own) => {
+                // The writer no longer checkpoints inside its commits; this thread does.
+                conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(StoreError::unavailable)?;
+                let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+                let thread = std::thread::Builder::new()
+                    .name("sqlite-checkpoint".into())
+                    .spawn(move || checkpoint_loop(&own, &woken))
+                    .map_err(StoreError::unavailable)?;
+                (Some(wake), Some(thread))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no connection for the WAL checkpointer; the writer checkpoints itself");
+                (None, None)
+            }
+        };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(&conn, jobs))
+            .spawn(move || write_loop(&conn, jobs, checkpoint))
             .map_err(StoreError::unavailable)?;
-        let readers = open_reader.map(|open| Readers { open, idle: Mutex::new(Vec::new()) });
-        Ok(Self { queue: Some(queue), writer: Some(writer), readers, writing_ops: RwLock::new(HashSet::new()) })
+        let readers = Some(Readers { open, idle: Mutex::new(Vec::new()) });
+        Ok(Self {
+            queue: Some(queue),
+            writer: Some(writer),
+            checkpointer,
+            readers,
+            writing_ops: RwLock::new(HashSet::new()),
+            inline: None,
+        })
+    }
+
+    /// The in-memory engine: every operation runs on the caller, on `conn`, in its own transaction.
+    pub(super) fn inline(conn: Connection) -> Self {
+        Self {
+            queue: None,
+            writer: None,
+            checkpointer: None,
+            readers: None,
+            writing_ops: RwLock::new(HashSet::new()),
+            inline: Some(Mutex::new(conn)),
+        }
     }
 
     /// Runs `op`: on a reader when it only reads, else on the writer in the next group commit.
@@ -79,10 +131,14 @@ impl Engine {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        if let Some(conn) = &self.inline {
+            // Outside a transaction, SAVEPOINT begins one and RELEASE commits it.
+            return in_savepoint(&conn.lock().unwrap_or_else(PoisonError::into_inner), &op);
+        }
         let kind = TypeId::of::<F>();
         let op = match &self.readers {
             Some(readers) if !self.writing_ops.read().unwrap_or_else(PoisonError::into_inner).contains(&kind) => {
-                match readers.try_read(op).await? {
+                match readers.try_read(op)? {
                     Attempt::Read(result) => return result,
                     Attempt::Writes(op) => {
                         self.writing_ops.write().unwrap_or_else(PoisonError::into_inner).insert(kind);
@@ -123,10 +179,11 @@ impl Drop for Engine {
     fn drop(&mut self) {
         // Closing the queue lets the writer finish what is queued and close its connection.
         self.queue = None;
-        if let Some(writer) = self.writer.take()
-            && writer.thread().id() != std::thread::current().id()
-        {
-            let _ = writer.join();
+        // The writer's end drops the checkpointer's wake-up, which ends the checkpointer.
+        for thread in [self.writer.take(), self.checkpointer.take()].into_iter().flatten() {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -153,8 +210,9 @@ fn statement(conn: &Connection, sql: &str) -> Result<(), StoreError> {
 
 /// The writer: takes whatever is queued (at least one operation, at most [`MAX_GROUP`]) and commits
 /// it as one transaction, until every handle on the store is gone.
-fn write_loop(conn: &Connection, mut jobs: mpsc::Receiver<Job>) {
+fn write_loop(conn: &Connection, mut jobs: mpsc::Receiver<Job>, mut checkpoint: Option<SyncSender<()>>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut since_checkpoint = 0u32;
     while let Some(first) = jobs.blocking_recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
@@ -164,6 +222,37 @@ fn write_loop(conn: &Connection, mut jobs: mpsc::Receiver<Job>) {
             }
         }
         commit_group(conn, group.drain(..));
+        since_checkpoint += 1;
+        if since_checkpoint >= CHECKPOINT_EVERY
+            && let Some(wake) = &checkpoint
+        {
+            since_checkpoint = 0;
+            if let Err(TrySendError::Disconnected(())) = wake.try_send(()) {
+                // The checkpointer is gone: let SQLite checkpoint inside the commits again.
+                checkpoint = None;
+                if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", 1000) {
+                    tracing::warn!(error = %e, "cannot turn SQLite's own WAL checkpoints back on");
+                }
+            }
+        }
+    }
+}
+
+/// Checkpoints the WAL each time the writer asks. PASSIVE first: it copies what no reader still
+/// needs and never blocks the writer. Under sustained writes the log then never restarts (there
+/// is always a frame newer than the checkpoint), so once it holds more than
+/// [`WAL_RESTART_FRAMES`], a RESTART checkpoint makes the writer wait for the few frames the passive
+/// ones left, and the log starts over.
+fn checkpoint_loop(conn: &Connection, woken: &std::sync::mpsc::Receiver<()>) {
+    let checkpoint = |mode: &str| {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(1))
+            .map_err(|e| tracing::debug!(error = %e, mode, "WAL checkpoint failed; the next one retries"))
+            .ok()
+    };
+    while woken.recv().is_ok() {
+        if checkpoint("PASSIVE").is_some_and(|frames| frames > WAL_RESTART_FRAMES) {
+            checkpoint("RESTART");
+        }
     }
 }
 
@@ -251,21 +340,16 @@ impl Readers {
         }
     }
 
-    async fn try_read<T, F>(&self, op: F) -> Result<Attempt<T, F>, StoreError>
+    fn try_read<T, F>(&self, op: F) -> Result<Attempt<T, F>, StoreError>
     where
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let reader = self.take()?;
-        let (done, reader) = tokio::task::spawn_blocking(move || {
-            reader.denied.store(false, Ordering::Relaxed);
-            let result = catch_unwind(AssertUnwindSafe(|| op(&reader.conn)))
-                .unwrap_or_else(|_| Err(StoreError::unavailable("a store operation panicked")));
-            let done = if reader.denied.load(Ordering::Relaxed) { Attempt::Writes(op) } else { Attempt::Read(result) };
-            (done, reader)
-        })
-        .await
-        .map_err(StoreError::unavailable)?;
+        reader.denied.store(false, Ordering::Relaxed);
+        let result = catch_unwind(AssertUnwindSafe(|| op(&reader.conn)))
+            .unwrap_or_else(|_| Err(StoreError::unavailable("a store operation panicked")));
+        let done = if reader.denied.load(Ordering::Relaxed) { Attempt::Writes(op) } else { Attempt::Read(result) };
         if reader.conn.is_autocommit() {
             self.put(reader);
         }
