@@ -22,6 +22,9 @@ use crate::users::{PasswordHasher, StoreDirectory};
 
 /// How often expired sessions are purged from stores that do not expire records by themselves.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+/// Longest that start-up work no answer needs (key scoring, dummy hash, Cosmos connection, the
+/// first purge) waits for the first request before it starts anyway.
+const BACKGROUND_AFTER: Duration = Duration::from_millis(50);
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -306,16 +309,28 @@ impl Application {
         self.port
     }
 
-    /// Serves until `shutdown` completes. Right after the port answers, the secrets' guessing
-    /// patterns are scored and a Cosmos store connects, both in the background; requests other than
-    /// `GET /` wait for the score, and a secret too easy to guess or a missing Cosmos resource stops
-    /// serving with that error.
+    /// Serves until `shutdown` completes. Once the first request arrived (or after
+    /// [`BACKGROUND_AFTER`] without one), the secrets' guessing patterns are scored, the dummy
+    /// password hash is computed and a Cosmos store connects, in the background; requests other
+    /// than `GET /` wait for the score, and a secret too easy to guess or a missing Cosmos resource
+    /// stops serving with that error.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
+        // Work no answer needs starts once the first request (the host's readiness probe) arrived,
+        // or after a moment without one, so it does not compete with that first answer.
+        let first = self.api.first_request();
+        let later = move || {
+            let mut first = first.clone();
+            async move {
+                let _ = tokio::time::timeout(BACKGROUND_AFTER, first.wait_for(|arrived| *arrived)).await;
+            }
+        };
         let service = self.service.clone();
+        let after = later();
         let purge = tokio::spawn(async move {
+            after.await;
             let mut tick = tokio::time::interval(PURGE_INTERVAL);
             loop {
                 tick.tick().await;
@@ -344,7 +359,9 @@ impl Application {
         let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<SettingsError>(2);
         let failed = fatal_tx.clone();
         let (secrets, scoring, keys_checked) = (self.secrets, self.scoring, self.keys_checked);
+        let after = later();
         let check = tokio::spawn(async move {
+            after.await;
             match check_secrets(secrets, scoring).await {
                 Ok(()) => {
                     keys_checked.send_replace(true);
@@ -354,12 +371,17 @@ impl Application {
                 }
             }
         });
-        // The dummy password hash (one argon2id run, ~20 ms of a core) is computed after the port
-        // answers, so it does not compete with start-up for the CPU.
+        // The dummy password hash: one argon2id run, ~20 ms of a core.
         let warm = self.service.clone();
-        tokio::spawn(async move { warm.warm_up().await });
+        let after = later();
+        tokio::spawn(async move {
+            after.await;
+            warm.warm_up().await;
+        });
         let connect = self.cosmos.map(|(store, provisioning)| {
+            let after = later();
             tokio::spawn(async move {
+                after.await;
                 if let Err(e) = connect_cosmos(&store, provisioning).await {
                     let _ = fatal_tx.send(e).await;
                 }

@@ -307,12 +307,28 @@ pub struct Api {
     pub(crate) service: Arc<TokenService>,
     cors: Arc<Cors>,
     keys_checked: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Set once the first request (the host's readiness probe, or any other) arrived.
+    first_request: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Api {
     /// An API over `service`, answering CORS for the origins in `cors`.
     pub fn new(service: Arc<TokenService>, cors: Cors) -> Self {
-        Self { service, cors: Arc::new(cors), keys_checked: None }
+        let first_request = Arc::new(tokio::sync::watch::Sender::new(false));
+        Self { service, cors: Arc::new(cors), keys_checked: None, first_request }
+    }
+
+    /// Becomes `true` when the first request arrives: start-up work that no answer needs waits
+    /// for it, so it does not compete with the readiness probe for the CPU.
+    pub fn first_request(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.first_request.subscribe()
+    }
+
+    /// Records that a request arrived (cheap after the first).
+    pub(crate) fn note_request(&self) {
+        if !*self.first_request.borrow() {
+            self.first_request.send_replace(true);
+        }
     }
 
     /// Requests wait until `keys_checked` is `true` (the secrets' strength was scored after the
@@ -335,6 +351,7 @@ impl Api {
     /// Handles one request in a span carrying its function, invocation id (as the host sent it),
     /// and the user and session once known, and logs its outcome and latency.
     pub async fn handle(&self, req: ApiRequest) -> ApiResponse {
+        self.note_request();
         let span = tracing::info_span!(
             "request",
             function = req.function.map_or("none", Function::name),

@@ -80,6 +80,7 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Respon
     let invocation_id = headers.get("x-azure-functions-invocationid").and_then(|v| v.to_str().ok()).map(str::to_string);
     match segments.as_slice() {
         [""] if method == Method::GET || method == Method::HEAD => {
+            api.note_request();
             let mut ok = ApiResponse::json(StatusCode::OK, &serde_json::json!({ "status": "ready" }));
             ok.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             to_http(ok)

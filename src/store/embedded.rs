@@ -115,7 +115,7 @@ impl EmbeddedStore {
             conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map_err)?;
         }
         let reader_path = path.clone();
-        let engine = engine::Engine::start(conn, Box::new(move || connect(&reader_path)))?;
+        let engine = engine::Engine::start(conn, Arc::new(move || connect(&reader_path)))?;
         Ok(Self { engine: Arc::new(engine), path })
     }
 

@@ -45,7 +45,7 @@ const IDLE_READERS: usize = 8;
 /// Group commits between two WAL checkpoints. The checkpoint (copying the log into the database
 /// file and syncing it) runs on a thread of its own, so no commit waits for it; left to SQLite it
 /// would run inside every thousandth page's commit and stall every write queued behind it.
-const CHECKPOINT_EVERY: u32 = 64;
+const CHECKPOINT_EVERY: u32 = 16;
 /// Log frames (pages) above which a checkpoint also restarts the log (SQLite's own default
 /// checkpoints at 1,000).
 const WAL_RESTART_FRAMES: i64 = 1_000;
@@ -56,7 +56,7 @@ type Deliver = Box<dyn FnOnce(Result<(), &str>) + Send>;
 /// Without a connection (no transaction could be started), it answers with the commit's error unrun.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> Deliver + Send>;
 /// Opens a connection with the store's pragmas.
-type Opener = Box<dyn Fn() -> Result<Connection, StoreError> + Send + Sync>;
+type Opener = Arc<dyn Fn() -> Result<Connection, StoreError> + Send + Sync>;
 
 /// The writer thread, the reader pool, and what is known about which operations write.
 pub(super) struct Engine {
@@ -79,25 +79,19 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Starts the writer on `conn` and the checkpointer; `open` opens reader connections.
+    /// Starts the writer on `conn` and the checkpointer; `open` opens reader connections (and the
+    /// checkpointer's, at its first checkpoint: nothing of it delays start-up).
     pub(super) fn start(conn: Connection, open: Opener) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel(QUEUE_LENGTH);
-        let (checkpoint, checkpointer) = match open() {
-            Ok(own) => {
-                // The writer no longer checkpoints inside its commits; this thread does.
-                conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(StoreError::unavailable)?;
-                let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
-                let thread = std::thread::Builder::new()
-                    .name("sqlite-checkpoint".into())
-                    .spawn(move || checkpoint_loop(&own, &woken))
-                    .map_err(StoreError::unavailable)?;
-                (Some(wake), Some(thread))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no connection for the WAL checkpointer; the writer checkpoints itself");
-                (None, None)
-            }
-        };
+        // The writer no longer checkpoints inside its commits; the checkpointer does.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(StoreError::unavailable)?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let own = Arc::clone(&open);
+        let checkpointer = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(&*own, &woken))
+            .map_err(StoreError::unavailable)?;
+        let (checkpoint, checkpointer) = (Some(wake), Some(checkpointer));
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || write_loop(&conn, jobs, checkpoint))
@@ -243,15 +237,29 @@ fn write_loop(conn: &Connection, mut jobs: mpsc::Receiver<Job>, mut checkpoint: 
 /// is always a frame newer than the checkpoint), so once it holds more than
 /// [`WAL_RESTART_FRAMES`], a RESTART checkpoint makes the writer wait for the few frames the passive
 /// ones left, and the log starts over.
-fn checkpoint_loop(conn: &Connection, woken: &std::sync::mpsc::Receiver<()>) {
+fn checkpoint_loop(open: &(dyn Fn() -> Result<Connection, StoreError> + Send + Sync), woken: &std::sync::mpsc::Receiver<()>) {
+    if woken.recv().is_err() {
+        return;
+    }
+    let conn = match open() {
+        Ok(conn) => conn,
+        Err(e) => {
+            // Ending here tells the writer to let SQLite checkpoint inside its commits again.
+            tracing::warn!(error = %e, "no connection for the WAL checkpointer; the writer checkpoints itself");
+            return;
+        }
+    };
     let checkpoint = |mode: &str| {
         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(1))
             .map_err(|e| tracing::debug!(error = %e, mode, "WAL checkpoint failed; the next one retries"))
             .ok()
     };
-    while woken.recv().is_ok() {
+    loop {
         if checkpoint("PASSIVE").is_some_and(|frames| frames > WAL_RESTART_FRAMES) {
             checkpoint("RESTART");
+        }
+        if woken.recv().is_err() {
+            return;
         }
     }
 }
