@@ -17,6 +17,12 @@
 //! If it tried to write, nothing happened on the reader, the type is remembered as a writer, and the
 //! operation runs on the writer — which is why operations are `Fn`: they may run twice.
 //!
+//! WAL checkpoints (copying the log back into the database file) are taken off the commit path: a
+//! checkpointer thread runs PASSIVE checkpoints every [`CHECKPOINT_EVERY`] group commits, which never
+//! wait for or block anyone; when the log has grown past [`WAL_RESTART_FRAMES`] anyway (a
+//! checkpoint running beside commits never reaches the newest frame), the writer itself copies the
+//! few frames left between two groups, and the log starts over.
+//!
 //! The in-memory mode (`:memory:`) has one connection, no readers and no writer thread: with no
 //! fsync to share, each operation runs on the calling thread in a transaction of its own, under a
 //! mutex (an operation takes microseconds; a thread handoff would cost more than the operation).
@@ -25,7 +31,7 @@ use std::any::TypeId;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
@@ -46,8 +52,8 @@ const IDLE_READERS: usize = 8;
 /// file and syncing it) runs on a thread of its own, so no commit waits for it; left to SQLite it
 /// would run inside every thousandth page's commit and stall every write queued behind it.
 const CHECKPOINT_EVERY: u32 = 16;
-/// Log frames (pages) above which a checkpoint also restarts the log (SQLite's own default
-/// checkpoints at 1,000).
+/// Log frames (pages) above which the writer finishes a checkpoint itself so that the log restarts
+/// (SQLite's own default checkpoints at 1,000).
 const WAL_RESTART_FRAMES: i64 = 1_000;
 
 /// What the writer does with an operation once the group's commit has (or has not) happened.
@@ -87,11 +93,13 @@ impl Engine {
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(StoreError::unavailable)?;
         let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
         let own = Arc::clone(&open);
+        let log_frames = Arc::new(AtomicI64::new(0));
+        let seen = Arc::clone(&log_frames);
         let checkpointer = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(&*own, &woken))
+            .spawn(move || checkpoint_loop(&*own, &woken, &seen))
             .map_err(StoreError::unavailable)?;
-        let (checkpoint, checkpointer) = (Some(wake), Some(checkpointer));
+        let checkpoint = Some(Checkpoints { wake, log_frames });
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || write_loop(&conn, jobs, checkpoint))
@@ -100,7 +108,7 @@ impl Engine {
         Ok(Self {
             queue: Some(queue),
             writer: Some(writer),
-            checkpointer,
+            checkpointer: Some(checkpointer),
             readers,
             writing_ops: RwLock::new(HashSet::new()),
             inline: None,
@@ -204,7 +212,13 @@ fn statement(conn: &Connection, sql: &str) -> Result<(), StoreError> {
 
 /// The writer: takes whatever is queued (at least one operation, at most [`MAX_GROUP`]) and commits
 /// it as one transaction, until every handle on the store is gone.
-fn write_loop(conn: &Connection, mut jobs: mpsc::Receiver<Job>, mut checkpoint: Option<SyncSender<()>>) {
+/// The writer's side of the checkpointer: how to wake it, and the log size it last saw.
+struct Checkpoints {
+    wake: SyncSender<()>,
+    log_frames: Arc<AtomicI64>,
+}
+
+fn write_loop(conn: &Connection, mut jobs: mpsc::Receiver<Job>, mut checkpoint: Option<Checkpoints>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut since_checkpoint = 0u32;
     while let Some(first) = jobs.blocking_recv() {
@@ -216,12 +230,20 @@ fn write_loop(conn: &Connection, mut jobs: mpsc::Receiver<Job>, mut checkpoint: 
             }
         }
         commit_group(conn, group.drain(..));
+        let Some(checkpoints) = &checkpoint else { continue };
+        if checkpoints.log_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
+            // Under sustained writes the background checkpoints never catch up with the newest
+            // frame, so the log never starts over. Between two groups the writer copies the few
+            // frames they left (PASSIVE: it never waits), and its next transaction restarts the log.
+            checkpoints.log_frames.store(0, Ordering::Relaxed);
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::debug!(error = %e, "WAL checkpoint on the writer failed; the next one retries");
+            }
+        }
         since_checkpoint += 1;
-        if since_checkpoint >= CHECKPOINT_EVERY
-            && let Some(wake) = &checkpoint
-        {
+        if since_checkpoint >= CHECKPOINT_EVERY {
             since_checkpoint = 0;
-            if let Err(TrySendError::Disconnected(())) = wake.try_send(()) {
+            if let Err(TrySendError::Disconnected(())) = checkpoints.wake.try_send(()) {
                 // The checkpointer is gone: let SQLite checkpoint inside the commits again.
                 checkpoint = None;
                 if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", 1000) {
@@ -232,12 +254,15 @@ fn write_loop(conn: &Connection, mut jobs: mpsc::Receiver<Job>, mut checkpoint: 
     }
 }
 
-/// Checkpoints the WAL each time the writer asks. PASSIVE first: it copies what no reader still
-/// needs and never blocks the writer. Under sustained writes the log then never restarts (there
-/// is always a frame newer than the checkpoint), so once it holds more than
-/// [`WAL_RESTART_FRAMES`], a RESTART checkpoint makes the writer wait for the few frames the passive
-/// ones left, and the log starts over.
-fn checkpoint_loop(open: &(dyn Fn() -> Result<Connection, StoreError> + Send + Sync), woken: &std::sync::mpsc::Receiver<()>) {
+/// Checkpoints the WAL each time the writer asks, PASSIVE: it copies what no reader still needs
+/// and never waits for (or blocks) the writer or a reader — a blocking mode would hold the write
+/// lock while sleeping in SQLite's busy handler, and every write queued behind it would wait.
+/// Reports the log's size to the writer, which restarts the log when it grew too long.
+fn checkpoint_loop(
+    open: &(dyn Fn() -> Result<Connection, StoreError> + Send + Sync),
+    woken: &std::sync::mpsc::Receiver<()>,
+    log_frames: &AtomicI64,
+) {
     if woken.recv().is_err() {
         return;
     }
@@ -249,14 +274,10 @@ fn checkpoint_loop(open: &(dyn Fn() -> Result<Connection, StoreError> + Send + S
             return;
         }
     };
-    let checkpoint = |mode: &str| {
-        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(1))
-            .map_err(|e| tracing::debug!(error = %e, mode, "WAL checkpoint failed; the next one retries"))
-            .ok()
-    };
     loop {
-        if checkpoint("PASSIVE").is_some_and(|frames| frames > WAL_RESTART_FRAMES) {
-            checkpoint("RESTART");
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
+            Ok(frames) => log_frames.store(frames, Ordering::Relaxed),
+            Err(e) => tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries"),
         }
         if woken.recv().is_err() {
             return;
