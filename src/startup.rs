@@ -197,6 +197,10 @@ pub enum SecretScoring {
     Subprocess(std::path::PathBuf),
 }
 
+/// Longest the scoring child may take (it needs ~15 ms) before it is killed and the score is
+/// computed in process.
+const SCORING_DEADLINE: Duration = Duration::from_secs(5);
+
 /// The hidden subcommand that scores secrets for [`SecretScoring::Subprocess`]: reads a JSON
 /// array of strings on stdin, writes a JSON array of their pattern scores in bits on stdout.
 pub const SCORE_SECRETS_ARGS: [&str; 2] = ["internal", "score-secrets"];
@@ -219,13 +223,32 @@ fn score_in_child(program: &std::path::Path, secrets: &[&str]) -> std::io::Resul
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
+    // Written and closed at once: the child reads all of stdin before it answers.
     let written = child.stdin.take().map(|mut stdin| stdin.write_all(&serde_json::to_vec(secrets)?));
-    let out = child.wait_with_output()?;
+    // A child that hangs must not hold every request at the gate: it is killed at the deadline
+    // and the score is computed here instead. Its answer is a few bytes, so it cannot block on a
+    // full stdout pipe before it exits.
+    let deadline = std::time::Instant::now() + SCORING_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other("the scoring process did not answer in time"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
     written.transpose()?;
-    if !out.status.success() {
-        return Err(std::io::Error::other(format!("the scoring process exited with {}", out.status)));
+    if !status.success() {
+        return Err(std::io::Error::other(format!("the scoring process exited with {status}")));
     }
-    let scores: Vec<f64> = serde_json::from_slice(&out.stdout)?;
+    let mut stdout = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        std::io::Read::read_to_end(&mut out, &mut stdout)?;
+    }
+    let scores: Vec<f64> = serde_json::from_slice(&stdout)?;
     if scores.len() != secrets.len() || scores.iter().any(|b| !b.is_finite()) {
         return Err(std::io::Error::other("the scoring process answered for other secrets"));
     }
@@ -434,6 +457,21 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_scoring_child_that_fails_is_replaced_by_scoring_in_process() {
+        use crate::secret::SecretBytes;
+        let strong = "Z-CwLcjDk02eEppH7j0U-AVm1mSKsbpp2QJ8MXsWRiS6vKcbBufSWm-x0VHFckSw";
+        let words = "correct-horse-battery-staple-orange-0123456789";
+        for program in ["/bin/false", "/nonexistent/handler"] {
+            let how = SecretScoring::Subprocess(program.into());
+            let ok = vec![(ALGORITHM_KEY, SecretBytes::new(strong))];
+            assert!(check_secrets(ok, how.clone()).await.is_ok(), "{program}");
+            let weak = vec![(ALGORITHM_KEY, SecretBytes::new(strong)), (ALGORITHM, SecretBytes::new(words))];
+            let err = check_secrets(weak, how).await.unwrap_err();
+            assert_eq!(err.setting, ALGORITHM, "{program}: the weak one is named");
+        }
+    }
 
     #[test]
     fn development_mode_generates_and_keeps_a_private_key() {
