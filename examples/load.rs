@@ -28,6 +28,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+#[path = "support/procfs.rs"]
+mod procfs;
+use procfs::{cpu_ms, free_port, memory_kib};
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const KEY: &str = "Z-CwLcjDk02eEppH7j0U-AVm1mSKsbpp2QJ8MXsWRiS6vKcbBufSWm-x0VHFckSw";
@@ -191,13 +195,6 @@ impl Cpu {
     }
 }
 
-/// User + system CPU of a process in milliseconds (`/proc/<pid>/stat`, in USER_HZ = 100 ticks/s).
-fn cpu_ms(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) * 10.0
-}
 
 impl Phase {
     fn rate(&self) -> f64 {
@@ -252,20 +249,7 @@ impl Server {
     }
 }
 
-fn memory_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
-fn free_port() -> Result<u16, Error> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 /// The store a server uses: the embedded one in `path` (or `:memory:`), or Cosmos DB through the
 /// local test peer when `cosmos` holds a connection string and a database name.
@@ -372,16 +356,28 @@ where
             Ok::<_, Error>((micros, state))
         });
     }
-    let (mut all, mut last) = (Vec::new(), Vec::new());
+    let (phase, last) = gather(server, cpu, started, tasks).await?;
+    Ok((phase, last.into_iter().flatten().collect()))
+}
+
+/// Waits for every virtual client of a phase (each answers its latencies and its final state) and
+/// makes the phase of them: rate over the time it took, latencies sorted, peak memory, CPU.
+async fn gather<S: 'static>(
+    server: &Server,
+    cpu: Cpu,
+    started: Instant,
+    mut tasks: tokio::task::JoinSet<Result<(Vec<u32>, S), Error>>,
+) -> Result<(Phase, Vec<S>), Error> {
+    let (mut all, mut states) = (Vec::new(), Vec::new());
     while let Some(done) = tasks.join_next().await {
         let (micros, state) = done??;
         all.extend(micros);
-        last.extend(state);
+        states.push(state);
     }
     let seconds = started.elapsed().as_secs_f64();
     all.sort_unstable();
     let cpu = cpu.since(server);
-    Ok((Phase { ops: all.len(), seconds, micros: all, peak_rss_kib: server.memory_kib("VmHWM"), cpu }, last))
+    Ok((Phase { ops: all.len(), seconds, micros: all, peak_rss_kib: server.memory_kib("VmHWM"), cpu }, states))
 }
 
 async fn noop_phase(server: &Server, clients: usize, seconds: f64) -> Result<Phase, Error> {
@@ -462,16 +458,7 @@ async fn paced_refresh_phase(
             Ok::<_, Error>((micros, token))
         });
     }
-    let (mut all, mut chains) = (Vec::new(), Vec::new());
-    while let Some(done) = tasks.join_next().await {
-        let (micros, token) = done??;
-        all.extend(micros);
-        chains.push(token);
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    let cpu = cpu.since(server);
-    Ok((Phase { ops: all.len(), seconds, micros: all, peak_rss_kib: server.memory_kib("VmHWM"), cpu }, chains))
+    gather(server, cpu, started, tasks).await
 }
 
 async fn revoke_phase(server: &Server, clients: usize, sessions: Vec<String>) -> Result<Phase, Error> {
