@@ -195,7 +195,6 @@ impl Cpu {
     }
 }
 
-
 impl Phase {
     fn rate(&self) -> f64 {
         self.ops as f64 / self.seconds
@@ -248,8 +247,6 @@ impl Server {
         let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
     }
 }
-
-
 
 /// The store a server uses: the embedded one in `path` (or `:memory:`), or Cosmos DB through the
 /// local test peer when `cosmos` holds a connection string and a database name.

@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 mod procfs;
 use procfs::{free_port, memory_kib};
 
-
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

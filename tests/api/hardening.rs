@@ -481,3 +481,31 @@ async fn a_dictionary_key_found_after_the_port_answers_serves_no_request() {
     assert!(!statuses.is_empty(), "a request reached the server while its key was being scored");
     assert!(statuses.iter().all(|s| s == "503"), "only 503 while the key was unchecked: {statuses:?}");
 }
+
+#[test]
+fn the_scoring_child_answers_the_scores_the_server_expects() {
+    // The server falls back to scoring in process when its child fails, so nothing else would
+    // notice if the hidden subcommand stopped answering: call it as the server does.
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(BIN)
+        .args(jwt_refresh_token::startup::SCORE_SECRETS_ARGS)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let secrets = [KEY, "correct-horse-battery-staple-orange-0123456789"];
+    child.stdin.take().unwrap().write_all(&serde_json::to_vec(&secrets).unwrap()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let scores: Vec<f64> = serde_json::from_slice(&out.stdout).unwrap();
+    let expected: Vec<f64> = secrets.iter().map(|s| jwt_refresh_token::settings::entropy::pattern_bits(s)).collect();
+    assert_eq!(scores, expected);
+    assert!(scores[0] >= 128.0 && scores[1] < 128.0, "{scores:?}");
+    let garbage = std::process::Command::new(BIN)
+        .args(jwt_refresh_token::startup::SCORE_SECRETS_ARGS)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!garbage.status.success(), "no input is an error, not a score");
+}
