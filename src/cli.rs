@@ -12,12 +12,18 @@ use crate::settings::{Env, Hashing, Mode, Settings, SigningAlgorithm, load_store
 use crate::startup::{Application, SecretScoring, development_env, open_store, shutdown_signal};
 use crate::users::{self, PasswordHasher};
 
+/// Printed after the settings are found missing, for the newcomer who started without any.
+const MISSING_HINT: &str = "hint: for local work run `handler --dev`; otherwise start from local.settings.json.example \
+                            (every setting: docs/configuration.md)";
+
 /// Command-line arguments.
 #[derive(Debug, Parser)]
 #[command(
     name = "handler",
     version,
-    about = "JWT access tokens and rotating refresh tokens (Azure Functions custom handler)"
+    about = "JWT access tokens and rotating refresh tokens (Azure Functions custom handler)",
+    after_help = "Settings are read from the environment (JwtRefreshToken__*): every setting, its type, default and \
+                  bounds are in docs/configuration.md. Local work: `handler --dev`."
 )]
 pub struct Cli {
     /// Local development: missing Issuer/Audience get local defaults and a signing key is generated
@@ -203,7 +209,25 @@ fn keys_generate(algorithm: SigningAlgorithm, public_key_file: Option<&std::path
 
 async fn serve(env: &Env, mode: Mode) -> Result<(), Failure> {
     let env = if mode == Mode::Development { development_env(env).map_err(Failure::config)? } else { env.clone() };
-    let settings = Settings::load(&env, mode).map_err(Failure::config)?;
+    let unknown = crate::settings::unknown_settings(&env);
+    let settings = Settings::load(&env, mode).map_err(|errors| {
+        let mut message = errors.to_string();
+        if errors.any_missing() {
+            message.push_str(&format!("\n{MISSING_HINT}"));
+        }
+        Failure::config(message)
+    })?;
+    if crate::settings::strict_settings(&env) && !unknown.is_empty() {
+        let lines: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+        return Err(Failure::config(format!(
+            "{}\n({} is true: unknown settings stop start-up)",
+            lines.join("\n"),
+            crate::settings::names::STRICT_SETTINGS
+        )));
+    }
+    for u in &unknown {
+        tracing::warn!(setting = %u.name, suggestion = u.suggestion.unwrap_or(""), "{u}");
+    }
     if mode == Mode::Development {
         tracing::warn!("development mode: local defaults for missing settings; never use in production");
     }

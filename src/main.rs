@@ -12,7 +12,10 @@ async fn main() -> std::process::ExitCode {
     match cli::run(args, Env::from_process()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {}", failure.message);
+            // One line per problem; a hint line is printed as it is.
+            for line in failure.message.lines() {
+                if line.starts_with("hint: ") { eprintln!("{line}") } else { eprintln!("error: {line}") }
+            }
             std::process::ExitCode::from(u8::try_from(failure.code).unwrap_or(1))
         }
     }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::http::{Api, server};
 use crate::service::{Policy, TokenService};
-use crate::settings::names::{ALGORITHM, ALGORITHM_KEY, EMBEDDED_PATH, HASH_WORKERS};
-use crate::settings::{CosmosAuth, DEFAULT_EMBEDDED_PATH, Env, Settings, SettingsError, StoreSettings};
+use crate::settings::names::{ALGORITHM_KEY, EMBEDDED_PATH, HASH_WORKERS};
+use crate::settings::{CosmosAuth, DEFAULT_EMBEDDED_PATH, Env, Settings, SettingsError, StoreSettings, load_store};
 use crate::store::Store;
 use crate::store::cosmos::{ConnectError, CosmosStore, Provisioning};
 use crate::store::embedded::EmbeddedStore;
@@ -139,12 +139,22 @@ pub const DEV_KEY_FILE: &str = "dev-signing-key";
 /// only), reading it from the store directory or creating it there (0600) on first use. This is
 /// start-up's job, so that [`Settings::load`] stays pure.
 pub fn development_env(env: &Env) -> Result<Env, SettingsError> {
-    let hs256 = env.get(ALGORITHM).is_none_or(|a| a.trim().eq_ignore_ascii_case("HS256"));
+    // The same parsers as `Settings::load`: an alias (`HMACSHA256`) or an invalid name is read as
+    // loading reads it, and the invalid one is reported there.
+    let hs256 = crate::settings::signing_algorithm(env).is_ok_and(|a| a == crate::settings::SigningAlgorithm::Hs256);
     if env.get(ALGORITHM_KEY).is_some() || !hs256 {
         return Ok(env.clone());
     }
-    let dir = std::path::Path::new(env.get(EMBEDDED_PATH).unwrap_or(DEFAULT_EMBEDDED_PATH));
-    let key = development_key(dir)?;
+    let key = match load_store(env) {
+        // In memory, nothing is kept: a key for this process only.
+        Ok(StoreSettings::Embedded { path }) if path.as_os_str() == crate::store::embedded::MEMORY => {
+            generated_key().map_err(|e| SettingsError::new(ALGORITHM_KEY, format!("cannot be generated: {e}")))?
+        }
+        Ok(StoreSettings::Embedded { path }) => development_key(&path)?,
+        // The key file lives beside where an embedded store would be; a store setting that
+        // does not load is reported by `Settings::load`.
+        Ok(StoreSettings::Cosmos(_)) | Err(_) => development_key(std::path::Path::new(DEFAULT_EMBEDDED_PATH))?,
+    };
     let mut env = env.clone();
     env.set(ALGORITHM_KEY, key);
     Ok(env)
@@ -164,10 +174,15 @@ fn development_key(dir: &std::path::Path) -> Result<String, SettingsError> {
         Err(e) => return Err(problem("read", &e)),
     }
     crate::store::embedded::create_private_dir(dir).map_err(|e| problem("created", &e))?;
-    let generated = crate::tokens::generate::generate(crate::settings::SigningAlgorithm::Hs256)
-        .map_err(|e| problem("generated", &e))?;
-    write_private_file(&file, generated.value.expose()).map_err(|e| problem("written", &e))?;
-    String::from_utf8(generated.value.expose().to_vec()).map_err(|e| problem("generated", &e))
+    let generated = generated_key().map_err(|e| problem("generated", &e))?;
+    write_private_file(&file, generated.as_bytes()).map_err(|e| problem("written", &e))?;
+    Ok(generated)
+}
+
+fn generated_key() -> Result<String, String> {
+    let generated =
+        crate::tokens::generate::generate(crate::settings::SigningAlgorithm::Hs256).map_err(|e| e.to_string())?;
+    String::from_utf8(generated.value.expose().to_vec()).map_err(|e| e.to_string())
 }
 
 fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
@@ -457,6 +472,7 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::names::ROTATION_SECRET;
 
     #[tokio::test]
     async fn a_scoring_child_that_fails_is_replaced_by_scoring_in_process() {
@@ -467,9 +483,9 @@ mod tests {
             let how = SecretScoring::Subprocess(program.into());
             let ok = vec![(ALGORITHM_KEY, SecretBytes::new(strong))];
             assert!(check_secrets(ok, how.clone()).await.is_ok(), "{program}");
-            let weak = vec![(ALGORITHM_KEY, SecretBytes::new(strong)), (ALGORITHM, SecretBytes::new(words))];
+            let weak = vec![(ALGORITHM_KEY, SecretBytes::new(strong)), (ROTATION_SECRET, SecretBytes::new(words))];
             let err = check_secrets(weak, how).await.unwrap_err();
-            assert_eq!(err.setting, ALGORITHM, "{program}: the weak one is named");
+            assert_eq!(err.setting, ROTATION_SECRET, "{program}: the weak one is named");
         }
     }
 

@@ -94,3 +94,76 @@ fn openapi_documents_every_function() {
         assert!(spec.contains(&format!("/api/{}:", f.name())), "openapi.yaml lacks /api/{}", f.name());
     }
 }
+
+/// `docs/configuration.md` is the settings table rendered: regenerate it with
+/// `BLESS=1 cargo test --test layout` after changing `src/settings/names.rs`.
+#[test]
+fn the_configuration_reference_is_generated_from_the_settings_table() {
+    let path = "docs/configuration.md";
+    let generated = names::reference_markdown();
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::create_dir_all("docs").unwrap();
+        std::fs::write(path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(committed == generated, "{path} is stale: run `BLESS=1 cargo test --test layout` and commit it");
+    for s in names::ALL {
+        assert!(!s.doc.is_empty(), "{} has a description in the table", s.name);
+        assert!(committed.contains(&format!("`{}", s.name)), "{} is in {path}", s.name);
+    }
+}
+
+/// The value a setting takes when unset, as text the example and the template would write.
+fn fixed_default(s: &names::Setting) -> Option<String> {
+    match s.default {
+        names::DefaultValue::Int(v) => Some(v.to_string()),
+        names::DefaultValue::Text(t) => Some(t.to_string()),
+        _ => None,
+    }
+}
+
+/// The defaults stated in `local.settings.json.example` and as `infra/main.bicep` parameter
+/// defaults agree with the table (the code reads its defaults from the table).
+#[test]
+fn the_example_settings_and_the_template_state_the_tables_defaults() {
+    let example = json("local.settings.json.example");
+    let values = example["Values"].as_object().unwrap();
+    let mut compared = 0;
+    for s in names::ALL {
+        let (Some(default), Some(value)) = (fixed_default(s), values.get(s.name).and_then(|v| v.as_str())) else {
+            continue;
+        };
+        // Examples of a choice the table allows, not statements of its default.
+        if s.name == names::ALGORITHM || s.name == names::REGISTRATION_MODE && value == "open" {
+            continue;
+        }
+        assert_eq!(value, default, "local.settings.json.example: {} is the default", s.name);
+        compared += 1;
+    }
+    assert!(compared >= 15, "the example states most defaults ({compared})");
+
+    // `@description('JwtRefreshToken__X…')` then `param name type = default`.
+    let bicep = std::fs::read_to_string("infra/main.bicep").unwrap();
+    let mut described: Option<&'static names::Setting> = None;
+    let mut checked = Vec::new();
+    for line in bicep.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("@description('") {
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            described = names::Setting::find(&name);
+        } else if let Some(param) = line.strip_prefix("param ") {
+            let Some(s) = described.take() else { continue };
+            let Some((_, default)) = param.split_once('=') else { continue };
+            let default = default.trim().trim_matches('\'');
+            // The template deploys ES256 on purpose (resource servers verify with JWKS); the code
+            // keeps HS256 when unset, as the .NET package it replaces.
+            if s.name == names::ALGORITHM {
+                continue;
+            }
+            let expected = fixed_default(s)
+                .unwrap_or_else(|| panic!("infra/main.bicep defaults {}, which has no fixed default", s.name));
+            assert_eq!(default, expected, "infra/main.bicep: the default of {} (param {param})", s.name);
+            checked.push(s.name);
+        }
+    }
+    assert!(checked.len() >= 8, "the template's setting parameters were found: {checked:?}");
+}

@@ -8,7 +8,8 @@ use super::names::{
     COSMOS_TOKEN_CONTAINER, COSMOS_USER_CONTAINER, EMBEDDED_PATH, IDENTITY_ENDPOINT, IDENTITY_HEADER, REGION_NAME,
     WEBSITE_SITE_NAME,
 };
-use super::{DEFAULT_EMBEDDED_PATH, SettingsError, StoreSettings, unresolved_reference};
+use super::names::{DEFAULT_EMBEDDED_PATH, text_default};
+use super::{SettingsError, StoreSettings, unresolved_reference};
 use crate::secret::SecretBytes;
 
 /// How the Cosmos client authenticates.
@@ -95,13 +96,22 @@ pub fn load_store(env: &Env) -> Result<StoreSettings, SettingsError> {
                 ),
             ));
         }
-        (Some(endpoint), None) => (
-            endpoint_url(endpoint, COSMOS_ENDPOINT)?,
-            CosmosAuth::EntraId {
-                client_id: env.get(AZURE_CLIENT_ID).map(|s| s.trim().to_string()),
-                identity: identity(env)?,
-            },
-        ),
+        (Some(endpoint), None) => {
+            let identity = identity(env)?;
+            let client_id = env.get(AZURE_CLIENT_ID).map(|s| s.trim().to_string());
+            // Without a client id, the managed-identity endpoint is asked for the system-assigned
+            // identity, which the template does not create: every request would fail later.
+            if identity == Identity::Managed && client_id.is_none() {
+                return Err(SettingsError::new(
+                    AZURE_CLIENT_ID,
+                    format!(
+                        "is missing: in Azure, {COSMOS_ENDPOINT} is reached with the user-assigned managed identity \
+                         whose client id this names (infra/main.bicep sets it)"
+                    ),
+                ));
+            }
+            (endpoint_url(endpoint, COSMOS_ENDPOINT)?, CosmosAuth::EntraId { client_id, identity })
+        }
         (None, Some(cs)) => {
             let (endpoint, key) = parse_connection_string(cs)?;
             (endpoint, CosmosAuth::Key(key))
@@ -111,10 +121,10 @@ pub fn load_store(env: &Env) -> Result<StoreSettings, SettingsError> {
     Ok(StoreSettings::Cosmos(CosmosSettings {
         endpoint,
         auth,
-        database: resource_id(env, COSMOS_DATABASE, "jwt-refresh-token")?,
-        token_container: resource_id(env, COSMOS_TOKEN_CONTAINER, "tokens")?,
-        user_container: resource_id(env, COSMOS_USER_CONTAINER, "users")?,
-        request_timeout_ms: env.parse_int(COSMOS_TIMEOUT, 5_000, 100, 120_000)?,
+        database: resource_id(env, COSMOS_DATABASE)?,
+        token_container: resource_id(env, COSMOS_TOKEN_CONTAINER)?,
+        user_container: resource_id(env, COSMOS_USER_CONTAINER)?,
+        request_timeout_ms: env.int(COSMOS_TIMEOUT)?,
         region: env.get(REGION_NAME).map(|r| r.trim().to_string()),
     }))
 }
@@ -154,8 +164,9 @@ fn parse_connection_string(raw: &str) -> Result<(String, SecretBytes), SettingsE
 }
 
 /// A Cosmos database or container id: 1–255 characters, none of `/ \\ ? #`.
-fn resource_id(env: &Env, name: &str, default: &str) -> Result<String, SettingsError> {
-    let value = env.get(name).map_or(default, str::trim);
+/// Unset, it is the row's default in the table.
+fn resource_id(env: &Env, name: &str) -> Result<String, SettingsError> {
+    let value = env.get(name).map_or_else(|| text_default(name), str::trim);
     if value.len() > 255 || value.contains(['/', '\\', '?', '#']) || value.ends_with(' ') {
         return Err(SettingsError::new(name, "must be 1 to 255 characters without / \\ ? #"));
     }

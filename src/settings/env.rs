@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::SettingsError;
+use super::names::{self, DefaultValue, Kind};
 
 /// A snapshot of configuration values, keyed case-insensitively with `:` read as `__`.
 #[derive(Clone, Default)]
@@ -43,22 +44,42 @@ impl Env {
         self.values.insert(normalize(name), value.into());
     }
 
-    pub(crate) fn parse_int<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
-        &self,
-        name: &str,
-        default: T,
-        min: T,
-        max: T,
-    ) -> Result<T, SettingsError> {
-        let Some(raw) = self.get(name) else { return Ok(default) };
-        let value: T = raw
-            .trim()
-            .parse()
-            .map_err(|_| SettingsError::new(name, format!("must be a whole number, got {:?}", shorten(raw))))?;
+    /// The names set, normalised (lower case, `__`), for the check of unknown names.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.values.keys().map(String::as_str)
+    }
+
+    /// The integer setting `name`, with the default and bounds of its row in [`names::ALL`].
+    pub(crate) fn int<T: TryFrom<i64>>(&self, name: &str) -> Result<T, SettingsError> {
+        let (default, _, _) = int_row(name)?;
+        let DefaultValue::Int(default) = default else {
+            return Err(SettingsError::new(name, "has no fixed default in src/settings/names.rs"));
+        };
+        self.int_or(name, default)
+    }
+
+    /// The integer setting `name` with a default computed at start-up, and the bounds of its row.
+    pub(crate) fn int_or<T: TryFrom<i64>>(&self, name: &str, default: i64) -> Result<T, SettingsError> {
+        let (_, min, max) = int_row(name)?;
+        let value = match self.get(name) {
+            None => default,
+            Some(raw) => raw
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| SettingsError::new(name, format!("must be a whole number, got {:?}", shorten(raw))))?,
+        };
         if value < min || value > max {
             return Err(SettingsError::new(name, format!("must be between {min} and {max}, got {value}")));
         }
-        Ok(value)
+        T::try_from(value).map_err(|_| SettingsError::new(name, format!("cannot hold {value}")))
+    }
+}
+
+/// The default and bounds of an integer row of the table.
+fn int_row(name: &str) -> Result<(DefaultValue, i64, i64), SettingsError> {
+    match names::Setting::find(name) {
+        Some(names::Setting { kind: Kind::Integer { min, max }, default, .. }) => Ok((*default, *min, *max)),
+        _ => Err(SettingsError::new(name, "is not an integer setting in src/settings/names.rs")),
     }
 }
 

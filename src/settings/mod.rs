@@ -15,6 +15,7 @@ pub mod names;
 
 pub use cosmos::{CosmosAuth, CosmosSettings, Identity, load_store};
 pub use env::Env;
+pub use names::DefaultValue;
 
 /// Port used when the host did not set one (the same as `func start`).
 pub const DEFAULT_PORT: u16 = 7071;
@@ -263,21 +264,19 @@ pub struct Settings {
 }
 
 use env::shorten;
+pub use names::DEFAULT_EMBEDDED_PATH;
 use names::{
     ALGORITHM, ALGORITHM_KEY, AUDIENCE, CLOCK_SKEW, CORS_ALLOWED_ORIGINS, COSMOS_CONNECTION_STRING, CREATE_EXPIRES,
     HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_EXPIRES, IDLE_TIMEOUT, ISSUER, LOCKOUT,
     MAX_FAILURES, MAX_FAILURES_PER_USERNAME, PASSWORD_MIN_LENGTH, PORT, PREVIOUS_KEYS, REFRESH_EXPIRES,
     REGISTRATION_MAX_PER_ADDRESS, REGISTRATION_MODE, REGISTRATION_WINDOW, REUSE_GRACE, ROTATION_SECRET,
+    STRICT_SETTINGS,
 };
-pub(crate) const DEFAULT_EMBEDDED_PATH: &str = "./.data";
 /// Issuer used in development mode when none is set.
 pub const DEV_ISSUER: &str = "http://localhost:7071";
 /// Audience used in development mode when none is set.
 pub const DEV_AUDIENCE: &str = "jwt-refresh-token-dev";
 const MIN_HS256_KEY_BYTES: usize = 32;
-const DAY_MS: i64 = 86_400_000;
-/// Most hashing workers: each keeps 19 MiB resident.
-pub const MAX_HASH_WORKERS: usize = 64;
 
 /// Hashing workers when the setting is absent: one per core, at most 4 (76 MiB).
 fn default_hash_workers() -> usize {
@@ -331,26 +330,24 @@ impl Settings {
         key.into_iter().chain(rotation).collect()
     }
 
-    /// Loads and validates every setting. Pure: reads `env`, writes nothing.
-    pub fn load(env: &Env, mode: Mode) -> Result<Self, SettingsError> {
-        let store = load_store(env)?;
-        let port = env.parse_int(PORT, DEFAULT_PORT, 0, u16::MAX)?;
-        let algorithm = match env.get(ALGORITHM) {
-            None => SigningAlgorithm::Hs256,
-            Some(raw) => SigningAlgorithm::parse(raw).ok_or_else(|| {
-                SettingsError::new(ALGORITHM, format!("must be HS256, ES256 or EdDSA, got {:?}", shorten(raw)))
-            })?,
-        };
-        let issuer = required_or_dev(env, ISSUER, mode, DEV_ISSUER)?;
-        let audience = required_or_dev(env, AUDIENCE, mode, DEV_AUDIENCE)?;
+    /// Loads and validates every setting. Pure: reads `env`, writes nothing. Every missing or
+    /// invalid setting is reported, not only the first.
+    pub fn load(env: &Env, mode: Mode) -> Result<Self, SettingsErrors> {
+        let mut p = Problems::default();
+        let store = p.take(load_store(env), || StoreSettings::Embedded { path: PathBuf::from(DEFAULT_EMBEDDED_PATH) });
+        let port = p.int(env, PORT);
+        let algorithm = p.take(algorithm(env), || SigningAlgorithm::Hs256);
+        let issuer = p.take(required_or_dev(env, ISSUER, mode, DEV_ISSUER), String::new);
+        let audience = p.take(required_or_dev(env, AUDIENCE, mode, DEV_AUDIENCE), String::new);
         for secret in [ALGORITHM_KEY, ROTATION_SECRET, COSMOS_CONNECTION_STRING] {
-            unresolved_reference(env, secret)?;
+            p.take(unresolved_reference(env, secret), || ());
         }
         let algorithm_key = match (env.get(ALGORITHM_KEY), algorithm) {
-            (None, _) => return Err(SettingsError::new(ALGORITHM_KEY, "is missing")),
-            (Some(key), SigningAlgorithm::Hs256) => strong_secret(ALGORITHM_KEY, key)?,
-            (Some(key), _) => SecretBytes::new(key.as_bytes().to_vec()),
+            (None, _) => Err(SettingsError::new(ALGORITHM_KEY, "is missing")),
+            (Some(key), SigningAlgorithm::Hs256) => strong_secret(ALGORITHM_KEY, key),
+            (Some(key), _) => Ok(SecretBytes::new(key.as_bytes().to_vec())),
         };
+        let algorithm_key = p.take(algorithm_key, || SecretBytes::new(Vec::new()));
         let previous_keys = (0..)
             .map_while(|i| env.get(&format!("{PREVIOUS_KEYS}__{i}")))
             .map(|k| SecretBytes::new(k.as_bytes().to_vec()))
@@ -361,57 +358,231 @@ impl Settings {
             algorithm,
             algorithm_key,
             previous_keys,
-            clock_skew_ms: env.parse_int(CLOCK_SKEW, 30_000, 0, 600_000)?,
+            clock_skew_ms: p.int(env, CLOCK_SKEW),
         };
-        let refresh_expires_in_ms = env.parse_int(REFRESH_EXPIRES, 604_800_000, 1_000, 3_650 * DAY_MS)?;
-        let expires = Expires {
-            create_expires_in_ms: env.parse_int(CREATE_EXPIRES, 300_000, 1_000, DAY_MS)?,
-            refresh_expires_in_ms,
-            idle_expires_in_ms: env.parse_int(IDLE_EXPIRES, 0, 0, refresh_expires_in_ms)?,
-        };
-        let registration = match env.get(REGISTRATION_MODE).map(|m| m.trim().to_ascii_lowercase()) {
-            None if mode == Mode::Development => RegistrationMode::Open,
-            None => RegistrationMode::Closed,
-            Some(m) if m == "closed" => RegistrationMode::Closed,
-            Some(m) if m == "open" => RegistrationMode::Open,
-            Some(m) => {
-                return Err(SettingsError::new(
-                    REGISTRATION_MODE,
-                    format!("must be closed or open, got {:?}", shorten(&m)),
-                ));
-            }
-        };
+        let refresh_expires_in_ms: i64 = p.int(env, REFRESH_EXPIRES);
+        let idle_expires_in_ms: i64 = p.int(env, IDLE_EXPIRES);
+        if idle_expires_in_ms > refresh_expires_in_ms {
+            p.push(SettingsError::new(
+                IDLE_EXPIRES,
+                format!("must be at most {REFRESH_EXPIRES} ({refresh_expires_in_ms}), got {idle_expires_in_ms}"),
+            ));
+        }
+        let expires =
+            Expires { create_expires_in_ms: p.int(env, CREATE_EXPIRES), refresh_expires_in_ms, idle_expires_in_ms };
+        let registration = p.take(registration_mode(env, mode), || RegistrationMode::Closed);
         let accounts = Accounts {
             registration,
-            max_signups_per_address: env.parse_int(REGISTRATION_MAX_PER_ADDRESS, 5, 1, 100_000)?,
-            signup_window_ms: env.parse_int(REGISTRATION_WINDOW, 3_600_000, 1_000, DAY_MS)?,
-            password_min_chars: env.parse_int(PASSWORD_MIN_LENGTH, 8, 8, 1_024)?,
+            max_signups_per_address: p.int(env, REGISTRATION_MAX_PER_ADDRESS),
+            signup_window_ms: p.int(env, REGISTRATION_WINDOW),
+            password_min_chars: p.int(env, PASSWORD_MIN_LENGTH),
         };
-        let secret = env.get(ROTATION_SECRET).map(|s| strong_secret(ROTATION_SECRET, s)).transpose()?;
-        let rotation = Rotation { reuse_grace_ms: env.parse_int(REUSE_GRACE, 10_000, 0, 300_000)?, secret };
-        let max_failures = env.parse_int(MAX_FAILURES, 5, 1, 1_000)?;
+        let secret = env.get(ROTATION_SECRET).map(|s| strong_secret(ROTATION_SECRET, s)).transpose();
+        let secret = p.take(secret, || None);
+        let rotation = Rotation { reuse_grace_ms: p.int(env, REUSE_GRACE), secret };
+        let max_failures: u32 = p.int(env, MAX_FAILURES);
+        let per_username =
+            env.int_or::<u32>(MAX_FAILURES_PER_USERNAME, i64::from(max_failures.saturating_mul(10))).and_then(|v| {
+                if v < max_failures {
+                    Err(SettingsError::new(
+                        MAX_FAILURES_PER_USERNAME,
+                        format!("must be at least {MAX_FAILURES} ({max_failures}), got {v}"),
+                    ))
+                } else {
+                    Ok(v)
+                }
+            });
         let login = Login {
             max_failures,
-            max_failures_per_username: env.parse_int(
-                MAX_FAILURES_PER_USERNAME,
-                max_failures.saturating_mul(10),
-                max_failures,
-                100_000,
-            )?,
-            lockout_ms: env.parse_int(LOCKOUT, 900_000, 1_000, DAY_MS)?,
+            max_failures_per_username: p.take(per_username, || max_failures.saturating_mul(10)),
+            lockout_ms: p.int(env, LOCKOUT),
         };
+        let workers = env.int_or(HASH_WORKERS, i64::try_from(default_hash_workers()).unwrap_or(1));
         let hashing = Hashing {
-            workers: env.parse_int(HASH_WORKERS, default_hash_workers(), 1, MAX_HASH_WORKERS)?,
-            queue_length: env.parse_int(HASH_QUEUE, 64, 1, 100_000)?,
-            queue_timeout_ms: env.parse_int(HASH_QUEUE_TIMEOUT, 2_000, 10, 60_000)?,
+            workers: p.take(workers, default_hash_workers),
+            queue_length: p.int(env, HASH_QUEUE),
+            queue_timeout_ms: p.int(env, HASH_QUEUE_TIMEOUT),
         };
-        let http = Http {
-            header_read_timeout_ms: env.parse_int(HEADER_READ_TIMEOUT, 10_000, 100, 600_000)?,
-            idle_timeout_ms: env.parse_int(IDLE_TIMEOUT, 120_000, 100, 3_600_000)?,
-        };
-        let cors = load_cors(env)?;
-        Ok(Self { descriptor, expires, rotation, login, hashing, http, cors, accounts, store, port, mode })
+        let http =
+            Http { header_read_timeout_ms: p.int(env, HEADER_READ_TIMEOUT), idle_timeout_ms: p.int(env, IDLE_TIMEOUT) };
+        let cors = p.take(load_cors(env), Cors::default);
+        p.take(strict_flag(env), || false);
+        p.finish(Self { descriptor, expires, rotation, login, hashing, http, cors, accounts, store, port, mode })
     }
+}
+
+/// Every problem found while loading, in table order: start-up prints one line for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsErrors(pub Vec<SettingsError>);
+
+impl std::fmt::Display for SettingsErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::error::Error for SettingsErrors {}
+
+impl From<SettingsError> for SettingsErrors {
+    fn from(e: SettingsError) -> Self {
+        Self(vec![e])
+    }
+}
+
+impl SettingsErrors {
+    /// Whether any of them is a required setting that is simply not set (the newcomer's case,
+    /// which `--dev` or `local.settings.json.example` solves).
+    pub fn any_missing(&self) -> bool {
+        self.0.iter().any(|e| e.problem == "is missing")
+    }
+}
+
+/// Collects the problems of one load, so that all of them are reported at once; each reader
+/// gives a stand-in value after a problem so loading can go on.
+#[derive(Default)]
+struct Problems(Vec<SettingsError>);
+
+impl Problems {
+    fn push(&mut self, e: SettingsError) {
+        self.0.push(e);
+    }
+
+    fn take<T>(&mut self, result: Result<T, SettingsError>, stand_in: impl FnOnce() -> T) -> T {
+        result.unwrap_or_else(|e| {
+            self.push(e);
+            stand_in()
+        })
+    }
+
+    /// An integer setting with its table default and bounds; a stand-in of the default.
+    fn int<T: TryFrom<i64> + Copy + std::default::Default>(&mut self, env: &Env, name: &str) -> T {
+        match env.int(name) {
+            Ok(v) => v,
+            Err(e) => {
+                self.push(e);
+                match names::Setting::find(name).map(|s| s.default) {
+                    Some(names::DefaultValue::Int(d)) => T::try_from(d).unwrap_or_default(),
+                    _ => T::default(),
+                }
+            }
+        }
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, SettingsErrors> {
+        if self.0.is_empty() { Ok(value) } else { Err(SettingsErrors(self.0)) }
+    }
+}
+
+fn algorithm(env: &Env) -> Result<SigningAlgorithm, SettingsError> {
+    let raw = env.get(ALGORITHM).unwrap_or(names::text_default(ALGORITHM));
+    SigningAlgorithm::parse(raw)
+        .ok_or_else(|| SettingsError::new(ALGORITHM, format!("must be HS256, ES256 or EdDSA, got {:?}", shorten(raw))))
+}
+
+/// The signing algorithm the settings name (HS256 when unset), parsed as [`Settings::load`] does.
+pub fn signing_algorithm(env: &Env) -> Result<SigningAlgorithm, SettingsError> {
+    algorithm(env)
+}
+
+fn registration_mode(env: &Env, mode: Mode) -> Result<RegistrationMode, SettingsError> {
+    match env.get(REGISTRATION_MODE).map(|m| m.trim().to_ascii_lowercase()) {
+        None if mode == Mode::Development => Ok(RegistrationMode::Open),
+        None => Ok(RegistrationMode::Closed),
+        Some(m) if m == "closed" => Ok(RegistrationMode::Closed),
+        Some(m) if m == "open" => Ok(RegistrationMode::Open),
+        Some(m) => Err(SettingsError::new(REGISTRATION_MODE, format!("must be closed or open, got {:?}", shorten(&m)))),
+    }
+}
+
+fn strict_flag(env: &Env) -> Result<bool, SettingsError> {
+    match env.get(STRICT_SETTINGS).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(v) => Err(SettingsError::new(STRICT_SETTINGS, format!("must be true or false, got {:?}", shorten(&v)))),
+    }
+}
+
+/// A `JwtRefreshToken__*` name that the table does not list, with the closest listed name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownSetting {
+    /// The name as set (normalised: lower case, `__`).
+    pub name: String,
+    /// The closest listed name, when one is close enough to be a typo of it.
+    pub suggestion: Option<&'static str>,
+}
+
+impl std::fmt::Display for UnknownSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "setting {} is not one the handler reads", self.name)?;
+        match self.suggestion {
+            Some(s) => write!(f, "; did you mean {s}?"),
+            None => write!(f, "; see docs/configuration.md"),
+        }
+    }
+}
+
+/// The `JwtRefreshToken__*` names in `env` that [`names::ALL`] does not list (a misspelt setting
+/// is otherwise silently ignored), sorted, each with the closest listed name.
+pub fn unknown_settings(env: &Env) -> Vec<UnknownSetting> {
+    let prefix = names::PREFIX.to_ascii_lowercase();
+    let numbered = |name: &str| {
+        names::ALL.iter().filter(|s| s.kind == names::Kind::Numbered).any(|s| {
+            let base = s.name.to_ascii_lowercase();
+            name.strip_prefix(base.as_str())
+                .and_then(|rest| rest.strip_prefix("__"))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    let mut unknown: Vec<UnknownSetting> = env
+        .names()
+        .filter(|n| n.starts_with(&prefix) && names::Setting::find(n).is_none() && !numbered(n))
+        .map(|n| UnknownSetting { name: n.to_string(), suggestion: closest(n) })
+        .collect();
+    unknown.sort_by(|a, b| a.name.cmp(&b.name));
+    unknown
+}
+
+/// The listed name nearest to `name` by edit distance, if it is within a typo's reach (a quarter
+/// of the part after the prefix, at least 2 edits).
+fn closest(name: &str) -> Option<&'static str> {
+    let reach = (name.len().saturating_sub(names::PREFIX.len()) / 4).max(2);
+    names::ALL
+        .iter()
+        .filter(|s| s.name.starts_with(names::PREFIX))
+        .map(|s| (edit_distance(name, &s.name.to_ascii_lowercase()), s.name))
+        .filter(|(d, _)| *d <= reach)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+/// Levenshtein distance over bytes (setting names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row.first().copied().unwrap_or_default();
+        if let Some(first) = row.first_mut() {
+            *first = i + 1;
+        }
+        for (j, cb) in b.iter().enumerate() {
+            let above = row.get(j + 1).copied().unwrap_or_default();
+            let left = row.get(j).copied().unwrap_or_default();
+            let value = (diagonal + usize::from(ca != *cb)).min(above + 1).min(left + 1);
+            diagonal = above;
+            if let Some(cell) = row.get_mut(j + 1) {
+                *cell = value;
+            }
+        }
+    }
+    row.last().copied().unwrap_or_default()
+}
+
+/// Whether `JwtRefreshToken__StrictSettings` is `true` (an invalid value counts as not set here;
+/// [`Settings::load`] reports it).
+pub fn strict_settings(env: &Env) -> bool {
+    strict_flag(env).unwrap_or(false)
 }
 
 /// App Service hands the literal `@Microsoft.KeyVault(…)` text to the app when it cannot resolve a
@@ -444,6 +615,12 @@ mod tests {
 
     fn base() -> Vec<(&'static str, &'static str)> {
         vec![(ISSUER, "https://issuer.example"), (AUDIENCE, "api://example"), (ALGORITHM_KEY, KEY)]
+    }
+
+    /// The one problem of a load that has exactly one.
+    fn only(errors: SettingsErrors) -> SettingsError {
+        assert_eq!(errors.0.len(), 1, "exactly one problem: {errors}");
+        errors.0.into_iter().next().unwrap()
     }
 
     fn with(extra: &[(&'static str, &'static str)]) -> Env {
@@ -532,7 +709,7 @@ mod tests {
             let mut pairs: Vec<(&str, &str)> = base();
             pairs.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
             pairs.extend_from_slice(extra);
-            let err = Settings::load(&Env::from_pairs(pairs), Mode::Production).unwrap_err();
+            let err = only(Settings::load(&Env::from_pairs(pairs), Mode::Production).unwrap_err());
             assert_eq!(err.setting, *setting, "{why}: {err}");
             assert!(err.to_string().starts_with(&format!("setting {setting}: ")), "{why}: {err}");
         }
@@ -542,7 +719,7 @@ mod tests {
     fn production_requires_issuer_audience_and_key() {
         for missing in [ISSUER, AUDIENCE, ALGORITHM_KEY] {
             let pairs: Vec<_> = base().into_iter().filter(|(k, _)| *k != missing).collect();
-            let err = Settings::load(&Env::from_pairs(pairs), Mode::Production).unwrap_err();
+            let err = only(Settings::load(&Env::from_pairs(pairs), Mode::Production).unwrap_err());
             assert_eq!(err.setting, missing);
             assert_eq!(err.problem, "is missing");
         }
@@ -553,7 +730,7 @@ mod tests {
         let weak = "k".repeat(48);
         let mut pairs = vec![(ISSUER, "https://issuer.example"), (AUDIENCE, "api://example")];
         pairs.push((ALGORITHM_KEY, weak.as_str()));
-        let err = Settings::load(&Env::from_pairs(pairs), Mode::Production).unwrap_err();
+        let err = only(Settings::load(&Env::from_pairs(pairs), Mode::Production).unwrap_err());
         assert!(err.problem.contains("handler keys generate --algorithm HS256"), "{err}");
         assert!(err.problem.contains("too easy to guess"), "{err}");
     }
@@ -585,7 +762,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
         let env = Env::from_pairs([(EMBEDDED_PATH, path.to_str().unwrap())]);
-        let err = Settings::load(&env, Mode::Development).unwrap_err();
+        let err = only(Settings::load(&env, Mode::Development).unwrap_err());
         assert_eq!(err.setting, ALGORITHM_KEY);
         assert!(!path.exists(), "loading wrote nothing");
         let s = Settings::load(&Env::from_pairs([(ALGORITHM_KEY, KEY)]), Mode::Development).unwrap();
@@ -667,7 +844,13 @@ mod tests {
             load_store(&Env::from_pairs(pairs))
         };
         let managed = [(IDENTITY_ENDPOINT, "http://localhost:8081/msi/token"), (IDENTITY_HEADER, "h")];
-        let StoreSettings::Cosmos(c) = auth(&managed).unwrap() else { panic!() };
+        // The template's identity is user-assigned: without its client id the managed-identity
+        // endpoint would be asked for a system-assigned one that does not exist.
+        let err = auth(&managed).unwrap_err();
+        assert_eq!(err.setting, AZURE_CLIENT_ID, "{err}");
+        let mut with_client = managed.to_vec();
+        with_client.push((AZURE_CLIENT_ID, "00000000-0000-0000-0000-000000000001"));
+        let StoreSettings::Cosmos(c) = auth(&with_client).unwrap() else { panic!() };
         assert!(matches!(c.auth, CosmosAuth::EntraId { identity: Identity::Managed, .. }));
         // MSI_ENDPOINT alone is Cloud Shell / Azure ML to azure_identity 1.0, not a Function App.
         let StoreSettings::Cosmos(c) = auth(&[("MSI_ENDPOINT", "http://x")]).unwrap() else { panic!() };
@@ -697,5 +880,96 @@ mod tests {
         let shown = format!("{:?}", with(&[]));
         assert!(!shown.contains("0123456789abcdef"), "{shown}");
         assert!(shown.contains("jwtrefreshtoken__descriptor__algorithmkey"));
+    }
+
+    #[test]
+    fn every_problem_is_named_in_one_load() {
+        let env = Env::from_pairs([
+            (AUDIENCE, "api://example"),
+            (CLOCK_SKEW, "abc"),
+            (LOCKOUT, "-1"),
+            (REGISTRATION_MODE, "maybe"),
+            (STRICT_SETTINGS, "yes"),
+        ]);
+        let errors = Settings::load(&env, Mode::Production).unwrap_err();
+        let named: Vec<&str> = errors.0.iter().map(|e| e.setting.as_str()).collect();
+        for setting in [ISSUER, ALGORITHM_KEY, CLOCK_SKEW, LOCKOUT, REGISTRATION_MODE, STRICT_SETTINGS] {
+            assert!(named.contains(&setting), "{setting} is named: {errors}");
+        }
+        assert_eq!(named.len(), 6, "nothing else: {errors}");
+        assert!(errors.any_missing());
+        assert_eq!(errors.to_string().lines().count(), 6, "one line each: {errors}");
+    }
+
+    #[test]
+    fn relations_between_settings_are_checked_after_each_one() {
+        let errors =
+            Settings::load(&with(&[(IDLE_EXPIRES, "2000"), (REFRESH_EXPIRES, "1000")]), Mode::Production).unwrap_err();
+        assert_eq!(only(errors).setting, IDLE_EXPIRES);
+    }
+
+    #[test]
+    fn a_misspelt_setting_is_found_with_the_name_it_was_meant_to_be() {
+        let env = with(&[
+            ("JwtRefreshToken__Descriptor__Isuer", "https://x"),
+            ("JWTREFRESHTOKEN__LOGIN__LOCKOUTMS", "1000"),
+            ("jwtrefreshtoken:Descriptor:PreviousKeys:0", "old-key-0-0123456789abcdef0123456789"),
+            ("JwtRefreshToken__Descriptor__PreviousKeys__x", "k"),
+            ("JwtRefreshToken__Something__Else", "1"),
+            ("OTHER_APP_SETTING", "1"),
+        ]);
+        let unknown = unknown_settings(&env);
+        let found: Vec<(&str, Option<&str>)> = unknown.iter().map(|u| (u.name.as_str(), u.suggestion)).collect();
+        assert_eq!(
+            found,
+            [
+                ("jwtrefreshtoken__descriptor__isuer", Some(ISSUER)),
+                ("jwtrefreshtoken__descriptor__previouskeys__x", Some(PREVIOUS_KEYS)),
+                ("jwtrefreshtoken__something__else", None),
+            ],
+            "listed names in any case and numbered keys are known; others are not"
+        );
+        assert!(unknown[0].to_string().contains("did you mean JwtRefreshToken__Descriptor__Issuer?"), "{}", unknown[0]);
+        assert!(unknown[2].to_string().contains("docs/configuration.md"), "{}", unknown[2]);
+        assert!(!strict_settings(&env));
+        assert!(strict_settings(&with(&[(STRICT_SETTINGS, "TRUE")])));
+    }
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("issuer", "isuer"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+
+    #[test]
+    fn the_code_reads_each_default_and_bound_from_the_table() {
+        let s = Settings::load(&with(&[]), Mode::Production).unwrap();
+        let int = |name: &str| match names::Setting::find(name).unwrap().default {
+            DefaultValue::Int(d) => d,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(s.descriptor.clock_skew_ms, int(CLOCK_SKEW));
+        assert_eq!(s.expires.create_expires_in_ms, int(CREATE_EXPIRES));
+        assert_eq!(i64::from(s.login.max_failures), int(MAX_FAILURES));
+        assert_eq!(i64::try_from(s.http.idle_timeout_ms).unwrap(), int(IDLE_TIMEOUT));
+        assert_eq!(i64::from(s.port), int(PORT));
+        // Each integer row's bounds are enforced: one past either end is refused.
+        for row in names::ALL {
+            let names::Kind::Integer { min, max } = row.kind else { continue };
+            for bad in [min - 1, max + 1] {
+                let bad = bad.to_string();
+                let mut pairs: Vec<(&str, &str)> = base();
+                pairs.push((row.name, bad.as_str()));
+                if row.name.starts_with("JwtRefreshToken__Cosmos__") {
+                    pairs.push((COSMOS_CONNECTION_STRING, "AccountEndpoint=https://a/;AccountKey=a2V5;"));
+                }
+                let Err(errors) = Settings::load(&Env::from_pairs(pairs), Mode::Production) else {
+                    panic!("{}={bad} is refused", row.name)
+                };
+                assert!(errors.0.iter().any(|e| e.setting == row.name), "{}={bad}: {errors}", row.name);
+            }
+        }
     }
 }

@@ -18,7 +18,50 @@ pub enum Deploy {
     Local,
 }
 
-/// One setting the handler reads.
+/// The kind of value a setting takes, with the bounds [`crate::settings::Settings::load`] enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Free text.
+    Text,
+    /// A URL.
+    Url,
+    /// A key or secret (text; never printed).
+    Secret,
+    /// A filesystem path.
+    Path,
+    /// A whole number within `min..=max` (milliseconds for names ending in `Ms`).
+    Integer {
+        /// Smallest accepted value.
+        min: i64,
+        /// Largest accepted value.
+        max: i64,
+    },
+    /// One of these words, compared without case.
+    Choice(&'static [&'static str]),
+    /// `true` or `false`.
+    Flag,
+    /// A comma-separated list.
+    List,
+    /// Numbered entries: `NAME__0`, `NAME__1`, … read in order until the first gap.
+    Numbered,
+}
+
+/// A setting's value when it is not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultValue {
+    /// Required: start-up stops without it (`--dev` may fill it in, see the description).
+    Required,
+    /// Unset means off or absent.
+    Unset,
+    /// This integer.
+    Int(i64),
+    /// This text.
+    Text(&'static str),
+    /// Computed at start-up, as described.
+    Derived(&'static str),
+}
+
+/// One setting the handler reads: the one row that code, docs and checks take it from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Setting {
     /// The full name, as an app setting / environment variable.
@@ -27,15 +70,64 @@ pub struct Setting {
     pub deploy: Deploy,
     /// Holds a key or secret.
     pub secret: bool,
+    /// The value it takes.
+    pub kind: Kind,
+    /// Its value when unset.
+    pub default: DefaultValue,
+    /// One or two sentences for `docs/configuration.md`.
+    pub doc: &'static str,
 }
 
 impl Setting {
     const fn new(name: &'static str, deploy: Deploy) -> Self {
-        Self { name, deploy, secret: false }
+        Self { name, deploy, secret: false, kind: Kind::Text, default: DefaultValue::Unset, doc: "" }
     }
 
     const fn secret(name: &'static str, deploy: Deploy) -> Self {
-        Self { name, deploy, secret: true }
+        Self { name, deploy, secret: true, kind: Kind::Secret, default: DefaultValue::Unset, doc: "" }
+    }
+
+    const fn kind(self, kind: Kind) -> Self {
+        Self { kind, ..self }
+    }
+
+    /// An integer setting with its default and bounds.
+    const fn int(self, default: i64, min: i64, max: i64) -> Self {
+        Self { kind: Kind::Integer { min, max }, default: DefaultValue::Int(default), ..self }
+    }
+
+    const fn default(self, default: DefaultValue) -> Self {
+        Self { default, ..self }
+    }
+
+    const fn text_default(self, text: &'static str) -> Self {
+        Self { default: DefaultValue::Text(text), ..self }
+    }
+
+    const fn required(self) -> Self {
+        Self { default: DefaultValue::Required, ..self }
+    }
+
+    const fn doc(self, doc: &'static str) -> Self {
+        Self { doc, ..self }
+    }
+
+    /// The row of `name` (compared without case, `:` read as `__`), if the table has one.
+    pub fn find(name: &str) -> Option<&'static Setting> {
+        let wanted = name.replace(':', "__");
+        ALL.iter().find(|s| s.name.eq_ignore_ascii_case(&wanted))
+    }
+}
+
+/// The embedded store's directory when `JwtRefreshToken__Embedded__Path` is unset.
+pub const DEFAULT_EMBEDDED_PATH: &str = "./.data";
+
+/// The text default of `name`'s row ("" when the row has none): for the settings whose default
+/// code takes from here, so the docs generated from the table state what the code does.
+pub fn text_default(name: &str) -> &'static str {
+    match Setting::find(name).map(|s| s.default) {
+        Some(DefaultValue::Text(t)) => t,
+        _ => "",
     }
 }
 
@@ -74,6 +166,8 @@ pub const COSMOS_DATABASE: &str = "JwtRefreshToken__Cosmos__DatabaseName";
 pub const COSMOS_TOKEN_CONTAINER: &str = "JwtRefreshToken__Cosmos__TokenContainerId";
 pub const COSMOS_USER_CONTAINER: &str = "JwtRefreshToken__Cosmos__UserContainerId";
 pub const COSMOS_TIMEOUT: &str = "JwtRefreshToken__Cosmos__RequestTimeoutMs";
+/// `true`: a `JwtRefreshToken__*` name the table does not list stops start-up (else a warning).
+pub const STRICT_SETTINGS: &str = "JwtRefreshToken__StrictSettings";
 /// The port the Functions host tells the handler to listen on.
 pub const PORT: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
 /// Client id of a user-assigned managed identity.
@@ -87,46 +181,204 @@ pub const IDENTITY_HEADER: &str = "IDENTITY_HEADER";
 /// The site name; set in every App Service / Functions app, so it tells "running in Azure".
 pub const WEBSITE_SITE_NAME: &str = "WEBSITE_SITE_NAME";
 
+const DAY: i64 = 86_400_000;
+
 /// Every setting the handler reads.
 pub const ALL: &[Setting] = &[
-    Setting::new(ISSUER, Deploy::Template),
-    Setting::new(AUDIENCE, Deploy::Template),
-    Setting::new(ALGORITHM, Deploy::Template),
-    Setting::secret(ALGORITHM_KEY, Deploy::Template),
-    Setting::secret(PREVIOUS_KEYS, Deploy::Optional),
-    Setting::new(CLOCK_SKEW, Deploy::Optional),
-    Setting::new(CREATE_EXPIRES, Deploy::Optional),
-    Setting::new(REFRESH_EXPIRES, Deploy::Optional),
-    Setting::new(IDLE_EXPIRES, Deploy::Optional),
-    Setting::new(REGISTRATION_MODE, Deploy::Optional),
-    Setting::new(REGISTRATION_MAX_PER_ADDRESS, Deploy::Optional),
-    Setting::new(REGISTRATION_WINDOW, Deploy::Optional),
-    Setting::new(PASSWORD_MIN_LENGTH, Deploy::Optional),
-    Setting::new(REUSE_GRACE, Deploy::Optional),
-    Setting::secret(ROTATION_SECRET, Deploy::Template),
-    Setting::new(MAX_FAILURES, Deploy::Optional),
-    Setting::new(MAX_FAILURES_PER_USERNAME, Deploy::Optional),
-    Setting::new(LOCKOUT, Deploy::Optional),
-    Setting::new(HASH_WORKERS, Deploy::Optional),
-    Setting::new(HASH_QUEUE, Deploy::Optional),
-    Setting::new(HASH_QUEUE_TIMEOUT, Deploy::Optional),
-    Setting::new(HEADER_READ_TIMEOUT, Deploy::Optional),
-    Setting::new(IDLE_TIMEOUT, Deploy::Optional),
-    Setting::new(CORS_ALLOWED_ORIGINS, Deploy::Optional),
-    Setting::new(EMBEDDED_PATH, Deploy::Local),
-    Setting::new(COSMOS_ENDPOINT, Deploy::Template),
-    Setting::secret(COSMOS_CONNECTION_STRING, Deploy::Local),
-    Setting::new(COSMOS_DATABASE, Deploy::Template),
-    Setting::new(COSMOS_TOKEN_CONTAINER, Deploy::Template),
-    Setting::new(COSMOS_USER_CONTAINER, Deploy::Template),
-    Setting::new(COSMOS_TIMEOUT, Deploy::Optional),
-    Setting::new(PORT, Deploy::Platform),
-    Setting::new(AZURE_CLIENT_ID, Deploy::Optional),
-    Setting::new(REGION_NAME, Deploy::Platform),
-    Setting::new(IDENTITY_ENDPOINT, Deploy::Platform),
-    Setting::secret(IDENTITY_HEADER, Deploy::Platform),
-    Setting::new(WEBSITE_SITE_NAME, Deploy::Platform),
+    Setting::new(ISSUER, Deploy::Template).kind(Kind::Url).required().doc(
+        "`iss` of every access token, and the only issuer accepted. Set it to the service's public base URL, \
+         e.g. `https://<app>.azurewebsites.net/api` (the Bicep output `issuer`). `--dev`: `http://localhost:7071`.",
+    ),
+    Setting::new(AUDIENCE, Deploy::Template)
+        .required()
+        .doc("`aud` of every access token, and the only audience accepted. `--dev`: `jwt-refresh-token-dev`."),
+    Setting::new(ALGORITHM, Deploy::Template).kind(Kind::Choice(&["HS256", "ES256", "EdDSA"])).text_default("HS256").doc(
+        "How access tokens are signed. ES256 or EdDSA (recommended, and the Bicep default) publish the public key \
+         in JWKS; HS256 signs with a shared secret, as the .NET package does.",
+    ),
+    Setting::secret(ALGORITHM_KEY, Deploy::Template).required().doc(
+        "HS256: a secret of at least 32 bytes and 128 estimated bits; ES256/EdDSA: a PKCS#8 PEM private key. \
+         `handler keys generate --algorithm ES256` prints one. `--dev`: generated once into the store directory.",
+    ),
+    Setting::secret(PREVIOUS_KEYS, Deploy::Optional).kind(Kind::Numbered).doc(
+        "Keys of earlier rotations, still accepted: HS256 secrets, or SPKI PEM public keys (never old private keys).",
+    ),
+    Setting::new(CLOCK_SKEW, Deploy::Optional)
+        .int(30_000, 0, 600_000)
+        .doc("Allowance for clock differences when checking `exp` and `nbf`."),
+    Setting::new(CREATE_EXPIRES, Deploy::Optional).int(300_000, 1_000, DAY).doc("Access-token lifetime."),
+    Setting::new(REFRESH_EXPIRES, Deploy::Optional)
+        .int(604_800_000, 1_000, 3_650 * DAY)
+        .doc("Absolute session lifetime; rotation never extends it."),
+    Setting::new(IDLE_EXPIRES, Deploy::Optional).int(0, 0, 3_650 * DAY).doc(
+        "A session not refreshed for this long ends (0: off). At most `RefreshExpiresInMs`.",
+    ),
+    Setting::new(REGISTRATION_MODE, Deploy::Optional).kind(Kind::Choice(&["closed", "open"])).text_default("closed").doc(
+        "`open`: anyone may sign up (`POST /api/register`), throttled per client address; `closed`: admins create \
+         users. `--dev`: `open`.",
+    ),
+    Setting::new(REGISTRATION_MAX_PER_ADDRESS, Deploy::Optional)
+        .int(5, 1, 100_000)
+        .doc("Sign-ups accepted from one client address per window."),
+    Setting::new(REGISTRATION_WINDOW, Deploy::Optional).int(3_600_000, 1_000, DAY).doc("The sign-up throttle's window."),
+    Setting::new(PASSWORD_MIN_LENGTH, Deploy::Optional)
+        .int(8, 8, 1_024)
+        .doc("Shortest new password, in characters (sign-up, password change, admin- and CLI-created users)."),
+    Setting::new(REUSE_GRACE, Deploy::Optional).int(10_000, 0, 300_000).doc(
+        "How long the immediately previous refresh token still yields the same successor (a lost response); \
+         any other reuse ends the session.",
+    ),
+    Setting::secret(ROTATION_SECRET, Deploy::Template)
+        .default(DefaultValue::Derived("HKDF of AlgorithmKey"))
+        .doc("Server-side secret mixed into every refresh token, with the same strength rules as an HS256 key."),
+    Setting::new(MAX_FAILURES, Deploy::Optional)
+        .int(5, 1, 1_000)
+        .doc("Failed logins from one client address before the username is locked for that address."),
+    Setting::new(MAX_FAILURES_PER_USERNAME, Deploy::Optional)
+        .int(50, 1, 100_000)
+        .default(DefaultValue::Derived("10 × MaxFailures"))
+        .doc("Failed logins from all addresses together before the username is locked everywhere; at least `MaxFailures`."),
+    Setting::new(LOCKOUT, Deploy::Optional)
+        .int(900_000, 1_000, DAY)
+        .doc("How long a lock lasts, and the window in which failures add up."),
+    Setting::new(HASH_WORKERS, Deploy::Optional)
+        .int(2, 1, 64)
+        .default(DefaultValue::Derived("one per core, at most 4"))
+        .doc("Password-hashing threads, each keeping one 19 MiB argon2id block resident."),
+    Setting::new(HASH_QUEUE, Deploy::Optional)
+        .int(64, 1, 100_000)
+        .doc("Hashing requests that may wait for a worker; more are refused at once with 503."),
+    Setting::new(HASH_QUEUE_TIMEOUT, Deploy::Optional)
+        .int(2_000, 10, 60_000)
+        .doc("Longest a request waits for a hashing worker before it is answered with 503."),
+    Setting::new(HEADER_READ_TIMEOUT, Deploy::Optional)
+        .int(10_000, 100, 600_000)
+        .doc("Time a client has to send a request's headers once it started a request."),
+    Setting::new(IDLE_TIMEOUT, Deploy::Optional)
+        .int(120_000, 100, 3_600_000)
+        .doc("Time an idle keep-alive connection stays open."),
+    Setting::new(CORS_ALLOWED_ORIGINS, Deploy::Optional).kind(Kind::List).doc(
+        "Exact browser origins (`https://app.example.com`, no path or wildcard) allowed to call with credentials; \
+         also turns on the cookie transport for them.",
+    ),
+    Setting::new(EMBEDDED_PATH, Deploy::Local).kind(Kind::Path).text_default(DEFAULT_EMBEDDED_PATH).doc(
+        "Directory of the embedded SQLite store (used when no Cosmos DB is set); `:memory:` keeps it in memory.",
+    ),
+    Setting::new(COSMOS_ENDPOINT, Deploy::Template)
+        .kind(Kind::Url)
+        .doc("Cosmos DB account endpoint, reached with Microsoft Entra ID (the managed identity in Azure)."),
+    Setting::secret(COSMOS_CONNECTION_STRING, Deploy::Local)
+        .doc("Cosmos DB connection string with an account key (emulators and local work); not with `AccountEndpoint`."),
+    Setting::new(COSMOS_DATABASE, Deploy::Template).text_default("jwt-refresh-token").doc("Cosmos DB database name."),
+    Setting::new(COSMOS_TOKEN_CONTAINER, Deploy::Template)
+        .text_default("tokens")
+        .doc("Sessions container (partition key `/userId`)."),
+    Setting::new(COSMOS_USER_CONTAINER, Deploy::Template)
+        .text_default("users")
+        .doc("Accounts container (partition key `/id`)."),
+    Setting::new(COSMOS_TIMEOUT, Deploy::Optional)
+        .int(5_000, 100, 120_000)
+        .doc("Timeout of each Cosmos DB request, retries included."),
+    Setting::new(STRICT_SETTINGS, Deploy::Optional).kind(Kind::Flag).text_default("false").doc(
+        "`true`: a `JwtRefreshToken__*` name this table does not list stops start-up; otherwise it is a warning \
+         with the closest known name.",
+    ),
+    Setting::new(PORT, Deploy::Platform)
+        .int(7071, 0, 65_535)
+        .doc("Listening port on 127.0.0.1, set by the Functions host (0 picks a free one)."),
+    Setting::new(AZURE_CLIENT_ID, Deploy::Optional).doc(
+        "Client id of the user-assigned managed identity; required in Azure with `AccountEndpoint`.",
+    ),
+    Setting::new(REGION_NAME, Deploy::Platform).doc("The Function App's region; Cosmos DB requests go to the nearest one."),
+    Setting::new(IDENTITY_ENDPOINT, Deploy::Platform).kind(Kind::Url).doc("Managed identity endpoint, set by Azure."),
+    Setting::secret(IDENTITY_HEADER, Deploy::Platform).doc("Managed identity header secret, set by Azure."),
+    Setting::new(WEBSITE_SITE_NAME, Deploy::Platform).doc("The site name, set by Azure: tells that the app runs there."),
 ];
+
+/// `docs/configuration.md`, generated from [`ALL`] (a test fails when the committed file differs;
+/// `BLESS=1 cargo test --test layout` writes it).
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Configuration\n\n<!-- Generated from src/settings/names.rs by `BLESS=1 cargo test --test layout`; do not edit. -->\n\n\
+         Every setting the handler reads. In Azure they are app settings; locally, environment variables \
+         (or `local.settings.json` under `func start`). Names are matched without case, and `:` may stand for \
+         `__` (`JwtRefreshToken:Descriptor:Issuer`, as the .NET package wrote them). A `JwtRefreshToken__*` name \
+         that is not listed here is a start-up warning naming the closest listed one (an error with \
+         `JwtRefreshToken__StrictSettings=true`); every missing or invalid setting stops start-up with one line \
+         naming it.\n\n\
+         Where: *template* — `infra/main.bicep` sets it; *optional* — has a sound default; *platform* — set by \
+         Azure or the Functions host; *local* — local work only, never in Azure.\n\n",
+    );
+    for group in groups() {
+        out.push_str(&format!(
+            "## {group}\n\n| setting | type | default | where | description |\n|---|---|---|---|---|\n"
+        ));
+        for s in ALL.iter().filter(|s| group_of(s.name) == group) {
+            let name = if s.kind == Kind::Numbered { format!("`{}__N`", s.name) } else { format!("`{}`", s.name) };
+            out.push_str(&format!(
+                "| {name} | {} | {} | {} | {} |\n",
+                kind_text(s),
+                default_text(s.default),
+                deploy_text(s.deploy),
+                s.doc.replace('|', "\\|")
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The section a setting belongs to: the part after the prefix (`Descriptor`), or `Platform`.
+fn group_of(name: &str) -> &str {
+    name.strip_prefix(PREFIX).map_or("Platform and identity", |rest| rest.split("__").next().unwrap_or(rest))
+}
+
+fn groups() -> Vec<&'static str> {
+    let mut groups: Vec<&'static str> = Vec::new();
+    for s in ALL {
+        let g = group_of(s.name);
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    groups
+}
+
+fn kind_text(s: &Setting) -> String {
+    match s.kind {
+        Kind::Text => "text".into(),
+        Kind::Url => "URL".into(),
+        Kind::Secret => "secret".into(),
+        Kind::Path => "path".into(),
+        Kind::Integer { min, max } => {
+            let unit = if s.name.ends_with("Ms") { " ms" } else { "" };
+            format!("integer {min}–{max}{unit}")
+        }
+        Kind::Choice(words) => words.join(" \\| "),
+        Kind::Flag => "true \\| false".into(),
+        Kind::List => "comma-separated list".into(),
+        Kind::Numbered => "numbered secrets".into(),
+    }
+}
+
+fn default_text(d: DefaultValue) -> String {
+    match d {
+        DefaultValue::Required => "**required**".into(),
+        DefaultValue::Unset => "unset".into(),
+        DefaultValue::Int(v) => format!("`{v}`"),
+        DefaultValue::Text(t) => format!("`{t}`"),
+        DefaultValue::Derived(how) => how.into(),
+    }
+}
+
+fn deploy_text(d: Deploy) -> &'static str {
+    match d {
+        Deploy::Template => "template",
+        Deploy::Optional => "optional",
+        Deploy::Platform => "platform",
+        Deploy::Local => "local",
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -93,6 +93,17 @@ async fn each_bad_setting_stops_start_up_with_one_line_naming_it() {
             CONNECTION_STRING_SETTING,
         ),
     ];
+    let in_azure = Config::new()
+        .without(CONNECTION_STRING_SETTING)
+        .env("JwtRefreshToken__Cosmos__AccountEndpoint", "https://example.documents.azure.com:443/")
+        .env("WEBSITE_SITE_NAME", "my-app")
+        .env("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token")
+        .env("IDENTITY_HEADER", "h");
+    let rows = rows.into_iter().chain([(
+        "in Azure with a Cosmos endpoint but no AZURE_CLIENT_ID",
+        in_azure.without("AZURE_CLIENT_ID"),
+        "AZURE_CLIENT_ID",
+    )]);
     // The embedded store's path only matters when it is the store.
     let embedded_rows =
         [("store path below a file", Config::new().env(PATH_SETTING, "/proc/version/store"), PATH_SETTING)];
@@ -101,7 +112,9 @@ async fn each_bad_setting_stops_start_up_with_one_line_naming_it() {
         let out = run_to_exit(&config);
         assert!(!out.status.success(), "{why}: must exit non-zero ({:?})", out.status);
         assert!(out.elapsed < Duration::from_secs(5), "{why}: took {:?}", out.elapsed);
-        let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        // One line naming the setting; a missing one is followed by the hint line.
+        let lines: Vec<&str> =
+            out.stderr.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("hint: ")).collect();
         assert_eq!(lines.len(), 1, "{why}: one line on stderr, got {:?}", out.stderr);
         assert!(names_setting(lines[0], setting), "{why}: {:?} must name {setting}", lines[0]);
         assert!(!out.stderr.contains("panicked"), "{why}: {}", out.stderr);
@@ -198,4 +211,60 @@ fn cosmos_init_creates_the_database_and_containers_or_names_the_missing_setting(
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(CONNECTION_STRING_SETTING), "{stderr}");
     }
+}
+
+#[tokio::test]
+async fn start_up_names_every_missing_setting_at_once_and_says_how_to_start_locally() {
+    let config = Config::new()
+        .without(ISSUER_SETTING)
+        .without(AUDIENCE_SETTING)
+        .without(KEY_SETTING)
+        .env("JwtRefreshToken__Login__LockoutMs", "soon");
+    let out = run_to_exit(&config);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    for setting in [ISSUER_SETTING, AUDIENCE_SETTING, KEY_SETTING, "JwtRefreshToken__Login__LockoutMs"] {
+        assert_eq!(
+            errors.iter().filter(|l| names_setting(l, setting)).count(),
+            1,
+            "{setting} is named on a line of its own: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(errors.len(), 4, "{}", out.stderr);
+    let hint = out.stderr.lines().find(|l| l.starts_with("hint: ")).unwrap_or_default();
+    assert!(hint.contains("--dev") && hint.contains("local.settings.json.example"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_misspelt_setting_is_a_warning_with_the_name_meant_and_an_error_when_strict() {
+    let typo = "JwtRefreshToken__Descriptor__Isuer";
+    let app = TestApp::start(Config::new().env(typo, "https://typo.test"));
+    let logs = app.wait_for_logs(|lines| lines.iter().any(|l| l.contains("did you mean"))).await;
+    let warning = logs.iter().find(|l| l.contains("did you mean")).cloned().unwrap_or_default();
+    assert!(warning.contains("WARN") && warning.contains(ISSUER_SETTING), "{logs:?}");
+    assert!(!warning.contains("https://typo.test"), "values are never logged: {warning}");
+    assert_eq!(app.raw("GET", "/", None, Vec::new(), None).await.status, 200, "a warning does not stop start-up");
+
+    let out = run_to_exit(&Config::new().env(typo, "https://typo.test").env("JwtRefreshToken__StrictSettings", "true"));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("did you mean JwtRefreshToken__Descriptor__Issuer?"), "{}", out.stderr);
+    assert!(out.stderr.contains("JwtRefreshToken__StrictSettings"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn dev_mode_fills_in_the_key_for_every_spelling_of_hs256() {
+    for spelling in ["HMACSHA256", "hs256", "HMAC-SHA256"] {
+        let app = TestApp::start(dev_config().env(ALGORITHM_SETTING, spelling));
+        app.add_user("alice", PASSWORD, &[]);
+        let pair = app.login("alice", PASSWORD).await;
+        assert!(pair["access_token"].is_string(), "{spelling}: {pair}");
+    }
+}
+
+#[test]
+fn help_points_to_the_settings_reference() {
+    let out = std::process::Command::new(BIN).arg("--help").output().expect("run --help");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("docs/configuration.md"));
 }
