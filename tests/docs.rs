@@ -29,7 +29,9 @@ fn blocks(markdown: &str) -> Vec<Block> {
     let mut open: Option<Block> = None;
     for (i, line) in markdown.lines().enumerate() {
         match (&mut open, line.strip_prefix("```")) {
-            (None, Some(info)) => open = Some(Block { info: info.trim().to_string(), text: String::new(), line: i + 1 }),
+            (None, Some(info)) => {
+                open = Some(Block { info: info.trim().to_string(), text: String::new(), line: i + 1 })
+            }
             (Some(_), Some(rest)) if rest.trim().is_empty() => out.extend(open.take()),
             (Some(block), _) => {
                 block.text.push_str(line);

@@ -154,6 +154,10 @@ fn the_example_settings_and_the_template_state_the_tables_defaults() {
             let Some(s) = described.take() else { continue };
             let Some((_, default)) = param.split_once('=') else { continue };
             let default = default.trim().trim_matches('\'');
+            // An empty default is one the template computes (the Issuer from the app's host name).
+            if default.is_empty() {
+                continue;
+            }
             // The template deploys ES256 on purpose (resource servers verify with JWKS); the code
             // keeps HS256 when unset, as the .NET package it replaces.
             if s.name == names::ALGORITHM {

@@ -36,6 +36,8 @@ pub enum ApiError {
     NotFound(&'static str),
     /// 405 with `Allow`.
     MethodNotAllowed(String),
+    /// 408: the body did not arrive within the body-read timeout (the connection is then closed).
+    BodyTimeout,
     /// 413.
     PayloadTooLarge,
     /// 415.
@@ -65,6 +67,7 @@ impl ApiError {
             Self::Forbidden(_) | Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -76,7 +79,9 @@ impl ApiError {
     /// The `error` code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::InvalidRequest(_) | Self::PayloadTooLarge | Self::UnsupportedMediaType => "invalid_request",
+            Self::InvalidRequest(_) | Self::BodyTimeout | Self::PayloadTooLarge | Self::UnsupportedMediaType => {
+                "invalid_request"
+            }
             Self::InvalidGrant(_) => "invalid_grant",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidToken { .. } => "invalid_token",
@@ -99,6 +104,7 @@ impl ApiError {
             Self::MissingToken => "a Bearer access token is required".into(),
             Self::Forbidden(d) | Self::NotFound(d) | Self::AccessDenied(d) => (*d).into(),
             Self::MethodNotAllowed(allow) => format!("method not allowed; use {allow}"),
+            Self::BodyTimeout => "the request body did not arrive in time".into(),
             Self::PayloadTooLarge => format!("request body exceeds {} bytes", super::MAX_BODY_BYTES),
             Self::UnsupportedMediaType => {
                 "Content-Type must be application/json or application/x-www-form-urlencoded (UTF-8)".into()

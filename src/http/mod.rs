@@ -108,12 +108,17 @@ pub static ROUTES: [Route; 8] = [
     Route { function: Function::Password, methods: &[(Method::POST, Operation::ChangePassword)] },
     Route {
         function: Function::Sessions,
-        methods: &[(Method::GET, Operation::ListSessions), (Method::DELETE, Operation::EndSession)],
+        methods: &[
+            (Method::GET, Operation::ListSessions),
+            (Method::HEAD, Operation::ListSessions),
+            (Method::DELETE, Operation::EndSession),
+        ],
     },
     Route {
         function: Function::Users,
         methods: &[
             (Method::GET, Operation::ListUsers),
+            (Method::HEAD, Operation::ListUsers),
             (Method::POST, Operation::CreateUser),
             (Method::PATCH, Operation::ChangeUser),
         ],

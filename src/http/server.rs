@@ -34,6 +34,26 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Body = Full<Bytes>;
 
+/// Why a body was not read.
+enum Unread {
+    /// Larger than the limit (reading stopped there).
+    TooLarge,
+    /// Not complete within the body-read timeout.
+    TooSlow,
+    /// The connection failed.
+    Broken,
+}
+
+/// Reads at most `limit` bytes within `deadline` (the whole body, however it trickles in).
+async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize, deadline: Duration) -> Result<Vec<u8>, Unread> {
+    match tokio::time::timeout(deadline, read_limited(headers, body, limit)).await {
+        Err(_) => Err(Unread::TooSlow),
+        Ok(Err(_)) => Err(Unread::Broken),
+        Ok(Ok(None)) => Err(Unread::TooLarge),
+        Ok(Ok(Some(body))) => Ok(body),
+    }
+}
+
 /// Reads at most `limit` bytes; `None` when the body is larger (reading stops there).
 async fn read_limited(headers: &HeaderMap, mut body: Incoming, limit: usize) -> Result<Option<Vec<u8>>, hyper::Error> {
     let declared =
@@ -70,8 +90,17 @@ fn unreadable() -> ApiError {
     ApiError::InvalidRequest("the request body could not be read".into())
 }
 
+/// A 408 that also closes the connection: the rest of a slow body would be read as a request.
+fn too_slow(method: &Method, function: Option<Function>, mode: Mode) -> Response<Body> {
+    let response = Api::reject(method, function, mode, ApiError::BodyTimeout);
+    let mut r = if mode == Mode::Invocation { invocation_response(&response) } else { to_http(response) };
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 /// Answers one request.
-async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr, limits: &Http) -> Response<Body> {
+    let body_deadline = Duration::from_millis(limits.body_read_timeout_ms);
     let (parts, body) = req.into_parts();
     let (method, headers) = (parts.method, parts.headers);
     let path = parts.uri.path().to_string();
@@ -98,11 +127,12 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Respon
                     return to_http(Api::reject(&method, function, Mode::Forwarded, e));
                 }
             };
-            let (body, body_too_large) = match read_limited(&headers, body, MAX_BODY_BYTES).await {
-                Ok(Some(b)) => (b, false),
-                Ok(None) => (Vec::new(), true),
-                Err(_) => {
-                    return to_http(Api::reject(&method, Function::from_name(name), Mode::Forwarded, unreadable()));
+            let (body, body_too_large) = match read_body(&headers, body, MAX_BODY_BYTES, body_deadline).await {
+                Ok(b) => (b, false),
+                Err(Unread::TooLarge) => (Vec::new(), true),
+                Err(Unread::TooSlow) => return too_slow(&method, function, Mode::Forwarded),
+                Err(Unread::Broken) => {
+                    return to_http(Api::reject(&method, function, Mode::Forwarded, unreadable()));
                 }
             };
             let req = ApiRequest {
@@ -120,12 +150,11 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Respon
             to_http(api.handle(req).await)
         }
         [name] if method == Method::POST && Function::from_name(name).is_some() => {
-            let request = match read_limited(&headers, body, MAX_INVOCATION_BYTES).await {
-                Ok(Some(payload)) => {
-                    invocation::parse(Function::from_name(name), &payload, invocation_id, Some(peer.ip()))
-                }
-                Ok(None) => Err(ApiError::PayloadTooLarge),
-                Err(_) => Err(unreadable()),
+            let request = match read_body(&headers, body, MAX_INVOCATION_BYTES, body_deadline).await {
+                Ok(payload) => invocation::parse(Function::from_name(name), &payload, invocation_id, Some(peer.ip())),
+                Err(Unread::TooLarge) => Err(ApiError::PayloadTooLarge),
+                Err(Unread::TooSlow) => return too_slow(&method, Function::from_name(name), Mode::Invocation),
+                Err(Unread::Broken) => Err(unreadable()),
             };
             let response = match request {
                 Ok(req) => api.handle(req).await,
@@ -173,6 +202,11 @@ struct Activity {
     reading_since: AtomicU64,
     /// When the connection last became idle (start, or the last response).
     idle_since: AtomicU64,
+    /// Set to close the connection when it is idle (to make room under the connection cap).
+    evicted: AtomicBool,
+    /// Wakes the connection's deadline loop when its state changed (a request began arriving,
+    /// ended, or the connection was evicted), so the right deadline is armed at once.
+    changed: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -183,6 +217,8 @@ impl Activity {
             reading: AtomicBool::new(false),
             reading_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
+            evicted: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -193,6 +229,8 @@ impl Activity {
     fn bytes_read(&self) {
         if self.in_flight.load(Ordering::SeqCst) == 0 && !self.reading.swap(true, Ordering::SeqCst) {
             self.reading_since.store(self.now(), Ordering::SeqCst);
+            // The idle deadline was armed; the header deadline (usually shorter) applies now.
+            self.changed.notify_one();
         }
     }
 
@@ -204,10 +242,29 @@ impl Activity {
     fn request_done(&self) {
         self.idle_since.store(self.now(), Ordering::SeqCst);
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.changed.notify_one();
+    }
+
+    /// Idle: no request being answered and none arriving.
+    fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0 && !self.reading.load(Ordering::SeqCst)
+    }
+
+    /// When it last became idle, comparable across connections.
+    fn idle_at(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.idle_since.load(Ordering::SeqCst))
+    }
+
+    fn evict(&self) {
+        self.evicted.store(true, Ordering::SeqCst);
+        self.changed.notify_one();
     }
 
     /// `Err(reason)` once a deadline passed, else how long until the next one could.
     fn check(&self, limits: &Http) -> Result<Duration, &'static str> {
+        if self.evicted.load(Ordering::SeqCst) && self.is_idle() {
+            return Err("closed to make room under the connection cap");
+        }
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             return Ok(Duration::from_millis(limits.header_read_timeout_ms.min(limits.idle_timeout_ms)));
         }
@@ -251,21 +308,84 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
+/// The open connections, for the connection cap: each is registered while its task runs.
+#[derive(Debug, Default)]
+struct Connections {
+    next_id: AtomicU64,
+    open: std::sync::Mutex<std::collections::HashMap<u64, Arc<Activity>>>,
+}
+
+/// Removes a connection from [`Connections`] when its task ends, however it ends.
+struct Registered {
+    connections: Arc<Connections>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.connections.open.lock() {
+            open.remove(&self.id);
+        }
+    }
+}
+
+/// Room for a new connection: under the cap, or once the longest-idle one is told to close.
+enum Admission {
+    Admitted,
+    /// Every open connection is busy.
+    Full,
+}
+
+impl Connections {
+    fn admit(&self, max: usize) -> Admission {
+        let Ok(open) = self.open.lock() else { return Admission::Admitted };
+        let closing = open.values().filter(|a| a.evicted.load(Ordering::SeqCst)).count();
+        if open.len().saturating_sub(closing) < max {
+            return Admission::Admitted;
+        }
+        let idle =
+            open.values().filter(|a| a.is_idle() && !a.evicted.load(Ordering::SeqCst)).min_by_key(|a| a.idle_at());
+        match idle {
+            Some(oldest) => {
+                oldest.evict();
+                Admission::Admitted
+            }
+            None => Admission::Full,
+        }
+    }
+
+    fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Registered {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(id, activity);
+        }
+        Registered { connections: Arc::clone(self), id }
+    }
+}
+
+/// The answer to a connection over the cap, written without hyper: the connection is closed
+/// right after it.
+const FULL_RESPONSE: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n\
+Cache-Control: no-store\r\nConnection: close\r\nContent-Length: 97\r\n\r\n\
+{\"error\":\"temporarily_unavailable\",\"error_description\":\"too many connections; try again shortly\"}";
+
 async fn connection(
     api: Api,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     limits: Http,
     watcher: hyper_util::server::graceful::Watcher,
+    activity: Arc<Activity>,
+    _registered: Registered,
 ) {
-    let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched { inner: stream, activity: Arc::clone(&activity) });
     let service_activity = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (api, activity) = (api.clone(), Arc::clone(&service_activity));
         activity.request_started();
         async move {
-            let response = dispatch(&api, req, peer).await;
+            let response = dispatch(&api, req, peer, &limits).await;
             activity.request_done();
             Ok::<_, Infallible>(response)
         }
@@ -291,6 +411,7 @@ async fn connection(
                 return;
             }
             () = tokio::time::sleep(wait) => {}
+            () = activity.changed.notified() => {}
         }
     }
 }
@@ -304,13 +425,22 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(Connections::default());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(api.clone(), stream, peer, limits, graceful.watcher()));
+                    if let Admission::Full = connections.admit(limits.max_connections) {
+                        // Busy connections only: refuse this one at once rather than queue it.
+                        let _ = stream.try_write(FULL_RESPONSE);
+                        tracing::debug!(%peer, "connection refused: every connection is busy");
+                        continue;
+                    }
+                    let activity = Arc::new(Activity::new());
+                    let registered = connections.register(Arc::clone(&activity));
+                    tokio::spawn(connection(api.clone(), stream, peer, limits, graceful.watcher(), activity, registered));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait instead of spinning.
@@ -324,5 +454,44 @@ pub async fn serve(
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still in flight after the drain timeout");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_full_answer_is_well_formed_json_of_its_declared_length() {
+        let text = std::str::from_utf8(FULL_RESPONSE).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        let declared: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+        assert_eq!(declared, body.len());
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"], "temporarily_unavailable");
+    }
+
+    #[test]
+    fn at_the_cap_the_longest_idle_connection_makes_room_and_busy_ones_never_do() {
+        let connections = Arc::new(Connections::default());
+        let busy = Arc::new(Activity::new());
+        busy.request_started();
+        let _busy = connections.register(Arc::clone(&busy));
+        assert!(matches!(connections.admit(1), Admission::Full), "only a busy connection is open");
+        let idle = Arc::new(Activity::new());
+        let _idle = connections.register(Arc::clone(&idle));
+        assert!(matches!(connections.admit(2), Admission::Admitted));
+        assert!(idle.evicted.load(Ordering::SeqCst), "the idle one is told to close");
+        assert!(!busy.evicted.load(Ordering::SeqCst));
+        assert!(
+            idle.check(&crate::settings::Http {
+                header_read_timeout_ms: 1_000,
+                idle_timeout_ms: 1_000,
+                body_read_timeout_ms: 1_000,
+                max_connections: 2,
+            })
+            .is_err()
+        );
     }
 }

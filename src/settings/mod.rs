@@ -164,6 +164,10 @@ pub struct Http {
     pub header_read_timeout_ms: u64,
     /// Time an idle keep-alive connection stays open.
     pub idle_timeout_ms: u64,
+    /// Time a client has to send a request's whole body once its headers arrived.
+    pub body_read_timeout_ms: u64,
+    /// Open connections at most (idle ones are closed first to make room).
+    pub max_connections: usize,
 }
 
 /// Browser origins allowed to call the service with credentials (`JwtRefreshToken__Cors__*`).
@@ -266,11 +270,11 @@ pub struct Settings {
 use env::shorten;
 pub use names::DEFAULT_EMBEDDED_PATH;
 use names::{
-    ALGORITHM, ALGORITHM_KEY, AUDIENCE, CLOCK_SKEW, CORS_ALLOWED_ORIGINS, COSMOS_CONNECTION_STRING, CREATE_EXPIRES,
-    HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_EXPIRES, IDLE_TIMEOUT, ISSUER, LOCKOUT,
-    MAX_FAILURES, MAX_FAILURES_PER_USERNAME, PASSWORD_MIN_LENGTH, PORT, PREVIOUS_KEYS, REFRESH_EXPIRES,
-    REGISTRATION_MAX_PER_ADDRESS, REGISTRATION_MODE, REGISTRATION_WINDOW, REUSE_GRACE, ROTATION_SECRET,
-    STRICT_SETTINGS,
+    ALGORITHM, ALGORITHM_KEY, AUDIENCE, BODY_READ_TIMEOUT, CLOCK_SKEW, CORS_ALLOWED_ORIGINS, COSMOS_CONNECTION_STRING,
+    CREATE_EXPIRES, HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_EXPIRES, IDLE_TIMEOUT,
+    ISSUER, LOCKOUT, MAX_CONNECTIONS, MAX_FAILURES, MAX_FAILURES_PER_USERNAME, PASSWORD_MIN_LENGTH, PORT,
+    PREVIOUS_KEYS, REFRESH_EXPIRES, REGISTRATION_MAX_PER_ADDRESS, REGISTRATION_MODE, REGISTRATION_WINDOW, REUSE_GRACE,
+    ROTATION_SECRET, STRICT_SETTINGS,
 };
 /// Issuer used in development mode when none is set.
 pub const DEV_ISSUER: &str = "http://localhost:7071";
@@ -403,8 +407,12 @@ impl Settings {
             queue_length: p.int(env, HASH_QUEUE),
             queue_timeout_ms: p.int(env, HASH_QUEUE_TIMEOUT),
         };
-        let http =
-            Http { header_read_timeout_ms: p.int(env, HEADER_READ_TIMEOUT), idle_timeout_ms: p.int(env, IDLE_TIMEOUT) };
+        let http = Http {
+            header_read_timeout_ms: p.int(env, HEADER_READ_TIMEOUT),
+            idle_timeout_ms: p.int(env, IDLE_TIMEOUT),
+            body_read_timeout_ms: p.int(env, BODY_READ_TIMEOUT),
+            max_connections: p.int(env, MAX_CONNECTIONS),
+        };
         let cors = p.take(load_cors(env), Cors::default);
         p.take(strict_flag(env), || false);
         p.finish(Self { descriptor, expires, rotation, login, hashing, http, cors, accounts, store, port, mode })

@@ -158,6 +158,8 @@ pub const HASH_QUEUE: &str = "JwtRefreshToken__Login__HashQueueLength";
 pub const HASH_QUEUE_TIMEOUT: &str = "JwtRefreshToken__Login__HashQueueTimeoutMs";
 pub const HEADER_READ_TIMEOUT: &str = "JwtRefreshToken__Http__HeaderReadTimeoutMs";
 pub const IDLE_TIMEOUT: &str = "JwtRefreshToken__Http__IdleTimeoutMs";
+pub const BODY_READ_TIMEOUT: &str = "JwtRefreshToken__Http__BodyReadTimeoutMs";
+pub const MAX_CONNECTIONS: &str = "JwtRefreshToken__Http__MaxConnections";
 pub const CORS_ALLOWED_ORIGINS: &str = "JwtRefreshToken__Cors__AllowedOrigins";
 pub const EMBEDDED_PATH: &str = "JwtRefreshToken__Embedded__Path";
 pub const COSMOS_ENDPOINT: &str = "JwtRefreshToken__Cosmos__AccountEndpoint";
@@ -257,6 +259,14 @@ pub const ALL: &[Setting] = &[
     Setting::new(IDLE_TIMEOUT, Deploy::Optional)
         .int(120_000, 100, 3_600_000)
         .doc("Time an idle keep-alive connection stays open."),
+    Setting::new(BODY_READ_TIMEOUT, Deploy::Optional).int(10_000, 100, 600_000).doc(
+        "Time a client has to send a request's whole body once its headers arrived; a slower body is answered \
+         408 and the connection closed.",
+    ),
+    Setting::new(MAX_CONNECTIONS, Deploy::Optional).int(1_024, 1, 1_000_000).doc(
+        "Open client connections at most. At the cap, the longest-idle keep-alive connection is closed to make \
+         room; only when none is idle is a new connection answered 503 and closed.",
+    ),
     Setting::new(CORS_ALLOWED_ORIGINS, Deploy::Optional).kind(Kind::List).doc(
         "Exact browser origins (`https://app.example.com`, no path or wildcard) allowed to call with credentials; \
          also turns on the cookie transport for them.",

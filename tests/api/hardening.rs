@@ -301,11 +301,20 @@ async fn the_store_directory_and_files_are_private() {
 #[tokio::test]
 async fn head_is_answered_wherever_get_is() {
     let app = TestApp::spawn(&[]);
-    for path in ["/", "/api/jwks"] {
-        let r = app.request("HEAD", path, &[], vec![]).await;
-        assert_eq!(r.status, 200, "HEAD {path}");
-        assert!(r.body.is_empty(), "HEAD {path} has no body");
+    app.add_user("root", PASSWORD, &["admin"]);
+    let bearer = access_token(&app.login("root", PASSWORD).await);
+    let auth = [("authorization".to_string(), format!("Bearer {bearer}"))];
+    for (path, headers) in [("/", &[][..]), ("/api/jwks", &[][..]), ("/api/sessions", &auth[..]), ("/api/users", &auth[..])] {
+        let get = app.request("GET", path, headers, vec![]).await;
+        let head = app.request("HEAD", path, headers, vec![]).await;
+        assert_eq!(head.status, get.status, "HEAD {path} answers as GET does");
+        assert_eq!(head.status, 200, "HEAD {path}");
+        assert!(head.body.is_empty(), "HEAD {path} has no body");
+        assert_eq!(head.header("content-type"), get.header("content-type"), "HEAD {path}");
+        assert_eq!(head.header("cache-control"), get.header("cache-control"), "HEAD {path}");
     }
+    let unauthenticated = app.request("HEAD", "/api/sessions", &[], vec![]).await;
+    assert_eq!(unauthenticated.status, 401, "HEAD needs the same credentials as GET");
 }
 
 #[tokio::test]
@@ -508,4 +517,123 @@ fn the_scoring_child_answers_the_scores_the_server_expects() {
         .output()
         .unwrap();
     assert!(!garbage.status.success(), "no input is an error, not a score");
+}
+
+#[tokio::test]
+async fn headers_and_bodies_sent_a_byte_at_a_time_are_cut_at_their_own_deadlines() {
+    use tokio::io::AsyncReadExt as _;
+    let app = TestApp::spawn(&[
+        ("JwtRefreshToken__Http__HeaderReadTimeoutMs", "1000"),
+        ("JwtRefreshToken__Http__BodyReadTimeoutMs", "1000"),
+        ("JwtRefreshToken__Http__IdleTimeoutMs", "20000"),
+    ]);
+    let addr = format!("127.0.0.1:{}", app.port);
+    // Headers at 10 bytes/s: closed about a second after the first byte, long before the idle timeout.
+    let mut slow_headers = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = Instant::now();
+    let headers = b"GET / HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let (mut read, mut write) = slow_headers.split();
+    let mut answer = Vec::new();
+    let reading = read.read_to_end(&mut answer);
+    let writing = async {
+        use tokio::io::AsyncWriteExt as _;
+        for b in headers {
+            if write.write_all(std::slice::from_ref(b)).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        _ = reading => {}
+        () = writing => panic!("all headers were sent at 10 bytes/s without the connection being cut"),
+    }
+    let cut_after = started.elapsed();
+    assert!(cut_after < Duration::from_secs(4), "the header deadline counts from the first byte: {cut_after:?}");
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"), "no answer to the slow request");
+
+    // A body at 10 bytes/s: 408, JSON, and the connection closed, about a second after the headers.
+    let mut slow_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    {
+        use tokio::io::AsyncWriteExt as _;
+        slow_body
+            .write_all(
+                b"POST /api/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n",
+            )
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    let (mut read, mut write) = slow_body.split();
+    let mut answer = Vec::new();
+    let reading = read.read_to_end(&mut answer);
+    let writing = async {
+        use tokio::io::AsyncWriteExt as _;
+        for _ in 0..200 {
+            if write.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        _ = reading => {}
+        () = writing => panic!("a 200-byte body at 10 bytes/s was read to the end"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"error\":\"invalid_request\""), "{text}");
+    assert_eq!(app.request("GET", "/", &[], vec![]).await.status, 200, "the service is unaffected");
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_idle_connections_make_room_and_busy_ones_get_503() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::spawn(&[
+        ("JwtRefreshToken__Http__MaxConnections", "20"),
+        ("JwtRefreshToken__Http__HeaderReadTimeoutMs", "30000"),
+        ("JwtRefreshToken__Http__IdleTimeoutMs", "30000"),
+    ]);
+    let addr = format!("127.0.0.1:{}", app.port);
+    let rss_before = app.memory_kib("VmRSS");
+    // 200 idle connections: far over the cap, and a new GET / is still answered at once.
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let r = app.request("GET", "/", &[], vec![]).await;
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(2), "answered at once: {:?}", started.elapsed());
+    let mut closed = 0;
+    for s in &mut idle {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(20), s.read(&mut b)).await {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 180, "idle connections were closed to make room: {closed} of 200");
+    drop(idle);
+    // 20 connections in the middle of a request: none is idle, so the next one is refused.
+    let mut busy = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        busy.push(s);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("Retry-After: 1") && text.contains("temporarily_unavailable"), "{text}");
+    drop(busy);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.request("GET", "/", &[], vec![]).await.status, 200, "room again once they left");
+    let rss_after = app.memory_kib("VmRSS");
+    assert!(rss_after < rss_before + 20 * 1024, "resident memory stays bounded: {rss_before} → {rss_after} KiB");
 }
