@@ -250,6 +250,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'scm'
+  // Not in the resource type's schema, but the deployment fails with "parameter 'location' has an
+  // invalid value" without it (Azure/bicep-types-az#1529, #1566, #1317; Azure/bicep#5531).
+  #disable-next-line BCP187
+  location: location
   properties: {
     allow: false
   }
@@ -258,6 +262,10 @@ resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
 resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'ftp'
+  // Not in the resource type's schema, but the deployment fails with "parameter 'location' has an
+  // invalid value" without it (Azure/bicep-types-az#1529, #1566, #1317; Azure/bicep#5531).
+  #disable-next-line BCP187
+  location: location
   properties: {
     allow: false
   }
