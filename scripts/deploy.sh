@@ -100,6 +100,15 @@ for tool in az python3 curl; do
     command -v "$tool" >/dev/null 2>&1 || fail "$tool is not installed (prerequisites: docs/azure-deployment.md)"
 done
 
+if $WHAT_IF_ONLY; then
+    say "--what-if-only: bicep build, runtime check and what-if for $RG ($LOCATION); nothing is created or changed"
+else
+    say "deploying to resource group $RG in $LOCATION (safe to re-run; --what-if-only changes nothing)"
+    if ! $SKIP_PACKAGE && [[ ! -x "$DIST/functionapp/handler" ]]; then
+        say "no packaged handler yet: step 5 builds one (a release build with fat LTO, about 5 minutes on 2 cores)"
+    fi
+fi
+
 # Everything temporary (secrets included) lives in one private directory, removed on exit.
 umask 077
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/jwt-deploy.XXXXXX")
@@ -191,7 +200,7 @@ if [[ "${plan:-FlexConsumption}" == FlexConsumption ]]; then
     say "Flex Consumption runtimes offered in $LOCATION:"
     if ! az functionapp list-flexconsumption-runtimes --location "$LOCATION" --runtime custom -o json >"$WORK/runtimes.json" 2>"$WORK/az.err"; then
         cat "$WORK/az.err" >&2
-        fail "cannot list the Flex Consumption runtimes of '$LOCATION': pick a region from az functionapp list-flexconsumption-locations -o table"
+        fail "cannot list the Flex Consumption runtimes of '$LOCATION' (see above): pick a region from az functionapp list-flexconsumption-locations -o table, or update the CLI (az upgrade) if it does not know the custom runtime"
     fi
     offered=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(" ".join(sorted({str(x.get("version","?")) for x in r if str(x.get("name","")).lower()=="custom"})))' "$WORK/runtimes.json")
     [[ -n "$offered" ]] ||
