@@ -1,8 +1,9 @@
 // jwt-refresh-token on Azure Functions (Linux, custom handler) with Cosmos DB, Key Vault and
 // identity-based storage, deployed in one pass at resource-group scope:
-//   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.bicepparam
+//   scripts/deploy.sh   (bicep build, what-if, this deployment, secrets, package, publish, smoke test)
+// or by hand: az deployment group create -g <rg> -f infra/main.bicep -p infra/main.bicepparam
 // The two secrets are not parameters: the deploy step writes them into Key Vault afterwards
-// (README.md, "Deploy to Azure"). See infra/README.md for every resource, role and parameter.
+// (docs/azure-deployment.md). See infra/README.md for every resource, role and parameter.
 
 targetScope = 'resourceGroup'
 
@@ -67,21 +68,20 @@ param operatorPrincipalType string = 'User'
 
 // ---------------------------------------------------------------- token settings
 
-@description('JwtRefreshToken__Descriptor__Issuer: iss of every access token.')
-@minLength(1)
-param jwtIssuer string
+@description('JwtRefreshToken__Descriptor__Issuer: iss of every access token. "" (default): the app\'s own URL, https://<defaultHostName>/api (output issuer), where /api/jwks serves the public keys.')
+param jwtIssuer string = ''
 
 @description('JwtRefreshToken__Descriptor__Audience: aud of every access token.')
 @minLength(1)
 param jwtAudience string
 
-@description('JwtRefreshToken__Descriptor__Algorithm. HS256 (default, as the .NET package) signs with a secret, ES256/EdDSA with a PKCS#8 PEM private key; the key itself is written to Key Vault by the deploy step (handler keys generate).')
+@description('JwtRefreshToken__Descriptor__Algorithm. ES256 (default) and EdDSA sign with a PKCS#8 PEM private key, so resource servers verify tokens with the public keys at /api/jwks; HS256 signs with a shared secret (the handler\'s own default, as the .NET package), which every verifier must hold. The key itself is written to Key Vault by the deploy step (handler keys generate --algorithm <this>).')
 @allowed([
   'HS256'
   'ES256'
   'EdDSA'
 ])
-param jwtAlgorithm string = 'HS256'
+param jwtAlgorithm string = 'ES256'
 
 @description('JwtRefreshToken__Descriptor__ClockSkewMs: allowance on exp/nbf.')
 @minValue(0)
@@ -296,8 +296,14 @@ module functionApp 'modules/functionapp.bicep' = {
 // ---------------------------------------------------------------- outputs (names and URLs only)
 
 output functionAppName string = functionApp.outputs.name
+output functionAppId string = functionApp.outputs.id
 output functionAppDefaultHostName string = functionApp.outputs.defaultHostName
 output tokenUrl string = 'https://${functionApp.outputs.defaultHostName}/api/token'
+output jwksUrl string = 'https://${functionApp.outputs.defaultHostName}/api/jwks'
+// The iss of every access token (JwtRefreshToken__Descriptor__Issuer): jwtIssuer, or
+// https://<defaultHostName>/api when it is "". Resource servers check tokens against it.
+output issuer string = functionApp.outputs.issuer
+output jwtAlgorithm string = jwtAlgorithm
 output appIdentityPrincipalId string = appIdentity.properties.principalId
 output appIdentityClientId string = appIdentity.properties.clientId
 output cosmosEndpoint string = cosmos.outputs.documentEndpoint

@@ -1,8 +1,9 @@
-// Example parameters: edit the issuer, audience and prefix. No secret is a parameter: the signing
-// key and the rotation secret are written into Key Vault after the deployment (README.md,
-// "Deploy to Azure"). The operator's object id comes from the environment so this file stays
-// the same for everyone:
+// Example parameters: edit the audience and prefix. No secret is a parameter: the signing key and
+// the rotation secret are written into Key Vault after the deployment (scripts/deploy.sh,
+// docs/azure-deployment.md). The operator's object id and an optional issuer come from the
+// environment so this file stays the same for everyone:
 //   export OPERATOR_PRINCIPAL_ID="$(az ad signed-in-user show --query id -o tsv)"
+//   export JWT_ISSUER=https://auth.example.com   # optional; unset: https://<app host>/api
 using 'main.bicep'
 
 param namePrefix = 'jwtrt'
@@ -13,11 +14,11 @@ param networkIsolation = false
 param corsAllowedOrigins = []
 
 param operatorPrincipalId = readEnvironmentVariable('OPERATOR_PRINCIPAL_ID', '')
-param operatorPrincipalType = 'User'
+param operatorPrincipalType = readEnvironmentVariable('OPERATOR_PRINCIPAL_TYPE', 'User')
 
-param jwtIssuer = 'https://auth.example.com'
+param jwtIssuer = readEnvironmentVariable('JWT_ISSUER', '')
 param jwtAudience = 'api://example-app'
-param jwtAlgorithm = 'HS256'
+param jwtAlgorithm = 'ES256'
 
 param jwtCreateExpiresInMs = 300000
 param jwtRefreshExpiresInMs = 604800000

@@ -93,8 +93,8 @@ class BrokenTemplates(unittest.TestCase):
         self.assert_fails("syntax_gate.py", "param jwtAlgorithmKey is not declared in main.bicep")
 
     def test_bicepparam_without_a_required_param_fails(self) -> None:
-        self.edit("infra/main.bicepparam", "param jwtIssuer = 'https://auth.example.com'\n", "")
-        self.assert_fails("syntax_gate.py", "requires param jwtIssuer")
+        self.edit("infra/main.bicepparam", "param jwtAudience = 'api://example-app'\n", "")
+        self.assert_fails("syntax_gate.py", "requires param jwtAudience")
 
     def test_bicepparam_with_a_broken_value_fails(self) -> None:
         self.edit("infra/main.bicepparam", "param tags = {\n", "param tags = {{\n")

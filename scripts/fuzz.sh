@@ -35,6 +35,7 @@ export JwtRefreshToken__Descriptor__AlgorithmKey
 printf 'fuzz-password-0123\n' | "$BIN" user add alice --role admin --password-stdin >/dev/null
 "$BIN" >"$log" 2>&1 &
 pid=$!
+# shellcheck disable=SC2317 # called by the EXIT trap below
 cleanup() {
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true

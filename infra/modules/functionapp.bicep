@@ -71,7 +71,7 @@ param identityResourceId string
 @description('Client id of the app\'s user-assigned identity (AZURE_CLIENT_ID and the identity-based connections).')
 param identityClientId string
 
-@description('JwtRefreshToken__Descriptor__Issuer')
+@description('JwtRefreshToken__Descriptor__Issuer; "" for the app\'s own URL, https://<defaultHostName>/api.')
 param jwtIssuer string
 
 @description('JwtRefreshToken__Descriptor__Audience')
@@ -250,6 +250,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'scm'
+  // Not in the resource type's schema, but the deployment fails with "parameter 'location' has an
+  // invalid value" without it (Azure/bicep-types-az#1529, #1566, #1317; Azure/bicep#5531).
+  #disable-next-line BCP187
+  location: location
   properties: {
     allow: false
   }
@@ -258,6 +262,10 @@ resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
 resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'ftp'
+  // Not in the resource type's schema, but the deployment fails with "parameter 'location' has an
+  // invalid value" without it (Azure/bicep-types-az#1529, #1566, #1317; Azure/bicep#5531).
+  #disable-next-line BCP187
+  location: location
   properties: {
     allow: false
   }
@@ -283,10 +291,14 @@ var dedicatedPlanSettings = {
   WEBSITE_RUN_FROM_PACKAGE: '1'
 }
 
+// The issuer of every access token: the parameter, or the app's own URL under the route prefix
+// (https://<app>.azurewebsites.net/api, where /api/jwks serves the public keys).
+var issuer = empty(jwtIssuer) ? 'https://${site.properties.defaultHostName}/api' : jwtIssuer
+
 // The service's own settings (names: src/settings/names.rs). Secrets are Key Vault references to
 // versionless secret URIs; the secrets themselves are written by the deploy step.
 var jwtSettings = {
-  JwtRefreshToken__Descriptor__Issuer: jwtIssuer
+  JwtRefreshToken__Descriptor__Issuer: issuer
   JwtRefreshToken__Descriptor__Audience: jwtAudience
   JwtRefreshToken__Descriptor__Algorithm: jwtAlgorithm
   JwtRefreshToken__Descriptor__AlgorithmKey: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${algorithmKeySecretName})'
@@ -322,3 +334,4 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
 output name string = site.name
 output id string = site.id
 output defaultHostName string = site.properties.defaultHostName
+output issuer string = issuer
