@@ -78,7 +78,7 @@ fn the_example_settings_are_complete_and_valid() {
     env.set(names::ROTATION_SECRET, key(SigningAlgorithm::Hs256));
     Settings::load(&env, Mode::Production).unwrap();
     // Every service setting of the names table is in the example (PreviousKeys is a list of
-    // optional entries, documented in the README), and the example holds no name the table lacks.
+    // optional entries, documented in docs/security.md#key-rotation), and the example holds no name the table lacks.
     for setting in names::ALL.iter().filter(|s| s.name.starts_with(names::PREFIX) && s.name != names::PREVIOUS_KEYS) {
         assert!(values.contains_key(setting.name), "local.settings.json.example lacks {}", setting.name);
     }

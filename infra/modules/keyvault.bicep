@@ -1,6 +1,6 @@
 // Key Vault (RBAC authorization, soft delete, purge protection) for the two service secrets.
 // The template creates no secret and takes no secret value: the deploy step writes them with
-// `az keyvault secret set` (see the README, "Deploy to Azure"), so no secret ever passes through a
+// `az keyvault secret set --file` (scripts/deploy.sh, docs/azure-deployment.md), so no secret ever passes through a
 // deployment's parameters or history. The app reads them through Key Vault references with its
 // user-assigned identity, which roles.bicep grants "Key Vault Secrets User".
 
