@@ -49,7 +49,7 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
     let address = req.client_address();
     match operation {
         Operation::Register => {
-            let transport = cookies::requested_transport(req)?;
+            let transport = cookies::requested_transport(&api.cors, req)?;
             let fields = Fields::parse(req)?;
             let username = fields.required("username", MAX_USERNAME_CHARS * 4)?;
             let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);

@@ -40,13 +40,28 @@ pub enum Transport {
     Cookie,
 }
 
-/// The transport the request asks for (`X-Token-Transport: body|cookie`, default body).
-pub fn requested_transport(req: &ApiRequest) -> Result<Transport, ApiError> {
+/// The transport the request asks for (`X-Token-Transport: body|cookie`, default body). Cookie
+/// transport sets the session's cookies, so it needs an allowed `Origin` as every other cookie
+/// request does: a cross-site page must not be able to log a browser in (login CSRF) or plant a
+/// session of the attacker's choosing.
+pub fn requested_transport(cors: &Cors, req: &ApiRequest) -> Result<Transport, ApiError> {
     match req.header(TRANSPORT_HEADER).map(str::trim) {
         None => Ok(Transport::Body),
         Some(v) if v.eq_ignore_ascii_case("body") => Ok(Transport::Body),
-        Some(v) if v.eq_ignore_ascii_case("cookie") => Ok(Transport::Cookie),
+        Some(v) if v.eq_ignore_ascii_case("cookie") => {
+            allowed_origin(cors, req)?;
+            Ok(Transport::Cookie)
+        }
         Some(_) => Err(ApiError::InvalidRequest("X-Token-Transport must be body or cookie".into())),
+    }
+}
+
+/// A cookie request's `Origin` is on the allowed list.
+fn allowed_origin(cors: &Cors, req: &ApiRequest) -> Result<(), ApiError> {
+    match req.header("origin") {
+        Some(origin) if cors.allows(origin) => Ok(()),
+        Some(_) => Err(ApiError::AccessDenied("the request's Origin is not allowed to use the refresh-token cookie")),
+        None => Err(ApiError::AccessDenied("a request with the refresh-token cookie must carry an allowed Origin")),
     }
 }
 
@@ -89,15 +104,7 @@ pub fn authenticated_cookie<'a>(cors: &Cors, service: &TokenService, req: &'a Ap
             "refresh_token is required (in the body, or with cookie transport in the {REFRESH_COOKIE} cookie)"
         )));
     };
-    match req.header("origin") {
-        Some(origin) if cors.allows(origin) => {}
-        Some(_) => {
-            return Err(ApiError::AccessDenied("the request's Origin is not allowed to use the refresh-token cookie"));
-        }
-        None => {
-            return Err(ApiError::AccessDenied("a request with the refresh-token cookie must carry an allowed Origin"));
-        }
-    }
+    allowed_origin(cors, req)?;
     let presented = req
         .header(XSRF_HEADER)
         .ok_or(ApiError::AccessDenied("a request with the refresh-token cookie must carry X-XSRF-TOKEN"))?;

@@ -465,7 +465,7 @@ impl Api {
     /// `POST /api/token`: JSON `{username, password}` (grant_type optional), or a form with
     /// `grant_type=password|refresh_token`. `X-Token-Transport: cookie` selects cookie transport.
     async fn token(&self, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
-        let transport = cookies::requested_transport(req)?;
+        let transport = cookies::requested_transport(&self.cors, req)?;
         let fields = Fields::parse(req)?;
         let grant = fields.string("grant_type", 64)?;
         match (grant, fields.is_form()) {
@@ -496,7 +496,7 @@ impl Api {
         let refresh_token = fields.required("refresh_token", MAX_TOKEN_LEN)?;
         let access_token = fields.string("access_token", MAX_TOKEN_LEN)?;
         let pair = self.service.refresh(refresh_token, access_token).await?;
-        Ok(self.pair(&pair, cookies::requested_transport(req)?))
+        Ok(self.pair(&pair, cookies::requested_transport(&self.cors, req)?))
     }
 
     /// Revoke: a refresh token (`refresh_token`, or RFC 7009 `token`), or a `scope` with a Bearer;

@@ -257,3 +257,36 @@ async fn body_transport_is_unchanged_and_a_bad_transport_is_refused() {
     let r = app.request("POST", "/api/refresh", &[], Vec::new()).await;
     assert_invalid_request(&r, "no body and no cookie");
 }
+
+#[tokio::test]
+async fn cookie_mode_login_and_sign_up_need_an_allowed_origin_and_set_no_cookie_without_one() {
+    let app = TestApp::spawn(&[(ORIGINS, APP), ("JwtRefreshToken__Registration__Mode", "open")]);
+    app.add_user("alice", PASSWORD, &[]);
+    let body = |user: &str| json!({"username": user, "password": PASSWORD}).to_string().into_bytes();
+    for (path, user) in [("/api/token", "alice"), ("/api/register", "newcomer")] {
+        for origin in [None, Some("https://evil.example"), Some("null")] {
+            let mut headers = vec![
+                ("Content-Type".to_string(), "application/json".to_string()),
+                ("X-Token-Transport".to_string(), "cookie".to_string()),
+            ];
+            if let Some(o) = origin {
+                headers.push(("Origin".to_string(), o.to_string()));
+            }
+            let r = app.request("POST", path, &headers, body(user)).await;
+            assert_error(&r, 403, "access_denied", &format!("{path} with Origin {origin:?}"));
+            assert!(set_cookies(&r).is_empty(), "{path} with Origin {origin:?} sets no cookie");
+        }
+        let headers = vec![
+            ("Content-Type".to_string(), "application/json".to_string()),
+            ("X-Token-Transport".to_string(), "cookie".to_string()),
+            ("Origin".to_string(), APP.to_string()),
+        ];
+        let r = app.request("POST", path, &headers, body(user)).await;
+        assert!(r.status == 200 || r.status == 201, "{path} from the allowed origin: {}", r.text());
+        session_of(&r);
+    }
+    // Nothing was created by the refused sign-ups before the allowed one: the name was still free.
+    let r = app.post_json("/api/register", &json!({"username": "newcomer", "password": PASSWORD})).await;
+    assert_error(&r, 400, "invalid_request", "the allowed sign-up created the account once");
+    assert!(r.text().contains("taken"), "{}", r.text());
+}
