@@ -16,11 +16,37 @@ struct Strict(serde_json::Value);
 
 impl<'de> serde::Deserialize<'de> for Strict {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(Strict)
+        d.deserialize_any(StrictVisitor { max_keys: MAX_PARAMETERS }).map(Strict)
     }
 }
 
-struct StrictVisitor;
+/// A whole JSON document (an invocation payload, which wraps the client's body) in which no object
+/// repeats a key, however many keys it has.
+pub(crate) fn without_repeats(bytes: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    use serde::de::DeserializeSeed as _;
+    let mut d = serde_json::Deserializer::from_slice(bytes);
+    let value = Seed { max_keys: usize::MAX }.deserialize(&mut d)?;
+    d.end()?;
+    Ok(value)
+}
+
+/// Reads one value with the same rules as its parent.
+#[derive(Clone, Copy)]
+struct Seed {
+    max_keys: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Seed {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(StrictVisitor { max_keys: self.max_keys })
+    }
+}
+
+struct StrictVisitor {
+    max_keys: usize,
+}
 
 impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     type Value = serde_json::Value;
@@ -54,7 +80,7 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(Strict(v)) = seq.next_element()? {
+        while let Some(v) = seq.next_element_seed(Seed { max_keys: self.max_keys })? {
             if items.len() >= MAX_PARAMETERS {
                 return Err(serde::de::Error::custom(format!("an array holds more than {MAX_PARAMETERS} items")));
             }
@@ -65,13 +91,13 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if out.len() >= MAX_PARAMETERS {
-                return Err(serde::de::Error::custom(format!("an object holds more than {MAX_PARAMETERS} keys")));
+            if out.len() >= self.max_keys {
+                return Err(serde::de::Error::custom(format!("an object holds more than {} keys", self.max_keys)));
             }
             if out.contains_key(&key) {
                 return Err(serde::de::Error::custom(format!("key {key:?} is repeated")));
             }
-            let Strict(value) = map.next_value()?;
+            let value = map.next_value_seed(Seed { max_keys: self.max_keys })?;
             out.insert(key, value);
         }
         Ok(serde_json::Value::Object(out))

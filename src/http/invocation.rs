@@ -29,7 +29,11 @@ pub fn parse(
     invocation_id: Option<String>,
     peer: Option<std::net::IpAddr>,
 ) -> Result<ApiRequest, ApiError> {
-    let value: Value = serde_json::from_slice(payload).map_err(|_| bad("not JSON"))?;
+    // Strict for the whole payload: a body the host hands over already parsed (a JSON object, not
+    // a string) must not lose a repeated key to "last one wins" before the body's own strict
+    // parser could refuse it.
+    let value: Value = super::body::without_repeats(payload)
+        .map_err(|e| if e.is_data() { bad("a key is repeated") } else { bad("not JSON") })?;
     let root = value.as_object().ok_or_else(|| bad("not an object"))?;
     let data = get_ci(root, "Data").and_then(Value::as_object).ok_or_else(|| bad("no Data object"))?;
     let req = get_ci(data, TRIGGER_BINDING).and_then(Value::as_object).ok_or_else(|| bad("no Data.req object"))?;

@@ -304,7 +304,9 @@ async fn head_is_answered_wherever_get_is() {
     app.add_user("root", PASSWORD, &["admin"]);
     let bearer = access_token(&app.login("root", PASSWORD).await);
     let auth = [("authorization".to_string(), format!("Bearer {bearer}"))];
-    for (path, headers) in [("/", &[][..]), ("/api/jwks", &[][..]), ("/api/sessions", &auth[..]), ("/api/users", &auth[..])] {
+    for (path, headers) in
+        [("/", &[][..]), ("/api/jwks", &[][..]), ("/api/sessions", &auth[..]), ("/api/users", &auth[..])]
+    {
         let get = app.request("GET", path, headers, vec![]).await;
         let head = app.request("HEAD", path, headers, vec![]).await;
         assert_eq!(head.status, get.status, "HEAD {path} answers as GET does");

@@ -167,3 +167,27 @@ async fn the_account_routes_take_their_route_parameter_and_query_from_the_invoca
     let (_, outer) = app.invoke_with("sessions", "DELETE", auth, "", json!({"id": "not-mine"}), json!({})).await;
     assert_eq!(inner(&outer).0, 404, "{outer}");
 }
+
+#[tokio::test]
+async fn an_invocation_body_handed_over_as_a_json_object_is_as_strict_as_a_string_body() {
+    let app = TestApp::spawn(&[]);
+    app.add_user("alice", PASSWORD, &[]);
+    // Written by hand: a JSON object as `Body`, repeating "username" (a Value would keep the last).
+    let payload = format!(
+        r#"{{"Data":{{"req":{{"Url":"https://h/api/token","Method":"POST","Headers":{{"Content-Type":["application/json"]}},
+            "Body":{{"username":"mallory","password":"{PASSWORD}","username":"alice"}}}}}},"Metadata":{{}}}}"#
+    );
+    let r = app.raw("POST", "/token", Some("application/json"), payload.into_bytes(), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (status, _, body) = inner(&r.json());
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_request", "{body}");
+    // The same body without the repeat logs in: the object form itself is accepted.
+    let payload = format!(
+        r#"{{"Data":{{"req":{{"Url":"https://h/api/token","Method":"POST","Headers":{{"Content-Type":["application/json"]}},
+            "Body":{{"username":"alice","password":"{PASSWORD}"}}}}}},"Metadata":{{}}}}"#
+    );
+    let r = app.raw("POST", "/token", Some("application/json"), payload.into_bytes(), None).await;
+    let (status, _, body) = inner(&r.json());
+    assert_eq!(status, 200, "{body}");
+}
