@@ -332,7 +332,8 @@ impl TokenService {
         if let Some(caller) = caller {
             self.require_admin(caller, ADMIN_NEEDED).await?;
         }
-        let at = crate::epoch::write(self.store.as_ref(), self.clock.now_ms().saturating_add(1)).await?;
+        // One past now: a session started in this very millisecond ends too.
+        let at = self.store.raise_sessions_epoch(self.clock.now_ms().saturating_add(1)).await?;
         self.epoch.raise(at);
         tracing::warn!(revoked_before_ms = at, "every session of every user ended");
         Ok(at)
@@ -340,8 +341,7 @@ impl TokenService {
 
     /// Reads the store's revoke-everyone epoch into this instance's cache.
     pub async fn refresh_epoch(&self) -> Result<(), StoreError> {
-        let at = crate::epoch::read(self.store.as_ref()).await?;
-        self.epoch.raise(at);
+        self.epoch.raise(self.store.sessions_epoch().await?);
         Ok(())
     }
 }

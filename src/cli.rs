@@ -289,8 +289,7 @@ async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
 
 async fn revoke_all(env: &Env) -> Result<(), Failure> {
     let store = connected_store(env).await?;
-    let at =
-        crate::epoch::write(store.as_ref(), SystemClock.now_ms().saturating_add(1)).await.map_err(Failure::other)?;
+    let at = store.raise_sessions_epoch(SystemClock.now_ms().saturating_add(1)).await.map_err(Failure::other)?;
     println!(
         "ended every session that began before {at} (Unix ms); running instances refuse them within {} s",
         crate::epoch::REFRESH_INTERVAL.as_secs() + 1
