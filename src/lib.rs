@@ -2,9 +2,10 @@
 //! served as an Azure Functions custom handler.
 //!
 //! Layout: [`settings`] (typed configuration), [`service`] (the token rules, every operation takes
-//! `now` from a [`clock::Clock`]), [`tokens`] (JWT and refresh-token formats), [`users`] (passwords,
-//! lockout, the user-directory seam), [`store`] (the storage seam and its backends), [`http`] (the
-//! only place that knows status codes), [`startup`] (bind and serve).
+//! `now` from a [`clock::Clock`]), [`accounts`] (the account rules and what they do to sessions),
+//! [`tokens`] (JWT and refresh-token formats), [`users`] (passwords, lockout, the user-directory
+//! seam), [`store`] (the storage seam and its backends), [`http`] (the only place that knows status
+//! codes), [`startup`] (bind and serve).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_debug_implementations)]
 
