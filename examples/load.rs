@@ -286,7 +286,7 @@ fn server_command(bin: &Path, target: &Target, port: u16) -> Command {
 
 fn add_user(handler: &Path, store: &Target, name: &str) -> Result<(), Error> {
     let mut add = server_command(handler, store, 0)
-        .args(["user", "add", name, "--password-stdin"])
+        .args(["user", "add", name, "--create", "--password-stdin"])
         .stdin(Stdio::piped())
         .spawn()?;
     if let Some(mut stdin) = add.stdin.take() {

@@ -39,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         c
     };
-    let mut add = command(&["user", "add", "bench", "--password-stdin"]).stdin(Stdio::piped()).spawn()?;
+    let mut add = command(&["user", "add", "bench", "--create", "--password-stdin"]).stdin(Stdio::piped()).spawn()?;
     if let Some(mut stdin) = add.stdin.take() {
         use std::io::Write as _;
         stdin.write_all(b"bench-password-0123\n")?;

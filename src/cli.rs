@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::accounts::{AccountService, Actor, MAX_PAGE, PasswordCheck, UserChange};
 use crate::clock::{Clock, SystemClock};
 use crate::secret::Password;
-use crate::settings::{Env, Hashing, Mode, Settings, SigningAlgorithm, load_store};
+use crate::settings::{Env, Hashing, Mode, Settings, SigningAlgorithm, StoreSettings, load_store};
 use crate::startup::{Application, SecretScoring, development_env, open_store, shutdown_signal};
 use crate::users::PasswordHasher;
 
@@ -37,12 +37,19 @@ pub enum Command {
     Serve,
     /// Manage users of the built-in directory.
     User {
+        /// Create the embedded store if it does not exist yet (otherwise a missing store is an
+        /// error: a mistyped path would silently start an empty one).
+        #[arg(long, global = true)]
+        create: bool,
         /// The user command.
         #[command(subcommand)]
         command: UserCommand,
     },
     /// Sessions of every user.
     Sessions {
+        /// Create the embedded store if it does not exist yet.
+        #[arg(long, global = true)]
+        create: bool,
         /// The sessions command.
         #[command(subcommand)]
         command: SessionsCommand,
@@ -125,6 +132,9 @@ pub enum UserCommand {
         /// Read the password from standard input (required: passwords never go on the command line).
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// Accept a password the strength policy refuses (scripted test fixtures only; warns).
+        #[arg(long)]
+        allow_weak_password: bool,
     },
     /// Disable a user and end all of their sessions.
     Disable {
@@ -138,6 +148,9 @@ pub enum UserCommand {
         /// Read the password from standard input (required: passwords never go on the command line).
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// Accept a password the strength policy refuses (scripted test fixtures only; warns).
+        #[arg(long)]
+        allow_weak_password: bool,
     },
     /// Clear a user's failed-login counts and locks, from every address.
     Unlock {
@@ -171,8 +184,10 @@ pub async fn run(cli: Cli, env: Env) -> Result<(), Failure> {
     let mode = if cli.dev { Mode::Development } else { Mode::Production };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&env, mode).await,
-        Command::User { command } => user(command, &env).await,
-        Command::Sessions { command: SessionsCommand::RevokeAll } => revoke_all(&env).await,
+        Command::User { create, command } => user(command, &env, StoreMissing::from_flag(create)).await,
+        Command::Sessions { create, command: SessionsCommand::RevokeAll } => {
+            revoke_all(&env, StoreMissing::from_flag(create)).await
+        }
         Command::Keys { command: KeysCommand::Generate { algorithm, public_key_file } } => {
             keys_generate(algorithm, public_key_file.as_deref())
         }
@@ -234,9 +249,30 @@ fn read_password_line() -> Result<Password, Failure> {
     Ok(Password::new(trimmed))
 }
 
+/// What a command does when the embedded store it names does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreMissing {
+    /// Refuse: a mistyped path must not silently start an empty store.
+    Refuse,
+    /// Create it (`--create`).
+    Create,
+}
+
+impl StoreMissing {
+    fn from_flag(create: bool) -> Self {
+        if create { Self::Create } else { Self::Refuse }
+    }
+}
+
 /// The store the settings name, connected (Cosmos connects before any command touches it).
-async fn connected_store(env: &Env) -> Result<Arc<dyn crate::store::Store>, Failure> {
+async fn connected_store(env: &Env, missing: StoreMissing) -> Result<Arc<dyn crate::store::Store>, Failure> {
     let settings = load_store(env).map_err(Failure::config)?;
+    if let StoreSettings::Embedded { path } = &settings
+        && missing == StoreMissing::Refuse
+        && !crate::store::embedded::EmbeddedStore::exists(path)
+    {
+        return Err(Failure::config(format!("no store at {}; serve creates one, or pass --create", path.display())));
+    }
     let opened = open_store(&settings, Arc::new(SystemClock)).map_err(Failure::config)?;
     if let Some((cosmos, provisioning)) = &opened.cosmos {
         cosmos.connect(*provisioning).await.map_err(connect_failure)?;
@@ -255,15 +291,23 @@ fn account_service(env: &Env, store: Arc<dyn crate::store::Store>) -> Result<Acc
     Ok(AccountService::new(store, hasher, Arc::new(SystemClock), min_chars))
 }
 
-async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
-    let store = connected_store(env).await?;
+fn password_check(allow_weak: bool) -> PasswordCheck {
+    if allow_weak {
+        eprintln!("warning: --allow-weak-password: the password strength policy is not applied");
+        PasswordCheck::AllowWeak
+    } else {
+        PasswordCheck::Policy
+    }
+}
+
+async fn user(command: UserCommand, env: &Env, missing: StoreMissing) -> Result<(), Failure> {
+    let store = connected_store(env, missing).await?;
     let accounts = account_service(env, store)?;
     let operator = Actor::Operator;
     match command {
-        UserCommand::Add { username, roles, password_stdin: _ } => {
+        UserCommand::Add { username, roles, password_stdin: _, allow_weak_password } => {
             let password = read_password_line()?;
-            // The operator's rule of before (8 to 1024 bytes, no line breaks).
-            let check = PasswordCheck::AllowWeak;
+            let check = password_check(allow_weak_password);
             let user = accounts
                 .create_user(operator, &username, &password, &roles, check)
                 .await
@@ -278,9 +322,9 @@ async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
                 .map_err(|e| Failure::other(format!("cannot disable user {username:?}: {e}")))?;
             println!("disabled user {} and ended {} session(s)", changed.user.username, changed.sessions_ended);
         }
-        UserCommand::Password { username, password_stdin: _ } => {
+        UserCommand::Password { username, password_stdin: _, allow_weak_password } => {
             let password = read_password_line()?;
-            let check = PasswordCheck::AllowWeak;
+            let check = password_check(allow_weak_password);
             let changed = accounts
                 .set_password(operator, &username, &password, check)
                 .await
@@ -313,8 +357,8 @@ async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn revoke_all(env: &Env) -> Result<(), Failure> {
-    let store = connected_store(env).await?;
+async fn revoke_all(env: &Env, missing: StoreMissing) -> Result<(), Failure> {
+    let store = connected_store(env, missing).await?;
     let at = crate::service::end_every_session(store.as_ref(), SystemClock.now_ms()).await.map_err(Failure::other)?;
     println!(
         "ended every session that began before {at} (Unix ms); running instances refuse them within {} s",

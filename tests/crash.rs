@@ -69,8 +69,10 @@ async fn refresh(client: &reqwest::Client, base: &str, token: &str) -> Result<(u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_handler_keeps_every_acknowledged_rotation() {
     let dir = tempfile::tempdir().unwrap();
-    let mut add =
-        command(dir.path(), 0, &["user", "add", "crash", "--password-stdin"]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut add = command(dir.path(), 0, &["user", "add", "crash", "--create", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     {
         use std::io::Write as _;
         add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();

@@ -135,6 +135,11 @@ impl EmbeddedStore {
         Ok(Self { engine: Arc::new(engine), path })
     }
 
+    /// Whether a store exists in directory `dir` (the in-memory store always does).
+    pub fn exists(dir: &Path) -> bool {
+        engine::is_memory(dir) || dir.join(DATABASE_FILE).is_file()
+    }
+
     /// The database file ([`MEMORY`] for the in-memory store).
     pub fn path(&self) -> &Path {
         &self.path
