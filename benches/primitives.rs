@@ -3,6 +3,9 @@
 //! `scripts/bench.sh` runs these and `examples/load.rs` puts the estimates next to the HTTP numbers.
 //!
 //! `cargo bench --bench primitives`
+// Test and benchmark code fails by unwrap, expect, panic and indexing; Cargo.toml's `[lints]`
+// denies them in the service only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use jwt_refresh_token::secret::SecretBytes;

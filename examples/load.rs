@@ -17,6 +17,9 @@
 //! `target/criterion`. Writes `bench/results.json`, `bench/results.md` and `bench/latency.png`.
 //!
 //! `target/release/examples/load <handler> <memory_server> [seconds=5] [clients=8]`
+// Test and benchmark code fails by unwrap, expect, panic and indexing; Cargo.toml's `[lints]`
+// denies them in the service only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -286,7 +289,7 @@ fn server_command(bin: &Path, target: &Target, port: u16) -> Command {
 
 fn add_user(handler: &Path, store: &Target, name: &str) -> Result<(), Error> {
     let mut add = server_command(handler, store, 0)
-        .args(["user", "add", name, "--password-stdin"])
+        .args(["user", "add", name, "--create", "--password-stdin"])
         .stdin(Stdio::piped())
         .spawn()?;
     if let Some(mut stdin) = add.stdin.take() {

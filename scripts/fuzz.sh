@@ -32,7 +32,7 @@ export JwtRefreshToken__Registration__Mode=open JwtRefreshToken__Expires__Create
 export JwtRefreshToken__Registration__MaxPerAddress=100000
 JwtRefreshToken__Descriptor__AlgorithmKey=$("$BIN" keys generate --algorithm HS256)
 export JwtRefreshToken__Descriptor__AlgorithmKey
-printf 'fuzz-password-0123\n' | "$BIN" user add alice --role admin --password-stdin >/dev/null
+printf 'fuzz-password-0123\n' | "$BIN" user add alice --role admin --create --password-stdin >/dev/null
 "$BIN" >"$log" 2>&1 &
 pid=$!
 # shellcheck disable=SC2317 # called by the EXIT trap below

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::accounts::{AccountService, Actor, MAX_PAGE, PasswordCheck, UserChange};
 use crate::clock::{Clock, SystemClock};
 use crate::secret::Password;
-use crate::settings::{Env, Hashing, Mode, Settings, SigningAlgorithm, load_store};
+use crate::settings::{Env, Hashing, Mode, Settings, SigningAlgorithm, StoreSettings, load_store};
 use crate::startup::{Application, SecretScoring, development_env, open_store, shutdown_signal};
-use crate::users::{self, PasswordHasher};
+use crate::users::PasswordHasher;
 
 /// Printed after the settings are found missing, for the newcomer who started without any.
 const MISSING_HINT: &str = "hint: for local work run `handler --dev`; otherwise start from local.settings.json.example \
@@ -42,12 +43,19 @@ pub enum Command {
     Serve,
     /// Manage users of the built-in directory.
     User {
+        /// Create the embedded store if it does not exist yet (otherwise a missing store is an
+        /// error: a mistyped path would silently start an empty one).
+        #[arg(long, global = true)]
+        create: bool,
         /// The user command.
         #[command(subcommand)]
         command: UserCommand,
     },
     /// Sessions of every user.
     Sessions {
+        /// Create the embedded store if it does not exist yet.
+        #[arg(long, global = true)]
+        create: bool,
         /// The sessions command.
         #[command(subcommand)]
         command: SessionsCommand,
@@ -130,6 +138,9 @@ pub enum UserCommand {
         /// Read the password from standard input (required: passwords never go on the command line).
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// Accept a password the strength policy refuses (scripted test fixtures only; warns).
+        #[arg(long)]
+        allow_weak_password: bool,
     },
     /// Disable a user and end all of their sessions.
     Disable {
@@ -143,6 +154,9 @@ pub enum UserCommand {
         /// Read the password from standard input (required: passwords never go on the command line).
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// Accept a password the strength policy refuses (scripted test fixtures only; warns).
+        #[arg(long)]
+        allow_weak_password: bool,
     },
     /// Clear a user's failed-login counts and locks, from every address.
     Unlock {
@@ -176,8 +190,10 @@ pub async fn run(cli: Cli, env: Env) -> Result<(), Failure> {
     let mode = if cli.dev { Mode::Development } else { Mode::Production };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&env, mode).await,
-        Command::User { command } => user(command, &env).await,
-        Command::Sessions { command: SessionsCommand::RevokeAll } => revoke_all(&env).await,
+        Command::User { create, command } => user(command, &env, StoreMissing::from_flag(create)).await,
+        Command::Sessions { create, command: SessionsCommand::RevokeAll } => {
+            revoke_all(&env, StoreMissing::from_flag(create)).await
+        }
         Command::Keys { command: KeysCommand::Generate { algorithm, public_key_file } } => {
             keys_generate(algorithm, public_key_file.as_deref())
         }
@@ -257,64 +273,117 @@ fn read_password_line() -> Result<Password, Failure> {
     Ok(Password::new(trimmed))
 }
 
+/// What a command does when the embedded store it names does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreMissing {
+    /// Refuse: a mistyped path must not silently start an empty store.
+    Refuse,
+    /// Create it (`--create`).
+    Create,
+}
+
+impl StoreMissing {
+    fn from_flag(create: bool) -> Self {
+        if create { Self::Create } else { Self::Refuse }
+    }
+}
+
 /// The store the settings name, connected (Cosmos connects before any command touches it).
-async fn connected_store(env: &Env) -> Result<Arc<dyn crate::store::Store>, Failure> {
-    let opened =
-        open_store(&load_store(env).map_err(Failure::config)?, Arc::new(SystemClock)).map_err(Failure::config)?;
+async fn connected_store(env: &Env, missing: StoreMissing) -> Result<Arc<dyn crate::store::Store>, Failure> {
+    let settings = load_store(env).map_err(Failure::config)?;
+    if let StoreSettings::Embedded { path } = &settings
+        && missing == StoreMissing::Refuse
+        && !crate::store::embedded::EmbeddedStore::exists(path)
+    {
+        return Err(Failure::config(format!("no store at {}; serve creates one, or pass --create", path.display())));
+    }
+    let opened = open_store(&settings, Arc::new(SystemClock)).map_err(Failure::config)?;
     if let Some((cosmos, provisioning)) = &opened.cosmos {
         cosmos.connect(*provisioning).await.map_err(connect_failure)?;
     }
     Ok(opened.store)
 }
 
-/// One hashing worker: the CLI hashes one password.
-fn cli_hasher() -> Result<Arc<PasswordHasher>, Failure> {
-    PasswordHasher::start(&Hashing { workers: 1, queue_length: 1, queue_timeout_ms: 60_000 }).map_err(Failure::other)
+/// The account service the `user` commands act through: the same rules as HTTP, one hashing
+/// worker (the CLI hashes at most one password).
+fn account_service(env: &Env, store: Arc<dyn crate::store::Store>) -> Result<AccountService, Failure> {
+    let hasher = PasswordHasher::start(&Hashing { workers: 1, queue_length: 1, queue_timeout_ms: 60_000 })
+        .map_err(Failure::other)?;
+    // The same setting, default and bounds as `Settings::load` reads for the HTTP routes; the
+    // commands do not need (or load) the token settings.
+    let min_chars = env.parse_int(crate::settings::names::PASSWORD_MIN_LENGTH, 8, 8, 1_024).map_err(Failure::config)?;
+    Ok(AccountService::new(store, hasher, Arc::new(SystemClock), min_chars))
 }
 
-async fn user(command: UserCommand, env: &Env) -> Result<(), Failure> {
-    let store = connected_store(env).await?;
+fn password_check(allow_weak: bool) -> PasswordCheck {
+    if allow_weak {
+        eprintln!("warning: --allow-weak-password: the password strength policy is not applied");
+        PasswordCheck::AllowWeak
+    } else {
+        PasswordCheck::Policy
+    }
+}
+
+async fn user(command: UserCommand, env: &Env, missing: StoreMissing) -> Result<(), Failure> {
+    let store = connected_store(env, missing).await?;
+    let accounts = account_service(env, store)?;
+    let operator = Actor::Operator;
     match command {
-        UserCommand::Add { username, roles, password_stdin: _ } => {
+        UserCommand::Add { username, roles, password_stdin: _, allow_weak_password } => {
             let password = read_password_line()?;
-            let hasher = cli_hasher()?;
-            let now = SystemClock.now_ms();
-            let user = users::add_user(store.as_ref(), &hasher, &username, &password, &roles, now)
+            let check = password_check(allow_weak_password);
+            let user = accounts
+                .create_user(operator, &username, &password, &roles, check)
                 .await
-                .map_err(Failure::other)?;
+                .map_err(|e| Failure::other(format!("cannot add user {username:?}: {e}")))?;
             println!("added user {} (id {}, roles: {})", user.username, user.id, roles_text(&user.roles));
         }
         UserCommand::Disable { username } => {
-            let (user, ended) = users::disable_user(store.as_ref(), &username).await.map_err(Failure::other)?;
-            println!("disabled user {} and ended {ended} session(s)", user.username);
+            let change = UserChange { disabled: Some(true), ..UserChange::default() };
+            let changed = accounts
+                .change_user(operator, &username, &change)
+                .await
+                .map_err(|e| Failure::other(format!("cannot disable user {username:?}: {e}")))?;
+            println!("disabled user {} and ended {} session(s)", changed.user.username, changed.sessions_ended);
         }
-        UserCommand::Password { username, password_stdin: _ } => {
+        UserCommand::Password { username, password_stdin: _, allow_weak_password } => {
             let password = read_password_line()?;
-            let hasher = cli_hasher()?;
-            let user =
-                users::set_password(store.as_ref(), &hasher, &username, &password).await.map_err(Failure::other)?;
-            let ended = store.delete_user_sessions(&user.id, None).await.map_err(Failure::other)?;
-            println!("set the password of {} and ended {ended} session(s)", user.username);
+            let check = password_check(allow_weak_password);
+            let changed = accounts
+                .set_password(operator, &username, &password, check)
+                .await
+                .map_err(|e| Failure::other(format!("cannot set the password of {username:?}: {e}")))?;
+            println!("set the password of {} and ended {} session(s)", changed.user.username, changed.sessions_ended);
         }
         UserCommand::Unlock { username } => {
-            let user = users::unlock_user(store.as_ref(), &username).await.map_err(Failure::other)?;
-            println!("unlocked user {}", user.username);
+            let change = UserChange { unlock: true, ..UserChange::default() };
+            let changed = accounts
+                .change_user(operator, &username, &change)
+                .await
+                .map_err(|e| Failure::other(format!("cannot unlock user {username:?}: {e}")))?;
+            println!("unlocked user {}", changed.user.username);
         }
         UserCommand::List => {
-            let all = store.list_users().await.map_err(Failure::other)?;
-            for u in all {
-                let state = if u.disabled { "disabled" } else { "active" };
-                println!("{}\t{}\t{}\troles: {}", u.username, u.id, state, roles_text(&u.roles));
+            let mut cursor = None;
+            loop {
+                let page = accounts.list_users(operator, MAX_PAGE, cursor.as_deref()).await.map_err(Failure::other)?;
+                for u in &page.users {
+                    let state = if u.disabled { "disabled" } else { "active" };
+                    println!("{}\t{}\t{}\troles: {}", u.username, u.id, state, roles_text(&u.roles));
+                }
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
             }
         }
     }
     Ok(())
 }
 
-async fn revoke_all(env: &Env) -> Result<(), Failure> {
-    let store = connected_store(env).await?;
-    let at =
-        crate::epoch::write(store.as_ref(), SystemClock.now_ms().saturating_add(1)).await.map_err(Failure::other)?;
+async fn revoke_all(env: &Env, missing: StoreMissing) -> Result<(), Failure> {
+    let store = connected_store(env, missing).await?;
+    let at = crate::service::end_every_session(store.as_ref(), SystemClock.now_ms()).await.map_err(Failure::other)?;
     println!(
         "ended every session that began before {at} (Unix ms); running instances refuse them within {} s",
         crate::epoch::REFRESH_INTERVAL.as_secs() + 1

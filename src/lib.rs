@@ -1,12 +1,12 @@
 //! jwt-refresh-token: short-lived JWT access tokens and rotating, reuse-detecting refresh tokens,
 //! served as an Azure Functions custom handler.
 //!
-//! Layout: [`settings`] (typed configuration), [`service`] (the token rules, every operation takes
-//! `now` from a [`clock::Clock`]), [`tokens`] (JWT and refresh-token formats), [`users`] (passwords,
-//! lockout, the user-directory seam), [`store`] (the storage seam and its backends), [`http`] (the
-//! only place that knows status codes), [`startup`] (bind and serve).
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![warn(missing_debug_implementations)]
+//! Layout (ARCHITECTURE.md has the import rules): [`settings`] (typed configuration), [`service`]
+//! (the token rules, every operation takes `now` from a [`clock::Clock`]), [`accounts`] (the
+//! account rules and what they do to sessions), [`tokens`] (JWT and refresh-token formats),
+//! [`users`] (passwords, lockout, the user-directory seam), [`store`] (the storage seam and its
+//! backends), [`http`] (the only place that knows status codes), [`startup`] (bind and serve).
+//! Lints are in Cargo.toml's `[lints]`.
 
 pub mod accounts;
 pub mod cli;
@@ -16,6 +16,9 @@ pub mod http;
 pub mod keyed;
 pub mod secret;
 pub mod service;
+// `settings::entropy` still indexes; the settings issue under way rewrites that module, and this
+// allow goes with it.
+#[allow(clippy::indexing_slicing)]
 pub mod settings;
 pub mod startup;
 pub mod store;

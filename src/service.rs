@@ -14,10 +14,10 @@ use serde::Serialize;
 use crate::clock::{Clock, UnixMs};
 use crate::keyed::KeyedLocks;
 use crate::secret::{Password, token_prefix};
-use crate::store::{Cas, SessionDetails, SessionRecord, Store, StoreError, Versioned, retry_cas};
+use crate::store::{Cas, SessionDetails, SessionRecord, SessionStore, Store, StoreError, Versioned, retry_cas};
 use crate::tokens::access::{AccessClaims, AccessTokenError, AccessTokens, Expiry, Subject};
 use crate::tokens::refresh::{RefreshTokenParts, RefreshTokens, session_id_text};
-use crate::users::{ADMIN_ROLE, LoginOutcome, UserDirectory, username_key};
+use crate::users::{ADMIN_ROLE, LoginOutcome, Principal, UserDirectory, UserState, username_key};
 
 /// Why a grant was refused. Clients see one of two descriptions; logs see the reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,12 +185,12 @@ pub const MAX_USER_AGENT_CHARS: usize = 256;
 /// The token service.
 #[derive(Debug, Clone)]
 pub struct TokenService {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) directory: Arc<dyn UserDirectory>,
-    pub(crate) access: AccessTokens,
-    pub(crate) refresh: RefreshTokens,
-    pub(crate) policy: Policy,
-    pub(crate) clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+    directory: Arc<dyn UserDirectory>,
+    access: AccessTokens,
+    refresh: RefreshTokens,
+    policy: Policy,
+    clock: Arc<dyn Clock>,
     /// Refreshes of one session in flight in this process take turns.
     refreshing: Arc<KeyedLocks<()>>,
     /// Rotations this process completed recently: (session key) → (generation rotated from, when
@@ -199,9 +199,7 @@ pub struct TokenService {
     /// gets the successor whatever the grace.
     rotated: Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, UnixMs)>>>,
     /// Sessions that began before this time are ended (revoke-everyone), as last read.
-    pub(crate) epoch: Arc<crate::epoch::Epoch>,
-    /// The account routes (sign-up, password change, admin users): only with the built-in directory.
-    pub(crate) accounts: Option<crate::accounts::AccountRules>,
+    epoch: Arc<crate::epoch::Epoch>,
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], ServiceError> {
@@ -235,7 +233,6 @@ impl TokenService {
             refreshing: Arc::default(),
             rotated: Arc::default(),
             epoch: Arc::default(),
-            accounts: None,
         }
     }
 
@@ -309,10 +306,18 @@ impl TokenService {
         self.pair(&session, now)
     }
 
+    /// Starts a session for a user an account operation has just created (sign-up): the caller
+    /// vouches for the user, nothing is checked here.
+    pub async fn open_session(&self, principal: Principal, client: Client<'_>) -> Result<TokenPair, ServiceError> {
+        let now = self.clock.now_ms();
+        let session = self.start_session(principal, now, client).await?;
+        self.pair(&session, now)
+    }
+
     /// Writes a new session for `principal` at `now`.
-    pub(crate) async fn start_session(
+    async fn start_session(
         &self,
-        principal: crate::users::Principal,
+        principal: Principal,
         now: UnixMs,
         client: Client<'_>,
     ) -> Result<SessionRecord, ServiceError> {
@@ -340,17 +345,17 @@ impl TokenService {
         Ok(session)
     }
 
-    pub(crate) fn idle_deadline(&self, now: UnixMs) -> Option<UnixMs> {
+    fn idle_deadline(&self, now: UnixMs) -> Option<UnixMs> {
         (self.policy.idle_ttl_ms > 0).then(|| now.saturating_add(self.policy.idle_ttl_ms))
     }
 
     /// Whether a session has ended at `now`: its absolute lifetime or inactivity deadline passed,
     /// or it began before the last revoke-everyone.
-    pub(crate) fn has_ended(&self, session: &SessionRecord, now: UnixMs) -> bool {
+    fn has_ended(&self, session: &SessionRecord, now: UnixMs) -> bool {
         now >= session.ends_at_ms() || session.created_at_ms < self.epoch.revoked_before_ms()
     }
 
-    pub(crate) fn pair(&self, session: &SessionRecord, now: UnixMs) -> Result<TokenPair, ServiceError> {
+    fn pair(&self, session: &SessionRecord, now: UnixMs) -> Result<TokenPair, ServiceError> {
         let subject = Subject {
             user_id: &session.user_id,
             name: &session.username,
@@ -513,18 +518,65 @@ impl TokenService {
         Ok(Caller { claims, username: session.username })
     }
 
-    /// 403 (`Forbidden(why)`) unless the token carries `admin` *and* the caller's current account is
-    /// enabled, has the token's id and still holds `admin` (one account read, only when the token
-    /// claims the role).
+    /// 403 (`Forbidden(why)`) unless the caller acts as an admin (see [`Caller::is_admin`]; one
+    /// account read, only when the token claims the role).
     pub async fn require_admin(&self, caller: &Caller, why: &'static str) -> Result<(), ServiceError> {
-        if !caller.claims.roles.iter().any(|r| r == ADMIN_ROLE) {
+        if !caller.claims_admin() {
             return Err(ServiceError::Forbidden(why));
         }
         let me = self.directory.find(&caller.username).await?;
-        let admin = me.is_some_and(|u| {
-            !u.disabled && u.principal.id == caller.claims.sub && u.principal.roles.iter().any(|r| r == ADMIN_ROLE)
-        });
-        if admin { Ok(()) } else { Err(ServiceError::Forbidden(why)) }
+        if caller.is_admin(me.as_ref()) { Ok(()) } else { Err(ServiceError::Forbidden(why)) }
+    }
+
+    /// The caller's live sessions, newest first (one single-partition query).
+    pub async fn list_sessions(&self, caller: &Caller) -> Result<Vec<SessionInfo>, ServiceError> {
+        let now = self.clock.now_ms();
+        let mut sessions: Vec<SessionRecord> = self
+            .store
+            .list_user_sessions(&caller.claims.sub)
+            .await?
+            .into_iter()
+            .filter(|s| !self.has_ended(s, now))
+            .collect();
+        sessions.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.session_id.cmp(&a.session_id)));
+        Ok(sessions
+            .into_iter()
+            .map(|s| SessionInfo {
+                current: s.session_id == caller.claims.sid,
+                created_at: secs(s.created_at_ms),
+                last_used_at: secs(s.details.last_used_at_ms.max(s.created_at_ms)),
+                expires_at: secs(s.ends_at_ms()),
+                user_agent: s.details.user_agent,
+                client_address: s.details.client_address,
+                id: s.session_id,
+            })
+            .collect())
+    }
+
+    /// Ends one session of the caller; `NotFound` when the caller has none with this id (another
+    /// user's session is never touched: the lookup is in the caller's partition).
+    pub async fn end_session(&self, caller: &Caller, session_id: &str) -> Result<(), ServiceError> {
+        if self.store.delete_session(&caller.claims.sub, session_id).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound("no such session"))
+        }
+    }
+
+    /// Ends every session of every user (admin over HTTP): one store write; this instance at once,
+    /// the others within [`crate::epoch::REFRESH_INTERVAL`].
+    pub async fn revoke_everyone(&self, caller: &Caller) -> Result<UnixMs, ServiceError> {
+        self.require_admin(caller, "this needs the admin role").await?;
+        let at = end_every_session(self.store.as_ref(), self.clock.now_ms()).await?;
+        self.epoch.raise(at);
+        tracing::warn!(revoked_before_ms = at, "every session of every user ended");
+        Ok(at)
+    }
+
+    /// Reads the store's revoke-everyone epoch into this instance's cache.
+    pub async fn refresh_epoch(&self) -> Result<(), StoreError> {
+        self.epoch.raise(self.store.sessions_epoch().await?);
+        Ok(())
     }
 
     /// Ends the sessions `scope` names on behalf of `caller`; returns how many ended. Ending
@@ -546,6 +598,13 @@ impl TokenService {
     }
 }
 
+/// Ends every session of every user that began before `now` (revoke-everyone: TokenService over
+/// HTTP, `handler sessions revoke-all`): one store write. Returns the epoch as stored.
+pub async fn end_every_session(store: &dyn SessionStore, now: UnixMs) -> Result<UnixMs, StoreError> {
+    // One past now: a session started in this very millisecond ends too.
+    store.raise_sessions_epoch(now.saturating_add(1)).await
+}
+
 /// The verified caller of a Bearer-authorised operation.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -553,6 +612,45 @@ pub struct Caller {
     pub claims: AccessClaims,
     /// The username the session was started with (to read the caller's current account).
     pub username: String,
+}
+
+impl Caller {
+    /// Whether the access token carries the `admin` role (necessary, not sufficient).
+    pub fn claims_admin(&self) -> bool {
+        self.claims.roles.iter().any(|r| r == ADMIN_ROLE)
+    }
+
+    /// Whether the caller acts as an admin: the token carries `admin` *and* the caller's current
+    /// account (`current`, read afresh) is enabled, has the token's id and still holds `admin`.
+    pub fn is_admin(&self, current: Option<&UserState>) -> bool {
+        self.claims_admin()
+            && current.is_some_and(|u| {
+                !u.disabled && u.principal.id == self.claims.sub && u.principal.roles.iter().any(|r| r == ADMIN_ROLE)
+            })
+    }
+}
+
+/// One entry of "my devices".
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    /// Session id (the access token's `sid`).
+    pub id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last login or refresh.
+    pub last_used_at: i64,
+    /// Unix seconds when the session ends (the earlier of idle and absolute end).
+    pub expires_at: i64,
+    /// `User-Agent` at login, truncated.
+    pub user_agent: Option<String>,
+    /// Client address at login.
+    pub client_address: Option<String>,
+    /// Whether this is the caller's own session.
+    pub current: bool,
+}
+
+fn secs(ms: UnixMs) -> i64 {
+    ms.div_euclid(1000)
 }
 
 fn scope_name(scope: &RevokeScope) -> &'static str {

@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::accounts::AccountService;
 use crate::clock::Clock;
 use crate::http::{Api, server};
 use crate::service::{Policy, TokenService};
@@ -18,7 +19,7 @@ use crate::store::embedded::EmbeddedStore;
 use crate::tokens::access::AccessTokens;
 use crate::tokens::keys::KeySet;
 use crate::tokens::refresh::RefreshTokens;
-use crate::users::{PasswordHasher, StoreDirectory};
+use crate::users::{Lockout, PasswordHasher, StoreDirectory};
 
 /// How often expired sessions are purged from stores that do not expire records by themselves.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
@@ -101,12 +102,21 @@ pub async fn connect_cosmos(store: &CosmosStore, provisioning: Provisioning) -> 
     }
 }
 
-/// Builds the token service from validated settings.
-pub fn build_service(
+/// The two services over one store, sharing one hashing pool and one lockout.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The token rules: login, rotation, reuse detection, revocation.
+    pub tokens: Arc<TokenService>,
+    /// The account rules: sign-up, users, passwords, roles, and what they do to sessions.
+    pub accounts: Arc<AccountService>,
+}
+
+/// Builds both services from validated settings.
+pub fn build_services(
     settings: &Settings,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-) -> Result<TokenService, SettingsError> {
+) -> Result<Services, SettingsError> {
     let d = &settings.descriptor;
     let keys = KeySet::from_descriptor(d)?;
     let access = AccessTokens::new(
@@ -122,14 +132,18 @@ pub fn build_service(
     };
     let hasher = PasswordHasher::start(&settings.hashing)
         .map_err(|e| SettingsError::new(HASH_WORKERS, format!("cannot start the hashing workers: {e}")))?;
-    let rules = crate::accounts::AccountRules::new(settings.accounts, settings.login, Arc::clone(&hasher));
-    let directory = Arc::new(StoreDirectory::new(store.clone(), hasher, settings.login));
+    let lockout = Lockout::new(settings.login);
+    let directory = Arc::new(StoreDirectory::new(store.clone(), Arc::clone(&hasher), lockout.clone()));
     let policy = Policy {
         session_ttl_ms: settings.expires.refresh_expires_in_ms,
         reuse_grace_ms: settings.rotation.reuse_grace_ms,
         idle_ttl_ms: settings.expires.idle_expires_in_ms,
     };
-    Ok(TokenService::new(store, directory, access, refresh, policy, clock).with_accounts(rules))
+    let accounts = AccountService::new(store.clone(), hasher, clock.clone(), settings.accounts.password_min_chars)
+        .with_sign_up(settings.accounts)
+        .with_lockout(lockout);
+    let tokens = TokenService::new(store, directory, access, refresh, policy, clock);
+    Ok(Services { tokens: Arc::new(tokens), accounts: Arc::new(accounts) })
 }
 
 /// File in the store directory holding the development signing key.
@@ -303,7 +317,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     port: u16,
     api: Api,
-    service: Arc<TokenService>,
+    services: Services,
     cosmos: Option<(Arc<CosmosStore>, Provisioning)>,
     http: crate::settings::Http,
     secrets: Vec<(&'static str, crate::secret::SecretBytes)>,
@@ -315,7 +329,7 @@ impl Application {
     /// Validates everything, opens the store and binds 127.0.0.1:`settings.port` (0 = any free port).
     pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         let opened = open_store(&settings.store, clock.clone())?;
-        let service = Arc::new(build_service(settings, opened.store, clock)?);
+        let services = build_services(settings, opened.store, clock)?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, settings.port));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -325,8 +339,10 @@ impl Application {
         Ok(Self {
             listener,
             port,
-            api: Api::new(service.clone(), settings.cors.clone()).gated(gate),
-            service,
+            api: Api::new(services.tokens.clone(), settings.cors.clone())
+                .with_accounts(services.accounts.clone())
+                .gated(gate),
+            services,
             cosmos: opened.cosmos,
             http: settings.http,
             secrets: settings.secrets_to_score(),
@@ -365,7 +381,7 @@ impl Application {
                 let _ = tokio::time::timeout(BACKGROUND_AFTER, first.wait_for(|arrived| *arrived)).await;
             }
         };
-        let service = self.service.clone();
+        let service = self.services.tokens.clone();
         let after = later();
         let purge = tokio::spawn(async move {
             after.await;
@@ -383,7 +399,7 @@ impl Application {
                 }
             }
         });
-        let service = self.service.clone();
+        let service = self.services.tokens.clone();
         let epoch = tokio::spawn(async move {
             // Revoke-everyone written by any instance reaches this one within the interval.
             let mut tick = tokio::time::interval(crate::epoch::REFRESH_INTERVAL);
@@ -410,7 +426,7 @@ impl Application {
             }
         });
         // The dummy password hash: one argon2id run, ~20 ms of a core.
-        let warm = self.service.clone();
+        let warm = self.services.accounts.clone();
         let after = later();
         tokio::spawn(async move {
             after.await;

@@ -1,17 +1,21 @@
 //! Cosmos-specific behaviour against the local test peer: TTL expiry, round trips per operation,
 //! throttling and timeouts, missing resources. The emulator's counters and fault rules are global,
 //! so the tests here run one at a time (`SERIAL`).
+// Test and benchmark code fails by unwrap, expect, panic and indexing; Cargo.toml's `[lints]`
+// denies them in the service only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::sync::Arc;
 
+use jwt_refresh_token::accounts::{AccountService, Actor, PasswordCheck};
 use jwt_refresh_token::clock::ManualClock;
 use jwt_refresh_token::secret::{Password, SecretBytes};
 use jwt_refresh_token::service::{ServiceError, TokenService};
 use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings, Env, Mode, Settings};
-use jwt_refresh_token::startup::build_service;
+use jwt_refresh_token::startup::{Services, build_services};
 use jwt_refresh_token::store::cosmos::{ConnectError, CosmosStore, Provisioning};
 use jwt_refresh_token::store::{Account, LoginThrottle, SessionRecord, SessionStore as _, Store, UserStore as _};
-use jwt_refresh_token::users::{self, PasswordHasher};
+use jwt_refresh_token::users::PasswordHasher;
 use serde_json::json;
 
 #[path = "support/emulator.rs"]
@@ -56,13 +60,21 @@ fn session(user: &str, sid: &str, expires_at_ms: i64) -> SessionRecord {
 }
 
 /// Adds user `alice` with [`PASSWORD`].
-async fn add_alice(store: &CosmosStore) {
+async fn add_alice(store: &Arc<CosmosStore>) {
     let hasher = PasswordHasher::start(&Default::default()).unwrap();
-    users::add_user(store, &hasher, "alice", &Password::new(PASSWORD), &[], START).await.unwrap();
+    let accounts = AccountService::new(store.clone(), hasher, Arc::new(ManualClock::new(START)), 8);
+    let password = Password::new(PASSWORD);
+    accounts.create_user(Actor::Operator, "alice", &password, &[], PasswordCheck::AllowWeak).await.unwrap();
 }
 
 /// A token service on a fresh Cosmos database with user `alice`.
-async fn service(clock: &ManualClock, timeout_ms: u64) -> (TokenService, Arc<CosmosStore>) {
+async fn service(clock: &ManualClock, timeout_ms: u64) -> (Arc<TokenService>, Arc<CosmosStore>) {
+    let (services, store) = services(clock, timeout_ms).await;
+    (services.tokens, store)
+}
+
+/// Both services on a fresh Cosmos database with user `alice`.
+async fn services(clock: &ManualClock, timeout_ms: u64) -> (Services, Arc<CosmosStore>) {
     let store = store(clock, timeout_ms).await;
     let env = Env::from_pairs([
         ("JwtRefreshToken__Descriptor__Issuer", "https://issuer.test"),
@@ -74,9 +86,9 @@ async fn service(clock: &ManualClock, timeout_ms: u64) -> (TokenService, Arc<Cos
         ("JwtRefreshToken__Registration__Mode", "open"),
     ]);
     let settings = Settings::load(&env, Mode::Production).unwrap();
-    let service = build_service(&settings, store.clone() as Arc<dyn Store>, Arc::new(clock.clone())).unwrap();
-    add_alice(store.as_ref()).await;
-    (service, store)
+    let services = build_services(&settings, store.clone() as Arc<dyn Store>, Arc::new(clock.clone())).unwrap();
+    add_alice(&store).await;
+    (services, store)
 }
 
 #[tokio::test]
@@ -112,7 +124,7 @@ async fn throttle_only_accounts_expire_by_ttl_and_user_accounts_never() {
         expires_at_ms: Some(START + 5_000),
     };
     store.put_account(&ghost, None).await.unwrap();
-    add_alice(store.as_ref()).await;
+    add_alice(&store).await;
     emulator::advance_clock(6).await;
     assert!(store.get_account("ghost").await.unwrap().is_none());
     assert!(store.get_account("alice").await.unwrap().is_some());
@@ -122,7 +134,7 @@ async fn throttle_only_accounts_expire_by_ttl_and_user_accounts_never() {
 async fn every_operation_stays_within_its_round_trip_budget() {
     let _serial = SERIAL.lock().await;
     let clock = ManualClock::new(START);
-    let (service, _store) = service(&clock, 10_000).await;
+    let (Services { tokens: service, accounts }, _store) = services(&clock, 10_000).await;
     let password = Password::new(PASSWORD);
     let mut report = Vec::new();
     let mut within = async |name: &str, budget: u64| -> serde_json::Value {
@@ -172,7 +184,9 @@ async fn every_operation_stays_within_its_round_trip_budget() {
 
     // Sign-up: create the account, create the session (no read for a new name).
     let client = jwt_refresh_token::service::Client { address: "192.0.2.9", user_agent: Some("test") };
-    let signed_up = service.register("newbie", &Password::new("plum umbrella cactus 1987"), client).await.unwrap();
+    let newbie =
+        accounts.register("newbie", &Password::new("plum umbrella cactus 1987"), client.address).await.unwrap();
+    let signed_up = service.open_session(newbie, client).await.unwrap();
     within("sign-up", 3).await;
     let other = service.login("newbie", &Password::new("plum umbrella cactus 1987"), "192.0.2.9").await.unwrap();
     let caller = service.authenticate_bearer(&signed_up.access_token).await.unwrap();
@@ -182,7 +196,7 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     let kinds = within("sessions list", 1).await;
     assert_eq!(kinds["query"].as_u64(), Some(1), "{kinds}");
     // Password change: the account read and write, then the batch ending the other sessions.
-    let ended = service
+    let ended = accounts
         .change_password(
             &caller,
             &Password::new("plum umbrella cactus 1987"),

@@ -8,6 +8,9 @@
 //! acknowledged rotation), which this test checks in the store itself and through the API: the
 //! last acknowledged token must refresh (at `g` it rotates, at `g + 1` it is the previous token
 //! within the grace and gets the same successor), and the token that returns must refresh again.
+// Test and benchmark code fails by unwrap, expect, panic and indexing; Cargo.toml's `[lints]`
+// denies them in the service only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -69,8 +72,10 @@ async fn refresh(client: &reqwest::Client, base: &str, token: &str) -> Result<(u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_handler_keeps_every_acknowledged_rotation() {
     let dir = tempfile::tempdir().unwrap();
-    let mut add =
-        command(dir.path(), 0, &["user", "add", "crash", "--password-stdin"]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut add = command(dir.path(), 0, &["user", "add", "crash", "--create", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     {
         use std::io::Write as _;
         add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();

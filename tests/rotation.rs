@@ -1,17 +1,20 @@
 //! The token rules driven through the library with a fixed clock: rotation, reuse grace, reuse
 //! detection, absolute lifetime, lockout, access-token checks. Nothing here sleeps.
+// Test and benchmark code fails by unwrap, expect, panic and indexing; Cargo.toml's `[lints]`
+// denies them in the service only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::sync::Arc;
 
+use jwt_refresh_token::accounts::{AccountService, Actor, PasswordCheck, UserChange};
 use jwt_refresh_token::clock::{Clock, ManualClock};
 use jwt_refresh_token::secret::Password;
 use jwt_refresh_token::service::{GrantFailure, RevokeScope, ServiceError, TokenPair, TokenService};
 use jwt_refresh_token::settings::{Env, Mode, Settings};
-use jwt_refresh_token::startup::build_service;
+use jwt_refresh_token::startup::build_services;
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{SessionStore as _, Store};
 use jwt_refresh_token::tokens::access::{AccessTokenError, Expiry};
-use jwt_refresh_token::users::{self, PasswordHasher};
 
 const START: i64 = 1_800_000_000_000;
 const KEY: &str = "ztT4_JxYykEeJ1xCq4TebLuQh8M2861EnSQrio1nfonxB9EsYDZhPsnm8ea23wx-";
@@ -20,7 +23,8 @@ const PASSWORD: &str = "correct horse battery";
 struct Fixture {
     clock: ManualClock,
     store: Arc<EmbeddedStore>,
-    service: TokenService,
+    service: Arc<TokenService>,
+    accounts: Arc<AccountService>,
     _dir: tempfile::TempDir,
 }
 
@@ -44,15 +48,22 @@ async fn fixture(extra: &[(&str, &str)]) -> Fixture {
     let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let clock = ManualClock::new(START);
     let settings = Settings::load(&env(extra), Mode::Production).unwrap();
-    let service = build_service(&settings, store.clone() as Arc<dyn Store>, Arc::new(clock.clone())).unwrap();
-    let hasher = PasswordHasher::start(&Default::default()).unwrap();
+    let services = build_services(&settings, store.clone() as Arc<dyn Store>, Arc::new(clock.clone())).unwrap();
+    let (service, accounts) = (services.tokens, services.accounts);
     for (name, roles) in [("alice", vec![]), ("bob", vec![]), ("root", vec!["admin".to_string()])] {
-        users::add_user(store.as_ref(), &hasher, name, &Password::new(PASSWORD), &roles, START).await.unwrap();
+        let password = Password::new(PASSWORD);
+        accounts.create_user(Actor::Operator, name, &password, &roles, PasswordCheck::AllowWeak).await.unwrap();
     }
-    Fixture { clock, store, service, _dir: dir }
+    Fixture { clock, store, service, accounts, _dir: dir }
 }
 
 impl Fixture {
+    /// `handler user disable`, as the operator.
+    async fn disable(&self, name: &str) -> jwt_refresh_token::accounts::Changed {
+        let change = UserChange { disabled: Some(true), ..UserChange::default() };
+        self.accounts.change_user(Actor::Operator, name, &change).await.unwrap()
+    }
+
     async fn login(&self, user: &str) -> TokenPair {
         self.service.login(user, &Password::new(PASSWORD), "192.0.2.1").await.unwrap()
     }
@@ -178,7 +189,7 @@ async fn a_copy_of_the_store_without_the_secret_cannot_use_tokens() {
         Mode::Production,
     )
     .unwrap();
-    let other = build_service(&settings, f.store.clone() as Arc<dyn Store>, Arc::new(f.clock.clone())).unwrap();
+    let other = build_services(&settings, f.store.clone() as Arc<dyn Store>, Arc::new(f.clock.clone())).unwrap().tokens;
     assert_eq!(grant_failure(other.refresh(&pair.refresh_token, None).await), GrantFailure::Tampered);
     f.refresh(&pair.refresh_token).await.unwrap();
 }
@@ -258,7 +269,7 @@ async fn scope_revocation_ends_the_right_sessions() {
 async fn disabling_a_user_ends_their_sessions_and_blocks_login() {
     let f = fixture(&[]).await;
     let pair = f.login("alice").await;
-    let (_, ended) = users::disable_user(f.store.as_ref(), "alice").await.unwrap();
+    let ended = f.disable("alice").await.sessions_ended;
     assert_eq!(ended, 1);
     assert_eq!(grant_failure(f.refresh(&pair.refresh_token).await), GrantFailure::UnknownSession);
     let r = f.service.login("alice", &Password::new(PASSWORD), "192.0.2.1").await;
@@ -268,12 +279,12 @@ async fn disabling_a_user_ends_their_sessions_and_blocks_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_login_racing_a_disable_leaves_no_session_behind() {
     let f = Arc::new(fixture(&[]).await);
-    let hasher = PasswordHasher::start(&Default::default()).unwrap();
     // Many rounds; in each, logins (from different addresses, so they run in parallel) are in
     // flight while the user is disabled. Whenever each one writes its session, none survives.
     for round in 0..12 {
         let name = format!("racer{round}");
-        users::add_user(f.store.as_ref(), &hasher, &name, &Password::new(PASSWORD), &[], START).await.unwrap();
+        let password = Password::new(PASSWORD);
+        f.accounts.create_user(Actor::Operator, &name, &password, &[], PasswordCheck::AllowWeak).await.unwrap();
         let mut logins = tokio::task::JoinSet::new();
         for i in 0..6 {
             let (f, name) = (f.clone(), name.clone());
@@ -281,7 +292,7 @@ async fn a_login_racing_a_disable_leaves_no_session_behind() {
                 .spawn(async move { f.service.login(&name, &Password::new(PASSWORD), &format!("192.0.2.{i}")).await });
         }
         tokio::time::sleep(std::time::Duration::from_millis(round * 7)).await;
-        let (user, _) = users::disable_user(f.store.as_ref(), &name).await.unwrap();
+        let user = f.disable(&name).await.user;
         let mut tokens = Vec::new();
         while let Some(r) = logins.join_next().await {
             if let Ok(pair) = r.unwrap() {

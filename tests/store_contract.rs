@@ -1,5 +1,8 @@
 //! The store contract: one behaviour function per rule, run against every backend by the
 //! `store_contract!` macro so backends cannot drift apart. A new backend adds one macro line.
+// Test and benchmark code fails by unwrap, expect, panic and indexing; Cargo.toml's `[lints]`
+// denies them in the service only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::sync::Arc;
 
@@ -8,8 +11,8 @@ use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
 use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
-    Account, AddressThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore as _, Store, StoreError,
-    UserRecord, UserStore as _, Version,
+    Account, AddressThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore as _, Step, Store, StoreError,
+    UserRecord, UserStore as _, Version, update_account,
 };
 
 mod contract {
@@ -216,6 +219,72 @@ mod contract {
         assert!(store.get_account("zed").await.unwrap().is_none(), "a CAS write never creates");
     }
 
+    /// N writers × M read-modify-writes of one account through `update_account` end at exactly
+    /// N × M: no update is lost and none lands twice. A writer whose update stayed contended past
+    /// the bound (the store reports it unavailable, nothing written) tries again, as a client would.
+    pub async fn parallel_account_updates_converge_on_the_exact_count(store: Arc<dyn Store>) {
+        const WRITERS: u32 = 4;
+        const UPDATES: u32 = 10;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..WRITERS {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let mut gave_up = 0;
+                for _ in 0..UPDATES {
+                    loop {
+                        let bump = |current: Option<&Account>| {
+                            let mut next = current.cloned().unwrap_or_else(|| Account::empty("racer"));
+                            next.throttle.failures += 1;
+                            Step::Write(next, ())
+                        };
+                        match update_account(store.as_ref(), "racer", None, bump).await {
+                            Ok(_) => break,
+                            Err(StoreError::Unavailable { .. }) if gave_up < 20 => gave_up += 1,
+                            Err(e) => panic!("update failed: {e}"),
+                        }
+                    }
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        let stored = store.get_account("racer").await.unwrap().unwrap().value;
+        assert_eq!(stored.throttle.failures, WRITERS * UPDATES);
+    }
+
+    pub async fn the_sessions_epoch_only_moves_forward_and_is_not_an_account(store: &dyn Store) {
+        assert_eq!(store.sessions_epoch().await.unwrap(), 0, "never set");
+        assert_eq!(store.raise_sessions_epoch(5_000).await.unwrap(), 5_000);
+        assert_eq!(store.raise_sessions_epoch(4_000).await.unwrap(), 5_000, "never back");
+        assert_eq!(store.sessions_epoch().await.unwrap(), 5_000);
+        assert_eq!(store.raise_sessions_epoch(6_000).await.unwrap(), 6_000);
+        assert!(store.list_users().await.unwrap().is_empty(), "the epoch is no user");
+        store.purge_expired_accounts(i64::MAX).await.unwrap();
+        store.purge_expired(i64::MAX).await.unwrap();
+        assert_eq!(store.sessions_epoch().await.unwrap(), 6_000, "never purged");
+    }
+
+    pub async fn parallel_epoch_raises_keep_the_latest(store: Arc<dyn Store>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for at in 1..=8i64 {
+            let store = store.clone();
+            tasks.spawn(async move { store.raise_sessions_epoch(at * 1_000).await.unwrap() });
+        }
+        while let Some(r) = tasks.join_next().await {
+            assert!(r.unwrap() >= 1_000);
+        }
+        assert_eq!(store.sessions_epoch().await.unwrap(), 8_000);
+    }
+
+    /// The epoch as stores before it had a record of its own kept it: an account under this key
+    /// with the time in `last_failure_ms`.
+    pub fn legacy_epoch_account(at: i64) -> Account {
+        let mut fake = Account::empty("\u{0}sessions-epoch");
+        fake.throttle.last_failure_ms = at;
+        fake
+    }
+
     pub async fn purging_accounts_never_removes_users_or_live_throttles(store: &dyn Store) {
         let mut live = account("live", None);
         live.expires_at_ms = Some(10_000);
@@ -248,15 +317,24 @@ macro_rules! store_contract {
                 accounts_read_back_and_users_list_in_key_order,
                 creating_an_existing_account_conflicts,
                 account_writes_are_compare_and_swap,
-                purging_accounts_never_removes_users_or_live_throttles
+                purging_accounts_never_removes_users_or_live_throttles,
+                the_sessions_epoch_only_moves_forward_and_is_not_an_account
             );
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn of_concurrent_replaces_at_one_version_exactly_one_wins() {
-                let (store, _guard) = $make.await;
-                contract::of_concurrent_replaces_at_one_version_exactly_one_wins(store).await;
-            }
+            store_contract!(@shared $make;
+                of_concurrent_replaces_at_one_version_exactly_one_wins,
+                parallel_account_updates_converge_on_the_exact_count,
+                parallel_epoch_raises_keep_the_latest
+            );
         }
+    };
+    (@shared $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                contract::$name(store).await;
+            }
+        )+
     };
     (@by_ref $make:expr; $($name:ident),+ $(,)?) => {
         $(
@@ -341,6 +419,37 @@ async fn embedded_store_is_shared_between_handles_on_one_file() {
     assert!(b.get_account("alice").await.unwrap().is_some());
     b.insert_session(&contract::session("id-a", "s", 10_000)).await.unwrap();
     assert_eq!(a.delete_user_sessions("id-a", None).await.unwrap(), 1);
+}
+
+/// Embedded-only: a store of schema 3, with the epoch as a fake account, is migrated on open: the
+/// epoch moves into its own record and the fake account is gone.
+#[tokio::test]
+async fn embedded_store_moves_an_old_epoch_account_into_its_own_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store.put_account(&contract::legacy_epoch_account(7_000), None).await.unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    conn.execute_batch("DROP TABLE store_values").unwrap();
+    conn.pragma_update(None, "user_version", 3).unwrap();
+    drop(conn);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.sessions_epoch().await.unwrap(), 7_000, "the old epoch is honoured");
+    assert!(store.get_account("\u{0}sessions-epoch").await.unwrap().is_none(), "no fake account is left");
+    assert_eq!(store.raise_sessions_epoch(6_000).await.unwrap(), 7_000);
+}
+
+/// Cosmos-only: an epoch written as a fake account by an older version is read while no epoch
+/// record exists, and the first raise keeps it if it is later.
+#[tokio::test]
+async fn cosmos_store_honours_an_old_epoch_account() {
+    let (store, ()) = cosmos().await;
+    store.put_account(&contract::legacy_epoch_account(7_000), None).await.unwrap();
+    assert_eq!(store.sessions_epoch().await.unwrap(), 7_000);
+    assert_eq!(store.raise_sessions_epoch(6_000).await.unwrap(), 7_000, "an older raise keeps the old epoch");
+    assert_eq!(store.raise_sessions_epoch(8_000).await.unwrap(), 8_000);
+    assert_eq!(store.sessions_epoch().await.unwrap(), 8_000);
+    assert!(store.list_users().await.unwrap().is_empty());
 }
 
 /// Embedded-only: a database from a newer schema is refused rather than misread.

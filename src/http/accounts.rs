@@ -2,6 +2,8 @@
 //! and `GET|POST|PATCH /api/users[/{username}]`. Bodies follow the rules of every route (JSON or
 //! form, 16 KiB, no repeated names); errors are RFC 6749-style JSON.
 
+use std::num::NonZeroUsize;
+
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -9,13 +11,16 @@ use super::body::Fields;
 use super::cookies;
 use super::error::ApiError;
 use super::{Api, ApiRequest, ApiResponse, MAX_TOKEN_LEN, Operation, bearer};
-use crate::accounts::MAX_PAGE;
+use crate::accounts::{AccountService, Actor, MAX_PAGE, PasswordCheck, UserChange};
 use crate::secret::Password;
-use crate::service::Client;
-use crate::users::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS, UserChange};
+use crate::service::{Client, ServiceError};
+use crate::users::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
 
 /// Default page size of `GET /api/users`.
-const DEFAULT_PAGE: usize = 50;
+const DEFAULT_PAGE: NonZeroUsize = match NonZeroUsize::new(50) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
 /// Most roles a user may hold.
 const MAX_ROLES: usize = 32;
 
@@ -46,6 +51,12 @@ fn json_only(fields: Fields) -> Result<Fields, ApiError> {
 /// Answers one of the account operations.
 pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     let service = &api.service;
+    let accounts = || -> Result<&AccountService, ApiError> {
+        Ok(api
+            .accounts
+            .as_deref()
+            .ok_or(ServiceError::NotAvailable("account routes need the built-in user directory"))?)
+    };
     let address = req.client_address();
     match operation {
         Operation::Register => {
@@ -54,7 +65,8 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             let username = fields.required("username", MAX_USERNAME_CHARS * 4)?;
             let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
             let client = Client { address: &address, user_agent: req.header("user-agent") };
-            let pair = service.register(username, &password, client).await?;
+            let principal = accounts()?.register(username, &password, client.address).await?;
+            let pair = service.open_session(principal, client).await?;
             let mut r = api.pair(&pair, transport);
             r.status = StatusCode::CREATED;
             Ok(r)
@@ -64,7 +76,7 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             let fields = Fields::parse(req)?;
             let current = Password::new(fields.required("current_password", MAX_PASSWORD_BYTES)?);
             let new = Password::new(fields.required("new_password", MAX_PASSWORD_BYTES)?);
-            let ended = service.change_password(&caller, &current, &new, &address).await?;
+            let ended = accounts()?.change_password(&caller, &current, &new, &address).await?;
             Ok(ApiResponse::json(StatusCode::OK, &json!({ "other_sessions_ended": ended })))
         }
         Operation::ListSessions => {
@@ -89,13 +101,13 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             let limit = match req.query_param("limit")? {
                 None => DEFAULT_PAGE,
                 Some(l) => l
-                    .parse::<usize>()
+                    .parse::<NonZeroUsize>()
                     .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .filter(|n| *n <= MAX_PAGE)
                     .ok_or_else(|| ApiError::InvalidRequest(format!("limit must be 1 to {MAX_PAGE}")))?,
             };
             let cursor = req.query_param("cursor")?;
-            let page = service.list_users(&caller, limit, cursor.as_deref()).await?;
+            let page = accounts()?.list_users(Actor::Admin(&caller), limit, cursor.as_deref()).await?;
             Ok(ApiResponse::json(StatusCode::OK, &page))
         }
         Operation::CreateUser => {
@@ -104,7 +116,9 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             let username = fields.required("username", MAX_USERNAME_CHARS * 4)?;
             let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
             let roles = roles(&fields)?.unwrap_or_default();
-            let user = service.create_user(&caller, username, &password, &roles).await?;
+            let user = accounts()?
+                .create_user(Actor::Admin(&caller), username, &password, &roles, PasswordCheck::Policy)
+                .await?;
             Ok(ApiResponse::json(
                 StatusCode::CREATED,
                 &json!({ "id": user.id, "username": user.username, "roles": user.roles }),
@@ -130,8 +144,8 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             if change == UserChange::default() {
                 return Err(ApiError::InvalidRequest("send at least one of disabled, roles or unlock".into()));
             }
-            let user = service.change_user(&caller, username, &change).await?;
-            Ok(ApiResponse::json(StatusCode::OK, &user))
+            let changed = accounts()?.change_user(Actor::Admin(&caller), username, &change).await?;
+            Ok(ApiResponse::json(StatusCode::OK, &changed.user))
         }
         Operation::Login | Operation::Refresh | Operation::Revoke | Operation::Jwks => {
             Err(ApiError::NotFound("no such route"))

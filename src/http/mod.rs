@@ -14,6 +14,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use tracing::Instrument as _;
 
+use crate::accounts::AccountService;
 use crate::secret::Password;
 use crate::service::{RevokeScope, TokenPair, TokenService};
 use crate::settings::Cors;
@@ -306,10 +307,12 @@ impl ApiResponse {
     }
 }
 
-/// The application: routes requests to the token service.
+/// The application: routes requests to the token service and the account service.
 #[derive(Debug, Clone)]
 pub struct Api {
     pub(crate) service: Arc<TokenService>,
+    /// The account routes (sign-up, password change, admin users): only with the built-in directory.
+    pub(crate) accounts: Option<Arc<AccountService>>,
     cors: Arc<Cors>,
     keys_checked: Option<tokio::sync::watch::Receiver<bool>>,
     /// Set once the first request (the host's readiness probe, or any other) arrived.
@@ -317,10 +320,18 @@ pub struct Api {
 }
 
 impl Api {
-    /// An API over `service`, answering CORS for the origins in `cors`.
+    /// An API over `service`, answering CORS for the origins in `cors`; the account routes answer
+    /// 404 until [`Api::with_accounts`].
     pub fn new(service: Arc<TokenService>, cors: Cors) -> Self {
         let first_request = Arc::new(tokio::sync::watch::Sender::new(false));
-        Self { service, cors: Arc::new(cors), keys_checked: None, first_request }
+        Self { service, accounts: None, cors: Arc::new(cors), keys_checked: None, first_request }
+    }
+
+    /// Serves the account routes with `accounts`.
+    #[must_use]
+    pub fn with_accounts(mut self, accounts: Arc<AccountService>) -> Self {
+        self.accounts = Some(accounts);
+        self
     }
 
     /// Becomes `true` when the first request arrives: start-up work that no answer needs waits
@@ -533,7 +544,7 @@ impl Api {
                     return Err(ApiError::InvalidRequest("username is only allowed with scope=global".into()));
                 }
                 let caller = self.service.authenticate_bearer(bearer(req)?).await?;
-                let at = self.service.revoke_everyone(Some(&caller)).await?;
+                let at = self.service.revoke_everyone(&caller).await?;
                 Ok(ApiResponse::json(
                     StatusCode::OK,
                     &serde_json::json!({

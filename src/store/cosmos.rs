@@ -5,7 +5,8 @@
 //!   read plus one replace with `If-Match` on the ETag; revoking all of a user's sessions is one
 //!   single-partition query plus transactional batches of deletes;
 //! - accounts (`UserContainerId`, partition key `/id`, id = base64url of the lowercase username): the
-//!   user and its login throttle in one document, so a login is one point read.
+//!   user and its login throttle in one document, so a login is one point read. The revoke-everyone
+//!   epoch is a document of its own kind there too, under an id no username maps to.
 //!
 //! Every document carries `ttl` = the rest of its absolute lifetime (container default TTL is on),
 //! so Cosmos expires sessions and stale throttles by itself. Every call has a timeout; the SDK
@@ -28,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    Account, AddressThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore, StoreError, UserRecord,
-    UserStore, Version, Versioned,
+    Account, AddressThrottle, Cas, LoginThrottle, SessionDetails, SessionRecord, SessionStore, StoreError, UserRecord,
+    UserStore, Version, Versioned, retry_cas,
 };
 use crate::clock::{Clock, UnixMs};
 use crate::settings::{CosmosAuth, CosmosSettings, Identity};
@@ -268,6 +269,27 @@ impl AccountDoc {
             version: Version(etag),
         })
     }
+}
+
+/// Id of the revoke-everyone epoch document in the accounts container: `.` is not in the base64url
+/// alphabet of account ids, so no username maps to it.
+const EPOCH_ID: &str = "sessions.epoch";
+
+/// Before the epoch had a document of its own it was an account under this username key, its time
+/// in `lastFailureMs`. Read as a fallback while no epoch document exists; the first raise folds it in.
+const LEGACY_EPOCH_KEY: &str = "\u{0}sessions-epoch";
+
+/// The revoke-everyone epoch: sessions that began before `revokedBeforeMs` have ended.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EpochDoc {
+    id: String,
+    kind: String,
+    revoked_before_ms: i64,
+    /// Never expires (the container's default TTL is on).
+    ttl: i64,
+    #[serde(rename = "_etag", default, skip_serializing)]
+    etag: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -581,6 +603,74 @@ impl SessionStore for CosmosStore {
     async fn purge_expired(&self, _now: UnixMs) -> Result<u64, StoreError> {
         // Cosmos TTL removes expired sessions by itself.
         Ok(0)
+    }
+
+    async fn sessions_epoch(&self) -> Result<UnixMs, StoreError> {
+        match self.epoch_doc().await? {
+            Some(doc) => Ok(doc.revoked_before_ms),
+            None => self.legacy_epoch().await,
+        }
+    }
+
+    async fn raise_sessions_epoch(&self, at: UnixMs) -> Result<UnixMs, StoreError> {
+        let c = self.containers().await?;
+        let current = self.epoch_doc().await?;
+        retry_cas("sessions epoch", current, |current| async move {
+            let stored = match &current {
+                Some(doc) => doc.revoked_before_ms,
+                None => self.legacy_epoch().await?,
+            };
+            if stored >= at {
+                return Ok(Cas::Done(stored));
+            }
+            let doc = EpochDoc {
+                id: EPOCH_ID.into(),
+                kind: "sessionsEpoch".into(),
+                revoked_before_ms: at,
+                ttl: -1,
+                etag: None,
+            };
+            let written = self
+                .timed(async {
+                    match current.as_ref().and_then(|d| d.etag.as_deref()) {
+                        None => c.accounts.create_item(EPOCH_ID.to_string(), EPOCH_ID, &doc, None).await,
+                        Some(etag) => {
+                            let expected = Version(etag.to_string());
+                            c.accounts.replace_item(EPOCH_ID.to_string(), EPOCH_ID, &doc, if_match(&expected)).await
+                        }
+                    }
+                    .map_err(map_err)
+                })
+                .await;
+            match written {
+                Ok(_) => Ok(Cas::Done(at)),
+                // Another raise came first: read it again (it may already be later than `at`).
+                Err(StoreError::Precondition | StoreError::Conflict | StoreError::NotFound) => {
+                    Ok(Cas::Retry(self.epoch_doc().await?))
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+}
+
+impl CosmosStore {
+    /// The epoch document, or `None` when no epoch was ever written in this form.
+    async fn epoch_doc(&self) -> Result<Option<EpochDoc>, StoreError> {
+        let c = self.containers().await?;
+        let read =
+            self.timed(async { c.accounts.read_item(EPOCH_ID.to_string(), EPOCH_ID, None).await.map_err(map_err) });
+        match read.await {
+            Ok(response) => response.into_model::<EpochDoc>().map_err(map_err).map(Some),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The epoch as stores before the epoch document kept it (a fake account; 0 when none).
+    async fn legacy_epoch(&self) -> Result<UnixMs, StoreError> {
+        Ok(self.get_account(LEGACY_EPOCH_KEY).await?.map_or(0, |a| a.value.throttle.last_failure_ms))
     }
 }
 

@@ -15,7 +15,7 @@ use crate::clock::UnixMs;
 
 /// File name of the database inside the store directory.
 pub const DATABASE_FILE: &str = "store.db";
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
@@ -52,7 +52,19 @@ CREATE TABLE IF NOT EXISTS sessions (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at_ms);
 CREATE INDEX IF NOT EXISTS sessions_by_idle_expiry ON sessions (idle_expires_at_ms) WHERE idle_expires_at_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS store_values (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
+
+/// The row of `store_values` holding the revoke-everyone epoch.
+const SESSIONS_EPOCH: &str = "sessions_epoch";
+
+/// Before schema 4 the revoke-everyone epoch was an account under this key (NUL first, so no
+/// username maps to it), its time in `last_failure_ms`. Opening such a store moves it into
+/// `store_values` and deletes the account.
+const LEGACY_EPOCH_KEY: &str = "\u{0}sessions-epoch";
 
 mod engine;
 
@@ -112,11 +124,20 @@ impl EmbeddedStore {
             // Only a new or upgraded store is written at start-up: an up-to-date one opens without
             // a transaction (each would be an fsync before the port answers).
             conn.execute_batch(SCHEMA).map_err(map_err)?;
+            if (1..4).contains(&version) {
+                // Version 4 keeps the revoke-everyone epoch in a record of its own.
+                migrate_legacy_epoch(&conn)?;
+            }
             conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map_err)?;
         }
         let reader_path = path.clone();
         let engine = engine::Engine::start(conn, Arc::new(move || connect(&reader_path)))?;
         Ok(Self { engine: Arc::new(engine), path })
+    }
+
+    /// Whether a store exists in directory `dir` (the in-memory store always does).
+    pub fn exists(dir: &Path) -> bool {
+        engine::is_memory(dir) || dir.join(DATABASE_FILE).is_file()
     }
 
     /// The database file ([`MEMORY`] for the in-memory store).
@@ -134,6 +155,22 @@ impl EmbeddedStore {
     {
         self.engine.run(op).await
     }
+}
+
+/// Moves an epoch kept as a fake account (schema 3 and before) into `store_values`, keeping the
+/// later of the two if both exist, in one transaction.
+fn migrate_legacy_epoch(conn: &Connection) -> Result<(), StoreError> {
+    let tx = conn.unchecked_transaction().map_err(map_err)?;
+    tx.execute(
+        "INSERT INTO store_values (name, value)
+             SELECT ?1, last_failure_ms FROM accounts WHERE username_key = ?2 AND user_id IS NULL
+         ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+        params![SESSIONS_EPOCH, LEGACY_EPOCH_KEY],
+    )
+    .map_err(map_err)?;
+    tx.execute("DELETE FROM accounts WHERE username_key = ?1 AND user_id IS NULL", params![LEGACY_EPOCH_KEY])
+        .map_err(map_err)?;
+    tx.commit().map_err(map_err)
 }
 
 /// A connection to the database file with the store's pragmas.
@@ -454,6 +491,31 @@ impl SessionStore for EmbeddedStore {
                 .exec_cached("DELETE FROM sessions WHERE expires_at_ms <= ?1 OR idle_expires_at_ms <= ?1", params![now])
                 .map_err(map_err)?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn sessions_epoch(&self) -> Result<UnixMs, StoreError> {
+        self.run(|conn| {
+            conn.row_cached("SELECT value FROM store_values WHERE name = ?1", params![SESSIONS_EPOCH], |r| r.get(0))
+                .optional()
+                .map(Option::unwrap_or_default)
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn raise_sessions_epoch(&self, at: UnixMs) -> Result<UnixMs, StoreError> {
+        self.run(move |conn| {
+            // One statement: concurrent raises cannot lower it, and it never goes back.
+            conn.row_cached(
+                "INSERT INTO store_values (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)
+                 RETURNING value",
+                params![SESSIONS_EPOCH, at],
+                |r| r.get(0),
+            )
+            .map_err(map_err)
         })
         .await
     }

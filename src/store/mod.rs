@@ -189,6 +189,19 @@ pub struct Account {
     pub expires_at_ms: Option<UnixMs>,
 }
 
+impl Account {
+    /// A fresh record under `username_key`: no user, nothing counted.
+    pub fn empty(username_key: &str) -> Self {
+        Self {
+            username_key: username_key.to_string(),
+            user: None,
+            throttle: LoginThrottle::default(),
+            addresses: Vec::new(),
+            expires_at_ms: None,
+        }
+    }
+}
+
 /// Sessions: created at login, rotated by compare-and-swap, deleted when revoked or reused.
 #[async_trait]
 pub trait SessionStore: Send + Sync + fmt::Debug {
@@ -220,6 +233,14 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// returns how many. Stores that expire records by themselves (Cosmos TTL) may do nothing and
     /// return 0.
     async fn purge_expired(&self, now: UnixMs) -> Result<u64, StoreError>;
+
+    /// The revoke-everyone epoch: every session that began before it has ended (0 when never set).
+    /// A record of its own, never an account, never purged.
+    async fn sessions_epoch(&self) -> Result<UnixMs, StoreError>;
+
+    /// Moves the revoke-everyone epoch forward to `at`, or keeps a later one already stored;
+    /// returns the epoch as stored afterwards. Concurrent raises keep the latest.
+    async fn raise_sessions_epoch(&self, at: UnixMs) -> Result<UnixMs, StoreError>;
 }
 
 /// Accounts of the built-in user directory: users and login throttles, one record per username key.
@@ -274,14 +295,161 @@ where
     Err(StoreError::unavailable(format!("{what} stayed contended after {MAX_CAS_ATTEMPTS} attempts")).into())
 }
 
+/// What an account update does with the record it was shown (see [`update_account`]).
+// Made and consumed at once, never stored: boxing the account would only cost an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Step<T> {
+    /// Write this account (created when none exists under the key) and finish with `T` once it
+    /// is written.
+    Write(Account, T),
+    /// Finish with `T`, writing nothing.
+    Done(T),
+}
+
+/// The one conditional account update (object_store's `PutMode::Update` loop): shows `step` the
+/// account under `key` as last read (`known`; `None` when none exists), writes what it asks with
+/// compare-and-swap, and when the record changed, appeared or went away since it was read
+/// ([`StoreError::Precondition`], [`StoreError::Conflict`], [`StoreError::NotFound`]) reads it
+/// again and asks again, at most [`MAX_CAS_ATTEMPTS`] times. Every read-modify-write of an
+/// account goes through here, so store errors are sorted in one place; `step` may run several
+/// times and only says what changes.
+///
+/// Returns `step`'s outcome and the account as it stands afterwards: as written, or as last read
+/// when `step` wrote nothing.
+pub async fn update_account<T>(
+    store: &dyn UserStore,
+    key: &str,
+    known: Option<Versioned<Account>>,
+    mut step: impl FnMut(Option<&Account>) -> Step<T>,
+) -> Result<(T, Option<Versioned<Account>>), StoreError> {
+    retry_cas("account record", known, |current| {
+        let decided = step(current.as_ref().map(|c| &c.value));
+        async move {
+            let (account, outcome) = match decided {
+                Step::Done(outcome) => return Ok(Cas::Done((outcome, current))),
+                Step::Write(account, outcome) => (account, outcome),
+            };
+            debug_assert_eq!(account.username_key, key, "an update writes the record it read");
+            match store.put_account(&account, current.as_ref().map(|c| &c.version)).await {
+                Ok(version) => Ok(Cas::Done((outcome, Some(Versioned { value: account, version })))),
+                Err(StoreError::Precondition | StoreError::Conflict | StoreError::NotFound) => {
+                    Ok(Cas::Retry(store.get_account(key).await?))
+                }
+                Err(e) => Err(e),
+            }
+        }
+    })
+    .await
+}
+
 /// A backend that holds both sessions and users.
 pub trait Store: SessionStore + UserStore {}
 
 impl<T: SessionStore + UserStore> Store for T {}
 
+/// Test doubles of the store.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::store::embedded::{EmbeddedStore, MEMORY};
+
+    /// An in-memory store whose account writes fail as if they lost a race, a set number of times.
+    #[derive(Debug)]
+    pub(crate) struct Contended {
+        pub(crate) inner: EmbeddedStore,
+        failures_left: AtomicUsize,
+    }
+
+    impl Contended {
+        /// A store whose next `failures` account writes lose.
+        pub(crate) fn new(failures: usize) -> Self {
+            let inner = EmbeddedStore::open(std::path::Path::new(MEMORY)).unwrap();
+            Self { inner, failures_left: failures.into() }
+        }
+
+        /// The next `failures` account writes lose.
+        pub(crate) fn fail_next(&self, failures: usize) {
+            self.failures_left.store(failures, Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait]
+    impl UserStore for Contended {
+        async fn get_account(&self, key: &str) -> Result<Option<Versioned<Account>>, StoreError> {
+            self.inner.get_account(key).await
+        }
+        async fn put_account(&self, a: &Account, v: Option<&Version>) -> Result<Version, StoreError> {
+            if self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return Err(if v.is_some() { StoreError::Precondition } else { StoreError::Conflict });
+            }
+            self.inner.put_account(a, v).await
+        }
+        async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+            self.inner.list_users().await
+        }
+        async fn purge_expired_accounts(&self, now: UnixMs) -> Result<u64, StoreError> {
+            self.inner.purge_expired_accounts(now).await
+        }
+    }
+
+    #[async_trait]
+    impl SessionStore for Contended {
+        async fn insert_session(&self, s: &SessionRecord) -> Result<Version, StoreError> {
+            self.inner.insert_session(s).await
+        }
+        async fn get_session(&self, u: &str, s: &str) -> Result<Option<Versioned<SessionRecord>>, StoreError> {
+            self.inner.get_session(u, s).await
+        }
+        async fn replace_session(&self, s: &SessionRecord, v: &Version) -> Result<Version, StoreError> {
+            self.inner.replace_session(s, v).await
+        }
+        async fn delete_session(&self, u: &str, s: &str) -> Result<bool, StoreError> {
+            self.inner.delete_session(u, s).await
+        }
+        async fn delete_user_sessions(&self, u: &str, keep: Option<&str>) -> Result<u64, StoreError> {
+            self.inner.delete_user_sessions(u, keep).await
+        }
+        async fn list_user_sessions(&self, u: &str) -> Result<Vec<SessionRecord>, StoreError> {
+            self.inner.list_user_sessions(u).await
+        }
+        async fn purge_expired(&self, now: UnixMs) -> Result<u64, StoreError> {
+            self.inner.purge_expired(now).await
+        }
+        async fn sessions_epoch(&self) -> Result<UnixMs, StoreError> {
+            self.inner.sessions_epoch().await
+        }
+        async fn raise_sessions_epoch(&self, at: UnixMs) -> Result<UnixMs, StoreError> {
+            self.inner.raise_sessions_epoch(at).await
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn update_account_retries_lost_races_and_is_bounded() {
+        let store = testing::Contended::new(3);
+        let bump = |current: Option<&Account>| {
+            let mut next = current.cloned().unwrap_or_else(|| Account::empty("k"));
+            next.throttle.failures += 1;
+            Step::Write(next, ())
+        };
+        let ((), after) = update_account(&store, "k", None, bump).await.unwrap();
+        assert_eq!(after.unwrap().value.throttle.failures, 1, "three lost races, then one write");
+        store.fail_next(usize::MAX);
+        let r = update_account(&store, "k", store.get_account("k").await.unwrap(), bump).await;
+        assert!(matches!(r, Err(StoreError::Unavailable { .. })), "{r:?}");
+        store.fail_next(0);
+        let (seen, _) = update_account(&store, "k", None, |current| Step::Done(current.map(|a| a.throttle.failures)))
+            .await
+            .unwrap();
+        assert_eq!(seen, None, "Done writes nothing and returns what it was shown");
+    }
 
     #[tokio::test]
     async fn retry_cas_returns_the_first_done() {

@@ -67,7 +67,8 @@ fn hmac_kid(secret: &[u8]) -> Result<String, SettingsError> {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
         .map_err(|_| SettingsError::new(ALGORITHM_KEY, "cannot be used as an HMAC key"))?;
     mac.update(b"jwt-refresh-token/kid/v1");
-    Ok(b64(&mac.finalize().into_bytes()[..12]))
+    let digest = mac.finalize().into_bytes();
+    Ok(b64(digest.get(..12).unwrap_or(&digest)))
 }
 
 fn public_jwk(mut jwk: Jwk, algorithm: Algorithm, setting: &str) -> Result<(String, Jwk), SettingsError> {

@@ -150,13 +150,13 @@ impl RefreshTokens {
             return None;
         }
         let raw = b64().decode(token).ok()?;
-        if raw.len() < FIXED_LEN || raw[0] != VERSION {
+        if raw.len() < FIXED_LEN || raw.first() != Some(&VERSION) {
             return None;
         }
-        let sid: [u8; 16] = raw[1..17].try_into().ok()?;
-        let generation = u64::from_be_bytes(raw[17..25].try_into().ok()?);
-        let tag: [u8; 32] = raw[25..57].try_into().ok()?;
-        let user_len = usize::from(raw[57]);
+        let sid: [u8; 16] = raw.get(1..17)?.try_into().ok()?;
+        let generation = u64::from_be_bytes(raw.get(17..25)?.try_into().ok()?);
+        let tag: [u8; 32] = raw.get(25..57)?.try_into().ok()?;
+        let user_len = usize::from(*raw.get(57)?);
         let user = raw.get(58..)?;
         if user.len() != user_len || user_len == 0 {
             return None;

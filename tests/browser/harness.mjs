@@ -106,7 +106,7 @@ export async function startAll() {
     RUST_LOG: 'info',
   };
   for (const [name, password] of Object.entries(USERS)) {
-    execFileSync(HANDLER, ['user', 'add', name, '--password-stdin'], { input: `${password}\n`, env: { ...process.env, ...env } });
+    execFileSync(HANDLER, ['user', 'add', name, '--create', '--password-stdin'], { input: `${password}\n`, env: { ...process.env, ...env } });
   }
   const handler = start(HANDLER, [], env);
   await waitFor('handler', async () => (await fetch(`http://127.0.0.1:${authPort}/`)).ok, handler);

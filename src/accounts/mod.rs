@@ -1,0 +1,599 @@
+//! The account service: the rules of accounts of the built-in user directory — sign-up, creating
+//! users, passwords, enable/disable, roles, unlock, the admin listing — and, in [`sessions`], what
+//! each change does to the user's sessions. The HTTP edge and the `handler user …` commands both
+//! call it; nothing else changes users. No HTTP here.
+//!
+//! The token rules (login, rotation, reuse, revocation) are [`TokenService`](crate::service::TokenService)'s;
+//! this service uses only its shared types ([`Caller`], [`ServiceError`]) and never the other way
+//! round.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::clock::{Clock, UnixMs};
+use crate::secret::Password;
+use crate::service::{Caller, GrantFailure, ServiceError};
+use crate::settings::{Accounts, RegistrationMode};
+use crate::store::{Account, Step, Store, StoreError, UserRecord, update_account};
+use crate::users::lockout::{Attempt, Check};
+use crate::users::profile::{self, PasswordPolicyError};
+use crate::users::{self, HashError, Lockout, MAX_PASSWORD_BYTES, PasswordHasher, Principal, UserState, UsernameError};
+
+pub mod sessions;
+mod signup;
+
+pub use sessions::Reason;
+
+/// What a non-admin caller of an admin operation is told.
+const ADMIN_NEEDED: &str = "this needs the admin role";
+/// Most users a page of `GET /api/users` holds.
+pub const MAX_PAGE: NonZeroUsize = match NonZeroUsize::new(200) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+/// Shortest password an operator may set with [`PasswordCheck::AllowWeak`].
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// Who asks for an account operation.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// The operator at the `handler` command line: whoever may open the store.
+    Operator,
+    /// A caller over HTTP, who must hold the admin role in their current account.
+    Admin(&'a Caller),
+}
+
+/// Whether a new password must pass the strength policy ([`profile::check_new_password`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    /// The policy every HTTP route applies.
+    Policy,
+    /// Only 8 to 1024 bytes without line breaks (`--allow-weak-password`, for scripted fixtures).
+    AllowWeak,
+}
+
+/// A user as the admin routes and the command line show it (never the hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInfo {
+    /// Stable id.
+    pub id: String,
+    /// Username as registered.
+    pub username: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Whether the user is disabled.
+    pub disabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl From<&UserRecord> for UserInfo {
+    fn from(u: &UserRecord) -> Self {
+        Self {
+            id: u.id.clone(),
+            username: u.username.clone(),
+            roles: u.roles.clone(),
+            disabled: u.disabled,
+            created_at: u.created_at_ms / 1000,
+        }
+    }
+}
+
+/// A page of users.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserPage {
+    /// The users, ordered by username key.
+    pub users: Vec<UserInfo>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A changed user, and how many of their sessions the change ended.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    /// The user as changed.
+    pub user: UserInfo,
+    /// Sessions ended by the change.
+    pub sessions_ended: u64,
+}
+
+/// What an admin may change about a user (`PATCH /api/users/{username}`, `handler user disable|unlock`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserChange {
+    /// Disable (true) or enable (false).
+    pub disabled: Option<bool>,
+    /// New roles (replacing the old ones).
+    pub roles: Option<Vec<String>>,
+    /// Clear every failed-login count and lock.
+    pub unlock: bool,
+}
+
+/// The account service.
+#[derive(Debug, Clone)]
+pub struct AccountService {
+    store: Arc<dyn Store>,
+    hasher: Arc<PasswordHasher>,
+    clock: Arc<dyn Clock>,
+    password_min_chars: usize,
+    /// Sign-up over HTTP; without it, registration is closed.
+    signup: Option<signup::SignUp>,
+    /// Login throttling, which a wrong current password in a password change counts toward;
+    /// without it, password changes over HTTP are not available.
+    lockout: Option<Lockout>,
+}
+
+fn username_error(e: UsernameError) -> ServiceError {
+    ServiceError::InvalidRequestOwned(e.to_string())
+}
+
+fn policy_error(e: PasswordPolicyError) -> ServiceError {
+    ServiceError::InvalidRequestOwned(e.to_string())
+}
+
+fn hash_error(e: HashError) -> ServiceError {
+    ServiceError::Unavailable(StoreError::unavailable(e.to_string()))
+}
+
+fn valid_role(role: &str) -> bool {
+    (1..=64).contains(&role.len()) && role.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+}
+
+/// Checked, sorted and deduplicated roles.
+fn checked_roles(roles: &[String]) -> Result<Vec<String>, ServiceError> {
+    if let Some(bad) = roles.iter().find(|r| !valid_role(r)) {
+        return Err(ServiceError::InvalidRequestOwned(format!(
+            "role {bad:?} must be 1 to 64 characters of letters, digits, '.', '_', ':' or '-'"
+        )));
+    }
+    let mut roles = roles.to_vec();
+    roles.sort();
+    roles.dedup();
+    Ok(roles)
+}
+
+impl AccountService {
+    /// The service over `store`, hashing with `hasher`, requiring new passwords of at least
+    /// `password_min_chars` characters (`JwtRefreshToken__Password__MinLength`).
+    pub fn new(
+        store: Arc<dyn Store>,
+        hasher: Arc<PasswordHasher>,
+        clock: Arc<dyn Clock>,
+        password_min_chars: usize,
+    ) -> Self {
+        Self { store, hasher, clock, password_min_chars, signup: None, lockout: None }
+    }
+
+    /// Sign-up over HTTP with `rules` (open or closed, throttled per client address).
+    #[must_use]
+    pub fn with_sign_up(mut self, rules: Accounts) -> Self {
+        self.password_min_chars = rules.password_min_chars;
+        self.signup = Some(signup::SignUp::new(rules));
+        self
+    }
+
+    /// Password changes over HTTP, counting a wrong current password as a failed login with
+    /// `lockout` (the one the directory's logins use).
+    #[must_use]
+    pub fn with_lockout(mut self, lockout: Lockout) -> Self {
+        self.lockout = Some(lockout);
+        self
+    }
+
+    /// Computes the password hasher's dummy hash now, so the first login of an unknown user does
+    /// not pay for it (on failure a warning: that first login computes it instead).
+    pub async fn warm_up(&self) {
+        if let Err(e) = self.hasher.warm_up().await {
+            tracing::warn!(error = %e, "password hasher warm-up failed");
+        }
+    }
+
+    /// 403 unless `actor` may manage users: the operator always, an HTTP caller when the token
+    /// carries `admin` and their current account still does (one account read).
+    async fn authorize(&self, actor: Actor<'_>) -> Result<(), ServiceError> {
+        let Actor::Admin(caller) = actor else { return Ok(()) };
+        if !caller.claims_admin() {
+            return Err(ServiceError::Forbidden(ADMIN_NEEDED));
+        }
+        let me = users::find_user(self.store.as_ref(), &caller.username).await?;
+        if caller.is_admin(me.as_ref().map(UserState::from).as_ref()) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(ADMIN_NEEDED))
+        }
+    }
+
+    /// The password rules for a new password of `username`.
+    fn check_password(&self, password: &Password, username: &str, check: PasswordCheck) -> Result<(), ServiceError> {
+        let pw = password.expose();
+        match check {
+            PasswordCheck::Policy => {
+                profile::check_new_password(pw, username, self.password_min_chars).map_err(policy_error)
+            }
+            PasswordCheck::AllowWeak => {
+                if pw.chars().count() < MIN_PASSWORD_CHARS || pw.len() > MAX_PASSWORD_BYTES || pw.contains(['\n', '\r'])
+                {
+                    return Err(ServiceError::InvalidRequestOwned(format!(
+                        "password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} bytes long and contain no line breaks"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sign-up (`POST /api/register`): creates the account; the caller starts its session.
+    pub async fn register(&self, username: &str, password: &Password, client: &str) -> Result<Principal, ServiceError> {
+        let signup = match &self.signup {
+            Some(signup) if signup.rules.registration == RegistrationMode::Open => signup,
+            _ => return Err(ServiceError::AccessDenied("registration is closed; ask an administrator for an account")),
+        };
+        profile::check_new_username(username).map_err(username_error)?;
+        self.check_password(password, username, PasswordCheck::Policy)?;
+        let now = self.clock.now_ms();
+        signup.count(client, now).map_err(|retry_after_ms| ServiceError::Locked { retry_after_ms })?;
+        let user = self.insert_user(username, password, Vec::new(), now).await?;
+        tracing::info!(user_id = %user.id, "account created by sign-up");
+        Ok(Principal { id: user.id, name: user.username, roles: user.roles })
+    }
+
+    /// Creates a user (`POST /api/users`, `handler user add`).
+    pub async fn create_user(
+        &self,
+        actor: Actor<'_>,
+        username: &str,
+        password: &Password,
+        roles: &[String],
+        check: PasswordCheck,
+    ) -> Result<UserInfo, ServiceError> {
+        self.authorize(actor).await?;
+        profile::check_new_username(username).map_err(username_error)?;
+        self.check_password(password, username, check)?;
+        let roles = checked_roles(roles)?;
+        let user = self.insert_user(username, password, roles, self.clock.now_ms()).await?;
+        tracing::info!(created = %user.id, "user created");
+        Ok(UserInfo::from(&user))
+    }
+
+    /// Writes a new user with a fresh random id under the key of `username`.
+    async fn insert_user(
+        &self,
+        username: &str,
+        password: &Password,
+        roles: Vec<String>,
+        now: UnixMs,
+    ) -> Result<UserRecord, ServiceError> {
+        let taken = || ServiceError::InvalidRequestOwned("username is taken; choose another one".into());
+        let key = users::username_key(username).map_err(username_error)?;
+        let store = self.store.as_ref();
+        // A name registered before the username profile lives under its old key.
+        let legacy = profile::legacy_key(username);
+        if legacy != key && store.get_account(&legacy).await?.is_some_and(|a| a.value.user.is_some()) {
+            return Err(taken());
+        }
+        let user = UserRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            username: username.to_string(),
+            username_key: key.clone(),
+            password_hash: self.hasher.hash(password).await.map_err(hash_error)?,
+            roles,
+            disabled: false,
+            created_at_ms: now,
+        };
+        // Most names are new: the first try inserts without reading, and a record found then is
+        // read. Only a user written by someone else makes the name taken; a throttle already
+        // counted for the name (failures before the account existed) is kept.
+        let (created, _) = update_account(store, &key, None, |current| match current {
+            Some(a) if a.user.is_some() => Step::Done(false),
+            _ => {
+                let mut account = current.cloned().unwrap_or_else(|| Account::empty(&key));
+                account.user = Some(user.clone());
+                Step::Write(account, true)
+            }
+        })
+        .await?;
+        if created { Ok(user) } else { Err(taken()) }
+    }
+
+    /// Changes the registered user under `username`; [`ServiceError::UnknownUser`] when there is none.
+    async fn update_user(&self, username: &str, change: impl Fn(&mut Account)) -> Result<UserRecord, ServiceError> {
+        let key = users::username_key(username).map_err(username_error)?;
+        let store = self.store.as_ref();
+        let (key, current) = users::read_account(store, &key, username).await?;
+        let (changed, _) = update_account(store, &key, current, |current| match current {
+            Some(a) if a.user.is_some() => {
+                let mut next = a.clone();
+                change(&mut next);
+                let user = next.user.clone();
+                Step::Write(next, user)
+            }
+            _ => Step::Done(None),
+        })
+        .await?;
+        changed.ok_or(ServiceError::UnknownUser)
+    }
+
+    /// Applies `change` to `username` (`PATCH /api/users/{username}`, `handler user disable|unlock`).
+    /// Disabling ends every session of the user at once; a role change reaches the user's sessions,
+    /// so their next refresh carries it (see [`Reason`]).
+    pub async fn change_user(
+        &self,
+        actor: Actor<'_>,
+        username: &str,
+        change: &UserChange,
+    ) -> Result<Changed, ServiceError> {
+        self.authorize(actor).await?;
+        let roles = change.roles.as_deref().map(checked_roles).transpose()?;
+        let user = self
+            .update_user(username, |a| {
+                if let Some(u) = a.user.as_mut() {
+                    if let Some(disabled) = change.disabled {
+                        u.disabled = disabled;
+                    }
+                    if let Some(roles) = &roles {
+                        u.roles.clone_from(roles);
+                    }
+                }
+                if change.unlock {
+                    users::lockout::unlock(a);
+                }
+            })
+            .await?;
+        let reason = match &roles {
+            _ if user.disabled => Some(Reason::Disabled),
+            Some(roles) => Some(Reason::RolesChanged(roles)),
+            None => None,
+        };
+        let sessions_ended = match reason {
+            Some(reason) => self.end_sessions(&user.id, reason).await?,
+            None => 0,
+        };
+        tracing::info!(changed = %user.id, ended = sessions_ended, "user changed");
+        Ok(Changed { user: UserInfo::from(&user), sessions_ended })
+    }
+
+    /// Sets a new password for `username` without checking the old one (`handler user password`);
+    /// every session of the user ends.
+    pub async fn set_password(
+        &self,
+        actor: Actor<'_>,
+        username: &str,
+        password: &Password,
+        check: PasswordCheck,
+    ) -> Result<Changed, ServiceError> {
+        self.authorize(actor).await?;
+        self.check_password(password, username, check)?;
+        let hash = self.hasher.hash(password).await.map_err(hash_error)?;
+        let user = self
+            .update_user(username, |a| {
+                if let Some(u) = a.user.as_mut() {
+                    u.password_hash.clone_from(&hash);
+                }
+            })
+            .await?;
+        let sessions_ended = self.end_sessions(&user.id, Reason::PasswordSet).await?;
+        tracing::info!(changed = %user.id, ended = sessions_ended, "password set");
+        Ok(Changed { user: UserInfo::from(&user), sessions_ended })
+    }
+
+    /// Changes the caller's password after checking the current one (`POST /api/password`), with
+    /// the lockout of logins: a wrong current password counts as a failed login from `client`.
+    /// Every *other* session of the caller ends; returns how many.
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        current: &Password,
+        new: &Password,
+        client: &str,
+    ) -> Result<u64, ServiceError> {
+        let lockout = self.lockout.as_ref().ok_or(ServiceError::NotAvailable("password changes are not enabled"))?;
+        self.check_password(new, &caller.username, PasswordCheck::Policy)?;
+        let now = self.clock.now_ms();
+        let (store, hasher, user_id) = (self.store.as_ref(), &self.hasher, caller.claims.sub.as_str());
+        let attempt = lockout.attempt(store, &caller.username, client, now, |user| async move {
+            let user = user.filter(|u| u.id == user_id && !u.disabled);
+            match hasher.verify(current, user.as_ref().map(|u| u.password_hash.as_str())).await {
+                Ok(true) => Ok(user.map_or(Check::Failed, |u| Check::Passed(u.password_hash))),
+                Ok(false) => Ok(Check::Failed),
+                Err(HashError::Busy(why)) => Ok(Check::Unchecked(why)),
+                Err(HashError::Failed(e)) => Err(StoreError::unavailable(e)),
+            }
+        });
+        let (verified_hash, key, account) = match attempt.await? {
+            Attempt::Passed { outcome, key, account } => (outcome, key, account),
+            Attempt::Failed => return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials)),
+            Attempt::Locked { retry_after_ms } => return Err(ServiceError::Locked { retry_after_ms }),
+            Attempt::Unchecked(why) => return Err(ServiceError::Busy(why)),
+        };
+        let new_hash = match hasher.hash(new).await {
+            Ok(hash) => hash,
+            Err(HashError::Busy(why)) => return Err(ServiceError::Busy(why)),
+            Err(e @ HashError::Failed(_)) => return Err(hash_error(e)),
+        };
+        let (changed, _) = update_account(store, &key, account, |current| {
+            let Some(mut next) = current.cloned() else { return Step::Done(false) };
+            let Some(u) = next.user.as_mut().filter(|u| u.id == user_id && !u.disabled) else {
+                return Step::Done(false);
+            };
+            // Changed by someone else since it was verified: the current password may be stale.
+            if u.password_hash != verified_hash {
+                return Step::Done(false);
+            }
+            u.password_hash.clone_from(&new_hash);
+            Step::Write(next, true)
+        })
+        .await?;
+        if !changed {
+            return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials));
+        }
+        let ended = self.end_sessions(user_id, Reason::PasswordChanged { kept: &caller.claims.sid }).await?;
+        tracing::info!(ended, "password changed; other sessions ended");
+        Ok(ended)
+    }
+
+    /// The one operation that ends (or updates) a user's sessions for an account reason.
+    pub async fn end_sessions(&self, user_id: &str, reason: Reason<'_>) -> Result<u64, ServiceError> {
+        Ok(sessions::follow(self.store.as_ref(), user_id, reason).await?)
+    }
+
+    /// A page of at most `limit` users after `cursor` (`GET /api/users`, `handler user list`).
+    pub async fn list_users(
+        &self,
+        actor: Actor<'_>,
+        limit: NonZeroUsize,
+        cursor: Option<&str>,
+    ) -> Result<UserPage, ServiceError> {
+        use base64::Engine as _;
+        const CURSOR: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        self.authorize(actor).await?;
+        let after = match cursor {
+            None => None,
+            Some(c) => Some(
+                CURSOR
+                    .decode(c)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or(ServiceError::InvalidRequest("cursor is not one this service returned"))?,
+            ),
+        };
+        let mut all = self.store.list_users().await?;
+        all.sort_by(|a, b| a.username_key.cmp(&b.username_key));
+        let limit = limit.get();
+        let page: Vec<&UserRecord> = all
+            .iter()
+            .filter(|u| after.as_deref().is_none_or(|a| u.username_key.as_str() > a))
+            .take(limit.saturating_add(1))
+            .collect();
+        let next_cursor = if page.len() > limit {
+            page.get(limit - 1).map(|last| CURSOR.encode(last.username_key.as_bytes()))
+        } else {
+            None
+        };
+        Ok(UserPage { users: page.into_iter().take(limit).map(UserInfo::from).collect(), next_cursor })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::settings::Hashing;
+    use crate::store::testing::Contended;
+    use crate::store::{SessionStore as _, UserStore as _};
+
+    fn service(store: Arc<dyn Store>) -> AccountService {
+        let hasher =
+            PasswordHasher::start(&Hashing { workers: 2, queue_length: 64, queue_timeout_ms: 30_000 }).unwrap();
+        AccountService::new(store, hasher, Arc::new(ManualClock::new(5)), 8)
+    }
+
+    const STRONG: &str = "correct horse battery staple";
+
+    #[tokio::test]
+    async fn create_refuses_taken_names_weak_passwords_and_bad_roles() {
+        let store = Arc::new(Contended::new(0));
+        let accounts = service(store.clone());
+        let pw = Password::new(STRONG);
+        let roles = ["admin".to_string(), "admin".to_string()];
+        let user = accounts.create_user(Actor::Operator, "Alice", &pw, &roles, PasswordCheck::Policy).await.unwrap();
+        assert_eq!(user.roles, vec!["admin".to_string()]);
+        let again = accounts.create_user(Actor::Operator, "alice", &pw, &[], PasswordCheck::Policy).await;
+        assert!(matches!(again, Err(ServiceError::InvalidRequestOwned(_))), "{again:?}");
+        for (bad, check) in [
+            ("password1", PasswordCheck::Policy),
+            ("short", PasswordCheck::AllowWeak),
+            ("has\nnewline-inside", PasswordCheck::AllowWeak),
+        ] {
+            let r = accounts.create_user(Actor::Operator, "bob", &Password::new(bad), &[], check).await;
+            assert!(matches!(r, Err(ServiceError::InvalidRequestOwned(_))), "{bad:?}: {r:?}");
+        }
+        let r = accounts.create_user(Actor::Operator, "bob", &pw, &["bad role".into()], PasswordCheck::Policy).await;
+        assert!(matches!(r, Err(ServiceError::InvalidRequestOwned(_))));
+        let weak = Password::new("password1");
+        accounts.create_user(Actor::Operator, "bob", &weak, &[], PasswordCheck::AllowWeak).await.unwrap();
+        let names: Vec<String> = store.list_users().await.unwrap().into_iter().map(|u| u.username).collect();
+        assert_eq!(names, ["Alice", "bob"]);
+    }
+
+    #[tokio::test]
+    async fn create_retries_a_lost_race_instead_of_reporting_a_taken_name() {
+        let store = Arc::new(Contended::new(3));
+        let accounts = service(store.clone());
+        let user = accounts
+            .create_user(Actor::Operator, "dave", &Password::new(STRONG), &[], PasswordCheck::Policy)
+            .await
+            .unwrap();
+        assert_eq!(store.inner.get_account("dave").await.unwrap().unwrap().value.user.unwrap().id, user.id);
+    }
+
+    #[tokio::test]
+    async fn updates_give_up_after_a_bounded_number_of_lost_races() {
+        let store = Arc::new(Contended::new(0));
+        let accounts = service(store.clone());
+        accounts
+            .create_user(Actor::Operator, "erin", &Password::new(STRONG), &[], PasswordCheck::Policy)
+            .await
+            .unwrap();
+        let unlock = UserChange { unlock: true, ..UserChange::default() };
+        store.fail_next(usize::MAX);
+        let r = accounts.change_user(Actor::Operator, "erin", &unlock).await;
+        assert!(matches!(r, Err(ServiceError::Unavailable(StoreError::Unavailable { .. }))), "{r:?}");
+        store.fail_next(2);
+        accounts.change_user(Actor::Operator, "erin", &unlock).await.unwrap();
+        let r = accounts.change_user(Actor::Operator, "nobody", &unlock).await;
+        assert!(matches!(r, Err(ServiceError::UnknownUser)), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn disabling_or_setting_the_password_ends_every_session_and_roles_reach_them() {
+        let store = Arc::new(Contended::new(0));
+        let accounts = service(store.clone());
+        let user = accounts
+            .create_user(Actor::Operator, "fay", &Password::new(STRONG), &[], PasswordCheck::Policy)
+            .await
+            .unwrap();
+        let session = |sid: &str| crate::store::SessionRecord {
+            user_id: user.id.clone(),
+            session_id: sid.into(),
+            seed: [0; 32],
+            generation: 0,
+            rotated_at_ms: 0,
+            created_at_ms: 0,
+            expires_at_ms: i64::MAX,
+            username: "fay".into(),
+            roles: vec![],
+            details: Default::default(),
+        };
+        store.insert_session(&session("a")).await.unwrap();
+        let roles = UserChange { roles: Some(vec!["ops".into()]), ..UserChange::default() };
+        assert_eq!(accounts.change_user(Actor::Operator, "fay", &roles).await.unwrap().sessions_ended, 0);
+        assert_eq!(store.get_session(&user.id, "a").await.unwrap().unwrap().value.roles, ["ops"]);
+        let new = Password::new("plum umbrella cactus 1987");
+        let set = accounts.set_password(Actor::Operator, "fay", &new, PasswordCheck::Policy).await.unwrap();
+        assert_eq!(set.sessions_ended, 1);
+        store.insert_session(&session("b")).await.unwrap();
+        let disable = UserChange { disabled: Some(true), ..UserChange::default() };
+        let changed = accounts.change_user(Actor::Operator, "fay", &disable).await.unwrap();
+        assert_eq!((changed.user.disabled, changed.sessions_ended), (true, 1));
+    }
+
+    #[tokio::test]
+    async fn pages_never_panic_and_cursors_continue() {
+        let store = Arc::new(Contended::new(0));
+        let accounts = service(store.clone());
+        for name in ["a1", "a2", "a3"] {
+            accounts
+                .create_user(Actor::Operator, name, &Password::new(STRONG), &[], PasswordCheck::Policy)
+                .await
+                .unwrap();
+        }
+        let one = NonZeroUsize::MIN;
+        let first = accounts.list_users(Actor::Operator, one, None).await.unwrap();
+        assert_eq!(first.users.len(), 1);
+        let second = accounts.list_users(Actor::Operator, MAX_PAGE, first.next_cursor.as_deref()).await.unwrap();
+        let names: Vec<&str> = second.users.iter().map(|u| u.username.as_str()).collect();
+        assert_eq!((names, second.next_cursor), (vec!["a2", "a3"], None));
+    }
+}
