@@ -311,7 +311,7 @@ fn account_service(env: &Env, store: Arc<dyn crate::store::Store>) -> Result<Acc
         .map_err(Failure::other)?;
     // The same setting, default and bounds as `Settings::load` reads for the HTTP routes; the
     // commands do not need (or load) the token settings.
-    let min_chars = env.parse_int(crate::settings::names::PASSWORD_MIN_LENGTH, 8, 8, 1_024).map_err(Failure::config)?;
+    let min_chars = env.int(crate::settings::names::PASSWORD_MIN_LENGTH).map_err(Failure::config)?;
     Ok(AccountService::new(store, hasher, Arc::new(SystemClock), min_chars))
 }
 

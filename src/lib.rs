@@ -16,9 +16,6 @@ pub mod http;
 pub mod keyed;
 pub mod secret;
 pub mod service;
-// `settings::entropy` still indexes; the settings issue under way rewrites that module, and this
-// allow goes with it.
-#[allow(clippy::indexing_slicing)]
 pub mod settings;
 pub mod startup;
 pub mod store;

@@ -7,7 +7,7 @@
 //! is a fresh temporary one; `handler` on `PATH` is the binary under test; `localhost:7071` is
 //! replaced by a free port; `…` in an expected line matches any text.
 
-#![allow(clippy::indexing_slicing)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};

@@ -31,8 +31,11 @@ pub fn estimate_bits(secret: &str) -> f64 {
 
 /// The shortest prefix that, repeated, gives the whole string (a partial last repeat allowed).
 fn repeating_unit(chars: &[char]) -> &[char] {
-    let n = chars.len();
-    (1..=n).find(|&p| (p..n).all(|i| chars[i] == chars[i - p])).map_or(chars, |p| &chars[..p])
+    // A period p holds when every char equals the one p places before it.
+    (1..=chars.len())
+        .find(|&p| chars.iter().skip(p).zip(chars).all(|(later, earlier)| later == earlier))
+        .and_then(|p| chars.get(..p))
+        .unwrap_or(chars)
 }
 
 /// Measure 1, character statistics (cheap).
