@@ -273,6 +273,11 @@ impl AccountService {
         if legacy != key && store.get_account(&legacy).await?.is_some_and(|a| a.value.user.is_some()) {
             return Err(taken());
         }
+        // A name that looks like a registered one (`pаypаl` with Cyrillic а, when `paypal` exists).
+        let skeleton = profile::skeleton_key(username);
+        if skeleton != key && store.get_account(&skeleton).await?.is_some_and(|a| a.value.user.is_some()) {
+            return Err(username_error(users::UsernameError::Confusable));
+        }
         let user = UserRecord {
             id: uuid::Uuid::new_v4().to_string(),
             username: username.to_string(),

@@ -116,6 +116,8 @@ pub struct Accounts {
     pub signup_window_ms: i64,
     /// Shortest new password, in characters.
     pub password_min_chars: usize,
+    /// Sign-ups one instance accepts per minute from all addresses together.
+    pub max_signups_per_minute: u32,
 }
 
 /// Refresh-token rotation (`JwtRefreshToken__Rotation__*`).
@@ -273,8 +275,8 @@ use names::{
     ALGORITHM, ALGORITHM_KEY, AUDIENCE, BODY_READ_TIMEOUT, CLOCK_SKEW, CORS_ALLOWED_ORIGINS, COSMOS_CONNECTION_STRING,
     CREATE_EXPIRES, HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_EXPIRES, IDLE_TIMEOUT,
     ISSUER, LOCKOUT, MAX_CONNECTIONS, MAX_FAILURES, MAX_FAILURES_PER_USERNAME, PASSWORD_MIN_LENGTH, PORT,
-    PREVIOUS_KEYS, REFRESH_EXPIRES, REGISTRATION_MAX_PER_ADDRESS, REGISTRATION_MODE, REGISTRATION_WINDOW, REUSE_GRACE,
-    ROTATION_SECRET, STRICT_SETTINGS,
+    PREVIOUS_KEYS, REFRESH_EXPIRES, REGISTRATION_MAX_PER_ADDRESS, REGISTRATION_MAX_PER_MINUTE, REGISTRATION_MODE,
+    REGISTRATION_WINDOW, REUSE_GRACE, ROTATION_SECRET, STRICT_SETTINGS,
 };
 /// Issuer used in development mode when none is set.
 pub const DEV_ISSUER: &str = "http://localhost:7071";
@@ -380,6 +382,7 @@ impl Settings {
             max_signups_per_address: p.int(env, REGISTRATION_MAX_PER_ADDRESS),
             signup_window_ms: p.int(env, REGISTRATION_WINDOW),
             password_min_chars: p.int(env, PASSWORD_MIN_LENGTH),
+            max_signups_per_minute: p.int(env, REGISTRATION_MAX_PER_MINUTE),
         };
         let secret = env.get(ROTATION_SECRET).map(|s| strong_secret(ROTATION_SECRET, s)).transpose();
         let secret = p.take(secret, || None);

@@ -147,6 +147,7 @@ pub const IDLE_EXPIRES: &str = "JwtRefreshToken__Expires__IdleExpiresInMs";
 pub const REGISTRATION_MODE: &str = "JwtRefreshToken__Registration__Mode";
 pub const REGISTRATION_MAX_PER_ADDRESS: &str = "JwtRefreshToken__Registration__MaxPerAddress";
 pub const REGISTRATION_WINDOW: &str = "JwtRefreshToken__Registration__WindowMs";
+pub const REGISTRATION_MAX_PER_MINUTE: &str = "JwtRefreshToken__Registration__MaxPerMinute";
 pub const PASSWORD_MIN_LENGTH: &str = "JwtRefreshToken__Password__MinLength";
 pub const REUSE_GRACE: &str = "JwtRefreshToken__Rotation__ReuseGraceMs";
 pub const ROTATION_SECRET: &str = "JwtRefreshToken__Rotation__Secret";
@@ -223,6 +224,9 @@ pub const ALL: &[Setting] = &[
         .int(5, 1, 100_000)
         .doc("Sign-ups accepted from one client address per window."),
     Setting::new(REGISTRATION_WINDOW, Deploy::Optional).int(3_600_000, 1_000, DAY).doc("The sign-up throttle's window."),
+    Setting::new(REGISTRATION_MAX_PER_MINUTE, Deploy::Optional).int(60, 1, 100_000).doc(
+        "Sign-ups one instance accepts per minute from all addresses together, on top of the per-address limit.",
+    ),
     Setting::new(PASSWORD_MIN_LENGTH, Deploy::Optional)
         .int(8, 8, 1_024)
         .doc("Shortest new password, in characters (sign-up, password change, admin- and CLI-created users)."),

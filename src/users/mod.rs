@@ -40,6 +40,19 @@ pub enum UsernameError {
     /// Letters of several scripts (a look-alike of another name).
     #[error("username must use letters of one script only (no look-alikes such as a Cyrillic а among Latin letters)")]
     MixedScript,
+    /// A character RFC 8265 refuses in usernames: a compatibility form (`𝐚`, `ⓐ`, `ǅ`), a default
+    /// ignorable or a Hangul filler, or a symbol.
+    #[error(
+        "username must be made of ordinary letters, digits and punctuation (no styled, circled or invisible \
+         characters)"
+    )]
+    NotInProfile,
+    /// Every letter looks like a Latin one, in another script (UTS #39 whole-script confusable).
+    #[error("username looks like a Latin name written in another script; choose one that does not")]
+    WholeScriptConfusable,
+    /// Looks the same as a registered username (UTS #39 confusable skeleton).
+    #[error("username is too similar to an existing one; choose another one")]
+    Confusable,
 }
 
 /// The lookup key of a username: checked, then mapped (RFC 8265 UsernameCaseMapped: width-mapped,

@@ -47,16 +47,36 @@ pub fn legacy_key(raw: &str) -> String {
 
 /// Checks a username for a new account (stricter than lookups, which accept any name that could
 /// have been registered before).
+///
+/// Each space-separated part must pass RFC 8265's UsernameCaseMapped profile as `precis-profiles`
+/// enforces it (§3.5 lets an application accept "userparts" separated by spaces): that refuses
+/// compatibility characters (`𝐚`, `ⓐ`, `ǅ`, the Hangul filler), default ignorables and symbols.
+/// The whole name must be in one script, and a name in another script whose every letter looks
+/// Latin (all-Cyrillic `аӏісе`) is refused as a whole-script confusable (UTS #39).
 pub fn check_new_username(raw: &str) -> Result<String, UsernameError> {
+    use precis_core::profile::Profile as _;
     let key = super::username_key(raw)?;
     let mapped: String = width_mapped(raw).nfc().collect();
     if mapped.chars().any(|c| c.is_control() || is_format(c) || (c.is_whitespace() && c != ' ')) {
         return Err(UsernameError::BadCharacters);
     }
+    let profile = precis_profiles::UsernameCaseMapped::new();
+    if mapped.split(' ').any(|part| part.is_empty() || profile.enforce(part).is_err()) {
+        return Err(if mapped.contains("  ") { UsernameError::BadCharacters } else { UsernameError::NotInProfile });
+    }
     if !mapped.is_single_script() {
         return Err(UsernameError::MixedScript);
     }
+    if !mapped.is_ascii() && skeleton_key(&mapped).is_ascii() && skeleton_key(&mapped) != key {
+        return Err(UsernameError::WholeScriptConfusable);
+    }
     Ok(key)
+}
+
+/// The UTS #39 confusable skeleton of a name, as a lookup key: two names with one skeleton look
+/// alike (`paypal` and `pаypаl` with Cyrillic а).
+pub fn skeleton_key(raw: &str) -> String {
+    mapped_key(&unicode_security::skeleton(&mapped_key(raw)).collect::<String>())
 }
 
 /// Unicode format characters (zero-width joiners, bidi controls, …), which make look-alike names.
@@ -134,6 +154,35 @@ mod tests {
         assert!(check_new_username("jean pierre").is_ok());
         assert!(check_new_username("мария").is_ok(), "one script is fine");
         assert!(check_new_username("bob_42.dev").is_ok());
+    }
+
+    #[test]
+    fn rfc_8265_refuses_compatibility_and_invisible_characters() {
+        for (name, why) in [
+            ("\u{1D41A}lice", "mathematical bold a"),
+            ("\u{24D0}lice", "circled a"),
+            ("\u{01C5}emal", "titlecase digraph dž"),
+            ("\u{3164}", "Hangul filler alone"),
+            ("a\u{3164}b", "Hangul filler inside"),
+            ("bob\u{2665}", "a symbol"),
+            ("\u{FFA0}x", "half-width Hangul filler"),
+        ] {
+            assert!(check_new_username(name).is_err(), "{why}: {name:?} is refused");
+        }
+    }
+
+    #[test]
+    fn whole_script_confusables_are_refused_and_ordinary_names_of_every_script_pass() {
+        assert_eq!(
+            check_new_username("\u{430}\u{4CF}\u{456}\u{441}\u{435}"),
+            Err(UsernameError::WholeScriptConfusable)
+        );
+        for name in ["müller", "张伟", "иван", "o'brien-2", "Ｊｏｈｎ", "jean pierre", "محمد", "δημήτρης", "山田"]
+        {
+            assert!(check_new_username(name).is_ok(), "{name} registers: {:?}", check_new_username(name));
+        }
+        assert_eq!(skeleton_key("p\u{430}yp\u{430}l"), skeleton_key("paypal"));
+        assert_eq!(check_new_username("a  b"), Err(UsernameError::BadCharacters), "two spaces in a row");
     }
 
     #[test]

@@ -75,6 +75,55 @@ async fn sign_ups_are_throttled_per_client_address() {
     assert_eq!(app.request("POST", "/api/register", &from("198.51.100.1"), body).await.status, 201);
 }
 
+#[tokio::test]
+async fn sign_ups_from_many_addresses_stop_at_the_instance_wide_minute_budget() {
+    let app = TestApp::spawn(&[
+        OPEN,
+        ("JwtRefreshToken__Registration__MaxPerAddress", "1000"),
+        ("JwtRefreshToken__Registration__MaxPerMinute", "3"),
+    ]);
+    for i in 0..4 {
+        let headers = vec![
+            ("Content-Type".to_string(), "application/json".to_string()),
+            ("X-Forwarded-For".to_string(), format!("198.51.100.{i}")),
+        ];
+        let body = json!({"username": format!("wave{i}"), "password": STRONG}).to_string().into_bytes();
+        let r = app.request("POST", "/api/register", &headers, body).await;
+        if i < 3 {
+            assert_eq!(r.status, 201, "sign-up {i}: {}", r.text());
+        } else {
+            assert_error(&r, 429, "temporarily_unavailable", "a fourth address in the same minute");
+            let wait: u64 = r.header("retry-after").unwrap_or_default().parse().unwrap_or_default();
+            assert!((1..=60).contains(&wait), "Retry-After within the minute: {wait}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn look_alike_and_styled_usernames_are_refused_and_every_script_registers() {
+    let app = TestApp::spawn(&[OPEN, ("JwtRefreshToken__Registration__MaxPerAddress", "1000")]);
+    for (name, expect) in [
+        ("\u{1D41A}lice", "ordinary letters"),
+        ("\u{24D0}lice", "ordinary letters"),
+        ("\u{01C5}emal", "ordinary letters"),
+        ("\u{3164}", "ordinary letters"),
+        ("\u{430}\u{4CF}\u{456}\u{441}\u{435}", "another script"),
+    ] {
+        let r = register(&app, name, STRONG).await;
+        assert_invalid_request(&r, &format!("{name:?}"));
+        let text = r.json()["error_description"].as_str().unwrap_or_default().to_string();
+        assert!(text.contains(expect), "{name:?}: {text}");
+    }
+    for name in ["müller", "张伟", "иван", "o'brien-2"] {
+        assert_eq!(register(&app, name, STRONG).await.status, 201, "{name} registers");
+    }
+    // A name whose UTS #39 skeleton is a registered name looks the same: refused.
+    assert_eq!(register(&app, "rn", STRONG).await.status, 201);
+    let r = register(&app, "m", STRONG).await;
+    assert_invalid_request(&r, "m looks like rn");
+    assert!(r.text().contains("too similar"), "{}", r.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_parallel_sign_ups_of_one_name_create_one_account() {
     let app = TestApp::spawn(&[OPEN, ("JwtRefreshToken__Registration__MaxPerAddress", "1000")]);
