@@ -244,6 +244,11 @@ async fn serve(env: &Env, mode: Mode) -> Result<(), Failure> {
     for u in &unknown {
         tracing::warn!(setting = %u.name, suggestion = u.suggestion.unwrap_or(""), "{u}");
     }
+    if mode == Mode::Production
+        && let Some(problem) = crate::settings::issuer_problem(&settings.descriptor.issuer)
+    {
+        tracing::warn!(setting = crate::settings::names::ISSUER, "{problem}");
+    }
     if mode == Mode::Development {
         tracing::warn!("development mode: local defaults for missing settings; never use in production");
     }

@@ -165,9 +165,11 @@ pub fn development_env(env: &Env) -> Result<Env, SettingsError> {
             generated_key().map_err(|e| SettingsError::new(ALGORITHM_KEY, format!("cannot be generated: {e}")))?
         }
         Ok(StoreSettings::Embedded { path }) => development_key(&path)?,
-        // The key file lives beside where an embedded store would be; a store setting that
-        // does not load is reported by `Settings::load`.
-        Ok(StoreSettings::Cosmos(_)) | Err(_) => development_key(std::path::Path::new(DEFAULT_EMBEDDED_PATH))?,
+        // With Cosmos DB the key file lives where the embedded store would (its setting, else the
+        // default); a store setting that does not load is reported by `Settings::load`.
+        Ok(StoreSettings::Cosmos(_)) | Err(_) => {
+            development_key(std::path::Path::new(env.get(EMBEDDED_PATH).unwrap_or(DEFAULT_EMBEDDED_PATH)))?
+        }
     };
     let mut env = env.clone();
     env.set(ALGORITHM_KEY, key);
@@ -189,8 +191,14 @@ fn development_key(dir: &std::path::Path) -> Result<String, SettingsError> {
     }
     crate::store::embedded::create_private_dir(dir).map_err(|e| problem("created", &e))?;
     let generated = generated_key().map_err(|e| problem("generated", &e))?;
-    write_private_file(&file, generated.as_bytes()).map_err(|e| problem("written", &e))?;
-    Ok(generated)
+    match write_private_file(&file, generated.as_bytes()) {
+        Ok(()) => Ok(generated),
+        // Another process started in the same directory wrote it first: use that one.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read_to_string(&file).map(|k| k.trim().to_string()).map_err(|e| problem("read", &e))
+        }
+        Err(e) => Err(problem("written", &e)),
+    }
 }
 
 fn generated_key() -> Result<String, String> {

@@ -18,6 +18,8 @@ mod browser;
 mod concurrency;
 #[path = "api/configuration.rs"]
 mod configuration;
+#[path = "api/discovery.rs"]
+mod discovery;
 #[path = "support/emulator.rs"]
 mod emulator;
 #[path = "api/hardening.rs"]

@@ -55,6 +55,10 @@ pub enum Function {
     Sessions,
     /// `/api/users[/{username}]`: admin user management (GET, POST, PATCH).
     Users,
+    /// `/api/.well-known/openid-configuration`: OpenID Connect Discovery metadata (GET, HEAD).
+    OpenidConfiguration,
+    /// `/api/.well-known/oauth-authorization-server`: RFC 8414 metadata (GET, HEAD).
+    OauthAuthorizationServer,
 }
 
 /// What a function does with a method.
@@ -82,6 +86,8 @@ pub(crate) enum Operation {
     CreateUser,
     /// Admin: change a user.
     ChangeUser,
+    /// Discovery metadata.
+    Metadata,
 }
 
 /// One function and the methods it serves.
@@ -94,7 +100,7 @@ pub struct Route {
 }
 
 /// Every function and its methods: the one source for dispatch, `Allow`, CORS and `function.json`.
-pub static ROUTES: [Route; 8] = [
+pub static ROUTES: [Route; 10] = [
     Route {
         function: Function::Token,
         methods: &[(Method::POST, Operation::Login), (Method::PATCH, Operation::Refresh)],
@@ -124,7 +130,18 @@ pub static ROUTES: [Route; 8] = [
             (Method::PATCH, Operation::ChangeUser),
         ],
     },
+    Route {
+        function: Function::OpenidConfiguration,
+        methods: &[(Method::GET, Operation::Metadata), (Method::HEAD, Operation::Metadata)],
+    },
+    Route {
+        function: Function::OauthAuthorizationServer,
+        methods: &[(Method::GET, Operation::Metadata), (Method::HEAD, Operation::Metadata)],
+    },
 ];
+
+/// The path segment under the route prefix that holds the discovery documents.
+pub const WELL_KNOWN: &str = ".well-known";
 
 impl Function {
     /// The function named `name` (case-insensitive, as Functions routes are).
@@ -143,6 +160,28 @@ impl Function {
             Self::Password => "password",
             Self::Sessions => "sessions",
             Self::Users => "users",
+            Self::OpenidConfiguration => "openid-configuration",
+            Self::OauthAuthorizationServer => "oauth-authorization-server",
+        }
+    }
+
+    /// Public, cacheable documents (keys and metadata); every other answer is `no-store`.
+    fn is_public(self) -> bool {
+        matches!(self, Self::Jwks) || self.is_well_known()
+    }
+
+    /// Served under `/api/.well-known/` rather than `/api/` (the discovery documents).
+    pub fn is_well_known(self) -> bool {
+        matches!(self, Self::OpenidConfiguration | Self::OauthAuthorizationServer)
+    }
+
+    /// The route of its `function.json`, under the route prefix: `token`, `sessions/{id?}`,
+    /// `.well-known/openid-configuration`.
+    pub fn route_template(self) -> String {
+        match (self.is_well_known(), self.parameter()) {
+            (true, _) => format!("{WELL_KNOWN}/{}", self.name()),
+            (false, Some(p)) => format!("{}/{{{p}?}}", self.name()),
+            (false, None) => self.name().to_string(),
         }
     }
 
@@ -401,7 +440,8 @@ impl Api {
     ) -> ApiResponse {
         let response = result.unwrap_or_else(ApiError::into_response);
         let response = match function {
-            Some(Function::Jwks) | None => response,
+            Some(f) if f.is_public() => response,
+            None => response,
             Some(_) => response.no_store(),
         };
         tracing::info!(
@@ -434,6 +474,7 @@ impl Api {
         }
         match operation {
             Operation::Jwks => Ok(self.jwks()),
+            Operation::Metadata => Ok(self.metadata()),
             Operation::Login => self.token(req).await,
             Operation::Refresh => self.refresh(req, Fields::parse_optional(req)?).await,
             Operation::Revoke => self.revoke(req, Fields::parse_optional(req)?).await,
@@ -445,6 +486,30 @@ impl Api {
             | Operation::CreateUser
             | Operation::ChangeUser => accounts::handle(self, operation, req).await,
         }
+    }
+
+    /// The discovery document (OpenID Connect Discovery 1.0 §3, RFC 8414 §2): what this service
+    /// does, at URLs derived from the Issuer, which is therefore the public base URL of the routes
+    /// (`https://<app>.azurewebsites.net/api`). Only what is true is listed: there is no
+    /// authorization endpoint and no ID token, so no response types or ID token algorithms.
+    fn metadata(&self) -> ApiResponse {
+        let tokens = self.service.access_tokens();
+        let issuer = tokens.issuer();
+        let base = issuer.trim_end_matches('/');
+        let document = serde_json::json!({
+            "issuer": issuer,
+            "token_endpoint": format!("{base}/token"),
+            "revocation_endpoint": format!("{base}/revoke"),
+            "jwks_uri": format!("{base}/jwks"),
+            "grant_types_supported": ["password", "refresh_token"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint_auth_methods_supported": ["none"],
+            "response_types_supported": [],
+            "subject_types_supported": ["public"],
+        });
+        let mut r = ApiResponse::json(StatusCode::OK, &document);
+        r.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+        r
     }
 
     fn jwks(&self) -> ApiResponse {

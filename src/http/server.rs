@@ -116,7 +116,12 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr, limits: &
         }
         [""] => to_http(Api::reject(&method, None, Mode::Forwarded, ApiError::MethodNotAllowed("GET, HEAD".into()))),
         [prefix, name, rest @ ..] if prefix.eq_ignore_ascii_case(ROUTE_PREFIX) && rest.len() <= 1 => {
-            let function = Function::from_name(name);
+            // `/api/.well-known/<document>` names a discovery function; no other function lives there.
+            let (function, rest) = match (name.eq_ignore_ascii_case(super::WELL_KNOWN), rest.first()) {
+                (true, Some(doc)) => (Function::from_name(doc).filter(|f| f.is_well_known()), &[][..]),
+                (true, None) => (None, rest),
+                (false, _) => (Function::from_name(name).filter(|f| !f.is_well_known()), rest),
+            };
             let param = match rest.first() {
                 None => None,
                 Some(raw) if function.and_then(Function::parameter).is_some() && !raw.is_empty() => {

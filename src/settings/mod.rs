@@ -515,6 +515,26 @@ fn strict_flag(env: &Env) -> Result<bool, SettingsError> {
     }
 }
 
+/// What is wrong with the Issuer as the base URL of the discovery document, if anything: resource
+/// servers and OAuth clients fetch `{Issuer}/.well-known/openid-configuration` and then the
+/// endpoints it names, so the Issuer must be the public `https://…/api` URL of the routes.
+pub fn issuer_problem(issuer: &str) -> Option<String> {
+    let Some(rest) = issuer.strip_prefix("https://") else {
+        return Some(format!(
+            "setting {ISSUER} is not an https URL ({issuer:?}): clients that configure themselves from \
+             {{Issuer}}/.well-known/openid-configuration need the public https base URL, e.g. \
+             https://<app>.azurewebsites.net/api"
+        ));
+    };
+    let path = rest.split_once('/').map_or("", |(_, p)| p).trim_end_matches('/');
+    (!path.eq_ignore_ascii_case("api")).then(|| {
+        format!(
+            "setting {ISSUER} ({issuer:?}) does not end in /api, where the routes are served: the endpoints the \
+             discovery document names would not answer (use https://<host>/api)"
+        )
+    })
+}
+
 /// A `JwtRefreshToken__*` name that the table does not list, with the closest listed name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownSetting {
@@ -982,5 +1002,14 @@ mod tests {
                 assert!(errors.0.iter().any(|e| e.setting == row.name), "{}={bad}: {errors}", row.name);
             }
         }
+    }
+
+    #[test]
+    fn the_issuer_must_be_the_public_https_base_of_the_routes() {
+        assert_eq!(issuer_problem("https://app.azurewebsites.net/api"), None);
+        assert_eq!(issuer_problem("https://app.azurewebsites.net/api/"), None);
+        assert!(issuer_problem("http://app.azurewebsites.net/api").unwrap().contains("not an https URL"));
+        assert!(issuer_problem("https://app.azurewebsites.net").unwrap().contains("does not end in /api"));
+        assert!(issuer_problem("my-issuer").unwrap().contains("not an https URL"));
     }
 }

@@ -107,7 +107,12 @@ impl AccessTokens {
         Self { keys, issuer, audience, lifetime_ms, clock_skew_ms }
     }
 
-    /// The key set (for JWKS).
+    /// The issuer: `iss` of every token, and the base URL of the discovery document.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The keys: the signing key and those still accepted.
     pub fn keys(&self) -> &KeySet {
         &self.keys
     }

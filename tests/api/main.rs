@@ -15,6 +15,7 @@ mod bearer;
 mod browser;
 mod concurrency;
 mod configuration;
+mod discovery;
 mod hardening;
 mod helpers;
 mod host_modes;

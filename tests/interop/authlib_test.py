@@ -1,0 +1,92 @@
+"""Authlib (PyPI, pinned) against the handler: RFC 8414 metadata validated by Authlib's own model,
+then a refresh through its requests client with the token endpoint the document names."""
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+
+PASSWORD = "amber falcon drifts north"
+
+
+def main(binary: str) -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    issuer = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.lower().startswith("jwtrefreshtoken")}
+    env.update(
+        FUNCTIONS_CUSTOMHANDLER_PORT=str(port),
+        JwtRefreshToken__Descriptor__Issuer=issuer,
+        JwtRefreshToken__Descriptor__Audience="interop",
+        JwtRefreshToken__Descriptor__AlgorithmKey="Z-CwLcjDk02eEppH7j0U-AVm1mSKsbpp2QJ8MXsWRiS6vKcbBufSWm-x0VHFckSw",
+        JwtRefreshToken__Embedded__Path=tempfile.mkdtemp(),
+        RUST_LOG="warn",
+    )
+    added = subprocess.run([binary, "user", "add", "alice", "--password-stdin", "--create"], input=PASSWORD + "\n",
+                           env=env, capture_output=True, text=True)
+    assert added.returncode == 0, added.stderr
+    server = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    passed = failed = 0
+    try:
+        for _ in range(200):
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.05)
+        checks = []
+
+        def check(name, fn):
+            checks.append((name, fn))
+
+        state = {}
+
+        def metadata():
+            doc = requests.get(f"{issuer}/.well-known/oauth-authorization-server", timeout=5).json()
+            meta = AuthorizationServerMetadata(doc)
+            meta.validate_issuer()
+            meta.validate_token_endpoint()
+            meta.validate_jwks_uri()
+            meta.validate_grant_types_supported()
+            meta.validate_token_endpoint_auth_methods_supported()
+            meta.validate_revocation_endpoint()
+            meta.validate_revocation_endpoint_auth_methods_supported()
+            assert meta["issuer"] == issuer
+            state["meta"] = meta
+
+        def refresh():
+            meta = state["meta"]
+            session = OAuth2Session("interop-app", token_endpoint_auth_method="none")
+            first = session.fetch_token(meta["token_endpoint"], grant_type="password", username="alice", password=PASSWORD)
+            second = session.refresh_token(meta["token_endpoint"], refresh_token=first["refresh_token"])
+            assert second["access_token"] and second["refresh_token"] != first["refresh_token"], second
+            session.revoke_token(meta["revocation_endpoint"], second["refresh_token"], token_type_hint="refresh_token")
+            again = requests.post(meta["token_endpoint"], data={"grant_type": "refresh_token", "refresh_token": second["refresh_token"]}, timeout=5)
+            assert again.status_code == 400 and again.json()["error"] == "invalid_grant", again.text
+
+        check("authlib validates the RFC 8414 metadata", metadata)
+        check("authlib password grant, refresh and revocation with the named endpoints", refresh)
+        for name, fn in checks:
+            try:
+                fn()
+                print(f"ok    {name}")
+                passed += 1
+            except Exception as e:  # noqa: BLE001 - report every failure, then fail the run
+                print(f"FAIL  {name}: {e!r}")
+                failed += 1
+    finally:
+        server.terminate()
+        server.wait()
+    print(f"authlib: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
