@@ -1122,6 +1122,9 @@ async function handleRequest(req, res) {
     try {
       body = await handler(account, req, res, params);
     } catch (err) {
+      // The connection went away while the body was read (an injected reset or outage took down
+      // the HTTP/2 connection this request shared): nobody is left to answer.
+      if (err && err.type === "request.aborted") return undefined;
       if (err instanceof SyntaxError || err.badRequest) {
         res.statusCode = 400;
         body = { code: "BadRequest", message: err.message };
