@@ -116,10 +116,17 @@ const DOCUMENT_KINDS = [
 ];
 const newStats = () => ({
   requests: 0,
-  byKind: Object.fromEntries(KINDS.map(k => [k, 0]))
+  byKind: Object.fromEntries(KINDS.map(k => [k, 0])),
+  // faults injected, by label: "429", "503", …, "delay", "reset", "apply-then-drop", "outage"
+  faults: {}
 });
 let stats = newStats();
-let faults = []; // [{status, retryAfterMs, substatus, delayMs, remaining, kinds:Set}]
+let faults = []; // [{action, status, retryAfterMs, substatus, delayMs, remaining, kinds:Set, containers:Set|null}]
+// Whole-server outage: until this time every data-plane request is dropped without an answer
+// (its connection destroyed; the controls keep working). 0 = none.
+let outageUntilMs = 0;
+// Seeded random faults (POST /__emulator/chaos), or null.
+let chaos = null;
 
 // ---------------------------------------------------------------------------
 // Package modules and load-time patches
@@ -848,6 +855,94 @@ const FAULT_BODIES = {
   503: { code: "ServiceUnavailable", message: "Service is currently unavailable (injected by the test emulator)." }
 };
 const DEFAULT_SUBSTATUS = { 429: "3200", 503: "21008", 408: "0", 410: "0" };
+const ACTIONS = ["status", "delay", "reset", "apply-then-drop"];
+
+/** Container id of a data-plane request (`/dbs/D/colls/C/...`), or null. */
+function containerOf(req) {
+  const parts = normalizePath(req.url).split("/").filter(Boolean);
+  return parts[0] === "dbs" && parts[2] === "colls" && parts[3] ? decodeURIComponent(parts[3]) : null;
+}
+
+/** 32-bit seeded PRNG (mulberry32): the same seed gives the same sequence of draws. */
+function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Checks kinds/containers filters; returns [kindsSet, containersSet|null]. */
+function parseFilters(body) {
+  const kinds = Array.isArray(body.kinds) && body.kinds.length ? body.kinds : DOCUMENT_KINDS;
+  const unknown = kinds.filter(k => !KINDS.includes(k));
+  if (unknown.length) throw new Error(`unknown kinds ${unknown.join(",")}; known: ${KINDS.join(",")}`);
+  const containers = Array.isArray(body.containers) && body.containers.length ? new Set(body.containers.map(String)) : null;
+  return [new Set(kinds), containers];
+}
+
+/**
+ * One fault (without count/filters): {action, status, substatus, retryAfterMs, delayMs, connection}.
+ * `delayMs` may be N or [min, max] (drawn per request). Throws on a bad spec.
+ */
+function parseFault(body) {
+  const status = body.status === undefined || body.status === null ? null : Number(body.status);
+  const delay = body.delayMs === undefined ? 0 : body.delayMs;
+  const delays = Array.isArray(delay) ? delay.map(Number) : [Number(delay), Number(delay)];
+  const action = body.action || (status !== null ? "status" : delays[1] > 0 ? "delay" : null);
+  if (!ACTIONS.includes(action)) {
+    throw new Error(`need status, delayMs or action (one of ${ACTIONS.join(", ")})`);
+  }
+  if (action === "status" && status === null) throw new Error("action status needs a status");
+  if (status !== null && !(status >= 400 && status <= 599)) throw new Error("status must be 400..599");
+  if (delays.length !== 2 || !(delays[0] >= 0) || !(delays[1] >= delays[0])) {
+    throw new Error("delayMs must be N >= 0 or [min, max] with 0 <= min <= max");
+  }
+  return {
+    action,
+    status: action === "status" ? status : null,
+    substatus:
+      body.substatus !== undefined ? String(body.substatus) : (action === "status" && DEFAULT_SUBSTATUS[status]) || null,
+    retryAfterMs:
+      body.retryAfterMs !== undefined ? Number(body.retryAfterMs) : action === "status" && status === 429 ? 10 : null,
+    delayMs: delays,
+    connection: !!body.connection
+  };
+}
+
+const showFault = f => ({
+  ...f,
+  delayMs: f.delayMs[0] === f.delayMs[1] ? f.delayMs[0] : f.delayMs,
+  ...(f.kinds ? { kinds: [...f.kinds] } : {}),
+  ...(f.containers !== undefined ? { containers: f.containers ? [...f.containers] : null } : {})
+});
+
+// The default mix of POST /__emulator/chaos: every kind of fault, equally likely.
+const DEFAULT_CHAOS_FAULTS = [
+  { status: 429, retryAfterMs: 5 },
+  { status: 503, retryAfterMs: 5 },
+  { status: 408, retryAfterMs: 5 },
+  { status: 449, retryAfterMs: 5 },
+  { action: "delay", delayMs: [50, 400] },
+  { action: "reset" },
+  { action: "apply-then-drop" }
+];
+
+function chaosState() {
+  if (!chaos) return { active: false };
+  return {
+    active: true,
+    seed: chaos.seed,
+    rate: chaos.rate,
+    draws: chaos.draws,
+    kinds: [...chaos.kinds],
+    containers: chaos.containers ? [...chaos.containers] : null,
+    faults: chaos.faults.map(f => ({ ...showFault(f), weight: f.weight }))
+  };
+}
 
 async function controlHandler(req, res, pathname) {
   const m = req.method;
@@ -878,7 +973,7 @@ async function controlHandler(req, res, pathname) {
       return ok({ removed: sweepExpired() });
     }
     if (sub === "/faults" && m === "GET") {
-      return ok({ faults: faults.map(f => ({ ...f, kinds: [...f.kinds] })) });
+      return ok({ faults: faults.map(showFault) });
     }
     if ((sub === "/faults" && m === "DELETE") || (sub === "/faults/clear" && m === "POST")) {
       await drain(req);
@@ -887,37 +982,55 @@ async function controlHandler(req, res, pathname) {
     }
     if (sub === "/faults" && m === "POST") {
       const body = await readJsonBody(req);
-      const status = body.status === undefined || body.status === null ? null : Number(body.status);
-      const delayMs = body.delayMs === undefined ? 0 : Number(body.delayMs);
       const count = body.count === undefined ? 1 : Number(body.count);
-      if (status === null && !delayMs) {
-        return send(req, res, 400, { message: "need status and/or delayMs" });
-      }
-      if ((status !== null && !(status >= 400 && status <= 599)) || !(delayMs >= 0) || !(count >= 1)) {
-        return send(req, res, 400, { message: "status must be 400..599, delayMs >= 0, count >= 1" });
-      }
-      const kinds = Array.isArray(body.kinds) && body.kinds.length ? body.kinds : DOCUMENT_KINDS;
-      const unknown = kinds.filter(k => !KINDS.includes(k));
-      if (unknown.length) {
-        return send(req, res, 400, { message: `unknown kinds ${unknown.join(",")}; known: ${KINDS.join(",")}` });
-      }
-      const rule = {
-        status,
-        substatus:
-          body.substatus !== undefined ? String(body.substatus) : DEFAULT_SUBSTATUS[status] || null,
-        retryAfterMs:
-          body.retryAfterMs !== undefined ? Number(body.retryAfterMs) : status === 429 ? 10 : null,
-        delayMs,
-        remaining: count,
-        kinds: new Set(kinds)
-      };
+      if (!(count >= 1)) return send(req, res, 400, { message: "count must be >= 1" });
+      const [kinds, containers] = parseFilters(body);
+      const rule = { ...parseFault(body), remaining: count, kinds, containers };
       faults.push(rule);
-      return ok({ added: { ...rule, kinds: [...rule.kinds] }, pending: faults.length });
+      return ok({ added: showFault(rule), pending: faults.length });
+    }
+    if (sub === "/chaos" && m === "GET") return ok(chaosState());
+    if ((sub === "/chaos" && m === "DELETE") || (sub === "/chaos/stop" && m === "POST")) {
+      await drain(req);
+      const last = chaosState();
+      chaos = null;
+      return ok(last);
+    }
+    if (sub === "/chaos" && m === "POST") {
+      const body = await readJsonBody(req);
+      const seed = Number(body.seed);
+      const rate = body.rate === undefined ? 0.1 : Number(body.rate);
+      if (!Number.isInteger(seed)) return send(req, res, 400, { message: "seed must be an integer" });
+      if (!(rate >= 0 && rate <= 1)) return send(req, res, 400, { message: "rate must be 0..1" });
+      const [kinds, containers] = parseFilters(body);
+      const specs = Array.isArray(body.faults) && body.faults.length ? body.faults : DEFAULT_CHAOS_FAULTS;
+      const list = specs.map(spec => {
+        const weight = spec.weight === undefined ? 1 : Number(spec.weight);
+        if (!(weight > 0)) throw new Error("weight must be > 0");
+        return { ...parseFault(spec), weight };
+      });
+      chaos = { seed, rate, kinds, containers, faults: list, random: prng(seed), draws: 0 };
+      return ok(chaosState());
+    }
+    if (sub === "/outage" && m === "POST") {
+      const body = await readJsonBody(req);
+      const seconds = Number(body.seconds);
+      if (!(seconds > 0)) return send(req, res, 400, { message: "seconds must be > 0" });
+      outageUntilMs = Date.now() + seconds * 1000;
+      return ok({ outageUntilMs });
+    }
+    if (sub === "/outage" && m === "GET") return ok({ down: Date.now() < outageUntilMs, outageUntilMs });
+    if (sub === "/outage" && m === "DELETE") {
+      await drain(req);
+      outageUntilMs = 0;
+      return ok({ down: false });
     }
     if (sub === "/reset" && m === "POST") {
       await drain(req);
       account.databases = new Databases(account, ["/id"]);
       faults = [];
+      chaos = null;
+      outageUntilMs = 0;
       stats = newStats();
       clockOffsetMs = 0;
       return ok({ reset: true });
@@ -928,13 +1041,36 @@ async function controlHandler(req, res, pathname) {
   }
 }
 
-function takeFault(kind) {
-  const rule = faults.find(f => f.remaining > 0 && f.kinds.has(kind));
-  if (!rule) return null;
-  rule.remaining -= 1;
-  faults = faults.filter(f => f.remaining > 0);
-  return rule;
+/** The fault for this request: a queued rule first, else a seeded random draw, else null. */
+function takeFault(kind, container) {
+  const matches = f => f.kinds.has(kind) && (!f.containers || (container !== null && f.containers.has(container)));
+  const rule = faults.find(f => f.remaining > 0 && matches(f));
+  if (rule) {
+    rule.remaining -= 1;
+    faults = faults.filter(f => f.remaining > 0);
+    return rule;
+  }
+  if (!chaos || !matches(chaos)) return null;
+  chaos.draws += 1;
+  if (chaos.random() >= chaos.rate) return null;
+  const total = chaos.faults.reduce((n, f) => n + f.weight, 0);
+  let pick = chaos.random() * total;
+  const chosen = chaos.faults.find(f => (pick -= f.weight) < 0) || chaos.faults[chaos.faults.length - 1];
+  const [lo, hi] = chosen.delayMs;
+  return { ...chosen, delayMs: [lo + Math.floor(chaos.random() * (hi - lo + 1)), 0] };
 }
+
+/** Ends a request without an answer: HTTP/1.1 destroys the socket; HTTP/2 resets the stream (or the whole connection). */
+function dropRequest(req, res, wholeConnection) {
+  if (req.httpVersionMajor === 2 && req.stream) {
+    if (wholeConnection && req.stream.session) req.stream.session.destroy();
+    else req.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+  } else {
+    (req.socket || res.socket).destroy();
+  }
+}
+
+const faultLabel = f => (f.action === "status" ? String(f.status) : f.action);
 
 async function handleRequest(req, res) {
   const pathname = normalizePath(req.url);
@@ -946,10 +1082,19 @@ async function handleRequest(req, res) {
   stats.requests += 1;
   stats.byKind[kind] += 1;
 
-  const fault = takeFault(kind);
+  if (Date.now() < outageUntilMs) {
+    stats.faults.outage = (stats.faults.outage || 0) + 1;
+    log(req.method, req.url, kind, "-> dropped (outage)");
+    return dropRequest(req, res, true);
+  }
+
+  const fault = takeFault(kind, containerOf(req));
   if (fault) {
-    if (fault.delayMs) await new Promise(r => setTimeout(r, fault.delayMs));
-    if (fault.status !== null) {
+    const label = faultLabel(fault);
+    stats.faults[label] = (stats.faults[label] || 0) + 1;
+    const delayMs = fault.delayMs[0];
+    if (delayMs) await new Promise(r => setTimeout(r, delayMs));
+    if (fault.action === "status") {
       await drain(req);
       const headers = {};
       if (fault.substatus !== null) headers["x-ms-substatus"] = fault.substatus;
@@ -958,8 +1103,13 @@ async function handleRequest(req, res) {
       const body = FAULT_BODIES[fault.status] || { code: "InjectedFault", message: `Injected ${fault.status}` };
       return send(req, res, fault.status, body, headers);
     }
+    if (fault.action === "reset") {
+      log(req.method, req.url, kind, "-> injected reset");
+      return dropRequest(req, res, fault.connection);
+    }
     if (res.destroyed || (req.socket && req.socket.destroyed)) return undefined; // client gave up
   }
+  const dropAfterApply = fault && fault.action === "apply-then-drop";
 
   const matched = route(req);
   let body;
@@ -972,6 +1122,9 @@ async function handleRequest(req, res) {
     try {
       body = await handler(account, req, res, params);
     } catch (err) {
+      // The connection went away while the body was read (an injected reset or outage took down
+      // the HTTP/2 connection this request shared): nobody is left to answer.
+      if (err && err.type === "request.aborted") return undefined;
       if (err instanceof SyntaxError || err.badRequest) {
         res.statusCode = 400;
         body = { code: "BadRequest", message: err.message };
@@ -996,6 +1149,10 @@ async function handleRequest(req, res) {
     ["create", "replace", "upsert"].includes(kind)
   ) {
     body = "";
+  }
+  if (dropAfterApply) {
+    log(`HTTP/${req.httpVersion}`, req.method, req.url, kind, "->", res.statusCode, "applied, then dropped (injected)");
+    return dropRequest(req, res, fault.connection);
   }
   log(`HTTP/${req.httpVersion}`, req.method, req.url, kind, "->", res.statusCode);
   if (args.verbose && process.env.COSMOS_EMULATOR_VERBOSE === "2") {

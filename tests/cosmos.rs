@@ -289,3 +289,24 @@ async fn without_create_rights_a_missing_database_or_container_is_named() {
         other => panic!("expected a missing container, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_login_whose_session_write_landed_but_whose_answer_was_lost_succeeds() {
+    let _serial = SERIAL.lock().await;
+    let clock = ManualClock::new(START);
+    let (service, store) = service(&clock, 5_000).await;
+    emulator::reset_stats().await;
+    // The peer stores the session, then drops the connection; the SDK retries the create, which
+    // conflicts with the first attempt.
+    emulator::inject(json!({"action": "apply-then-drop", "count": 1, "kinds": ["create"], "containers": ["tokens"]}))
+        .await;
+    let pair = service.login("alice", &Password::new(PASSWORD), "192.0.2.1").await.expect("the login succeeds");
+    assert_eq!(emulator::document_requests().await["create"].as_u64(), Some(2), "the SDK retried the create");
+    let user = store.get_account("alice").await.unwrap().unwrap().value.user.unwrap();
+    assert_eq!(store.list_user_sessions(&user.id).await.unwrap().len(), 1, "one session, no orphan");
+    service.refresh(&pair.refresh_token, None).await.expect("its refresh token works");
+    // A real conflict (another record under the same id) is still one.
+    let mut other = store.list_user_sessions(&user.id).await.unwrap().remove(0);
+    other.seed = [7u8; 32];
+    assert!(matches!(store.insert_session(&other).await, Err(jwt_refresh_token::store::StoreError::Conflict)));
+}

@@ -530,10 +530,20 @@ impl SessionStore for CosmosStore {
     async fn insert_session(&self, session: &SessionRecord) -> Result<Version, StoreError> {
         let c = self.containers().await?;
         let doc = SessionDoc::from_record(session, self.clock.now_ms());
-        let response = self
+        let created = self
             .timed(async { c.sessions.create_item(doc.user_id.clone(), &doc.id, &doc, None).await.map_err(map_err) })
-            .await?;
-        etag_of(response.headers())
+            .await;
+        match created {
+            Ok(response) => etag_of(response.headers()),
+            // The SDK retries a create whose answer was lost (connection reset after the write);
+            // the retry then conflicts with our own first attempt. Session ids are random, so a
+            // stored record equal to ours is that attempt: the insert succeeded.
+            Err(StoreError::Conflict) => match self.get_session(&session.user_id, &session.session_id).await? {
+                Some(stored) if stored.value == *session => Ok(stored.version),
+                _ => Err(StoreError::Conflict),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     async fn get_session(

@@ -99,7 +99,40 @@ impl Private {
 
     /// Queues a fault rule on it.
     pub async fn inject(&self, rule: serde_json::Value) {
-        control_at(&self.endpoint, reqwest::Method::POST, "faults", Some(rule)).await;
+        self.control(reqwest::Method::POST, "faults", Some(rule)).await;
+    }
+
+    /// Calls one of its test controls (see emulator/README.md).
+    pub async fn control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        control_at(&self.endpoint, method, path, body).await
+    }
+
+    /// Starts seeded random faults (`{"seed":…,"rate":…}`, see emulator/README.md).
+    pub async fn start_chaos(&self, config: serde_json::Value) {
+        self.control(reqwest::Method::POST, "chaos", Some(config)).await;
+    }
+
+    /// Stops the random faults, ends any outage and clears queued rules; returns the last chaos state.
+    pub async fn calm(&self) -> serde_json::Value {
+        let last = self.control(reqwest::Method::DELETE, "chaos", None).await;
+        self.control(reqwest::Method::DELETE, "outage", None).await;
+        self.control(reqwest::Method::DELETE, "faults", None).await;
+        last
+    }
+
+    /// Drops every data-plane request for `seconds`.
+    pub async fn outage(&self, seconds: f64) {
+        self.control(reqwest::Method::POST, "outage", Some(serde_json::json!({ "seconds": seconds }))).await;
+    }
+
+    /// Its request counters, including `faults` (injected faults by label).
+    pub async fn stats(&self) -> serde_json::Value {
+        self.control(reqwest::Method::GET, "stats", None).await
     }
 }
 
