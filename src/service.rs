@@ -96,6 +96,9 @@ pub enum ServiceError {
     /// Authenticated, but not allowed.
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// The change conflicts with the current state (it would leave no enabled admin).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     /// The named user does not exist.
     #[error("unknown user")]
     UnknownUser,

@@ -140,6 +140,7 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
                     None | Some(false) => false,
                     Some(true) => true,
                 },
+                ..UserChange::default()
             };
             if change == UserChange::default() {
                 return Err(ApiError::InvalidRequest("send at least one of disabled, roles or unlock".into()));

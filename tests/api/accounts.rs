@@ -305,6 +305,8 @@ async fn a_disabled_admin_cannot_manage_users() {
     let app = TestApp::spawn(&[]);
     app.add_user("root", PASSWORD, &["admin"]);
     app.add_user("root2", PASSWORD, &["admin"]);
+    // A third admin: the last enabled admin cannot be disabled.
+    app.add_user("root3", PASSWORD, &["admin"]);
     let root = access_token(&app.login("root", PASSWORD).await);
     let root2 = access_token(&app.login("root2", PASSWORD).await);
     let r = bearer(&app, "PATCH", "/api/users/root", &root2, Some(json!({"roles": []}))).await;
