@@ -44,5 +44,7 @@ mod requests;
 mod revocation;
 #[path = "api/rotation.rs"]
 mod rotation;
+#[path = "api/sessions.rs"]
+mod sessions;
 #[path = "api/users.rs"]
 mod users;

@@ -89,8 +89,7 @@ impl From<&UserRecord> for UserInfo {
 pub struct UserPage {
     /// The users, ordered by username key.
     pub users: Vec<UserInfo>,
-    /// Pass as `cursor` for the next page; absent on the last one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
 }
 

@@ -27,4 +27,5 @@ mod persistence;
 mod requests;
 mod revocation;
 mod rotation;
+mod sessions;
 mod users;
