@@ -147,6 +147,23 @@ pub enum UserCommand {
         /// Username.
         username: String,
     },
+    /// Enable a disabled user again (recovery: e.g. the only admin was disabled).
+    Enable {
+        /// Username.
+        username: String,
+    },
+    /// Add or remove roles of a user, e.g. `user role NAME --add admin` (recovery: make an admin).
+    /// Removing `admin` from the last enabled admin is refused.
+    Role {
+        /// Username.
+        username: String,
+        /// A role to add (repeatable).
+        #[arg(long = "add")]
+        add: Vec<String>,
+        /// A role to remove (repeatable).
+        #[arg(long = "remove")]
+        remove: Vec<String>,
+    },
     /// Set a user's password (read from one line of standard input) and end all of their sessions.
     Password {
         /// Username.
@@ -350,6 +367,25 @@ async fn user(command: UserCommand, env: &Env, missing: StoreMissing) -> Result<
                 .await
                 .map_err(|e| Failure::other(format!("cannot disable user {username:?}: {e}")))?;
             println!("disabled user {} and ended {} session(s)", changed.user.username, changed.sessions_ended);
+        }
+        UserCommand::Enable { username } => {
+            let change = UserChange { disabled: Some(false), ..UserChange::default() };
+            let changed = accounts
+                .change_user(operator, &username, &change)
+                .await
+                .map_err(|e| Failure::other(format!("cannot enable user {username:?}: {e}")))?;
+            println!("enabled user {}", changed.user.username);
+        }
+        UserCommand::Role { username, add, remove } => {
+            if add.is_empty() && remove.is_empty() {
+                return Err(Failure::config("say which roles change: --add ROLE and/or --remove ROLE"));
+            }
+            let change = UserChange { add_roles: add, remove_roles: remove, ..UserChange::default() };
+            let changed = accounts
+                .change_user(operator, &username, &change)
+                .await
+                .map_err(|e| Failure::other(format!("cannot change the roles of {username:?}: {e}")))?;
+            println!("user {} now has roles: {}", changed.user.username, roles_text(&changed.user.roles));
         }
         UserCommand::Password { username, password_stdin: _, allow_weak_password } => {
             let password = read_password_line()?;

@@ -96,6 +96,9 @@ pub enum ServiceError {
     /// Authenticated, but not allowed.
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// The change conflicts with the current state (it would leave no enabled admin).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     /// The named user does not exist.
     #[error("unknown user")]
     UnknownUser,
@@ -159,6 +162,9 @@ pub struct Policy {
     pub reuse_grace_ms: i64,
     /// Inactivity timeout (0 = off).
     pub idle_ttl_ms: i64,
+    /// Most sessions one user may have (`JwtRefreshToken__Sessions__MaxPerUser`); a login beyond
+    /// it ends the least recently used ones.
+    pub max_sessions_per_user: usize,
 }
 
 /// Who is logging in, as far as the session list shows it.
@@ -297,11 +303,18 @@ impl TokenService {
             LoginOutcome::Busy(why) => return Err(ServiceError::Busy(why)),
         };
         let session = self.start_session(principal, now, client).await?;
-        if !self.directory.is_active(&session.username, &session.user_id).await? {
+        // The re-read and the listing of the user's sessions (for the cap) go out together: one
+        // round trip of latency for both.
+        let (active, sessions) = tokio::join!(
+            self.directory.is_active(&session.username, &session.user_id),
+            self.store.list_user_sessions(&session.user_id)
+        );
+        if !active? {
             self.store.delete_session(&session.user_id, &session.session_id).await?;
             tracing::info!("login raced a disable; session withdrawn");
             return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials));
         }
+        self.keep_within_cap(&session, sessions?, now).await?;
         tracing::info!("session started");
         self.pair(&session, now)
     }
@@ -343,6 +356,31 @@ impl TokenService {
         span.record("session_id", session.session_id.as_str());
         self.store.insert_session(&session).await?;
         Ok(session)
+    }
+
+    /// Ends the least recently used of `sessions` (the user's, listed after `new` was written) while
+    /// the user has more live sessions than the cap; `new` is never ended. Sessions already ended
+    /// do not count (Cosmos TTL or the purge removes them). Concurrent logins of one user may each
+    /// end one: the user is then below the cap, never above it for long.
+    async fn keep_within_cap(
+        &self,
+        new: &SessionRecord,
+        sessions: Vec<SessionRecord>,
+        now: UnixMs,
+    ) -> Result<(), ServiceError> {
+        let mut others: Vec<SessionRecord> =
+            sessions.into_iter().filter(|s| s.session_id != new.session_id && !self.has_ended(s, now)).collect();
+        let cap = self.policy.max_sessions_per_user.max(1);
+        let excess = (others.len() + 1).saturating_sub(cap);
+        if excess == 0 {
+            return Ok(());
+        }
+        others.sort_by_key(|s| (s.details.last_used_at_ms.max(s.created_at_ms), s.created_at_ms));
+        for old in others.iter().take(excess) {
+            self.store.delete_session(&old.user_id, &old.session_id).await?;
+        }
+        tracing::info!(ended = excess, cap, "session cap reached; least recently used sessions ended");
+        Ok(())
     }
 
     fn idle_deadline(&self, now: UnixMs) -> Option<UnixMs> {
@@ -528,19 +566,35 @@ impl TokenService {
         if caller.is_admin(me.as_ref()) { Ok(()) } else { Err(ServiceError::Forbidden(why)) }
     }
 
-    /// The caller's live sessions, newest first (one single-partition query).
-    pub async fn list_sessions(&self, caller: &Caller) -> Result<Vec<SessionInfo>, ServiceError> {
+    /// A page of at most `limit` of the caller's live sessions, newest first, after `cursor` (one
+    /// single-partition query). The cursor names the last session of the previous page (its start
+    /// time and id), so a session ended meanwhile does not shift the pages.
+    pub async fn list_sessions(
+        &self,
+        caller: &Caller,
+        limit: std::num::NonZeroUsize,
+        cursor: Option<&str>,
+    ) -> Result<SessionPage, ServiceError> {
         let now = self.clock.now_ms();
+        let after = cursor.map(SessionCursor::decode).transpose()?;
         let mut sessions: Vec<SessionRecord> = self
             .store
             .list_user_sessions(&caller.claims.sub)
             .await?
             .into_iter()
             .filter(|s| !self.has_ended(s, now))
+            .filter(|s| after.as_ref().is_none_or(|c| c.is_followed_by(s)))
             .collect();
-        sessions.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.session_id.cmp(&a.session_id)));
-        Ok(sessions
+        sessions.sort_by(newest_first);
+        let limit = limit.get();
+        let next_cursor = if sessions.len() > limit {
+            sessions.get(limit - 1).map(|last| SessionCursor::of(last).encode())
+        } else {
+            None
+        };
+        let sessions = sessions
             .into_iter()
+            .take(limit)
             .map(|s| SessionInfo {
                 current: s.session_id == caller.claims.sid,
                 created_at: secs(s.created_at_ms),
@@ -550,7 +604,8 @@ impl TokenService {
                 client_address: s.details.client_address,
                 id: s.session_id,
             })
-            .collect())
+            .collect();
+        Ok(SessionPage { sessions, next_cursor })
     }
 
     /// Ends one session of the caller; `NotFound` when the caller has none with this id (another
@@ -628,6 +683,61 @@ impl Caller {
                 !u.disabled && u.principal.id == self.claims.sub && u.principal.roles.iter().any(|r| r == ADMIN_ROLE)
             })
     }
+}
+
+/// Newest first: by start time, then by id (both descending), a total order.
+fn newest_first(a: &SessionRecord, b: &SessionRecord) -> std::cmp::Ordering {
+    b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.session_id.cmp(&a.session_id))
+}
+
+/// Where a page of sessions ended: the start time and id of its last session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SessionCursor {
+    created_at_ms: UnixMs,
+    session_id: String,
+}
+
+/// What a cursor this service did not hand out is told.
+const BAD_CURSOR: &str = "cursor is not one this service returned";
+
+impl SessionCursor {
+    fn of(s: &SessionRecord) -> Self {
+        Self { created_at_ms: s.created_at_ms, session_id: s.session_id.clone() }
+    }
+
+    /// Opaque to clients: base64url of `<ms>.<id>`.
+    fn encode(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}.{}", self.created_at_ms, self.session_id))
+    }
+
+    fn decode(text: &str) -> Result<Self, ServiceError> {
+        use base64::Engine as _;
+        let bad = || ServiceError::InvalidRequest(BAD_CURSOR);
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let (ms, id) = text.split_once('.').ok_or_else(bad)?;
+        let created_at_ms = ms.parse().map_err(|_| bad())?;
+        if id.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self { created_at_ms, session_id: id.to_string() })
+    }
+
+    /// Whether `s` comes after the cursor's session, newest first (older, or as old with a
+    /// smaller id).
+    fn is_followed_by(&self, s: &SessionRecord) -> bool {
+        (s.created_at_ms, s.session_id.as_str()) < (self.created_at_ms, self.session_id.as_str())
+    }
+}
+
+/// A page of "my devices".
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionPage {
+    /// The sessions, newest first.
+    pub sessions: Vec<SessionInfo>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }
 
 /// One entry of "my devices".

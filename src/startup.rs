@@ -138,6 +138,7 @@ pub fn build_services(
         session_ttl_ms: settings.expires.refresh_expires_in_ms,
         reuse_grace_ms: settings.rotation.reuse_grace_ms,
         idle_ttl_ms: settings.expires.idle_expires_in_ms,
+        max_sessions_per_user: settings.expires.max_sessions_per_user,
     };
     let accounts = AccountService::new(store.clone(), hasher, clock.clone(), settings.accounts.password_min_chars)
         .with_sign_up(settings.accounts)

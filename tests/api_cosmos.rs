@@ -10,6 +10,8 @@ const BACKEND: helpers::Backend = helpers::Backend::Cosmos;
 
 #[path = "api/accounts.rs"]
 mod accounts;
+#[path = "api/admins.rs"]
+mod admins;
 #[path = "api/bearer.rs"]
 mod bearer;
 #[path = "api/browser.rs"]
@@ -44,5 +46,7 @@ mod requests;
 mod revocation;
 #[path = "api/rotation.rs"]
 mod rotation;
+#[path = "api/sessions.rs"]
+mod sessions;
 #[path = "api/users.rs"]
 mod users;

@@ -149,8 +149,11 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     service.login("alice", &password, "192.0.2.1").await.unwrap(); // warm-up: the first login computes the dummy hash
     emulator::reset_stats().await;
     let pair = service.login("alice", &password, "192.0.2.1").await.unwrap();
-    // Read the account, create the session, read the account again (a disable racing the login).
-    within("login", 3).await;
+    // Read the account, create the session, then together (one round trip of latency): read the
+    // account again (a disable racing the login) and list the user's sessions (the session cap).
+    let kinds = within("login", 4).await;
+    assert_eq!((kinds["read"].as_u64(), kinds["create"].as_u64()), (Some(2), Some(1)), "{kinds}");
+    assert_eq!(kinds["query"].as_u64(), Some(1), "{kinds}");
 
     let next = service.refresh(&pair.refresh_token, None).await.unwrap();
     let kinds = within("refresh", 2).await;
@@ -168,9 +171,9 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     within("failed login", 2).await;
 
     // After a failure from this address: read, reserve the attempt, clear the address's count,
-    // create the session, read again.
+    // create the session, read again and list the sessions.
     let mut pairs = vec![service.login("alice", &password, "192.0.2.1").await.unwrap()];
-    within("login after a failure from the same address", 5).await;
+    within("login after a failure from the same address", 6).await;
     for _ in 0..2 {
         pairs.push(service.login("alice", &password, "192.0.2.1").await.unwrap());
     }
@@ -191,8 +194,8 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     let other = service.login("newbie", &Password::new("plum umbrella cactus 1987"), "192.0.2.9").await.unwrap();
     let caller = service.authenticate_bearer(&signed_up.access_token).await.unwrap();
     emulator::reset_stats().await;
-    let sessions = service.list_sessions(&caller).await.unwrap();
-    assert_eq!(sessions.len(), 2);
+    let page = service.list_sessions(&caller, std::num::NonZeroUsize::new(100).unwrap(), None).await.unwrap();
+    assert_eq!(page.sessions.len(), 2);
     let kinds = within("sessions list", 1).await;
     assert_eq!(kinds["query"].as_u64(), Some(1), "{kinds}");
     // Password change: the account read and write, then the batch ending the other sessions.
@@ -217,6 +220,38 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     for line in report {
         println!("{line}");
     }
+}
+
+#[tokio::test]
+async fn a_login_beyond_the_session_cap_costs_one_delete_more() {
+    let _serial = SERIAL.lock().await;
+    let clock = ManualClock::new(START);
+    let store = store(&clock, 10_000).await;
+    let env = Env::from_pairs([
+        ("JwtRefreshToken__Descriptor__Issuer", "https://issuer.test"),
+        ("JwtRefreshToken__Descriptor__Audience", "api://test"),
+        (
+            "JwtRefreshToken__Descriptor__AlgorithmKey",
+            "dcovv0KIIhbbODoiqbKJ-u31v-sSZBBwwOL-EmHM6hiqVa149migK55Eo-vBsOMR",
+        ),
+        ("JwtRefreshToken__Sessions__MaxPerUser", "2"),
+    ]);
+    let settings = Settings::load(&env, Mode::Production).unwrap();
+    let services = build_services(&settings, store.clone() as Arc<dyn Store>, Arc::new(clock.clone())).unwrap();
+    add_alice(&store).await;
+    let service = services.tokens;
+    let password = Password::new(PASSWORD);
+    let first = service.login("alice", &password, "192.0.2.1").await.unwrap();
+    clock.advance(1_000);
+    service.login("alice", &password, "192.0.2.1").await.unwrap();
+    clock.advance(1_000);
+    emulator::reset_stats().await;
+    service.login("alice", &password, "192.0.2.1").await.unwrap();
+    let kinds = emulator::document_requests().await;
+    let total = emulator::document_request_total().await;
+    assert_eq!(total, 5, "the login's 4 and one delete: {kinds}");
+    assert_eq!(kinds["delete"].as_u64(), Some(1), "{kinds}");
+    assert!(service.refresh(&first.refresh_token, None).await.is_err(), "the least recently used ended");
 }
 
 #[tokio::test]

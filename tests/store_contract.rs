@@ -11,8 +11,8 @@ use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
 use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
-    Account, AddressThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore as _, Step, Store, StoreError,
-    UserRecord, UserStore as _, Version, update_account,
+    Account, AddressThrottle, AdminRoster, LoginThrottle, SessionDetails, SessionRecord, SessionStore as _, Step,
+    Store, StoreError, UserRecord, UserStore as _, Version, update_account,
 };
 
 mod contract {
@@ -285,6 +285,40 @@ mod contract {
         fake
     }
 
+    pub async fn the_admin_roster_is_absent_until_written_then_compare_and_swap_and_not_an_account(store: &dyn Store) {
+        assert!(store.get_admins().await.unwrap().is_none(), "a new store has no roster");
+        let first = AdminRoster { admin_ids: vec!["id-a".into(), "id-b".into()] };
+        let v1 = store.put_admins(&first, None).await.unwrap();
+        assert!(matches!(store.put_admins(&first, None).await, Err(StoreError::Conflict)));
+        let got = store.get_admins().await.unwrap().unwrap();
+        assert_eq!((&got.value, &got.version), (&first, &v1));
+        let second = AdminRoster { admin_ids: vec!["id-a".into()] };
+        let v2 = store.put_admins(&second, Some(&v1)).await.unwrap();
+        assert_ne!(v1, v2);
+        assert!(matches!(store.put_admins(&first, Some(&v1)).await, Err(StoreError::Precondition)));
+        assert_eq!(store.get_admins().await.unwrap().unwrap().value, second, "the stale write changed nothing");
+        assert!(store.list_users().await.unwrap().is_empty(), "the roster is no user");
+    }
+
+    pub async fn of_parallel_roster_writes_at_one_version_exactly_one_wins(store: Arc<dyn Store>) {
+        let v = store.put_admins(&AdminRoster { admin_ids: vec!["a".into(), "b".into()] }, None).await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for keep in ["a", "b", "a", "b"] {
+            let (store, v) = (store.clone(), v.clone());
+            tasks.spawn(async move { store.put_admins(&AdminRoster { admin_ids: vec![keep.into()] }, Some(&v)).await });
+        }
+        let mut won = 0;
+        while let Some(r) = tasks.join_next().await {
+            match r.unwrap() {
+                Ok(_) => won += 1,
+                Err(StoreError::Precondition) => {}
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(won, 1);
+        assert_eq!(store.get_admins().await.unwrap().unwrap().value.admin_ids.len(), 1);
+    }
+
     pub async fn purging_accounts_never_removes_users_or_live_throttles(store: &dyn Store) {
         let mut live = account("live", None);
         live.expires_at_ms = Some(10_000);
@@ -318,12 +352,14 @@ macro_rules! store_contract {
                 creating_an_existing_account_conflicts,
                 account_writes_are_compare_and_swap,
                 purging_accounts_never_removes_users_or_live_throttles,
-                the_sessions_epoch_only_moves_forward_and_is_not_an_account
+                the_sessions_epoch_only_moves_forward_and_is_not_an_account,
+                the_admin_roster_is_absent_until_written_then_compare_and_swap_and_not_an_account
             );
             store_contract!(@shared $make;
                 of_concurrent_replaces_at_one_version_exactly_one_wins,
                 parallel_account_updates_converge_on_the_exact_count,
-                parallel_epoch_raises_keep_the_latest
+                parallel_epoch_raises_keep_the_latest,
+                of_parallel_roster_writes_at_one_version_exactly_one_wins
             );
         }
     };
@@ -437,6 +473,20 @@ async fn embedded_store_moves_an_old_epoch_account_into_its_own_record() {
     assert_eq!(store.sessions_epoch().await.unwrap(), 7_000, "the old epoch is honoured");
     assert!(store.get_account("\u{0}sessions-epoch").await.unwrap().is_none(), "no fake account is left");
     assert_eq!(store.raise_sessions_epoch(6_000).await.unwrap(), 7_000);
+}
+
+/// Embedded-only: a store of schema 4 (before the admin roster) opens, upgraded, with no roster.
+#[tokio::test]
+async fn embedded_store_of_schema_4_gains_the_roster_table_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(EmbeddedStore::open(dir.path()).unwrap());
+    let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    conn.execute_batch("DROP TABLE store_records").unwrap();
+    conn.pragma_update(None, "user_version", 4).unwrap();
+    drop(conn);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert!(store.get_admins().await.unwrap().is_none());
+    store.put_admins(&AdminRoster { admin_ids: vec!["x".into()] }, None).await.unwrap();
 }
 
 /// Cosmos-only: an epoch written as a fake account by an older version is read while no epoch

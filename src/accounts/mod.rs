@@ -21,6 +21,7 @@ use crate::users::lockout::{Attempt, Check};
 use crate::users::profile::{self, PasswordPolicyError};
 use crate::users::{self, HashError, Lockout, MAX_PASSWORD_BYTES, PasswordHasher, Principal, UserState, UsernameError};
 
+mod admins;
 pub mod sessions;
 mod signup;
 
@@ -28,6 +29,8 @@ pub use sessions::Reason;
 
 /// What a non-admin caller of an admin operation is told.
 const ADMIN_NEEDED: &str = "this needs the admin role";
+/// What a change that would leave no enabled admin is told.
+pub const LAST_ADMIN: &str = "this change would leave no enabled admin; make another user an admin first";
 /// Most users a page of `GET /api/users` holds.
 pub const MAX_PAGE: NonZeroUsize = match NonZeroUsize::new(200) {
     Some(n) => n,
@@ -86,8 +89,7 @@ impl From<&UserRecord> for UserInfo {
 pub struct UserPage {
     /// The users, ordered by username key.
     pub users: Vec<UserInfo>,
-    /// Pass as `cursor` for the next page; absent on the last one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
 }
 
@@ -107,6 +109,10 @@ pub struct UserChange {
     pub disabled: Option<bool>,
     /// New roles (replacing the old ones).
     pub roles: Option<Vec<String>>,
+    /// Roles to add (after `roles`), e.g. `handler user role NAME --add admin`.
+    pub add_roles: Vec<String>,
+    /// Roles to remove (after `roles` and `add_roles`).
+    pub remove_roles: Vec<String>,
     /// Clear every failed-login count and lock.
     pub unlock: bool,
 }
@@ -253,6 +259,9 @@ impl AccountService {
         self.check_password(password, username, check)?;
         let roles = checked_roles(roles)?;
         let user = self.insert_user(username, password, roles, self.clock.now_ms()).await?;
+        if admins::is_enabled_admin(&user) {
+            admins::enlist(self.store.as_ref(), &user.id).await?;
+        }
         tracing::info!(created = %user.id, "user created");
         Ok(UserInfo::from(&user))
     }
@@ -320,9 +329,10 @@ impl AccountService {
         changed.ok_or(ServiceError::UnknownUser)
     }
 
-    /// Applies `change` to `username` (`PATCH /api/users/{username}`, `handler user disable|unlock`).
+    /// Applies `change` to `username` (`PATCH /api/users/{username}`, `handler user disable|enable|role|unlock`).
     /// Disabling ends every session of the user at once; a role change reaches the user's sessions,
-    /// so their next refresh carries it (see [`Reason`]).
+    /// so their next refresh carries it (see [`Reason`]). A change that would leave no enabled
+    /// admin is refused with [`ServiceError::Conflict`] (see [`admins`]).
     pub async fn change_user(
         &self,
         actor: Actor<'_>,
@@ -331,25 +341,69 @@ impl AccountService {
     ) -> Result<Changed, ServiceError> {
         self.authorize(actor).await?;
         let roles = change.roles.as_deref().map(checked_roles).transpose()?;
-        let user = self
+        let add_roles = checked_roles(&change.add_roles)?;
+        let remove_roles = checked_roles(&change.remove_roles)?;
+        let roles_change = roles.is_some() || !add_roles.is_empty() || !remove_roles.is_empty();
+        let apply = |u: &mut UserRecord| {
+            if let Some(disabled) = change.disabled {
+                u.disabled = disabled;
+            }
+            if let Some(roles) = &roles {
+                u.roles.clone_from(roles);
+            }
+            u.roles.extend(add_roles.iter().cloned());
+            u.roles.retain(|r| !remove_roles.contains(r));
+            u.roles.sort();
+            u.roles.dedup();
+        };
+        // Withdraw from the admin roster first when the change may end the user's admin rights.
+        let mut withdrawn = None;
+        let store = self.store.as_ref();
+        if change.disabled == Some(true) || roles_change {
+            let key = users::username_key(username).map_err(username_error)?;
+            let (_, current) = users::read_account(store, &key, username).await?;
+            let user = current.and_then(|a| a.value.user).ok_or(ServiceError::UnknownUser)?;
+            let mut after = user.clone();
+            apply(&mut after);
+            if admins::is_enabled_admin(&user) && !admins::is_enabled_admin(&after) {
+                match admins::withdraw(store, &user.id).await? {
+                    admins::Withdrawn::LastAdmin => return Err(ServiceError::Conflict(LAST_ADMIN)),
+                    admins::Withdrawn::Removed => withdrawn = Some(user.id),
+                    admins::Withdrawn::NotListed => {}
+                }
+            }
+        }
+        let changed = self
             .update_user(username, |a| {
                 if let Some(u) = a.user.as_mut() {
-                    if let Some(disabled) = change.disabled {
-                        u.disabled = disabled;
-                    }
-                    if let Some(roles) = &roles {
-                        u.roles.clone_from(roles);
-                    }
+                    apply(u);
                 }
                 if change.unlock {
                     users::lockout::unlock(a);
                 }
             })
-            .await?;
-        let reason = match &roles {
+            .await;
+        let user = match (changed, &withdrawn) {
+            (Ok(user), _) => user,
+            (Err(e), Some(id)) => {
+                // Compensate: the user did not change, so they are still an admin.
+                if let Err(undo) = admins::enlist(store, id).await {
+                    tracing::error!(error = %undo, "admin roster left without a user whose change failed");
+                }
+                return Err(e);
+            }
+            (Err(e), None) => return Err(e),
+        };
+        if admins::is_enabled_admin(&user) {
+            admins::enlist(store, &user.id).await?;
+        } else if withdrawn.is_none() && (change.disabled == Some(true) || roles_change) {
+            // Not an admin after all (changed meanwhile): keep the roster from listing them.
+            let _ = admins::withdraw(store, &user.id).await?;
+        }
+        let reason = match roles_change {
             _ if user.disabled => Some(Reason::Disabled),
-            Some(roles) => Some(Reason::RolesChanged(roles)),
-            None => None,
+            true => Some(Reason::RolesChanged(&user.roles)),
+            false => None,
         };
         let sessions_ended = match reason {
             Some(reason) => self.end_sessions(&user.id, reason).await?,
@@ -582,6 +636,55 @@ mod tests {
         let disable = UserChange { disabled: Some(true), ..UserChange::default() };
         let changed = accounts.change_user(Actor::Operator, "fay", &disable).await.unwrap();
         assert_eq!((changed.user.disabled, changed.sessions_ended), (true, 1));
+    }
+
+    #[tokio::test]
+    async fn a_store_without_an_admin_roster_builds_it_from_its_users_on_first_use() {
+        let store = Arc::new(Contended::new(0));
+        // Written as a store from before the roster holds them: accounts only.
+        for (name, disabled) in [("old-root", false), ("old-off", true)] {
+            let user = UserRecord {
+                id: format!("id-{name}"),
+                username: name.into(),
+                username_key: name.into(),
+                password_hash: "x".into(),
+                roles: vec!["admin".into()],
+                disabled,
+                created_at_ms: 0,
+            };
+            let mut account = Account::empty(name);
+            account.user = Some(user);
+            store.put_account(&account, None).await.unwrap();
+        }
+        let accounts = service(store.clone());
+        let demote = UserChange { remove_roles: vec!["admin".into()], ..UserChange::default() };
+        let r = accounts.change_user(Actor::Operator, "old-root", &demote).await;
+        assert!(matches!(r, Err(ServiceError::Conflict(LAST_ADMIN))), "the disabled admin does not count: {r:?}");
+        let roster = store.get_admins().await.unwrap().unwrap().value;
+        assert_eq!(roster.admin_ids, ["id-old-root"]);
+        let enable = UserChange { disabled: Some(false), ..UserChange::default() };
+        accounts.change_user(Actor::Operator, "old-off", &enable).await.unwrap();
+        let changed = accounts.change_user(Actor::Operator, "old-root", &demote).await.unwrap();
+        assert!(changed.user.roles.is_empty());
+        assert_eq!(store.get_admins().await.unwrap().unwrap().value.admin_ids, ["id-old-off"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_user_change_puts_the_withdrawn_admin_back_on_the_roster() {
+        let store = Arc::new(Contended::new(0));
+        let accounts = service(store.clone());
+        let pw = Password::new(STRONG);
+        let admin = ["admin".to_string()];
+        let a = accounts.create_user(Actor::Operator, "ann", &pw, &admin, PasswordCheck::Policy).await.unwrap();
+        let b = accounts.create_user(Actor::Operator, "ben", &pw, &admin, PasswordCheck::Policy).await.unwrap();
+        store.fail_next(usize::MAX);
+        let disable = UserChange { disabled: Some(true), ..UserChange::default() };
+        let r = accounts.change_user(Actor::Operator, "ann", &disable).await;
+        assert!(matches!(r, Err(ServiceError::Unavailable(_))), "{r:?}");
+        store.fail_next(0);
+        let mut both = vec![a.id, b.id];
+        both.sort();
+        assert_eq!(store.get_admins().await.unwrap().unwrap().value.admin_ids, both, "ann is listed again");
     }
 
     #[tokio::test]

@@ -21,6 +21,24 @@ const DEFAULT_PAGE: NonZeroUsize = match NonZeroUsize::new(50) {
     Some(n) => n,
     None => NonZeroUsize::MIN,
 };
+/// Default and largest page of `GET /api/sessions`: as many as a user has sessions by default
+/// (`JwtRefreshToken__Sessions__MaxPerUser`), so a client that does not page sees them all.
+pub const SESSIONS_PAGE: NonZeroUsize = match NonZeroUsize::new(100) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+
+/// The `limit` query parameter: `default` when absent, else 1 to `max`.
+fn limit(req: &ApiRequest, default: NonZeroUsize, max: NonZeroUsize) -> Result<NonZeroUsize, ApiError> {
+    match req.query_param("limit")? {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<NonZeroUsize>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| ApiError::InvalidRequest(format!("limit must be 1 to {max}"))),
+    }
+}
 /// Most roles a user may hold.
 const MAX_ROLES: usize = 32;
 
@@ -81,8 +99,10 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
         }
         Operation::ListSessions => {
             let caller = service.authenticate_bearer(bearer(req)?).await?;
-            let sessions = service.list_sessions(&caller).await?;
-            Ok(ApiResponse::json(StatusCode::OK, &json!({ "sessions": sessions })))
+            let limit = limit(req, SESSIONS_PAGE, SESSIONS_PAGE)?;
+            let cursor = req.query_param("cursor")?;
+            let page = service.list_sessions(&caller, limit, cursor.as_deref()).await?;
+            Ok(ApiResponse::json(StatusCode::OK, &page))
         }
         Operation::EndSession => {
             let caller = service.authenticate_bearer(bearer(req)?).await?;
@@ -98,14 +118,7 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
         }
         Operation::ListUsers => {
             let caller = service.authenticate_bearer(bearer(req)?).await?;
-            let limit = match req.query_param("limit")? {
-                None => DEFAULT_PAGE,
-                Some(l) => l
-                    .parse::<NonZeroUsize>()
-                    .ok()
-                    .filter(|n| *n <= MAX_PAGE)
-                    .ok_or_else(|| ApiError::InvalidRequest(format!("limit must be 1 to {MAX_PAGE}")))?,
-            };
+            let limit = limit(req, DEFAULT_PAGE, MAX_PAGE)?;
             let cursor = req.query_param("cursor")?;
             let page = accounts()?.list_users(Actor::Admin(&caller), limit, cursor.as_deref()).await?;
             Ok(ApiResponse::json(StatusCode::OK, &page))
@@ -140,6 +153,7 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
                     None | Some(false) => false,
                     Some(true) => true,
                 },
+                ..UserChange::default()
             };
             if change == UserChange::default() {
                 return Err(ApiError::InvalidRequest("send at least one of disabled, roles or unlock".into()));

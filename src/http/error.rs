@@ -36,6 +36,8 @@ pub enum ApiError {
     NotFound(&'static str),
     /// 405 with `Allow`.
     MethodNotAllowed(String),
+    /// 409 `conflict`: the change is refused in the current state (the last enabled admin).
+    Conflict(&'static str),
     /// 408: the body did not arrive within the body-read timeout (the connection is then closed).
     BodyTimeout,
     /// 413.
@@ -67,6 +69,7 @@ impl ApiError {
             Self::Forbidden(_) | Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -90,6 +93,7 @@ impl ApiError {
             Self::AccessDenied(_) => "access_denied",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
             Self::Locked { .. } | Self::Unavailable | Self::Busy(_) => "temporarily_unavailable",
             Self::Internal => "server_error",
         }
@@ -102,7 +106,7 @@ impl ApiError {
             Self::UnsupportedGrantType => "grant_type must be password or refresh_token".into(),
             Self::InvalidToken { description, .. } => (*description).into(),
             Self::MissingToken => "a Bearer access token is required".into(),
-            Self::Forbidden(d) | Self::NotFound(d) | Self::AccessDenied(d) => (*d).into(),
+            Self::Forbidden(d) | Self::NotFound(d) | Self::AccessDenied(d) | Self::Conflict(d) => (*d).into(),
             Self::MethodNotAllowed(allow) => format!("method not allowed; use {allow}"),
             Self::BodyTimeout => "the request body did not arrive in time".into(),
             Self::PayloadTooLarge => format!("request body exceeds {} bytes", super::MAX_BODY_BYTES),
@@ -169,6 +173,7 @@ impl From<ServiceError> for ApiError {
                 Self::InvalidToken { expired: false, description: why }
             }
             ServiceError::Forbidden(d) => Self::Forbidden(d),
+            ServiceError::Conflict(d) => Self::Conflict(d),
             ServiceError::UnknownUser => Self::NotFound("no such user"),
             ServiceError::Busy(why) => Self::Busy(why),
             ServiceError::Unavailable(source) => {

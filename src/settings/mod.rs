@@ -94,6 +94,8 @@ pub struct Expires {
     pub refresh_expires_in_ms: i64,
     /// Inactivity timeout: a session not refreshed for this long ends (0 = off).
     pub idle_expires_in_ms: i64,
+    /// Most sessions per user; a login beyond it ends the least recently used ones.
+    pub max_sessions_per_user: usize,
 }
 
 /// Who may create an account over HTTP (`JwtRefreshToken__Registration__Mode`).
@@ -276,7 +278,7 @@ use names::{
     CREATE_EXPIRES, HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_EXPIRES, IDLE_TIMEOUT,
     ISSUER, LOCKOUT, MAX_CONNECTIONS, MAX_FAILURES, MAX_FAILURES_PER_USERNAME, PASSWORD_MIN_LENGTH, PORT,
     PREVIOUS_KEYS, REFRESH_EXPIRES, REGISTRATION_MAX_PER_ADDRESS, REGISTRATION_MAX_PER_MINUTE, REGISTRATION_MODE,
-    REGISTRATION_WINDOW, REUSE_GRACE, ROTATION_SECRET, STRICT_SETTINGS,
+    REGISTRATION_WINDOW, REUSE_GRACE, ROTATION_SECRET, SESSIONS_MAX_PER_USER, STRICT_SETTINGS,
 };
 /// Issuer used in development mode when none is set.
 pub const DEV_ISSUER: &str = "http://localhost:7071";
@@ -374,8 +376,12 @@ impl Settings {
                 format!("must be at most {REFRESH_EXPIRES} ({refresh_expires_in_ms}), got {idle_expires_in_ms}"),
             ));
         }
-        let expires =
-            Expires { create_expires_in_ms: p.int(env, CREATE_EXPIRES), refresh_expires_in_ms, idle_expires_in_ms };
+        let expires = Expires {
+            create_expires_in_ms: p.int(env, CREATE_EXPIRES),
+            refresh_expires_in_ms,
+            idle_expires_in_ms,
+            max_sessions_per_user: p.int(env, SESSIONS_MAX_PER_USER),
+        };
         let registration = p.take(registration_mode(env, mode), || RegistrationMode::Closed);
         let accounts = Accounts {
             registration,

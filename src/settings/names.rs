@@ -144,6 +144,7 @@ pub const CLOCK_SKEW: &str = "JwtRefreshToken__Descriptor__ClockSkewMs";
 pub const CREATE_EXPIRES: &str = "JwtRefreshToken__Expires__CreateExpiresInMs";
 pub const REFRESH_EXPIRES: &str = "JwtRefreshToken__Expires__RefreshExpiresInMs";
 pub const IDLE_EXPIRES: &str = "JwtRefreshToken__Expires__IdleExpiresInMs";
+pub const SESSIONS_MAX_PER_USER: &str = "JwtRefreshToken__Sessions__MaxPerUser";
 pub const REGISTRATION_MODE: &str = "JwtRefreshToken__Registration__Mode";
 pub const REGISTRATION_MAX_PER_ADDRESS: &str = "JwtRefreshToken__Registration__MaxPerAddress";
 pub const REGISTRATION_WINDOW: &str = "JwtRefreshToken__Registration__WindowMs";
@@ -215,6 +216,9 @@ pub const ALL: &[Setting] = &[
         .doc("Absolute session lifetime; rotation never extends it."),
     Setting::new(IDLE_EXPIRES, Deploy::Optional).int(0, 0, 3_650 * DAY).doc(
         "A session not refreshed for this long ends (0: off). At most `RefreshExpiresInMs`.",
+    ),
+    Setting::new(SESSIONS_MAX_PER_USER, Deploy::Optional).int(100, 1, 10_000).doc(
+        "Most sessions one user may have: a login beyond it ends the user's least recently used sessions.",
     ),
     Setting::new(REGISTRATION_MODE, Deploy::Optional).kind(Kind::Choice(&["closed", "open"])).text_default("closed").doc(
         "`open`: anyone may sign up (`POST /api/register`), throttled per client address; `closed`: admins create \

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    Account, AddressThrottle, Cas, LoginThrottle, SessionDetails, SessionRecord, SessionStore, StoreError, UserRecord,
-    UserStore, Version, Versioned, retry_cas,
+    Account, AddressThrottle, AdminRoster, Cas, LoginThrottle, SessionDetails, SessionRecord, SessionStore, StoreError,
+    UserRecord, UserStore, Version, Versioned, retry_cas,
 };
 use crate::clock::{Clock, UnixMs};
 use crate::settings::{CosmosAuth, CosmosSettings, Identity};
@@ -286,6 +286,23 @@ struct EpochDoc {
     id: String,
     kind: String,
     revoked_before_ms: i64,
+    /// Never expires (the container's default TTL is on).
+    ttl: i64,
+    #[serde(rename = "_etag", default, skip_serializing)]
+    etag: Option<String>,
+}
+
+/// Id of the admin roster document in the accounts container (`.` keeps it apart from account ids).
+const ADMINS_ID: &str = "admins.roster";
+
+/// The admin roster (see [`AdminRoster`]).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AdminsDoc {
+    id: String,
+    kind: String,
+    #[serde(flatten)]
+    roster: AdminRoster,
     /// Never expires (the container's default TTL is on).
     ttl: i64,
     #[serde(rename = "_etag", default, skip_serializing)]
@@ -723,6 +740,35 @@ impl UserStore for CosmosStore {
             .collect::<Result<_, _>>()?;
         users.sort_by(|a, b| a.username_key.cmp(&b.username_key));
         Ok(users)
+    }
+
+    async fn get_admins(&self) -> Result<Option<Versioned<AdminRoster>>, StoreError> {
+        let c = self.containers().await?;
+        let read =
+            self.timed(async { c.accounts.read_item(ADMINS_ID.to_string(), ADMINS_ID, None).await.map_err(map_err) });
+        let doc = match read.await {
+            Ok(response) => response.into_model::<AdminsDoc>().map_err(map_err)?,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let etag = doc.etag.ok_or_else(|| StoreError::unavailable("admin roster without an _etag"))?;
+        Ok(Some(Versioned { value: doc.roster, version: Version(etag) }))
+    }
+
+    async fn put_admins(&self, roster: &AdminRoster, expected: Option<&Version>) -> Result<Version, StoreError> {
+        let c = self.containers().await?;
+        let doc =
+            AdminsDoc { id: ADMINS_ID.into(), kind: "adminRoster".into(), roster: roster.clone(), ttl: -1, etag: None };
+        let response = self
+            .timed(async {
+                match expected {
+                    None => c.accounts.create_item(ADMINS_ID.to_string(), ADMINS_ID, &doc, None).await,
+                    Some(v) => c.accounts.replace_item(ADMINS_ID.to_string(), ADMINS_ID, &doc, if_match(v)).await,
+                }
+                .map_err(map_err)
+            })
+            .await?;
+        etag_of(response.headers())
     }
 
     async fn purge_expired_accounts(&self, _now: UnixMs) -> Result<u64, StoreError> {

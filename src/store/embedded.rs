@@ -9,13 +9,14 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::{
-    Account, LoginThrottle, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned,
+    Account, AdminRoster, LoginThrottle, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version,
+    Versioned,
 };
 use crate::clock::UnixMs;
 
 /// File name of the database inside the store directory.
 pub const DATABASE_FILE: &str = "store.db";
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
@@ -56,7 +57,15 @@ CREATE TABLE IF NOT EXISTS store_values (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS store_records (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
+
+/// The row of `store_records` holding the admin roster (schema 5 and later; JSON body).
+const ADMINS: &str = "admins";
 
 /// The row of `store_values` holding the revoke-everyone epoch.
 const SESSIONS_EPOCH: &str = "sessions_epoch";
@@ -604,6 +613,54 @@ impl UserStore for EmbeddedStore {
                 .map_err(map_err)?;
             let rows = stmt.query_map([], account_from_row).map_err(map_err)?;
             rows.filter_map(|r| r.map(|v| v.value.user).map_err(map_err).transpose()).collect()
+        })
+        .await
+    }
+
+    async fn get_admins(&self) -> Result<Option<Versioned<AdminRoster>>, StoreError> {
+        self.run(|conn| {
+            let row: Option<(String, i64)> = conn
+                .row_cached("SELECT body, version FROM store_records WHERE name = ?1", params![ADMINS], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(map_err)?;
+            row.map(|(body, version)| {
+                let value = serde_json::from_str(&body).map_err(StoreError::unavailable)?;
+                Ok(Versioned { value, version: version_of(version) })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn put_admins(&self, roster: &AdminRoster, expected: Option<&Version>) -> Result<Version, StoreError> {
+        let body = serde_json::to_string(roster).map_err(StoreError::unavailable)?;
+        let expected = match expected {
+            None => None,
+            Some(v) => Some(expected_counter(v).ok_or(StoreError::Precondition)?),
+        };
+        self.run(move |conn| match expected {
+            None => {
+                conn.exec_cached(
+                    "INSERT INTO store_records (name, body, version) VALUES (?1, ?2, 1)",
+                    params![ADMINS, body],
+                )
+                .map_err(map_err)?;
+                Ok(version_of(1))
+            }
+            Some(expected) => {
+                let changed = conn
+                    .exec_cached(
+                        "UPDATE store_records SET body = ?2, version = version + 1 WHERE name = ?1 AND version = ?3",
+                        params![ADMINS, body, expected],
+                    )
+                    .map_err(map_err)?;
+                if changed == 1 {
+                    return Ok(version_of(expected + 1));
+                }
+                Err(missing_or_stale(conn, "SELECT 1 FROM store_records WHERE name = ?1", params![ADMINS])?)
+            }
         })
         .await
     }

@@ -202,6 +202,17 @@ impl Account {
     }
 }
 
+/// The ids of the enabled users holding the `admin` role: a record of its own (never an account),
+/// changed by compare-and-swap *before* a user change that could end someone's admin rights, so
+/// that two such changes on different users (each its own record, no cross-record transaction in
+/// Cosmos) cannot both pass and leave no admin.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminRoster {
+    /// User ids, sorted, without duplicates.
+    pub admin_ids: Vec<String>,
+}
+
 /// Sessions: created at login, rotated by compare-and-swap, deleted when revoked or reused.
 #[async_trait]
 pub trait SessionStore: Send + Sync + fmt::Debug {
@@ -257,6 +268,15 @@ pub trait UserStore: Send + Sync + fmt::Debug {
 
     /// Every registered user, ordered by username key (administration only; may scan).
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// The admin roster, or `None` when none was ever written (a store from before it existed:
+    /// the caller builds it from [`UserStore::list_users`]).
+    async fn get_admins(&self) -> Result<Option<Versioned<AdminRoster>>, StoreError>;
+
+    /// Writes the admin roster: with `expected = None` only if none exists
+    /// ([`StoreError::Conflict`] otherwise), else only if still at `expected`
+    /// ([`StoreError::Precondition`] when it changed, [`StoreError::NotFound`] when it is gone).
+    async fn put_admins(&self, roster: &AdminRoster, expected: Option<&Version>) -> Result<Version, StoreError>;
 
     /// Removes records without a user whose `expires_at_ms` is at or before `now`; returns how
     /// many. Stores that expire records by themselves (Cosmos TTL) may do nothing and return 0.
@@ -389,6 +409,12 @@ pub(crate) mod testing {
         }
         async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
             self.inner.list_users().await
+        }
+        async fn get_admins(&self) -> Result<Option<Versioned<AdminRoster>>, StoreError> {
+            self.inner.get_admins().await
+        }
+        async fn put_admins(&self, r: &AdminRoster, v: Option<&Version>) -> Result<Version, StoreError> {
+            self.inner.put_admins(r, v).await
         }
         async fn purge_expired_accounts(&self, now: UnixMs) -> Result<u64, StoreError> {
             self.inner.purge_expired_accounts(now).await

@@ -307,7 +307,7 @@ async fn admins_manage_users_and_non_admins_cannot() {
         .map(|u| u["username"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["bob", "dave", "root"]);
-    assert!(rest.get("next_cursor").is_none());
+    assert!(rest["next_cursor"].is_null(), "the last page says null: {rest}");
     assert_error(
         &bearer(&app, "GET", "/api/users", &bob, None).await,
         403,
@@ -354,6 +354,8 @@ async fn a_disabled_admin_cannot_manage_users() {
     let app = TestApp::spawn(&[]);
     app.add_user("root", PASSWORD, &["admin"]);
     app.add_user("root2", PASSWORD, &["admin"]);
+    // A third admin: the last enabled admin cannot be disabled.
+    app.add_user("root3", PASSWORD, &["admin"]);
     let root = access_token(&app.login("root", PASSWORD).await);
     let root2 = access_token(&app.login("root2", PASSWORD).await);
     let r = bearer(&app, "PATCH", "/api/users/root", &root2, Some(json!({"roles": []}))).await;

@@ -152,6 +152,8 @@ async fn scope_revoke(app: &TestApp, bearer: &str, body: Value) -> Reply {
 async fn a_disabled_admin_cannot_revoke_anything() {
     let app = TestApp::spawn(&[]);
     app.add_user("root", PASSWORD, &["admin"]);
+    // Another admin: the last enabled admin cannot be disabled.
+    app.add_user("root2", PASSWORD, &["admin"]);
     app.add_user("bob", PASSWORD, &[]);
     let root = app.login("root", PASSWORD).await;
     let bob = app.login("bob", PASSWORD).await;

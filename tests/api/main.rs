@@ -11,6 +11,7 @@ const BACKEND: helpers::Backend = helpers::Backend::Embedded;
 mod emulator;
 
 mod accounts;
+mod admins;
 mod bearer;
 mod browser;
 mod concurrency;
@@ -27,4 +28,5 @@ mod persistence;
 mod requests;
 mod revocation;
 mod rotation;
+mod sessions;
 mod users;
