@@ -204,6 +204,10 @@ pub struct ApiRequest {
     pub invocation_id: Option<String>,
     /// The TCP peer (the Functions host, or the client when run without it).
     pub peer: Option<IpAddr>,
+    /// The client's address key (see [`client_address`]); `None` when no trusted source names it
+    /// (invocation mode without a forwarded address): such a request is throttled per username
+    /// and device only, never in a bucket shared with every other such client.
+    pub client: Option<String>,
     /// The path segment after the function name (`sessions/{id}`), percent-decoded.
     pub param: Option<String>,
     /// The query string, without `?`.
@@ -216,9 +220,9 @@ impl ApiRequest {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The client's address key for lockout and logs (see [`client_address`]).
+    /// The client's address key for logs and sessions: [`ApiRequest::client`], or `unknown`.
     pub fn client_address(&self) -> String {
-        client_address(self.header("x-forwarded-for"), self.peer)
+        self.client.clone().unwrap_or_else(|| "unknown".to_string())
     }
 
     /// A query parameter (decoded); repeated names are an error, as in bodies.
@@ -235,25 +239,39 @@ impl ApiRequest {
     }
 }
 
-/// The client address: the first entry of `X-Forwarded-For` as Azure's front end sets it (`ip`,
-/// `ip:port`, `[v6]:port` or a bare IPv6 address), else the TCP peer, else `unknown`. IPv6 addresses
-/// are keyed by their /64 network, which one client usually holds whole, so rotating addresses
-/// inside it gains an attacker nothing.
-pub fn client_address(forwarded_for: Option<&str>, peer: Option<IpAddr>) -> String {
-    let first = forwarded_for.and_then(|v| v.split(',').next()).map(str::trim).unwrap_or_default();
-    let parsed =
-        first.parse::<IpAddr>().ok().or_else(|| first.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())).or(peer);
-    match parsed {
-        Some(IpAddr::V4(v4)) => v4.to_string(),
-        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+/// The client address key of a request: the `X-Forwarded-For` entry `hops` places from the right
+/// (every `X-Forwarded-For` header joined in order; 1 is the entry Azure's front end appends, the
+/// entries left of it are the client's to invent; with fewer entries than `hops`, the leftmost),
+/// else — with no header, `hops` 0, or an entry that is no address — the TCP `peer` (`None` in
+/// invocation mode, whose peer is the host). Entries are `ip`, `ip:port`, `[v6]:port` or a bare
+/// IPv6 address. IPv6 addresses are keyed by their /64 network, which one client usually holds
+/// whole, so rotating addresses inside it gains an attacker nothing.
+pub fn client_address(headers: &HeaderMap, hops: usize, peer: Option<IpAddr>) -> Option<String> {
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let chosen = match hops {
+        0 => None,
+        _ => entries.len().checked_sub(hops).and_then(|i| entries.get(i)).or(entries.first()),
+    };
+    let parsed = chosen
+        .and_then(|e| e.parse::<IpAddr>().ok().or_else(|| e.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())))
+        .or(peer)?;
+    Some(match parsed {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
             None => {
                 let s = v6.segments();
                 format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
             }
         },
-        None => "unknown".to_string(),
-    }
+    })
 }
 
 /// A response, before it is written in either host mode.
