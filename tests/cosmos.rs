@@ -115,12 +115,13 @@ async fn throttle_only_accounts_expire_by_ttl_and_user_accounts_never() {
     let _serial = SERIAL.lock().await;
     let clock = ManualClock::new(START);
     let store = store(&clock, 10_000).await;
-    let throttle = LoginThrottle { failures: 2, last_failure_ms: START, locked_until_ms: 0 };
+    let throttle = LoginThrottle { failures: 2, last_failure_ms: START, locked_until_ms: 0, strikes: 0 };
     let ghost = Account {
         username_key: "ghost".into(),
         user: None,
         throttle,
         addresses: vec![],
+        devices: vec![],
         expires_at_ms: Some(START + 5_000),
     };
     store.put_account(&ghost, None).await.unwrap();

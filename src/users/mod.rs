@@ -11,6 +11,7 @@ use crate::clock::UnixMs;
 use crate::secret::Password;
 use crate::store::{Account, StoreError, UserRecord, UserStore, Versioned};
 
+pub mod device;
 pub mod lockout;
 pub mod passwords;
 pub mod profile;
