@@ -10,7 +10,7 @@ use std::sync::Arc;
 use jwt_refresh_token::accounts::{AccountService, Actor, PasswordCheck};
 use jwt_refresh_token::clock::ManualClock;
 use jwt_refresh_token::secret::{Password, SecretBytes};
-use jwt_refresh_token::service::{ServiceError, TokenService};
+use jwt_refresh_token::service::{LoginFrom, ServiceError, TokenService};
 use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings, Env, Mode, Settings};
 use jwt_refresh_token::startup::{Services, build_services};
 use jwt_refresh_token::store::cosmos::{ConnectError, CosmosStore, Provisioning};
@@ -147,11 +147,21 @@ async fn every_operation_stays_within_its_round_trip_budget() {
         kinds
     };
 
-    service.login("alice", &password, "192.0.2.1").await.unwrap(); // warm-up: the first login computes the dummy hash
+    // Warm-up: the first login computes the dummy hash.
+    let first = service.login("alice", &password, "192.0.2.1").await.unwrap();
     emulator::reset_stats().await;
-    let pair = service.login("alice", &password, "192.0.2.1").await.unwrap();
-    // Read the account, create the session, read the account again (a disable racing the login).
+    let device = first.device_token.clone().expect("a password login returns a device token");
+    let from = LoginFrom { address: Some("192.0.2.1"), user_agent: None, device_token: Some(&device) };
+    let pair = service.login_from("alice", &password, from).await.unwrap();
+    // With the user's device token (no failures on it): read the account, create the session,
+    // read the account again (a disable racing the login).
     within("login", 3).await;
+
+    // Without a device token the attempt is reserved against the username-wide budget before the
+    // hash is checked (so parallel attempts on any number of instances cannot overshoot it), and
+    // the success gives the reservation back: two account writes more than with a device token.
+    service.login("alice", &password, "192.0.2.1").await.unwrap();
+    within("login without a device token", 5).await;
 
     let next = service.refresh(&pair.refresh_token, None).await.unwrap();
     let kinds = within("refresh", 2).await;

@@ -11,8 +11,8 @@ use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
 use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
-    Account, AddressThrottle, DeviceThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore as _, Step, Store, StoreError,
-    UserRecord, UserStore as _, Version, update_account,
+    Account, AddressThrottle, DeviceThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore as _, Step,
+    Store, StoreError, UserRecord, UserStore as _, Version, update_account,
 };
 
 mod contract {

@@ -477,22 +477,29 @@ impl Api {
         match transport {
             Transport::Body => ApiResponse::json(StatusCode::OK, pair),
             Transport::Cookie => {
-                let body = serde_json::json!({
+                let mut body = serde_json::json!({
                     "access_token": pair.access_token,
                     "token_type": pair.token_type,
                     "expires_in": pair.expires_in,
                     "refresh_expires_in": pair.refresh_expires_in,
                 });
+                if let Some(device) = &pair.device_token {
+                    body["device_token"] = serde_json::Value::String(device.clone());
+                }
                 let mut r = ApiResponse::json(StatusCode::OK, &body);
                 let xsrf = self.service.xsrf_value(&pair.session_id);
                 cookies::set_session_cookies(&mut r, &pair.refresh_token, &xsrf, pair.refresh_expires_in);
+                if let Some(device) = &pair.device_token {
+                    cookies::set_device_cookie(&mut r, device);
+                }
                 r
             }
         }
     }
 
-    /// `POST /api/token`: JSON `{username, password}` (grant_type optional), or a form with
-    /// `grant_type=password|refresh_token`. `X-Token-Transport: cookie` selects cookie transport.
+    /// `POST /api/token`: JSON `{username, password, device_token?}` (grant_type optional), or a
+    /// form with `grant_type=password|refresh_token`; the device token may also come in the
+    /// `__Host-device` cookie. `X-Token-Transport: cookie` selects cookie transport.
     async fn token(&self, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
         let transport = cookies::requested_transport(&self.cors, req)?;
         let fields = Fields::parse(req)?;
@@ -502,9 +509,15 @@ impl Api {
             (None, false) | (Some("password"), _) => {
                 let username = fields.required("username", MAX_USERNAME_CHARS * 4)?;
                 let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
-                let address = req.client_address();
-                let client = crate::service::Client { address: &address, user_agent: req.header("user-agent") };
-                let pair = self.service.login_as(username, &password, client).await?;
+                // The device token: a body field, else the cookie (a browser's).
+                let device_token =
+                    fields.string("device_token", MAX_TOKEN_LEN)?.or_else(|| cookies::device_cookie(req));
+                let from = crate::service::LoginFrom {
+                    address: req.client.as_deref(),
+                    user_agent: req.header("user-agent"),
+                    device_token,
+                };
+                let pair = self.service.login_from(username, &password, from).await?;
                 Ok(self.pair(&pair, transport))
             }
             (Some("refresh_token"), _) => self.refresh(req, Some(fields)).await,

@@ -153,9 +153,13 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr, limits: &
         }
         [name] if method == Method::POST && Function::from_name(name).is_some() => {
             let request = match read_body(&headers, body, MAX_INVOCATION_BYTES, body_deadline).await {
-                Ok(payload) => {
-                    invocation::parse(Function::from_name(name), &payload, invocation_id, Some(peer.ip()), limits.trusted_proxy_hops)
-                }
+                Ok(payload) => invocation::parse(
+                    Function::from_name(name),
+                    &payload,
+                    invocation_id,
+                    Some(peer.ip()),
+                    limits.trusted_proxy_hops,
+                ),
                 Err(Unread::TooLarge) => Err(ApiError::PayloadTooLarge),
                 Err(Unread::TooSlow) => return too_slow(&method, Function::from_name(name), Mode::Invocation),
                 Err(Unread::Broken) => Err(unreadable()),

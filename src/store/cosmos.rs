@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    Account, AddressThrottle, Cas, DeviceThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore, StoreError, UserRecord,
-    UserStore, Version, Versioned, retry_cas,
+    Account, AddressThrottle, Cas, DeviceThrottle, LoginThrottle, SessionDetails, SessionRecord, SessionStore,
+    StoreError, UserRecord, UserStore, Version, Versioned, retry_cas,
 };
 use crate::clock::{Clock, UnixMs};
 use crate::settings::{CosmosAuth, CosmosSettings, Identity};

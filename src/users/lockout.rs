@@ -153,7 +153,8 @@ impl Lockout {
         let Ok(key) = username_key(username) else { return Ok(Attempt::Failed) };
         let policy = &self.policy;
         // Attempts of one bucket take turns (keyed by what was presented, known before the read).
-        let turn = format!("{key}\u{0}{}\u{0}{}", origin.address.unwrap_or_default(), origin.device_token.unwrap_or_default());
+        let turn =
+            format!("{key}\u{0}{}\u{0}{}", origin.address.unwrap_or_default(), origin.device_token.unwrap_or_default());
         let _turn = self.turns.lock(turn).await;
         let (key, read) = read_account(store, &key, username).await?;
         let user_id = read.as_ref().and_then(|a| a.value.user.as_ref()).map(|u| u.id.clone());
@@ -426,10 +427,16 @@ fn release(account: &mut Account, bucket: &Bucket<'_>) {
         }
     };
     match bucket {
-        Bucket::Device(d) => account.devices.iter_mut().filter(|t| &t.device == d).for_each(|t| unlocked_entry(&mut t.throttle)),
+        Bucket::Device(d) => {
+            account.devices.iter_mut().filter(|t| &t.device == d).for_each(|t| unlocked_entry(&mut t.throttle))
+        }
         Bucket::Shared(client) => {
             if let Some(client) = client {
-                account.addresses.iter_mut().filter(|a| a.address == *client).for_each(|a| unlocked_entry(&mut a.throttle));
+                account
+                    .addresses
+                    .iter_mut()
+                    .filter(|a| a.address == *client)
+                    .for_each(|a| unlocked_entry(&mut a.throttle));
             }
             unlocked_entry(&mut account.throttle);
         }
@@ -507,7 +514,9 @@ mod tests {
             for i in 0..5 {
                 record_failure(&mut a, &at(&format!("10.0.0.{i}")), now, &POLICY);
             }
-            let Gate::Locked { retry_after_ms } = gate(&a, &at("192.0.2.1"), now, &POLICY) else { panic!("not locked") };
+            let Gate::Locked { retry_after_ms } = gate(&a, &at("192.0.2.1"), now, &POLICY) else {
+                panic!("not locked")
+            };
             locks.push(retry_after_ms);
             now += retry_after_ms; // the attacker comes back the moment the lock opens
         }
@@ -530,7 +539,11 @@ mod tests {
         record_failure(&mut a, &at("1.1.1.1"), 2_000, &POLICY);
         record_failure(&mut a, &at("1.1.1.1"), 3_000, &POLICY);
         assert_eq!(gate(&a, &at("1.1.1.1"), 3_000, &POLICY), Gate::Locked { retry_after_ms: 60_000 });
-        assert_eq!(gate(&a, &at("2.2.2.2"), 3_000, &POLICY), Gate::Open { reserve: true }, "the owner elsewhere may try");
+        assert_eq!(
+            gate(&a, &at("2.2.2.2"), 3_000, &POLICY),
+            Gate::Open { reserve: true },
+            "the owner elsewhere may try"
+        );
         assert_eq!(gate(&a, &at("1.1.1.1"), 63_000, &POLICY), Gate::Open { reserve: true });
     }
 
