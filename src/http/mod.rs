@@ -483,8 +483,8 @@ impl Api {
                     "expires_in": pair.expires_in,
                     "refresh_expires_in": pair.refresh_expires_in,
                 });
-                if let Some(device) = &pair.device_token {
-                    body["device_token"] = serde_json::Value::String(device.clone());
+                if let (Some(device), Some(fields)) = (&pair.device_token, body.as_object_mut()) {
+                    fields.insert("device_token".into(), serde_json::Value::String(device.clone()));
                 }
                 let mut r = ApiResponse::json(StatusCode::OK, &body);
                 let xsrf = self.service.xsrf_value(&pair.session_id);

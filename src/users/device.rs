@@ -93,13 +93,15 @@ impl DeviceTokens {
             return None;
         }
         let raw = b64().decode(token).ok()?;
-        if raw.len() != LEN || raw[0] != VERSION {
+        let (&version, rest) = raw.split_first()?;
+        let (device, rest) = rest.split_first_chunk::<16>()?;
+        let (issued, tag) = rest.split_first_chunk::<8>()?;
+        if version != VERSION || tag.len() != 32 {
             return None;
         }
-        let device: [u8; 16] = raw[1..17].try_into().ok()?;
-        let issued = u64::from_be_bytes(raw[17..25].try_into().ok()?);
+        let (device, issued) = (*device, u64::from_be_bytes(*issued));
         let expected = self.tag(user_id, &device, issued);
-        if !bool::from(expected.ct_eq(&raw[25..])) {
+        if !bool::from(expected.ct_eq(tag)) {
             return None;
         }
         let issued_ms = i64::try_from(issued).ok()?.checked_mul(1000)?;
@@ -146,7 +148,7 @@ impl Pseudonyms {
         m.update(username_key.as_bytes());
         let tag = m.finalize().into_bytes();
         let mut out = String::from("u-");
-        for b in &tag[..6] {
+        for b in tag.iter().take(6) {
             out.push_str(&format!("{b:02x}"));
         }
         out
