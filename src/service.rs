@@ -17,6 +17,8 @@ use crate::secret::{Password, token_prefix};
 use crate::store::{Cas, SessionDetails, SessionRecord, SessionStore, Store, StoreError, Versioned, retry_cas};
 use crate::tokens::access::{AccessClaims, AccessTokenError, AccessTokens, Expiry, Subject};
 use crate::tokens::refresh::{RefreshTokenParts, RefreshTokens, session_id_text};
+use crate::users::device::DeviceTokens;
+use crate::users::lockout::Origin;
 use crate::users::{ADMIN_ROLE, LoginOutcome, Principal, UserDirectory, UserState, username_key};
 
 /// Why a grant was refused. Clients see one of two descriptions; logs see the reason.
@@ -129,6 +131,10 @@ pub struct TokenPair {
     /// The session the pair belongs to (not sent in the body; binds cookie-mode anti-forgery).
     #[serde(skip)]
     pub session_id: String,
+    /// A password login's device token (see `users::device`): presented with later logins, they
+    /// count in this device's own throttle, never blocked by failures elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_token: Option<String>,
 }
 
 impl std::fmt::Debug for TokenPair {
@@ -138,6 +144,7 @@ impl std::fmt::Debug for TokenPair {
             .field("refresh_token", &token_prefix(&self.refresh_token))
             .field("expires_in", &self.expires_in)
             .field("refresh_expires_in", &self.refresh_expires_in)
+            .field("device_token", &self.device_token.as_deref().map(token_prefix))
             .finish()
     }
 }
@@ -176,6 +183,18 @@ pub struct Client<'a> {
     pub user_agent: Option<&'a str>,
 }
 
+/// Who is logging in with a password: what lockout counts and the session list shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoginFrom<'a> {
+    /// The client address key (see `http::client_address`); `None` when no trusted source names
+    /// one (no per-address throttle then; the session shows none).
+    pub address: Option<&'a str>,
+    /// The `User-Agent` header, if any.
+    pub user_agent: Option<&'a str>,
+    /// The device token the client presented, if any.
+    pub device_token: Option<&'a str>,
+}
+
 /// A refresh of the generation just rotated that reached this process no later than this after the
 /// rotation was written counts as concurrent with it: requests sent together are not always
 /// scheduled together on a busy machine. It applies only to the immediately previous generation,
@@ -206,6 +225,8 @@ pub struct TokenService {
     rotated: Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, UnixMs)>>>,
     /// Sessions that began before this time are ended (revoke-everyone), as last read.
     epoch: Arc<crate::epoch::Epoch>,
+    /// Issues a device token with every password login (none without).
+    devices: Option<DeviceTokens>,
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], ServiceError> {
@@ -239,7 +260,16 @@ impl TokenService {
             refreshing: Arc::default(),
             rotated: Arc::default(),
             epoch: Arc::default(),
+            devices: None,
         }
+    }
+
+    /// Issues a device token with every password login, under `devices` (the key the lockout
+    /// verifies them with).
+    #[must_use]
+    pub fn with_device_tokens(mut self, devices: DeviceTokens) -> Self {
+        self.devices = Some(devices);
+        self
     }
 
     /// The session id a refresh token names, without verifying it (`None` when malformed).
@@ -294,15 +324,40 @@ impl TokenService {
         password: &Password,
         client: Client<'_>,
     ) -> Result<TokenPair, ServiceError> {
+        let from = LoginFrom { address: Some(client.address), user_agent: client.user_agent, device_token: None };
+        self.login_from(username, password, from).await
+    }
+
+    /// [`TokenService::login`] by a client `from`: its device token, when valid for the user,
+    /// counts the attempt in that device's throttle; a successful login returns a device token
+    /// (the same device's, renewed, or a new device's).
+    pub async fn login_from(
+        &self,
+        username: &str,
+        password: &Password,
+        from: LoginFrom<'_>,
+    ) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
         username_key(username).map_err(|_| ServiceError::InvalidRequest("username is not acceptable"))?;
-        let principal = match self.directory.login(username, password, client.address, now).await? {
+        let origin = Origin { address: from.address, device_token: from.device_token };
+        let principal = match self.directory.login(username, password, origin, now).await? {
             LoginOutcome::Authenticated(principal) => principal,
             LoginOutcome::Rejected => return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials)),
             LoginOutcome::Locked { retry_after_ms } => return Err(ServiceError::Locked { retry_after_ms }),
             LoginOutcome::Busy(why) => return Err(ServiceError::Busy(why)),
         };
-        let session = self.start_session(principal, now, client).await?;
+        let device_token = match &self.devices {
+            Some(devices) => {
+                let known = from.device_token.and_then(|t| devices.verified(t, &principal.id, now));
+                let device = match known {
+                    Some(device) => device,
+                    None => random_bytes::<16>()?,
+                };
+                Some(devices.issue(&principal.id, &device, now))
+            }
+            None => None,
+        };
+        let session = self.start_session(principal, now, from.address, from.user_agent).await?;
         // The re-read and the listing of the user's sessions (for the cap) go out together: one
         // round trip of latency for both.
         let (active, sessions) = tokio::join!(
@@ -316,14 +371,14 @@ impl TokenService {
         }
         self.keep_within_cap(&session, sessions?, now).await?;
         tracing::info!("session started");
-        self.pair(&session, now)
+        Ok(TokenPair { device_token, ..self.pair(&session, now)? })
     }
 
     /// Starts a session for a user an account operation has just created (sign-up): the caller
     /// vouches for the user, nothing is checked here.
     pub async fn open_session(&self, principal: Principal, client: Client<'_>) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
-        let session = self.start_session(principal, now, client).await?;
+        let session = self.start_session(principal, now, Some(client.address), client.user_agent).await?;
         self.pair(&session, now)
     }
 
@@ -332,7 +387,8 @@ impl TokenService {
         &self,
         principal: Principal,
         now: UnixMs,
-        client: Client<'_>,
+        address: Option<&str>,
+        user_agent: Option<&str>,
     ) -> Result<SessionRecord, ServiceError> {
         let session = SessionRecord {
             user_id: principal.id,
@@ -347,8 +403,8 @@ impl TokenService {
             details: SessionDetails {
                 last_used_at_ms: now,
                 idle_expires_at_ms: self.idle_deadline(now),
-                user_agent: client.user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
-                client_address: Some(client.address.to_string()),
+                user_agent: user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
+                client_address: address.map(str::to_string),
             },
         };
         let span = tracing::Span::current();
@@ -413,6 +469,7 @@ impl TokenService {
             refresh_token,
             refresh_expires_in: ms_to_s_ceil(session.ends_at_ms() - now),
             session_id: session.session_id.clone(),
+            device_token: None,
         })
     }
 

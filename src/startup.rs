@@ -19,6 +19,7 @@ use crate::store::embedded::EmbeddedStore;
 use crate::tokens::access::AccessTokens;
 use crate::tokens::keys::KeySet;
 use crate::tokens::refresh::RefreshTokens;
+use crate::users::device::{DeviceTokens, Pseudonyms};
 use crate::users::{Lockout, PasswordHasher, StoreDirectory};
 
 /// How often expired sessions are purged from stores that do not expire records by themselves.
@@ -132,7 +133,9 @@ pub fn build_services(
     };
     let hasher = PasswordHasher::start(&settings.hashing)
         .map_err(|e| SettingsError::new(HASH_WORKERS, format!("cannot start the hashing workers: {e}")))?;
-    let lockout = Lockout::new(settings.login);
+    let devices = DeviceTokens::new(refresh.derive_key(DeviceTokens::LABEL));
+    let pseudonyms = Pseudonyms::new(refresh.derive_key(Pseudonyms::LABEL));
+    let lockout = Lockout::new(settings.login).with_keys(devices.clone(), pseudonyms);
     let directory = Arc::new(StoreDirectory::new(store.clone(), Arc::clone(&hasher), lockout.clone()));
     let policy = Policy {
         session_ttl_ms: settings.expires.refresh_expires_in_ms,
@@ -143,7 +146,7 @@ pub fn build_services(
     let accounts = AccountService::new(store.clone(), hasher, clock.clone(), settings.accounts.password_min_chars)
         .with_sign_up(settings.accounts)
         .with_lockout(lockout);
-    let tokens = TokenService::new(store, directory, access, refresh, policy, clock);
+    let tokens = TokenService::new(store, directory, access, refresh, policy, clock).with_device_tokens(devices);
     Ok(Services { tokens: Arc::new(tokens), accounts: Arc::new(accounts) })
 }
 

@@ -34,6 +34,8 @@ mod host_modes;
 mod jwks;
 #[path = "api/lockout.rs"]
 mod lockout;
+#[path = "api/lockout_owner.rs"]
+mod lockout_owner;
 #[path = "api/login.rs"]
 mod login;
 #[path = "api/logs.rs"]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use jwt_refresh_token::accounts::{AccountService, Actor, PasswordCheck};
 use jwt_refresh_token::clock::ManualClock;
 use jwt_refresh_token::secret::{Password, SecretBytes};
-use jwt_refresh_token::service::{ServiceError, TokenService};
+use jwt_refresh_token::service::{LoginFrom, ServiceError, TokenService};
 use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings, Env, Mode, Settings};
 use jwt_refresh_token::startup::{Services, build_services};
 use jwt_refresh_token::store::cosmos::{ConnectError, CosmosStore, Provisioning};
@@ -115,12 +115,13 @@ async fn throttle_only_accounts_expire_by_ttl_and_user_accounts_never() {
     let _serial = SERIAL.lock().await;
     let clock = ManualClock::new(START);
     let store = store(&clock, 10_000).await;
-    let throttle = LoginThrottle { failures: 2, last_failure_ms: START, locked_until_ms: 0 };
+    let throttle = LoginThrottle { failures: 2, last_failure_ms: START, locked_until_ms: 0, strikes: 0 };
     let ghost = Account {
         username_key: "ghost".into(),
         user: None,
         throttle,
         addresses: vec![],
+        devices: vec![],
         expires_at_ms: Some(START + 5_000),
     };
     store.put_account(&ghost, None).await.unwrap();
@@ -146,14 +147,26 @@ async fn every_operation_stays_within_its_round_trip_budget() {
         kinds
     };
 
-    service.login("alice", &password, "192.0.2.1").await.unwrap(); // warm-up: the first login computes the dummy hash
+    // Warm-up: the first login computes the dummy hash.
+    let first = service.login("alice", &password, "192.0.2.1").await.unwrap();
     emulator::reset_stats().await;
-    let pair = service.login("alice", &password, "192.0.2.1").await.unwrap();
-    // Read the account, create the session, then together (one round trip of latency): read the
-    // account again (a disable racing the login) and list the user's sessions (the session cap).
+    let device = first.device_token.clone().expect("a password login returns a device token");
+    let from = LoginFrom { address: Some("192.0.2.1"), user_agent: None, device_token: Some(&device) };
+    let pair = service.login_from("alice", &password, from).await.unwrap();
+    // With the user's device token (no failures on it): read the account, create the session,
+    // then together (one round trip of latency): read the account again (a disable racing the
+    // login) and list the user's sessions (the session cap).
     let kinds = within("login", 4).await;
     assert_eq!((kinds["read"].as_u64(), kinds["create"].as_u64()), (Some(2), Some(1)), "{kinds}");
     assert_eq!(kinds["query"].as_u64(), Some(1), "{kinds}");
+
+    // Without a device token the attempt is reserved against the username-wide budget before the
+    // hash is checked (so parallel attempts on any number of instances cannot overshoot it), and
+    // the success gives the reservation back: two account writes more than with a device token
+    // (read, reserve, release, create the session, then re-read and list the sessions together).
+    service.login("alice", &password, "192.0.2.1").await.unwrap();
+    let kinds = within("login without a device token", 6).await;
+    assert_eq!(kinds["replace"].as_u64(), Some(2), "the reservation and its release: {kinds}");
 
     let next = service.refresh(&pair.refresh_token, None).await.unwrap();
     let kinds = within("refresh", 2).await;
@@ -181,7 +194,7 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     let caller = service.authenticate_bearer(&pairs[0].access_token).await.unwrap();
     within("Bearer check (the session is live)", 1).await;
     let ended = service.revoke_scope(&caller, &jwt_refresh_token::service::RevokeScope::Global).await.unwrap();
-    assert_eq!(ended, 4, "the warm-up session and the three new ones");
+    assert_eq!(ended, 5, "the warm-up session, the one without a device token and the three new ones");
     let kinds = within("revoke all sessions", 2).await;
     assert_eq!((kinds["query"].as_u64(), kinds["batch"].as_u64()), (Some(1), Some(1)), "{kinds}");
 
@@ -209,8 +222,11 @@ async fn every_operation_stays_within_its_round_trip_budget() {
         .await
         .unwrap();
     assert_eq!(ended, 1);
-    let kinds = within("password change", 4).await;
-    assert_eq!((kinds["read"].as_u64(), kinds["replace"].as_u64()), (Some(1), Some(1)), "{kinds}");
+    // The current password is checked through the lockout like a login without a device token:
+    // reserved against the username-wide budget first, the reservation given back after (two
+    // account writes more than before the reservation was made for every such attempt).
+    let kinds = within("password change", 6).await;
+    assert_eq!((kinds["read"].as_u64(), kinds["replace"].as_u64()), (Some(1), Some(3)), "{kinds}");
     assert_eq!((kinds["query"].as_u64(), kinds["batch"].as_u64()), (Some(1), Some(1)), "{kinds}");
     assert!(service.refresh(&other.refresh_token, None).await.is_err());
     emulator::reset_stats().await;

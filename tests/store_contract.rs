@@ -11,8 +11,8 @@ use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
 use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
-    Account, AddressThrottle, AdminRoster, LoginThrottle, SessionDetails, SessionRecord, SessionStore as _, Step,
-    Store, StoreError, UserRecord, UserStore as _, Version, update_account,
+    Account, AddressThrottle, AdminRoster, DeviceThrottle, LoginThrottle, SessionDetails, SessionRecord,
+    SessionStore as _, Step, Store, StoreError, UserRecord, UserStore as _, Version, update_account,
 };
 
 mod contract {
@@ -174,11 +174,16 @@ mod contract {
         Account {
             username_key: key.into(),
             user,
-            throttle: LoginThrottle { failures: 2, last_failure_ms: 7, locked_until_ms: 0 },
+            throttle: LoginThrottle { failures: 2, last_failure_ms: 7, locked_until_ms: 0, strikes: 2 },
             // Per-address throttles round-trip too.
             addresses: vec![AddressThrottle {
                 address: "2001:db8:1:2::/64".into(),
-                throttle: LoginThrottle { failures: 1, last_failure_ms: 6, locked_until_ms: 9 },
+                throttle: LoginThrottle { failures: 1, last_failure_ms: 6, locked_until_ms: 9, strikes: 0 },
+            }],
+            // And per-device ones.
+            devices: vec![DeviceThrottle {
+                device: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+                throttle: LoginThrottle { failures: 3, last_failure_ms: 8, locked_until_ms: 10, strikes: 0 },
             }],
             expires_at_ms: Some(5_000),
         }
@@ -466,7 +471,13 @@ async fn embedded_store_moves_an_old_epoch_account_into_its_own_record() {
     store.put_account(&contract::legacy_epoch_account(7_000), None).await.unwrap();
     drop(store);
     let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
-    conn.execute_batch("DROP TABLE store_values").unwrap();
+    // A version-3 database: no epoch record, no device throttles.
+    conn.execute_batch(
+        "DROP TABLE store_values;
+         ALTER TABLE accounts DROP COLUMN strikes;
+         ALTER TABLE accounts DROP COLUMN device_throttles;",
+    )
+    .unwrap();
     conn.pragma_update(None, "user_version", 3).unwrap();
     drop(conn);
     let store = EmbeddedStore::open(dir.path()).unwrap();

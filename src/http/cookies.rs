@@ -18,6 +18,9 @@ use crate::settings::Cors;
 
 /// The HttpOnly cookie holding the refresh token.
 pub const REFRESH_COOKIE: &str = "__Host-refresh_token";
+/// The HttpOnly cookie holding the device token of a password login (see `users::device`); it
+/// outlives sessions, so a logout keeps it.
+pub const DEVICE_COOKIE: &str = "__Host-device";
 /// The script-readable cookie holding the anti-forgery value (the Angular/axios convention).
 pub const XSRF_COOKIE: &str = "XSRF-TOKEN";
 /// The request and response header carrying the anti-forgery value.
@@ -74,6 +77,20 @@ pub fn set_session_cookies(r: &mut ApiResponse, refresh_token: &str, xsrf: &str,
     );
     r.append(header::SET_COOKIE, &format!("{XSRF_COOKIE}={xsrf}; Secure; SameSite=Strict; Path=/; Max-Age={max_age}"));
     r.set(http::HeaderName::from_static(XSRF_HEADER), xsrf);
+}
+
+/// Sets the device-token cookie for as long as the token is valid.
+pub fn set_device_cookie(r: &mut ApiResponse, device_token: &str) {
+    let max_age = crate::users::device::DEVICE_TOKEN_TTL_MS / 1000;
+    r.append(
+        header::SET_COOKIE,
+        &format!("{DEVICE_COOKIE}={device_token}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age}"),
+    );
+}
+
+/// The device token of the request's `__Host-device` cookie, if any.
+pub fn device_cookie(req: &ApiRequest) -> Option<&str> {
+    cookie(req, DEVICE_COOKIE)
 }
 
 /// Clears both cookies (`Max-Age=0`).

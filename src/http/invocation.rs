@@ -22,12 +22,14 @@ fn bad(what: &str) -> ApiError {
     ApiError::InvalidRequest(format!("malformed invocation payload: {what}"))
 }
 
-/// Reads an invocation payload for `function` into an [`ApiRequest`].
+/// Reads an invocation payload for `function` into an [`ApiRequest`], its client address from
+/// the envelope's `X-Forwarded-For` with `trusted_proxy_hops` (never the TCP peer, the host).
 pub fn parse(
     function: Option<Function>,
     payload: &[u8],
     invocation_id: Option<String>,
     peer: Option<std::net::IpAddr>,
+    trusted_proxy_hops: usize,
 ) -> Result<ApiRequest, ApiError> {
     // Strict for the whole payload: a body the host hands over already parsed (a JSON object, not
     // a string) must not lose a repeated key to "last one wins" before the body's own strict
@@ -80,12 +82,14 @@ pub fn parse(
     Ok(ApiRequest {
         method,
         function,
-        headers,
         body: if body_too_large { Vec::new() } else { body },
         body_too_large,
         mode: Mode::Invocation,
         invocation_id,
         peer,
+        // The TCP peer is the Functions host, never the client: only a forwarded address counts.
+        client: super::client_address(&headers, trusted_proxy_hops, None),
+        headers,
         param: param.filter(|p| !p.is_empty()).map(str::to_string),
         query,
     })
@@ -144,7 +148,7 @@ mod tests {
         let payload = br#"{"Data":{"req":{"Url":"https://h/api/token?a=1","Method":"post","Query":"{\"a\":\"1\"}",
             "Headers":{"Content-Type":["application/json"],"X-One":"v"},"Params":{},"Body":"{\"username\":\"a\"}"}},
             "Metadata":{"Query":{},"sys":{"MethodName":"token"}}}"#;
-        let req = parse(Some(Function::Token), payload, None, None).unwrap();
+        let req = parse(Some(Function::Token), payload, None, None, 1).unwrap();
         assert_eq!(req.method, "POST");
         assert_eq!(req.header("content-type"), Some("application/json"));
         assert_eq!(req.header("x-one"), Some("v"));
@@ -154,7 +158,7 @@ mod tests {
     #[test]
     fn field_names_are_matched_without_case_and_body_may_be_parsed_json() {
         let payload = br#"{"data":{"REQ":{"method":"PATCH","headers":{},"body":{"refresh_token":"x"}}}}"#;
-        let req = parse(Some(Function::Token), payload, None, None).unwrap();
+        let req = parse(Some(Function::Token), payload, None, None, 1).unwrap();
         assert_eq!(req.method, "PATCH");
         assert_eq!(req.body, br#"{"refresh_token":"x"}"#);
     }
@@ -170,7 +174,7 @@ mod tests {
             br#"{"Data":{"req":{"Method":"GET","Headers":{"a":1}}}}"#,
         ] {
             assert!(
-                matches!(parse(None, bad, None, None), Err(ApiError::InvalidRequest(_))),
+                matches!(parse(None, bad, None, None, 1), Err(ApiError::InvalidRequest(_))),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
@@ -181,7 +185,7 @@ mod tests {
     fn oversized_inner_bodies_are_flagged() {
         let big = "x".repeat(MAX_BODY_BYTES + 1);
         let payload = serde_json::json!({"Data":{"req":{"Method":"POST","Body":big}}}).to_string();
-        let req = parse(Some(Function::Token), payload.as_bytes(), None, None).unwrap();
+        let req = parse(Some(Function::Token), payload.as_bytes(), None, None, 1).unwrap();
         assert!(req.body_too_large);
         assert!(req.body.is_empty());
     }

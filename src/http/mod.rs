@@ -243,6 +243,10 @@ pub struct ApiRequest {
     pub invocation_id: Option<String>,
     /// The TCP peer (the Functions host, or the client when run without it).
     pub peer: Option<IpAddr>,
+    /// The client's address key (see [`client_address`]); `None` when no trusted source names it
+    /// (invocation mode without a forwarded address): such a request is throttled per username
+    /// and device only, never in a bucket shared with every other such client.
+    pub client: Option<String>,
     /// The path segment after the function name (`sessions/{id}`), percent-decoded.
     pub param: Option<String>,
     /// The query string, without `?`.
@@ -255,9 +259,9 @@ impl ApiRequest {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The client's address key for lockout and logs (see [`client_address`]).
+    /// The client's address key for logs and sessions: [`ApiRequest::client`], or `unknown`.
     pub fn client_address(&self) -> String {
-        client_address(self.header("x-forwarded-for"), self.peer)
+        self.client.clone().unwrap_or_else(|| "unknown".to_string())
     }
 
     /// A query parameter (decoded); repeated names are an error, as in bodies.
@@ -274,25 +278,39 @@ impl ApiRequest {
     }
 }
 
-/// The client address: the first entry of `X-Forwarded-For` as Azure's front end sets it (`ip`,
-/// `ip:port`, `[v6]:port` or a bare IPv6 address), else the TCP peer, else `unknown`. IPv6 addresses
-/// are keyed by their /64 network, which one client usually holds whole, so rotating addresses
-/// inside it gains an attacker nothing.
-pub fn client_address(forwarded_for: Option<&str>, peer: Option<IpAddr>) -> String {
-    let first = forwarded_for.and_then(|v| v.split(',').next()).map(str::trim).unwrap_or_default();
-    let parsed =
-        first.parse::<IpAddr>().ok().or_else(|| first.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())).or(peer);
-    match parsed {
-        Some(IpAddr::V4(v4)) => v4.to_string(),
-        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+/// The client address key of a request: the `X-Forwarded-For` entry `hops` places from the right
+/// (every `X-Forwarded-For` header joined in order; 1 is the entry Azure's front end appends, the
+/// entries left of it are the client's to invent; with fewer entries than `hops`, the leftmost),
+/// else — with no header, `hops` 0, or an entry that is no address — the TCP `peer` (`None` in
+/// invocation mode, whose peer is the host). Entries are `ip`, `ip:port`, `[v6]:port` or a bare
+/// IPv6 address. IPv6 addresses are keyed by their /64 network, which one client usually holds
+/// whole, so rotating addresses inside it gains an attacker nothing.
+pub fn client_address(headers: &HeaderMap, hops: usize, peer: Option<IpAddr>) -> Option<String> {
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let chosen = match hops {
+        0 => None,
+        _ => entries.len().checked_sub(hops).and_then(|i| entries.get(i)).or(entries.first()),
+    };
+    let parsed = chosen
+        .and_then(|e| e.parse::<IpAddr>().ok().or_else(|| e.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())))
+        .or(peer)?;
+    Some(match parsed {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
             None => {
                 let s = v6.segments();
                 format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
             }
         },
-        None => "unknown".to_string(),
-    }
+    })
 }
 
 /// A response, before it is written in either host mode.
@@ -524,22 +542,29 @@ impl Api {
         match transport {
             Transport::Body => ApiResponse::json(StatusCode::OK, pair),
             Transport::Cookie => {
-                let body = serde_json::json!({
+                let mut body = serde_json::json!({
                     "access_token": pair.access_token,
                     "token_type": pair.token_type,
                     "expires_in": pair.expires_in,
                     "refresh_expires_in": pair.refresh_expires_in,
                 });
+                if let (Some(device), Some(fields)) = (&pair.device_token, body.as_object_mut()) {
+                    fields.insert("device_token".into(), serde_json::Value::String(device.clone()));
+                }
                 let mut r = ApiResponse::json(StatusCode::OK, &body);
                 let xsrf = self.service.xsrf_value(&pair.session_id);
                 cookies::set_session_cookies(&mut r, &pair.refresh_token, &xsrf, pair.refresh_expires_in);
+                if let Some(device) = &pair.device_token {
+                    cookies::set_device_cookie(&mut r, device);
+                }
                 r
             }
         }
     }
 
-    /// `POST /api/token`: JSON `{username, password}` (grant_type optional), or a form with
-    /// `grant_type=password|refresh_token`. `X-Token-Transport: cookie` selects cookie transport.
+    /// `POST /api/token`: JSON `{username, password, device_token?}` (grant_type optional), or a
+    /// form with `grant_type=password|refresh_token`; the device token may also come in the
+    /// `__Host-device` cookie. `X-Token-Transport: cookie` selects cookie transport.
     async fn token(&self, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
         let transport = cookies::requested_transport(&self.cors, req)?;
         let fields = Fields::parse(req)?;
@@ -549,9 +574,15 @@ impl Api {
             (None, false) | (Some("password"), _) => {
                 let username = fields.required("username", MAX_USERNAME_CHARS * 4)?;
                 let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
-                let address = req.client_address();
-                let client = crate::service::Client { address: &address, user_agent: req.header("user-agent") };
-                let pair = self.service.login_as(username, &password, client).await?;
+                // The device token: a body field, else the cookie (a browser's).
+                let device_token =
+                    fields.string("device_token", MAX_TOKEN_LEN)?.or_else(|| cookies::device_cookie(req));
+                let from = crate::service::LoginFrom {
+                    address: req.client.as_deref(),
+                    user_agent: req.header("user-agent"),
+                    device_token,
+                };
+                let pair = self.service.login_from(username, &password, from).await?;
                 Ok(self.pair(&pair, transport))
             }
             (Some("refresh_token"), _) => self.refresh(req, Some(fields)).await,

@@ -140,6 +140,7 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr, limits: &
                     return to_http(Api::reject(&method, function, Mode::Forwarded, unreadable()));
                 }
             };
+            let client = super::client_address(&headers, limits.trusted_proxy_hops, Some(peer.ip()));
             let req = ApiRequest {
                 method,
                 function,
@@ -149,6 +150,7 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr, limits: &
                 mode: Mode::Forwarded,
                 invocation_id,
                 peer: Some(peer.ip()),
+                client,
                 param,
                 query,
             };
@@ -156,7 +158,13 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr, limits: &
         }
         [name] if method == Method::POST && Function::from_name(name).is_some() => {
             let request = match read_body(&headers, body, MAX_INVOCATION_BYTES, body_deadline).await {
-                Ok(payload) => invocation::parse(Function::from_name(name), &payload, invocation_id, Some(peer.ip())),
+                Ok(payload) => invocation::parse(
+                    Function::from_name(name),
+                    &payload,
+                    invocation_id,
+                    Some(peer.ip()),
+                    limits.trusted_proxy_hops,
+                ),
                 Err(Unread::TooLarge) => Err(ApiError::PayloadTooLarge),
                 Err(Unread::TooSlow) => return too_slow(&method, Function::from_name(name), Mode::Invocation),
                 Err(Unread::Broken) => Err(unreadable()),
@@ -495,6 +503,7 @@ mod tests {
                 idle_timeout_ms: 1_000,
                 body_read_timeout_ms: 1_000,
                 max_connections: 2,
+                trusted_proxy_hops: 1,
             })
             .is_err()
         );

@@ -172,6 +172,9 @@ pub struct Http {
     pub body_read_timeout_ms: u64,
     /// Open connections at most (idle ones are closed first to make room).
     pub max_connections: usize,
+    /// Proxies that append to `X-Forwarded-For` (`Network__TrustedProxyHops`; see
+    /// `http::client_address`).
+    pub trusted_proxy_hops: usize,
 }
 
 /// Browser origins allowed to call the service with credentials (`JwtRefreshToken__Cors__*`).
@@ -278,7 +281,7 @@ use names::{
     CREATE_EXPIRES, HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_EXPIRES, IDLE_TIMEOUT,
     ISSUER, LOCKOUT, MAX_CONNECTIONS, MAX_FAILURES, MAX_FAILURES_PER_USERNAME, PASSWORD_MIN_LENGTH, PORT,
     PREVIOUS_KEYS, REFRESH_EXPIRES, REGISTRATION_MAX_PER_ADDRESS, REGISTRATION_MAX_PER_MINUTE, REGISTRATION_MODE,
-    REGISTRATION_WINDOW, REUSE_GRACE, ROTATION_SECRET, SESSIONS_MAX_PER_USER, STRICT_SETTINGS,
+    REGISTRATION_WINDOW, REUSE_GRACE, ROTATION_SECRET, SESSIONS_MAX_PER_USER, STRICT_SETTINGS, TRUSTED_PROXY_HOPS,
 };
 /// Issuer used in development mode when none is set.
 pub const DEV_ISSUER: &str = "http://localhost:7071";
@@ -421,6 +424,7 @@ impl Settings {
             idle_timeout_ms: p.int(env, IDLE_TIMEOUT),
             body_read_timeout_ms: p.int(env, BODY_READ_TIMEOUT),
             max_connections: p.int(env, MAX_CONNECTIONS),
+            trusted_proxy_hops: p.int(env, TRUSTED_PROXY_HOPS),
         };
         let cors = p.take(load_cors(env), Cors::default);
         p.take(strict_flag(env), || false);

@@ -162,6 +162,7 @@ pub const HEADER_READ_TIMEOUT: &str = "JwtRefreshToken__Http__HeaderReadTimeoutM
 pub const IDLE_TIMEOUT: &str = "JwtRefreshToken__Http__IdleTimeoutMs";
 pub const BODY_READ_TIMEOUT: &str = "JwtRefreshToken__Http__BodyReadTimeoutMs";
 pub const MAX_CONNECTIONS: &str = "JwtRefreshToken__Http__MaxConnections";
+pub const TRUSTED_PROXY_HOPS: &str = "JwtRefreshToken__Network__TrustedProxyHops";
 pub const CORS_ALLOWED_ORIGINS: &str = "JwtRefreshToken__Cors__AllowedOrigins";
 pub const EMBEDDED_PATH: &str = "JwtRefreshToken__Embedded__Path";
 pub const COSMOS_ENDPOINT: &str = "JwtRefreshToken__Cosmos__AccountEndpoint";
@@ -274,6 +275,12 @@ pub const ALL: &[Setting] = &[
     Setting::new(MAX_CONNECTIONS, Deploy::Optional).int(1_024, 1, 1_000_000).doc(
         "Open client connections at most. At the cap, the longest-idle keep-alive connection is closed to make \
          room; only when none is idle is a new connection answered 503 and closed.",
+    ),
+    Setting::new(TRUSTED_PROXY_HOPS, Deploy::Optional).int(1, 0, 10).doc(
+        "Proxies in front of the handler that append to `X-Forwarded-For`: the client is the entry this many \
+         places from the right (1: the one Azure's front end appends; fewer entries: the leftmost). 0 ignores the \
+         header: the TCP peer is the client, and in invocation mode (where the peer is the Functions host) a \
+         request has no client address, so per-address throttles do not apply to it.",
     ),
     Setting::new(CORS_ALLOWED_ORIGINS, Deploy::Optional).kind(Kind::List).doc(
         "Exact browser origins (`https://app.example.com`, no path or wildcard) allowed to call with credentials; \

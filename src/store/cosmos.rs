@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    Account, AddressThrottle, AdminRoster, Cas, LoginThrottle, SessionDetails, SessionRecord, SessionStore, StoreError,
-    UserRecord, UserStore, Version, Versioned, retry_cas,
+    Account, AddressThrottle, AdminRoster, Cas, DeviceThrottle, LoginThrottle, SessionDetails, SessionRecord,
+    SessionStore, StoreError, UserRecord, UserStore, Version, Versioned, retry_cas,
 };
 use crate::clock::{Clock, UnixMs};
 use crate::settings::{CosmosAuth, CosmosSettings, Identity};
@@ -208,9 +208,13 @@ struct AccountDoc {
     last_failure_ms: i64,
     locked_until_ms: i64,
     #[serde(default)]
+    strikes: u32,
+    #[serde(default)]
     expires_at_ms: Option<i64>,
     #[serde(default)]
     addresses: Vec<AddressThrottle>,
+    #[serde(default)]
+    devices: Vec<DeviceThrottle>,
     ttl: i64,
     #[serde(rename = "_etag", default, skip_serializing)]
     etag: Option<String>,
@@ -236,8 +240,10 @@ impl AccountDoc {
             failures: a.throttle.failures,
             last_failure_ms: a.throttle.last_failure_ms,
             locked_until_ms: a.throttle.locked_until_ms,
+            strikes: a.throttle.strikes,
             expires_at_ms: a.expires_at_ms,
             addresses: a.addresses.clone(),
+            devices: a.devices.clone(),
             ttl,
             etag: None,
         }
@@ -262,9 +268,11 @@ impl AccountDoc {
                     failures: self.failures,
                     last_failure_ms: self.last_failure_ms,
                     locked_until_ms: self.locked_until_ms,
+                    strikes: self.strikes,
                 },
                 expires_at_ms: self.expires_at_ms,
                 addresses: self.addresses,
+                devices: self.devices,
             },
             version: Version(etag),
         })

@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     locked_until_ms INTEGER NOT NULL,
     expires_at_ms INTEGER,
     version INTEGER NOT NULL,
-    address_throttles TEXT NOT NULL DEFAULT '[]'
+    address_throttles TEXT NOT NULL DEFAULT '[]',
+    strikes INTEGER NOT NULL DEFAULT 0,
+    device_throttles TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS accounts_by_expiry ON accounts (expires_at_ms) WHERE user_id IS NULL;
 CREATE TABLE IF NOT EXISTS sessions (
@@ -126,6 +128,14 @@ impl EmbeddedStore {
             conn.execute_batch(
                 "ALTER TABLE sessions ADD COLUMN idle_expires_at_ms INTEGER;
                  ALTER TABLE sessions ADD COLUMN details TEXT NOT NULL DEFAULT '{}';",
+            )
+            .map_err(map_err)?;
+        }
+        if (1..5).contains(&version) {
+            // Version 5 adds per-device login throttles and the username-wide lock's strikes.
+            conn.execute_batch(
+                "ALTER TABLE accounts ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE accounts ADD COLUMN device_throttles TEXT NOT NULL DEFAULT '[]';",
             )
             .map_err(map_err)?;
         }
@@ -328,7 +338,7 @@ fn session_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<SessionRecord>,
 }
 
 const ACCOUNT_COLUMNS: &str = "username_key, user_id, username, password_hash, roles, disabled, created_at_ms, \
-     failures, last_failure_ms, locked_until_ms, expires_at_ms, version, address_throttles";
+     failures, last_failure_ms, locked_until_ms, expires_at_ms, version, address_throttles, strikes, device_throttles";
 
 fn account_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<Account>, rusqlite::Error> {
     let username_key: String = row.get(0)?;
@@ -356,8 +366,15 @@ fn account_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<Account>, rusql
                 failures: row.get(7)?,
                 last_failure_ms: row.get(8)?,
                 locked_until_ms: row.get(9)?,
+                strikes: row.get(13)?,
             },
             expires_at_ms: row.get(10)?,
+            devices: {
+                let text: String = row.get(14)?;
+                serde_json::from_str(&text).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(14, rusqlite::types::Type::Text, Box::new(e))
+                })?
+            },
             addresses: {
                 let text: String = row.get(12)?;
                 serde_json::from_str(&text).map_err(|e| {
@@ -557,6 +574,7 @@ impl UserStore for EmbeddedStore {
             let roles = u.map(|u| roles_to_text(&u.roles)).transpose()?;
             let t = &a.throttle;
             let addresses = serde_json::to_string(&a.addresses).map_err(StoreError::unavailable)?;
+            let devices = serde_json::to_string(&a.devices).map_err(StoreError::unavailable)?;
             let values = params![
                 a.username_key,
                 u.map(|u| &u.id),
@@ -570,13 +588,15 @@ impl UserStore for EmbeddedStore {
                 t.locked_until_ms,
                 a.expires_at_ms,
                 expected.unwrap_or(0),
-                addresses
+                addresses,
+                t.strikes,
+                devices
             ];
             match expected {
                 None => {
                     conn.exec_cached(
                         &format!(
-                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 + 1, ?13)"
+                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 + 1, ?13, ?14, ?15)"
                         ),
                         values,
                     )
@@ -588,7 +608,8 @@ impl UserStore for EmbeddedStore {
                         .exec_cached(
                             "UPDATE accounts SET user_id = ?2, username = ?3, password_hash = ?4, roles = ?5, disabled = ?6,
                                  created_at_ms = ?7, failures = ?8, last_failure_ms = ?9, locked_until_ms = ?10,
-                                 expires_at_ms = ?11, address_throttles = ?13, version = version + 1
+                                 expires_at_ms = ?11, address_throttles = ?13, strikes = ?14, device_throttles = ?15,
+                                 version = version + 1
                              WHERE username_key = ?1 AND version = ?12",
                             values,
                         )

@@ -160,6 +160,9 @@ pub struct LoginThrottle {
     pub last_failure_ms: UnixMs,
     /// While in the future, every login for the username is refused.
     pub locked_until_ms: UnixMs,
+    /// Exhaustions in a row (username-wide budget only; each doubles the next lock).
+    #[serde(default)]
+    pub strikes: u32,
 }
 
 /// Failed-login bookkeeping for one username from one client address.
@@ -167,6 +170,15 @@ pub struct LoginThrottle {
 pub struct AddressThrottle {
     /// The client address key (see `http::client_address`).
     pub address: String,
+    /// Its failures and lock.
+    pub throttle: LoginThrottle,
+}
+
+/// Failed-login bookkeeping for one username from one device (a verified device token).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceThrottle {
+    /// The device id of the token.
+    pub device: String,
     /// Its failures and lock.
     pub throttle: LoginThrottle,
 }
@@ -184,6 +196,8 @@ pub struct Account {
     pub throttle: LoginThrottle,
     /// Failed-login state per client address (most recent first, bounded).
     pub addresses: Vec<AddressThrottle>,
+    /// Failed-login state per device of the user (most recent first, bounded).
+    pub devices: Vec<DeviceThrottle>,
     /// When a record without a user may be forgotten (its throttle no longer matters). Ignored
     /// while `user` is set.
     pub expires_at_ms: Option<UnixMs>,
@@ -197,6 +211,7 @@ impl Account {
             user: None,
             throttle: LoginThrottle::default(),
             addresses: Vec::new(),
+            devices: Vec::new(),
             expires_at_ms: None,
         }
     }

@@ -81,6 +81,16 @@ impl RefreshTokens {
         Self { secret, xsrf_key }
     }
 
+    /// A 32-byte key derived from the rotation secret with HKDF-SHA256 and `label` (its own per
+    /// use: device tokens, log pseudonyms), as the anti-forgery key is.
+    pub fn derive_key(&self, label: &[u8]) -> [u8; 32] {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"jwt-refresh-token"), self.secret.expose());
+        let mut key = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
+        let _ = hk.expand(label, &mut key);
+        key
+    }
+
     /// The anti-forgery value of a session for cookie transport: HMAC-SHA256 of the session id
     /// under a key derived from the rotation secret with its own label. Bound to the session, so a
     /// value planted or copied from another session is useless, and stable for its whole life.

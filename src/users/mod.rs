@@ -11,6 +11,7 @@ use crate::clock::UnixMs;
 use crate::secret::Password;
 use crate::store::{Account, StoreError, UserRecord, UserStore, Versioned};
 
+pub mod device;
 pub mod lockout;
 pub mod passwords;
 pub mod profile;
@@ -136,14 +137,14 @@ impl From<&UserRecord> for UserState {
 /// directory; [`StoreDirectory`] is the built-in one.
 #[async_trait]
 pub trait UserDirectory: Send + Sync + std::fmt::Debug {
-    /// Checks credentials at `now` for a client at `client` (the address key lockout counts
-    /// under), applying the directory's lockout. Implementations must answer an unknown user, a
-    /// wrong password and a disabled account alike, in the same time.
+    /// Checks credentials at `now` for a client `origin` (the address key and device token lockout
+    /// counts under), applying the directory's lockout. Implementations must answer an unknown
+    /// user, a wrong password and a disabled account alike, in the same time.
     async fn login(
         &self,
         username: &str,
         password: &Password,
-        client: &str,
+        origin: lockout::Origin<'_>,
         now: UnixMs,
     ) -> Result<LoginOutcome, StoreError>;
 
@@ -190,11 +191,11 @@ impl UserDirectory for StoreDirectory {
         &self,
         username: &str,
         password: &Password,
-        client: &str,
+        origin: lockout::Origin<'_>,
         now: UnixMs,
     ) -> Result<LoginOutcome, StoreError> {
         let hasher = &self.hasher;
-        let attempt = self.lockout.attempt(self.store.as_ref(), username, client, now, |user| async move {
+        let attempt = self.lockout.attempt(self.store.as_ref(), username, origin, now, |user| async move {
             // Always run argon2 (against a dummy hash for unknown users) so timing reveals nothing.
             let matched = match hasher.verify(password, user.as_ref().map(|u| u.password_hash.as_str())).await {
                 Ok(matched) => matched,
@@ -227,6 +228,18 @@ mod tests {
     use crate::store::testing::Contended;
 
     const POLICY: Login = Login { max_failures: 5, max_failures_per_username: 50, lockout_ms: 60_000 };
+
+    impl StoreDirectory {
+        async fn login_at(
+            &self,
+            u: &str,
+            p: &Password,
+            address: &str,
+            now: UnixMs,
+        ) -> Result<LoginOutcome, StoreError> {
+            self.login(u, p, address.into(), now).await
+        }
+    }
 
     fn hasher() -> Arc<PasswordHasher> {
         PasswordHasher::start(&Hashing { workers: 2, queue_length: 64, queue_timeout_ms: 30_000 }).unwrap()
@@ -270,12 +283,15 @@ mod tests {
         let user = put_user(store.as_ref(), &hasher, "Alice", "s3cret-password").await;
         let pw = Password::new("s3cret-password");
         let d = StoreDirectory::new(store.clone(), hasher, Lockout::new(POLICY));
-        let LoginOutcome::Authenticated(p) = d.login("ALICE", &pw, "a", 10).await.unwrap() else {
+        let LoginOutcome::Authenticated(p) = d.login_at("ALICE", &pw, "a", 10).await.unwrap() else {
             panic!("login failed")
         };
         assert_eq!((p.id.as_str(), p.name.as_str()), (user.id.as_str(), "Alice"));
-        assert_eq!(d.login("alice", &Password::new("wrong-password"), "a", 10).await.unwrap(), LoginOutcome::Rejected);
-        assert_eq!(d.login("nobody", &pw, "a", 10).await.unwrap(), LoginOutcome::Rejected);
+        assert_eq!(
+            d.login_at("alice", &Password::new("wrong-password"), "a", 10).await.unwrap(),
+            LoginOutcome::Rejected
+        );
+        assert_eq!(d.login_at("nobody", &pw, "a", 10).await.unwrap(), LoginOutcome::Rejected);
         assert!(d.is_active("alice", &user.id).await.unwrap());
         let mut account = store.get_account("alice").await.unwrap().unwrap();
         if let Some(u) = account.value.user.as_mut() {
@@ -283,7 +299,7 @@ mod tests {
         }
         store.put_account(&account.value, Some(&account.version)).await.unwrap();
         assert_eq!(
-            d.login("alice", &pw, "a", 10).await.unwrap(),
+            d.login_at("alice", &pw, "a", 10).await.unwrap(),
             LoginOutcome::Rejected,
             "disabled users cannot log in"
         );
@@ -301,10 +317,10 @@ mod tests {
         let d = StoreDirectory::new(store.clone(), hasher, Lockout::new(POLICY));
         let wrong = Password::new("wrong-password");
         for _ in 0..5 {
-            assert_eq!(d.login("carol", &wrong, "203.0.113.9", 10).await.unwrap(), LoginOutcome::Rejected);
+            assert_eq!(d.login_at("carol", &wrong, "203.0.113.9", 10).await.unwrap(), LoginOutcome::Rejected);
         }
-        assert!(matches!(d.login("carol", &pw, "203.0.113.9", 11).await.unwrap(), LoginOutcome::Locked { .. }));
-        assert!(matches!(d.login("carol", &pw, "198.51.100.7", 11).await.unwrap(), LoginOutcome::Authenticated(_)));
+        assert!(matches!(d.login_at("carol", &pw, "203.0.113.9", 11).await.unwrap(), LoginOutcome::Locked { .. }));
+        assert!(matches!(d.login_at("carol", &pw, "198.51.100.7", 11).await.unwrap(), LoginOutcome::Authenticated(_)));
     }
 
     #[tokio::test]
@@ -313,7 +329,7 @@ mod tests {
         put_user(store.as_ref(), &hasher(), "fay", "long-enough-pw").await;
         let d = StoreDirectory::new(store.clone(), hasher(), Lockout::new(POLICY));
         store.fail_next(5);
-        assert_eq!(d.login("fay", &Password::new("nope-nope"), "a", 1).await.unwrap(), LoginOutcome::Rejected);
+        assert_eq!(d.login_at("fay", &Password::new("nope-nope"), "a", 1).await.unwrap(), LoginOutcome::Rejected);
         let account = store.get_account("fay").await.unwrap().unwrap().value;
         assert_eq!(account.throttle.failures, 1);
     }

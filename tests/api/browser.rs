@@ -84,7 +84,8 @@ async fn a_cookie_login_sets_both_cookies_with_every_attribute_and_keeps_the_tok
     assert!(body["access_token"].is_string());
     let max_age = body["refresh_expires_in"].as_i64().unwrap();
     let cookies = set_cookies(&r);
-    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    // The session's two, and the device cookie (checked in `lockout_owner`).
+    assert_eq!(cookies.len(), 3, "{cookies:?}");
     let (_, refresh, attrs) = cookies.iter().find(|c| c.0 == "__Host-refresh_token").unwrap();
     assert_eq!(attrs, &format!("HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age}"));
     assert!(!refresh.is_empty());

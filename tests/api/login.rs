@@ -17,7 +17,9 @@ async fn json_login_returns_an_uncacheable_bearer_token_pair() {
     assert_eq!(pair["refresh_expires_in"], 604_800, "default session lifetime is 7 days");
     let fields: HashSet<&str> = pair.as_object().unwrap().keys().map(String::as_str).collect();
     let expected: HashSet<&str> =
-        ["access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_in"].into_iter().collect();
+        ["access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_in", "device_token"]
+            .into_iter()
+            .collect();
     assert_eq!(fields, expected, "{pair}");
 }
 

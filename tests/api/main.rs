@@ -22,6 +22,7 @@ mod helpers;
 mod host_modes;
 mod jwks;
 mod lockout;
+mod lockout_owner;
 mod login;
 mod logs;
 mod persistence;
