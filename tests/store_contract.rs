@@ -486,13 +486,19 @@ async fn embedded_store_moves_an_old_epoch_account_into_its_own_record() {
     assert_eq!(store.raise_sessions_epoch(6_000).await.unwrap(), 7_000);
 }
 
-/// Embedded-only: a store of schema 4 (before the admin roster) opens, upgraded, with no roster.
+/// Embedded-only: a store of schema 4 (before the admin roster and the device throttles) opens,
+/// upgraded, with no roster.
 #[tokio::test]
 async fn embedded_store_of_schema_4_gains_the_roster_table_on_open() {
     let dir = tempfile::tempdir().unwrap();
     drop(EmbeddedStore::open(dir.path()).unwrap());
     let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
-    conn.execute_batch("DROP TABLE store_records").unwrap();
+    conn.execute_batch(
+        "DROP TABLE store_records;
+         ALTER TABLE accounts DROP COLUMN strikes;
+         ALTER TABLE accounts DROP COLUMN device_throttles;",
+    )
+    .unwrap();
     conn.pragma_update(None, "user_version", 4).unwrap();
     drop(conn);
     let store = EmbeddedStore::open(dir.path()).unwrap();
