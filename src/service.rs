@@ -177,8 +177,9 @@ pub struct Policy {
 /// Who is logging in, as far as the session list shows it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Client<'a> {
-    /// The client address key (see `http::client_address`).
-    pub address: &'a str,
+    /// The client address key (see `http::client_address`); `None` when no trusted source names
+    /// one (no per-address throttle then; the session shows none).
+    pub address: Option<&'a str>,
     /// The `User-Agent` header, if any.
     pub user_agent: Option<&'a str>,
 }
@@ -272,6 +273,11 @@ impl TokenService {
         self
     }
 
+    /// How long the device tokens this service issues stay valid (0 when it issues none).
+    pub fn device_token_ttl_ms(&self) -> i64 {
+        self.devices.as_ref().map_or(0, DeviceTokens::ttl_ms)
+    }
+
     /// The session id a refresh token names, without verifying it (`None` when malformed).
     pub fn session_of(&self, refresh_token: &str) -> Option<String> {
         self.refresh.parse(refresh_token).map(|p| p.session_id)
@@ -314,7 +320,7 @@ impl TokenService {
         password: &Password,
         client_address: &str,
     ) -> Result<TokenPair, ServiceError> {
-        self.login_as(username, password, Client { address: client_address, user_agent: None }).await
+        self.login_as(username, password, Client { address: Some(client_address), user_agent: None }).await
     }
 
     /// [`TokenService::login`] recording the client's address and user agent with the session.
@@ -324,7 +330,7 @@ impl TokenService {
         password: &Password,
         client: Client<'_>,
     ) -> Result<TokenPair, ServiceError> {
-        let from = LoginFrom { address: Some(client.address), user_agent: client.user_agent, device_token: None };
+        let from = LoginFrom { address: client.address, user_agent: client.user_agent, device_token: None };
         self.login_from(username, password, from).await
     }
 
@@ -378,7 +384,7 @@ impl TokenService {
     /// vouches for the user, nothing is checked here.
     pub async fn open_session(&self, principal: Principal, client: Client<'_>) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
-        let session = self.start_session(principal, now, Some(client.address), client.user_agent).await?;
+        let session = self.start_session(principal, now, client.address, client.user_agent).await?;
         self.pair(&session, now)
     }
 

@@ -133,7 +133,8 @@ pub fn build_services(
     };
     let hasher = PasswordHasher::start(&settings.hashing)
         .map_err(|e| SettingsError::new(HASH_WORKERS, format!("cannot start the hashing workers: {e}")))?;
-    let devices = DeviceTokens::new(refresh.derive_key(DeviceTokens::LABEL));
+    let devices =
+        DeviceTokens::new(refresh.derive_key(DeviceTokens::LABEL)).valid_for(settings.login.device_token_ttl_ms);
     let pseudonyms = Pseudonyms::new(refresh.derive_key(Pseudonyms::LABEL));
     let lockout = Lockout::new(settings.login).with_keys(devices.clone(), pseudonyms);
     let directory = Arc::new(StoreDirectory::new(store.clone(), Arc::clone(&hasher), lockout.clone()));

@@ -198,12 +198,14 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     let kinds = within("revoke all sessions", 2).await;
     assert_eq!((kinds["query"].as_u64(), kinds["batch"].as_u64()), (Some(1), Some(1)), "{kinds}");
 
-    // Sign-up: create the account, create the session (no read for a new name).
-    let client = jwt_refresh_token::service::Client { address: "192.0.2.9", user_agent: Some("test") };
+    // Sign-up: claim the name's look-alike skeleton, create the account, create the session (no
+    // read for a new name whose skeleton is new).
+    let client = jwt_refresh_token::service::Client { address: Some("192.0.2.9"), user_agent: Some("test") };
     let newbie =
         accounts.register("newbie", &Password::new("plum umbrella cactus 1987"), client.address).await.unwrap();
     let signed_up = service.open_session(newbie, client).await.unwrap();
-    within("sign-up", 3).await;
+    let kinds = within("sign-up", 3).await;
+    assert_eq!(kinds["create"].as_u64(), Some(3), "claim, account, session: {kinds}");
     let other = service.login("newbie", &Password::new("plum umbrella cactus 1987"), "192.0.2.9").await.unwrap();
     let caller = service.authenticate_bearer(&signed_up.access_token).await.unwrap();
     emulator::reset_stats().await;
@@ -217,7 +219,7 @@ async fn every_operation_stays_within_its_round_trip_budget() {
             &caller,
             &Password::new("plum umbrella cactus 1987"),
             &Password::new("quiet harbour lantern 42"),
-            "192.0.2.9",
+            Some("192.0.2.9"),
         )
         .await
         .unwrap();

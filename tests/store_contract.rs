@@ -11,7 +11,7 @@ use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
 use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
-    Account, AddressThrottle, AdminRoster, DeviceThrottle, LoginThrottle, SessionDetails, SessionRecord,
+    Account, AddressThrottle, AdminRoster, DeviceThrottle, LoginThrottle, NameClaim, SessionDetails, SessionRecord,
     SessionStore as _, Step, Store, StoreError, UserRecord, UserStore as _, Version, update_account,
 };
 
@@ -324,6 +324,26 @@ mod contract {
         assert_eq!(store.get_admins().await.unwrap().unwrap().value.admin_ids.len(), 1);
     }
 
+    pub async fn a_name_claim_is_created_once_then_compare_and_swap_and_is_no_account(store: &dyn Store) {
+        // A skeleton may hold any character and be long (Cosmos ids may not: the backend hashes it).
+        let skeleton = format!("rn/\u{0}#?{}", "x".repeat(300));
+        assert!(store.get_name_claim(&skeleton).await.unwrap().is_none());
+        let first = NameClaim { owner_key: "m".into(), claimed_at_ms: 1 };
+        let v1 = store.put_name_claim(&skeleton, &first, None).await.unwrap();
+        assert!(matches!(store.put_name_claim(&skeleton, &first, None).await, Err(StoreError::Conflict)));
+        let got = store.get_name_claim(&skeleton).await.unwrap().unwrap();
+        assert_eq!((&got.value, &got.version), (&first, &v1));
+        let second = NameClaim { owner_key: "rn".into(), claimed_at_ms: 2 };
+        let v2 = store.put_name_claim(&skeleton, &second, Some(&v1)).await.unwrap();
+        assert_ne!(v1, v2);
+        assert!(matches!(store.put_name_claim(&skeleton, &first, Some(&v1)).await, Err(StoreError::Precondition)));
+        assert_eq!(store.get_name_claim(&skeleton).await.unwrap().unwrap().value, second);
+        assert!(store.get_name_claim("rn").await.unwrap().is_none(), "claims are per skeleton");
+        assert!(store.get_account(&skeleton).await.unwrap().is_none(), "a claim is no account");
+        assert!(store.list_users().await.unwrap().is_empty(), "a claim is no user");
+        assert!(store.get_admins().await.unwrap().is_none(), "a claim is not the roster");
+    }
+
     pub async fn purging_accounts_never_removes_users_or_live_throttles(store: &dyn Store) {
         let mut live = account("live", None);
         live.expires_at_ms = Some(10_000);
@@ -358,7 +378,8 @@ macro_rules! store_contract {
                 account_writes_are_compare_and_swap,
                 purging_accounts_never_removes_users_or_live_throttles,
                 the_sessions_epoch_only_moves_forward_and_is_not_an_account,
-                the_admin_roster_is_absent_until_written_then_compare_and_swap_and_not_an_account
+                the_admin_roster_is_absent_until_written_then_compare_and_swap_and_not_an_account,
+                a_name_claim_is_created_once_then_compare_and_swap_and_is_no_account
             );
             store_contract!(@shared $make;
                 of_concurrent_replaces_at_one_version_exactly_one_wins,

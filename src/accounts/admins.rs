@@ -9,8 +9,9 @@
 //! admin) enlists the user after the user change, so a failure between the two leaves the roster
 //! short of an admin (it refuses more, never less).
 //!
-//! Limit: a grant and a removal of the *same* user racing each other may leave that user listed
-//! without being an admin until the next change of that user.
+//! A grant and a removal of the *same* user racing each other may leave that user listed without
+//! being an admin; [`withdraw`] therefore counts only listed ids that the user listing shows as
+//! enabled admins, so such a leftover never stands in for the last real admin.
 
 use crate::store::{AdminRoster, Cas, StoreError, UserRecord, UserStore, Versioned, retry_cas};
 use crate::users::ADMIN_ROLE;
@@ -75,17 +76,24 @@ async fn update<T>(
     .await
 }
 
-/// Takes `user_id` off the roster, unless it is the last one listed.
+/// Takes `user_id` off the roster, unless no other listed id is an enabled admin now.
+///
+/// The other ids are checked against the user listing (one query): a grant and a removal of the
+/// same user racing each other can leave that user listed without being an admin, and such a
+/// leftover must not count as the admin who remains. Only `user_id` is taken off: an id listed
+/// after the listing was read (a grant finishing meanwhile) is never dropped.
 pub(super) async fn withdraw(store: &dyn UserStore, user_id: &str) -> Result<Withdrawn, StoreError> {
+    let admins: std::collections::HashSet<String> =
+        store.list_users().await?.into_iter().filter(is_enabled_admin).map(|u| u.id).collect();
     update(store, |roster| {
         if !roster.admin_ids.iter().any(|id| id == user_id) {
             return (None, Withdrawn::NotListed);
         }
-        if roster.admin_ids.len() == 1 {
+        let others: Vec<String> = roster.admin_ids.iter().filter(|id| *id != user_id).cloned().collect();
+        if !others.iter().any(|id| admins.contains(id)) {
             return (None, Withdrawn::LastAdmin);
         }
-        let admin_ids = roster.admin_ids.iter().filter(|id| *id != user_id).cloned().collect();
-        (Some(AdminRoster { admin_ids }), Withdrawn::Removed)
+        (Some(AdminRoster { admin_ids: others }), Withdrawn::Removed)
     })
     .await
 }

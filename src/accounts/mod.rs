@@ -17,11 +17,12 @@ use crate::secret::Password;
 use crate::service::{Caller, GrantFailure, ServiceError};
 use crate::settings::{Accounts, RegistrationMode};
 use crate::store::{Account, Step, Store, StoreError, UserRecord, update_account};
-use crate::users::lockout::{Attempt, Check};
+use crate::users::lockout::{Attempt, Check, Origin};
 use crate::users::profile::{self, PasswordPolicyError};
 use crate::users::{self, HashError, Lockout, MAX_PASSWORD_BYTES, PasswordHasher, Principal, UserState, UsernameError};
 
 mod admins;
+mod lookalikes;
 pub mod sessions;
 mod signup;
 
@@ -231,7 +232,12 @@ impl AccountService {
     }
 
     /// Sign-up (`POST /api/register`): creates the account; the caller starts its session.
-    pub async fn register(&self, username: &str, password: &Password, client: &str) -> Result<Principal, ServiceError> {
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &Password,
+        client: Option<&str>,
+    ) -> Result<Principal, ServiceError> {
         let signup = match &self.signup {
             Some(signup) if signup.rules.registration == RegistrationMode::Open => signup,
             _ => return Err(ServiceError::AccessDenied("registration is closed; ask an administrator for an account")),
@@ -282,9 +288,14 @@ impl AccountService {
         if legacy != key && store.get_account(&legacy).await?.is_some_and(|a| a.value.user.is_some()) {
             return Err(taken());
         }
-        // A name that looks like a registered one (`pаypаl` with Cyrillic а, when `paypal` exists).
+        // A name that looks like a registered one (`pаypаl` with Cyrillic а when `paypal` exists,
+        // `rn` when `m` exists): the skeleton's claim (see `lookalikes`), and for names registered
+        // before claims, a registered name whose key is the skeleton.
         let skeleton = profile::skeleton_key(username);
         if skeleton != key && store.get_account(&skeleton).await?.is_some_and(|a| a.value.user.is_some()) {
+            return Err(username_error(users::UsernameError::Confusable));
+        }
+        if lookalikes::claim(store, &skeleton, &key, now).await? == lookalikes::Claimed::LooksLikeAnother {
             return Err(username_error(users::UsernameError::Confusable));
         }
         let user = UserRecord {
@@ -445,21 +456,27 @@ impl AccountService {
         caller: &Caller,
         current: &Password,
         new: &Password,
-        client: &str,
+        client: Option<&str>,
     ) -> Result<u64, ServiceError> {
         let lockout = self.lockout.as_ref().ok_or(ServiceError::NotAvailable("password changes are not enabled"))?;
         self.check_password(new, &caller.username, PasswordCheck::Policy)?;
         let now = self.clock.now_ms();
         let (store, hasher, user_id) = (self.store.as_ref(), &self.hasher, caller.claims.sub.as_str());
-        let attempt = lockout.attempt(store, &caller.username, client, now, |user| async move {
-            let user = user.filter(|u| u.id == user_id && !u.disabled);
-            match hasher.verify(current, user.as_ref().map(|u| u.password_hash.as_str())).await {
-                Ok(true) => Ok(user.map_or(Check::Failed, |u| Check::Passed(u.password_hash))),
-                Ok(false) => Ok(Check::Failed),
-                Err(HashError::Busy(why)) => Ok(Check::Unchecked(why)),
-                Err(HashError::Failed(e)) => Err(StoreError::unavailable(e)),
-            }
-        });
+        let attempt = lockout.attempt(
+            store,
+            &caller.username,
+            Origin { address: client, device_token: None },
+            now,
+            |user| async move {
+                let user = user.filter(|u| u.id == user_id && !u.disabled);
+                match hasher.verify(current, user.as_ref().map(|u| u.password_hash.as_str())).await {
+                    Ok(true) => Ok(user.map_or(Check::Failed, |u| Check::Passed(u.password_hash))),
+                    Ok(false) => Ok(Check::Failed),
+                    Err(HashError::Busy(why)) => Ok(Check::Unchecked(why)),
+                    Err(HashError::Failed(e)) => Err(StoreError::unavailable(e)),
+                }
+            },
+        );
         let (verified_hash, key, account) = match attempt.await? {
             Attempt::Passed { outcome, key, account } => (outcome, key, account),
             Attempt::Failed => return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials)),

@@ -31,8 +31,10 @@ impl SignUp {
 
     /// Counts a sign-up from `address` at `now`; `Err(retry_after_ms)` when the address used up its
     /// sign-ups for the window.
-    /// Also `Err` when this instance took `MaxPerMinute` sign-ups in the current minute.
-    pub(super) fn count(&self, address: &str, now: UnixMs) -> Result<(), i64> {
+    /// Also `Err` when this instance took `MaxPerMinute` sign-ups in the current minute. A sign-up
+    /// without an address (`None`: no trusted source names one) counts only in that minute budget,
+    /// never in a per-address bucket every such client would share.
+    pub(super) fn count(&self, address: Option<&str>, now: UnixMs) -> Result<(), i64> {
         let mut global = self.global.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if global.1 == 0 || now - global.0 >= GLOBAL_WINDOW_MS {
             *global = (now, 0);
@@ -40,6 +42,10 @@ impl SignUp {
         if global.1 >= self.rules.max_signups_per_minute {
             return Err(global.0 + GLOBAL_WINDOW_MS - now);
         }
+        let Some(address) = address else {
+            global.1 += 1;
+            return Ok(());
+        };
         let mut map = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let window = self.rules.signup_window_ms;
         map.retain(|_, (start, _)| now - *start < window);
@@ -75,17 +81,26 @@ mod tests {
     fn many_addresses_together_stop_at_the_instance_wide_minute_budget() {
         let signup = SignUp::new(rules(5, 3));
         for i in 0..3 {
-            assert!(signup.count(&format!("10.0.0.{i}"), 1_000).is_ok());
+            assert!(signup.count(Some(&format!("10.0.0.{i}")), 1_000).is_ok());
         }
-        assert_eq!(signup.count("10.0.0.9", 1_500), Err(59_500), "a fresh address waits for the next minute");
-        assert!(signup.count("10.0.0.9", 61_000).is_ok(), "the next minute opens again");
+        assert_eq!(signup.count(Some("10.0.0.9"), 1_500), Err(59_500), "a fresh address waits for the next minute");
+        assert!(signup.count(Some("10.0.0.9"), 61_000).is_ok(), "the next minute opens again");
     }
 
     #[test]
     fn a_refused_sign_up_uses_no_budget() {
         let signup = SignUp::new(rules(1, 2));
-        assert!(signup.count("a", 0).is_ok());
-        assert!(signup.count("a", 1).is_err(), "the address used its one");
-        assert!(signup.count("b", 2).is_ok(), "the refusal did not count against the minute");
+        assert!(signup.count(Some("a"), 0).is_ok());
+        assert!(signup.count(Some("a"), 1).is_err(), "the address used its one");
+        assert!(signup.count(Some("b"), 2).is_ok(), "the refusal did not count against the minute");
+    }
+
+    #[test]
+    fn sign_ups_without_an_address_share_no_bucket_only_the_minute_budget() {
+        let signup = SignUp::new(rules(1, 3));
+        assert!(signup.count(None, 0).is_ok());
+        assert!(signup.count(None, 1).is_ok(), "a second client without an address is not refused as the first's");
+        assert!(signup.count(None, 2).is_ok());
+        assert_eq!(signup.count(None, 3), Err(59_997), "the instance-wide minute budget still holds");
     }
 }

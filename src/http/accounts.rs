@@ -75,14 +75,14 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             .as_deref()
             .ok_or(ServiceError::NotAvailable("account routes need the built-in user directory"))?)
     };
-    let address = req.client_address();
+    let address = req.client.as_deref();
     match operation {
         Operation::Register => {
             let transport = cookies::requested_transport(&api.cors, req)?;
             let fields = Fields::parse(req)?;
             let username = fields.required("username", MAX_USERNAME_CHARS * 4)?;
             let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
-            let client = Client { address: &address, user_agent: req.header("user-agent") };
+            let client = Client { address, user_agent: req.header("user-agent") };
             let principal = accounts()?.register(username, &password, client.address).await?;
             let pair = service.open_session(principal, client).await?;
             let mut r = api.pair(&pair, transport);
@@ -94,7 +94,7 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             let fields = Fields::parse(req)?;
             let current = Password::new(fields.required("current_password", MAX_PASSWORD_BYTES)?);
             let new = Password::new(fields.required("new_password", MAX_PASSWORD_BYTES)?);
-            let ended = accounts()?.change_password(&caller, &current, &new, &address).await?;
+            let ended = accounts()?.change_password(&caller, &current, &new, address).await?;
             Ok(ApiResponse::json(StatusCode::OK, &json!({ "other_sessions_ended": ended })))
         }
         Operation::ListSessions => {

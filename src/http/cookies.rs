@@ -79,9 +79,9 @@ pub fn set_session_cookies(r: &mut ApiResponse, refresh_token: &str, xsrf: &str,
     r.set(http::HeaderName::from_static(XSRF_HEADER), xsrf);
 }
 
-/// Sets the device-token cookie for as long as the token is valid.
-pub fn set_device_cookie(r: &mut ApiResponse, device_token: &str) {
-    let max_age = crate::users::device::DEVICE_TOKEN_TTL_MS / 1000;
+/// Sets the device-token cookie for as long as the token is valid (`max_age_s`).
+pub fn set_device_cookie(r: &mut ApiResponse, device_token: &str, max_age_s: i64) {
+    let max_age = max_age_s.max(0);
     r.append(
         header::SET_COOKIE,
         &format!("{DEVICE_COOKIE}={device_token}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age}"),

@@ -259,11 +259,6 @@ impl ApiRequest {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The client's address key for logs and sessions: [`ApiRequest::client`], or `unknown`.
-    pub fn client_address(&self) -> String {
-        self.client.clone().unwrap_or_else(|| "unknown".to_string())
-    }
-
     /// A query parameter (decoded); repeated names are an error, as in bodies.
     pub fn query_param(&self, name: &str) -> Result<Option<String>, ApiError> {
         let Some(q) = self.query.as_deref() else { return Ok(None) };
@@ -555,7 +550,7 @@ impl Api {
                 let xsrf = self.service.xsrf_value(&pair.session_id);
                 cookies::set_session_cookies(&mut r, &pair.refresh_token, &xsrf, pair.refresh_expires_in);
                 if let Some(device) = &pair.device_token {
-                    cookies::set_device_cookie(&mut r, device);
+                    cookies::set_device_cookie(&mut r, device, self.service.device_token_ttl_ms() / 1000);
                 }
                 r
             }

@@ -141,6 +141,8 @@ pub struct Login {
     pub max_failures_per_username: u32,
     /// How long a lock lasts, and the window in which failures add up.
     pub lockout_ms: i64,
+    /// How long a device token stays valid (`Login__DeviceTokenLifetimeDays`).
+    pub device_token_ttl_ms: i64,
 }
 
 /// Password hashing (`JwtRefreshToken__Login__Hash*`).
@@ -278,10 +280,11 @@ use env::shorten;
 pub use names::DEFAULT_EMBEDDED_PATH;
 use names::{
     ALGORITHM, ALGORITHM_KEY, AUDIENCE, BODY_READ_TIMEOUT, CLOCK_SKEW, CORS_ALLOWED_ORIGINS, COSMOS_CONNECTION_STRING,
-    CREATE_EXPIRES, HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_EXPIRES, IDLE_TIMEOUT,
-    ISSUER, LOCKOUT, MAX_CONNECTIONS, MAX_FAILURES, MAX_FAILURES_PER_USERNAME, PASSWORD_MIN_LENGTH, PORT,
-    PREVIOUS_KEYS, REFRESH_EXPIRES, REGISTRATION_MAX_PER_ADDRESS, REGISTRATION_MAX_PER_MINUTE, REGISTRATION_MODE,
-    REGISTRATION_WINDOW, REUSE_GRACE, ROTATION_SECRET, SESSIONS_MAX_PER_USER, STRICT_SETTINGS, TRUSTED_PROXY_HOPS,
+    CREATE_EXPIRES, DEVICE_TOKEN_LIFETIME, HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT,
+    IDLE_EXPIRES, IDLE_TIMEOUT, ISSUER, LOCKOUT, MAX_CONNECTIONS, MAX_FAILURES, MAX_FAILURES_PER_USERNAME,
+    PASSWORD_MIN_LENGTH, PORT, PREVIOUS_KEYS, REFRESH_EXPIRES, REGISTRATION_MAX_PER_ADDRESS,
+    REGISTRATION_MAX_PER_MINUTE, REGISTRATION_MODE, REGISTRATION_WINDOW, REUSE_GRACE, ROTATION_SECRET,
+    SESSIONS_MAX_PER_USER, STRICT_SETTINGS, TRUSTED_PROXY_HOPS,
 };
 /// Issuer used in development mode when none is set.
 pub const DEV_ISSUER: &str = "http://localhost:7071";
@@ -412,6 +415,7 @@ impl Settings {
             max_failures,
             max_failures_per_username: p.take(per_username, || max_failures.saturating_mul(10)),
             lockout_ms: p.int(env, LOCKOUT),
+            device_token_ttl_ms: p.int::<i64>(env, DEVICE_TOKEN_LIFETIME).saturating_mul(24 * 3_600_000),
         };
         let workers = env.int_or(HASH_WORKERS, i64::try_from(default_hash_workers()).unwrap_or(1));
         let hashing = Hashing {

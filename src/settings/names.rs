@@ -155,6 +155,7 @@ pub const ROTATION_SECRET: &str = "JwtRefreshToken__Rotation__Secret";
 pub const MAX_FAILURES: &str = "JwtRefreshToken__Login__MaxFailures";
 pub const MAX_FAILURES_PER_USERNAME: &str = "JwtRefreshToken__Login__MaxFailuresPerUsername";
 pub const LOCKOUT: &str = "JwtRefreshToken__Login__LockoutMs";
+pub const DEVICE_TOKEN_LIFETIME: &str = "JwtRefreshToken__Login__DeviceTokenLifetimeDays";
 pub const HASH_WORKERS: &str = "JwtRefreshToken__Login__HashWorkers";
 pub const HASH_QUEUE: &str = "JwtRefreshToken__Login__HashQueueLength";
 pub const HASH_QUEUE_TIMEOUT: &str = "JwtRefreshToken__Login__HashQueueTimeoutMs";
@@ -252,6 +253,9 @@ pub const ALL: &[Setting] = &[
     Setting::new(LOCKOUT, Deploy::Optional)
         .int(900_000, 1_000, DAY)
         .doc("How long a lock lasts, and the window in which failures add up."),
+    Setting::new(DEVICE_TOKEN_LIFETIME, Deploy::Optional)
+        .int(365, 1, 3_650)
+        .doc("Days a device token (and its `__Host-device` cookie) stays valid; each password login renews it."),
     Setting::new(HASH_WORKERS, Deploy::Optional)
         .int(2, 1, 64)
         .default(DefaultValue::Derived("one per core, at most 4"))

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    Account, AddressThrottle, AdminRoster, Cas, DeviceThrottle, LoginThrottle, SessionDetails, SessionRecord,
-    SessionStore, StoreError, UserRecord, UserStore, Version, Versioned, retry_cas,
+    Account, AddressThrottle, AdminRoster, Cas, DeviceThrottle, LoginThrottle, NameClaim, SessionDetails,
+    SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned, retry_cas,
 };
 use crate::clock::{Clock, UnixMs};
 use crate::settings::{CosmosAuth, CosmosSettings, Identity};
@@ -303,14 +303,26 @@ struct EpochDoc {
 /// Id of the admin roster document in the accounts container (`.` keeps it apart from account ids).
 const ADMINS_ID: &str = "admins.roster";
 
-/// The admin roster (see [`AdminRoster`]).
+/// The ids of look-alike name claims start with this, then the hex SHA-256 of the skeleton (a
+/// skeleton may hold characters and lengths a Cosmos id may not).
+const NAME_CLAIM_PREFIX: &str = "nameclaim.";
+
+fn name_claim_id(skeleton: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(skeleton.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{NAME_CLAIM_PREFIX}{hex}")
+}
+
+/// A record of its own in the accounts container, its id its partition key: the admin roster (see
+/// [`AdminRoster`]) or a name claim (see [`NameClaim`]).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct AdminsDoc {
+struct RecordDoc<T> {
     id: String,
     kind: String,
     #[serde(flatten)]
-    roster: AdminRoster,
+    value: T,
     /// Never expires (the container's default TTL is on).
     ttl: i64,
     #[serde(rename = "_etag", default, skip_serializing)]
@@ -691,6 +703,42 @@ impl SessionStore for CosmosStore {
 }
 
 impl CosmosStore {
+    /// The record `id` of the accounts container (its own partition), with its `_etag` as version.
+    async fn get_record<T: serde::de::DeserializeOwned>(&self, id: String) -> Result<Option<Versioned<T>>, StoreError> {
+        let c = self.containers().await?;
+        let read = self.timed(async { c.accounts.read_item(id.clone(), &id, None).await.map_err(map_err) });
+        let doc = match read.await {
+            Ok(response) => response.into_model::<RecordDoc<T>>().map_err(map_err)?,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let etag = doc.etag.ok_or_else(|| StoreError::unavailable("store record without an _etag"))?;
+        Ok(Some(Versioned { value: doc.value, version: Version(etag) }))
+    }
+
+    /// Writes the record `id` of `kind`: created when `expected` is `None` (409 → `Conflict`), else
+    /// replaced with `If-Match`.
+    async fn put_record<T: Serialize + Clone + Send + Sync>(
+        &self,
+        id: String,
+        kind: &str,
+        value: &T,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError> {
+        let c = self.containers().await?;
+        let doc = RecordDoc { id: id.clone(), kind: kind.into(), value: value.clone(), ttl: -1, etag: None };
+        let response = self
+            .timed(async {
+                match expected {
+                    None => c.accounts.create_item(id.clone(), &id, &doc, None).await,
+                    Some(v) => c.accounts.replace_item(id.clone(), &id, &doc, if_match(v)).await,
+                }
+                .map_err(map_err)
+            })
+            .await?;
+        etag_of(response.headers())
+    }
+
     /// The epoch document, or `None` when no epoch was ever written in this form.
     async fn epoch_doc(&self) -> Result<Option<EpochDoc>, StoreError> {
         let c = self.containers().await?;
@@ -751,32 +799,24 @@ impl UserStore for CosmosStore {
     }
 
     async fn get_admins(&self) -> Result<Option<Versioned<AdminRoster>>, StoreError> {
-        let c = self.containers().await?;
-        let read =
-            self.timed(async { c.accounts.read_item(ADMINS_ID.to_string(), ADMINS_ID, None).await.map_err(map_err) });
-        let doc = match read.await {
-            Ok(response) => response.into_model::<AdminsDoc>().map_err(map_err)?,
-            Err(StoreError::NotFound) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let etag = doc.etag.ok_or_else(|| StoreError::unavailable("admin roster without an _etag"))?;
-        Ok(Some(Versioned { value: doc.roster, version: Version(etag) }))
+        self.get_record(ADMINS_ID.to_string()).await
     }
 
     async fn put_admins(&self, roster: &AdminRoster, expected: Option<&Version>) -> Result<Version, StoreError> {
-        let c = self.containers().await?;
-        let doc =
-            AdminsDoc { id: ADMINS_ID.into(), kind: "adminRoster".into(), roster: roster.clone(), ttl: -1, etag: None };
-        let response = self
-            .timed(async {
-                match expected {
-                    None => c.accounts.create_item(ADMINS_ID.to_string(), ADMINS_ID, &doc, None).await,
-                    Some(v) => c.accounts.replace_item(ADMINS_ID.to_string(), ADMINS_ID, &doc, if_match(v)).await,
-                }
-                .map_err(map_err)
-            })
-            .await?;
-        etag_of(response.headers())
+        self.put_record(ADMINS_ID.to_string(), "adminRoster", roster, expected).await
+    }
+
+    async fn get_name_claim(&self, skeleton: &str) -> Result<Option<Versioned<NameClaim>>, StoreError> {
+        self.get_record(name_claim_id(skeleton)).await
+    }
+
+    async fn put_name_claim(
+        &self,
+        skeleton: &str,
+        claim: &NameClaim,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError> {
+        self.put_record(name_claim_id(skeleton), "nameClaim", claim, expected).await
     }
 
     async fn purge_expired_accounts(&self, _now: UnixMs) -> Result<u64, StoreError> {

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::{
-    Account, AdminRoster, LoginThrottle, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version,
-    Versioned,
+    Account, AdminRoster, LoginThrottle, NameClaim, SessionRecord, SessionStore, StoreError, UserRecord, UserStore,
+    Version, Versioned,
 };
 use crate::clock::UnixMs;
 
@@ -68,6 +68,9 @@ CREATE TABLE IF NOT EXISTS store_records (
 
 /// The row of `store_records` holding the admin roster (schema 5 and later; JSON body).
 const ADMINS: &str = "admins";
+
+/// The rows of `store_records` holding the look-alike name claims start with this, then the skeleton.
+const NAME_CLAIM: &str = "name-claim:";
 
 /// The row of `store_values` holding the revoke-everyone epoch.
 const SESSIONS_EPOCH: &str = "sessions_epoch";
@@ -547,6 +550,67 @@ impl SessionStore for EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// The `store_records` row `name` (a JSON body), with its version.
+    async fn get_record<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        name: String,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        self.run(move |conn| {
+            let row: Option<(String, i64)> = conn
+                .row_cached("SELECT body, version FROM store_records WHERE name = ?1", params![name], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(map_err)?;
+            row.map(|(body, version)| {
+                let value = serde_json::from_str(&body).map_err(StoreError::unavailable)?;
+                Ok(Versioned { value, version: version_of(version) })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    /// Writes the `store_records` row `name`: created when `expected` is `None`
+    /// ([`StoreError::Conflict`] when it exists), else replaced only at `expected`.
+    async fn put_record<T: serde::Serialize>(
+        &self,
+        name: String,
+        value: &T,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError> {
+        let body = serde_json::to_string(value).map_err(StoreError::unavailable)?;
+        let expected = match expected {
+            None => None,
+            Some(v) => Some(expected_counter(v).ok_or(StoreError::Precondition)?),
+        };
+        self.run(move |conn| match expected {
+            None => {
+                conn.exec_cached(
+                    "INSERT INTO store_records (name, body, version) VALUES (?1, ?2, 1)",
+                    params![name, body],
+                )
+                .map_err(map_err)?;
+                Ok(version_of(1))
+            }
+            Some(expected) => {
+                let changed = conn
+                    .exec_cached(
+                        "UPDATE store_records SET body = ?2, version = version + 1 WHERE name = ?1 AND version = ?3",
+                        params![name, body, expected],
+                    )
+                    .map_err(map_err)?;
+                if changed == 1 {
+                    return Ok(version_of(expected + 1));
+                }
+                Err(missing_or_stale(conn, "SELECT 1 FROM store_records WHERE name = ?1", params![name])?)
+            }
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl UserStore for EmbeddedStore {
     async fn get_account(&self, username_key: &str) -> Result<Option<Versioned<Account>>, StoreError> {
@@ -639,51 +703,24 @@ impl UserStore for EmbeddedStore {
     }
 
     async fn get_admins(&self) -> Result<Option<Versioned<AdminRoster>>, StoreError> {
-        self.run(|conn| {
-            let row: Option<(String, i64)> = conn
-                .row_cached("SELECT body, version FROM store_records WHERE name = ?1", params![ADMINS], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()
-                .map_err(map_err)?;
-            row.map(|(body, version)| {
-                let value = serde_json::from_str(&body).map_err(StoreError::unavailable)?;
-                Ok(Versioned { value, version: version_of(version) })
-            })
-            .transpose()
-        })
-        .await
+        self.get_record(ADMINS.to_string()).await
     }
 
     async fn put_admins(&self, roster: &AdminRoster, expected: Option<&Version>) -> Result<Version, StoreError> {
-        let body = serde_json::to_string(roster).map_err(StoreError::unavailable)?;
-        let expected = match expected {
-            None => None,
-            Some(v) => Some(expected_counter(v).ok_or(StoreError::Precondition)?),
-        };
-        self.run(move |conn| match expected {
-            None => {
-                conn.exec_cached(
-                    "INSERT INTO store_records (name, body, version) VALUES (?1, ?2, 1)",
-                    params![ADMINS, body],
-                )
-                .map_err(map_err)?;
-                Ok(version_of(1))
-            }
-            Some(expected) => {
-                let changed = conn
-                    .exec_cached(
-                        "UPDATE store_records SET body = ?2, version = version + 1 WHERE name = ?1 AND version = ?3",
-                        params![ADMINS, body, expected],
-                    )
-                    .map_err(map_err)?;
-                if changed == 1 {
-                    return Ok(version_of(expected + 1));
-                }
-                Err(missing_or_stale(conn, "SELECT 1 FROM store_records WHERE name = ?1", params![ADMINS])?)
-            }
-        })
-        .await
+        self.put_record(ADMINS.to_string(), roster, expected).await
+    }
+
+    async fn get_name_claim(&self, skeleton: &str) -> Result<Option<Versioned<NameClaim>>, StoreError> {
+        self.get_record(format!("{NAME_CLAIM}{skeleton}")).await
+    }
+
+    async fn put_name_claim(
+        &self,
+        skeleton: &str,
+        claim: &NameClaim,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError> {
+        self.put_record(format!("{NAME_CLAIM}{skeleton}"), claim, expected).await
     }
 
     async fn purge_expired_accounts(&self, now: UnixMs) -> Result<u64, StoreError> {

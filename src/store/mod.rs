@@ -228,6 +228,18 @@ pub struct AdminRoster {
     pub admin_ids: Vec<String>,
 }
 
+/// Which username key holds a UTS #39 confusable skeleton: a record of its own per skeleton, written
+/// (created, never blindly overwritten) before the user under `owner_key`, so that two look-alike
+/// names registered at once on two instances race on one record and one of them is refused.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NameClaim {
+    /// The username key of the name that claimed the skeleton.
+    pub owner_key: String,
+    /// When it was claimed (a claim whose user never came is stale after a while).
+    pub claimed_at_ms: UnixMs,
+}
+
 /// Sessions: created at login, rotated by compare-and-swap, deleted when revoked or reused.
 #[async_trait]
 pub trait SessionStore: Send + Sync + fmt::Debug {
@@ -296,6 +308,18 @@ pub trait UserStore: Send + Sync + fmt::Debug {
     /// Removes records without a user whose `expires_at_ms` is at or before `now`; returns how
     /// many. Stores that expire records by themselves (Cosmos TTL) may do nothing and return 0.
     async fn purge_expired_accounts(&self, now: UnixMs) -> Result<u64, StoreError>;
+
+    /// The claim on the confusable skeleton `skeleton`, if any name holds it.
+    async fn get_name_claim(&self, skeleton: &str) -> Result<Option<Versioned<NameClaim>>, StoreError>;
+
+    /// Writes the claim on `skeleton`: created when `expected` is `None` ([`StoreError::Conflict`]
+    /// when one exists), else replaced only if still at `expected`.
+    async fn put_name_claim(
+        &self,
+        skeleton: &str,
+        claim: &NameClaim,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError>;
 }
 
 /// One step of a compare-and-swap loop (see [`retry_cas`]): finished, or lost the race and to be
@@ -433,6 +457,12 @@ pub(crate) mod testing {
         }
         async fn purge_expired_accounts(&self, now: UnixMs) -> Result<u64, StoreError> {
             self.inner.purge_expired_accounts(now).await
+        }
+        async fn get_name_claim(&self, k: &str) -> Result<Option<Versioned<NameClaim>>, StoreError> {
+            self.inner.get_name_claim(k).await
+        }
+        async fn put_name_claim(&self, k: &str, c: &NameClaim, v: Option<&Version>) -> Result<Version, StoreError> {
+            self.inner.put_name_claim(k, c, v).await
         }
     }
 

@@ -24,7 +24,7 @@ const LABEL: &[u8] = b"jwt-refresh-token/device/v1";
 const PSEUDONYM_LABEL: &[u8] = b"jwt-refresh-token/username-pseudonym/v1";
 /// How long a device token stays valid after it was issued (a year); every successful login with
 /// it issues a fresh one.
-pub const DEVICE_TOKEN_TTL_MS: i64 = 365 * 24 * 3_600_000;
+pub const DEFAULT_DEVICE_TOKEN_TTL_MS: i64 = 365 * 24 * 3_600_000;
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -42,6 +42,7 @@ fn mac(key: &[u8; 32]) -> HmacSha256 {
 #[derive(Clone)]
 pub struct DeviceTokens {
     key: [u8; 32],
+    ttl_ms: i64,
 }
 
 impl std::fmt::Debug for DeviceTokens {
@@ -51,9 +52,22 @@ impl std::fmt::Debug for DeviceTokens {
 }
 
 impl DeviceTokens {
-    /// Tokens under `key` (derived from the rotation secret with [`DeviceTokens::LABEL`]).
+    /// Tokens under `key` (derived from the rotation secret with [`DeviceTokens::LABEL`]), valid
+    /// for [`DEFAULT_DEVICE_TOKEN_TTL_MS`] (see [`DeviceTokens::valid_for`]).
     pub fn new(key: [u8; 32]) -> Self {
-        Self { key }
+        Self { key, ttl_ms: DEFAULT_DEVICE_TOKEN_TTL_MS }
+    }
+
+    /// The same tokens, valid for `ttl_ms` after they are issued (`Login__DeviceTokenLifetimeDays`).
+    #[must_use]
+    pub fn valid_for(mut self, ttl_ms: i64) -> Self {
+        self.ttl_ms = ttl_ms.max(1);
+        self
+    }
+
+    /// How long a token stays valid after it is issued.
+    pub fn ttl_ms(&self) -> i64 {
+        self.ttl_ms
     }
 
     /// The HKDF label the key is derived with.
@@ -105,8 +119,8 @@ impl DeviceTokens {
             return None;
         }
         let issued_ms = i64::try_from(issued).ok()?.checked_mul(1000)?;
-        // Issued in the future (beyond a minute of clock skew) or over a year ago: refused.
-        (issued_ms <= now + 60_000 && now - issued_ms < DEVICE_TOKEN_TTL_MS).then_some(device)
+        // Issued in the future (beyond a minute of clock skew) or longer ago than the lifetime: refused.
+        (issued_ms <= now + 60_000 && now - issued_ms < self.ttl_ms).then_some(device)
     }
 }
 
@@ -162,12 +176,21 @@ mod tests {
     const DAY: i64 = 86_400_000;
 
     #[test]
+    fn a_configured_lifetime_ends_a_device_token_sooner() {
+        let tokens = DeviceTokens::new([7; 32]).valid_for(2 * DAY);
+        let t = tokens.issue("user-1", &[1; 16], 10 * DAY);
+        assert_eq!(tokens.verified(&t, "user-1", 12 * DAY - 1_000), Some([1; 16]), "within two days");
+        assert_eq!(tokens.verified(&t, "user-1", 12 * DAY), None, "two days after it was issued");
+        assert_eq!(tokens.ttl_ms(), 2 * DAY);
+    }
+
+    #[test]
     fn a_device_token_verifies_only_for_its_user_and_until_it_expires() {
         let tokens = DeviceTokens::new([7; 32]);
         let t = tokens.issue("user-1", &[1; 16], 1_000 * DAY);
         assert_eq!(tokens.verified(&t, "user-1", 1_000 * DAY), Some([1; 16]));
         assert_eq!(tokens.verified(&t, "user-2", 1_000 * DAY), None, "another user's token is none");
-        assert_eq!(tokens.verified(&t, "user-1", 1_000 * DAY + DEVICE_TOKEN_TTL_MS), None, "expired");
+        assert_eq!(tokens.verified(&t, "user-1", 1_000 * DAY + DEFAULT_DEVICE_TOKEN_TTL_MS), None, "expired");
         assert_eq!(DeviceTokens::new([8; 32]).verified(&t, "user-1", 1_000 * DAY), None, "other key");
         let mut forged = t.clone().into_bytes();
         forged[30] = if forged[30] == b'A' { b'B' } else { b'A' };

@@ -459,7 +459,8 @@ pub fn unlock(account: &mut Account) {
 mod tests {
     use super::*;
 
-    const POLICY: Login = Login { max_failures: 3, max_failures_per_username: 5, lockout_ms: 60_000 };
+    const POLICY: Login =
+        Login { max_failures: 3, max_failures_per_username: 5, lockout_ms: 60_000, device_token_ttl_ms: 86_400_000 };
 
     fn at(address: &str) -> Bucket<'_> {
         Bucket::Shared(Some(address))

@@ -227,7 +227,8 @@ mod tests {
     use crate::store::embedded::EmbeddedStore;
     use crate::store::testing::Contended;
 
-    const POLICY: Login = Login { max_failures: 5, max_failures_per_username: 50, lockout_ms: 60_000 };
+    const POLICY: Login =
+        Login { max_failures: 5, max_failures_per_username: 50, lockout_ms: 60_000, device_token_ttl_ms: 86_400_000 };
 
     impl StoreDirectory {
         async fn login_at(

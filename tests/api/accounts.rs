@@ -431,3 +431,61 @@ async fn user_password_from_the_cli_sets_it_and_ends_every_session() {
     assert_invalid_grant(&app.refresh(&refresh_token(&pair)).await, "sessions ended");
     assert_token_pair(&app.try_login("alice", STRONG).await, "the new password");
 }
+
+#[tokio::test]
+async fn invocation_sign_ups_without_a_forwarded_address_share_no_per_address_bucket() {
+    // Before the fix every client without an address was the one address "unknown": the first
+    // sign-up used it up for all of them.
+    let app = TestApp::spawn(&[
+        OPEN,
+        ("JwtRefreshToken__Registration__MaxPerAddress", "1"),
+        ("JwtRefreshToken__Registration__MaxPerMinute", "3"),
+    ]);
+    for (i, expect) in [201, 201, 201, 429].into_iter().enumerate() {
+        let body = json!({"username": format!("nobody{i}"), "password": STRONG}).to_string();
+        let (status, outer) = app.invoke("register", "POST", json_headers(), &body).await;
+        assert_eq!(status, 200, "{outer}");
+        let (inner_status, _, answer) = inner(&outer);
+        assert_eq!(inner_status, expect, "sign-up {i} (the fourth meets the minute budget): {answer}");
+    }
+    // With a forwarded address the per-address count applies as before.
+    let from = json!({"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.7"});
+    let app = TestApp::spawn(&[OPEN, ("JwtRefreshToken__Registration__MaxPerAddress", "1")]);
+    for (i, expect) in [201, 429].into_iter().enumerate() {
+        let body = json!({"username": format!("somebody{i}"), "password": STRONG}).to_string();
+        let (_, outer) = app.invoke("register", "POST", from.clone(), &body).await;
+        assert_eq!(inner(&outer).0, expect, "forwarded sign-up {i}: {outer}");
+    }
+}
+
+#[tokio::test]
+async fn a_name_whose_skeleton_equals_a_registered_names_skeleton_is_refused_in_either_order() {
+    // `m` and `rn` share the UTS #39 skeleton `rn`. Before the claim records only a new name whose
+    // skeleton was an existing *key* was caught: `rnarta` after `marta` got through.
+    let app = TestApp::spawn(&[OPEN, ("JwtRefreshToken__Registration__MaxPerAddress", "1000")]);
+    assert_eq!(register(&app, "marta", STRONG).await.status, 201);
+    let r = register(&app, "rnarta", STRONG).await;
+    assert_invalid_request(&r, "rnarta after marta");
+    assert!(r.text().contains("too similar"), "{}", r.text());
+    assert_eq!(register(&app, "rnoritz", STRONG).await.status, 201);
+    assert_invalid_request(&register(&app, "moritz", STRONG).await, "moritz after rnoritz");
+    // Names that only share letters still register, and a CLI-created user claims its skeleton too.
+    assert_eq!(register(&app, "martin", STRONG).await.status, 201);
+    app.add_user("emma", STRONG, &[]);
+    assert_invalid_request(&register(&app, "ernrna", STRONG).await, "ernrna after the CLI's emma");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn look_alike_names_signed_up_at_once_on_two_instances_create_one_account() {
+    let first = TestApp::spawn(&[OPEN, ("JwtRefreshToken__Registration__MaxPerAddress", "1000")]);
+    let second = first.second_instance();
+    for round in 0..6 {
+        let (a, b) = (format!("mia{round}"), format!("rnia{round}"));
+        let (ra, rb) = tokio::join!(register(&first, &a, STRONG), register(&second, &b, STRONG));
+        let created = [ra.status, rb.status].iter().filter(|s| **s == 201).count();
+        assert_eq!(created, 1, "round {round}: {} / {}", ra.text(), rb.text());
+        for r in [&ra, &rb].into_iter().filter(|r| r.status != 201) {
+            assert_invalid_request(r, "the look-alike that lost");
+        }
+    }
+}

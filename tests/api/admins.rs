@@ -110,3 +110,34 @@ async fn the_command_line_grants_and_removes_roles_and_enables_users_but_keeps_a
     let r = app.run_cli(&["user", "role", "bob"], "");
     assert!(!r.status.success(), "no role named: {r:?}");
 }
+
+#[tokio::test]
+async fn a_grant_and_a_removal_of_one_user_racing_never_let_the_last_real_admin_go() {
+    // The race can leave the user on the roster without being an admin; such a leftover must not
+    // count as the admin who remains. (The interleaving that leaves one is rare on demand: this
+    // is a stress test of the invariant, not a reproduction.)
+    let one = TestApp::spawn(&[]);
+    let two = one.second_instance();
+    one.add_user("root", PASSWORD, &["admin"]);
+    one.add_user("uma", PASSWORD, &[]);
+    let root = access_token(&one.login("root", PASSWORD).await);
+    for round in 0..12 {
+        let (grant, removal) = tokio::join!(
+            patch(&one, &root, "uma", json!({"roles": ["admin"]})),
+            patch(&two, &root, "uma", json!({"roles": []}))
+        );
+        for r in [&grant, &removal] {
+            assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        }
+        let admins = enabled_admins(&one);
+        if admins.iter().any(|n| n == "uma") {
+            // The grant landed last: uma is a real admin; make her an ordinary user again.
+            assert_eq!(patch(&one, &root, "uma", json!({"roles": []})).await.status, 200, "round {round}");
+        }
+        assert_eq!(enabled_admins(&one), vec!["root".to_string()], "round {round}");
+        assert_conflict(
+            &patch(&one, &root, "root", json!({"roles": []})).await,
+            &format!("round {round}: root is the only real admin"),
+        );
+    }
+}

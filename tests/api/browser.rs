@@ -291,3 +291,25 @@ async fn cookie_mode_login_and_sign_up_need_an_allowed_origin_and_set_no_cookie_
     assert_error(&r, 400, "invalid_request", "the allowed sign-up created the account once");
     assert!(r.text().contains("taken"), "{}", r.text());
 }
+
+#[tokio::test]
+async fn the_device_cookie_lives_as_long_as_the_configured_device_token_lifetime() {
+    for (days, max_age) in [(None, 365 * 86_400), (Some("2"), 2 * 86_400)] {
+        let mut env = vec![(ORIGINS, APP)];
+        if let Some(days) = days {
+            env.push(("JwtRefreshToken__Login__DeviceTokenLifetimeDays", days));
+        }
+        let app = TestApp::spawn(&env);
+        app.add_user("alice", PASSWORD, &[]);
+        let r = cookie_login(&app).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let cookies = set_cookies(&r);
+        let (_, device, attrs) = cookies.iter().find(|c| c.0 == "__Host-device").unwrap();
+        assert!(!device.is_empty());
+        assert_eq!(attrs, &format!("HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age}"), "{days:?}");
+    }
+    for bad in ["0", "3651", "a year"] {
+        let out = run_to_exit(&Config::new().env("JwtRefreshToken__Login__DeviceTokenLifetimeDays", bad));
+        assert!(out.stderr.contains("JwtRefreshToken__Login__DeviceTokenLifetimeDays"), "{bad}: {}", out.stderr);
+    }
+}
