@@ -135,7 +135,7 @@ async fn throttle_only_accounts_expire_by_ttl_and_user_accounts_never() {
 async fn every_operation_stays_within_its_round_trip_budget() {
     let _serial = SERIAL.lock().await;
     let clock = ManualClock::new(START);
-    let (Services { tokens: service, accounts }, _store) = services(&clock, 10_000).await;
+    let (Services { tokens: service, accounts, .. }, _store) = services(&clock, 10_000).await;
     let password = Password::new(PASSWORD);
     let mut report = Vec::new();
     let mut within = async |name: &str, budget: u64| -> serde_json::Value {
