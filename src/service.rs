@@ -765,7 +765,9 @@ pub enum Introspection {
 }
 
 /// How a token is bound to its holder: the one place introspection decides `token_type` (and,
-/// for proof-of-possession tokens, `cnf`).
+/// for proof-of-possession tokens, `cnf`). [`TokenService::introspect`] sets it; a sender-
+/// constrained token (a DPoP `cnf` claim) would be a variant of its own carrying the key
+/// thumbprint, reported as `token_type: "DPoP"` with `cnf` by the HTTP edge's introspection body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenProof {
     /// A bearer token: whoever holds it may use it (`token_type: "Bearer"`, no `cnf`).

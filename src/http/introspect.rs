@@ -13,6 +13,11 @@ use super::{Api, ApiRequest, ApiResponse, MAX_BODY_BYTES};
 use crate::clients::MAX_CLIENT_ID_LEN;
 use crate::service::{ActiveToken, Introspection};
 
+/// Longest base64 credentials read: an id of [`MAX_CLIENT_ID_LEN`] bytes and a 43-character secret,
+/// every byte form-encoded as `%XX`, fit in well under half of it.
+const MAX_BASIC_CREDENTIALS_LEN: usize = 1_024;
+const _: () = assert!((MAX_CLIENT_ID_LEN + 43) * 3 * 4 / 3 + 4 < MAX_BASIC_CREDENTIALS_LEN / 2);
+
 /// What a caller without usable client credentials is told.
 const NO_CLIENT: &str = "client authentication with HTTP Basic (client_secret_basic) is required";
 
@@ -65,8 +70,7 @@ fn basic_credentials(req: &ApiRequest) -> Result<(String, String), ApiError> {
         return Err(bad());
     }
     let encoded = encoded.trim();
-    // Far more than any id and secret of ours need, base64-encoded and form-encoded.
-    if encoded.len() > 4 * MAX_CLIENT_ID_LEN * 3 + 1024 {
+    if encoded.len() > MAX_BASIC_CREDENTIALS_LEN {
         return Err(bad());
     }
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| bad())?;
