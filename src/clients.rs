@@ -142,6 +142,8 @@ impl ClientService {
             return Err(ServiceError::InvalidClient(BAD_CLIENT));
         }
         let now = self.clock.now_ms();
+        // Hashed before the lookup: a known and an unknown id cost the same work here.
+        let presented = secret_hash(client_id, secret.as_bytes());
         let client = match self.cached(client_id, now) {
             Some(client) => client,
             None => {
@@ -150,7 +152,6 @@ impl ClientService {
                 client
             }
         };
-        let presented = secret_hash(client_id, secret.as_bytes());
         if !bool::from(presented.ct_eq(&client.secret_hash)) {
             return Err(ServiceError::InvalidClient(BAD_CLIENT));
         }
