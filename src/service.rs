@@ -640,6 +640,9 @@ impl TokenService {
             return Ok(Introspection::Inactive);
         }
         let Ok(claims) = self.access.verify(token, now, Expiry::Enforce) else { return Ok(Introspection::Inactive) };
+        let span = tracing::Span::current();
+        span.record("user_id", claims.sub.as_str());
+        span.record("session_id", claims.sid.as_str());
         Ok(match self.live_session(&claims, now).await? {
             Some(session) => Introspection::Active(Box::new(ActiveToken {
                 claims,

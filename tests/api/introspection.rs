@@ -60,6 +60,20 @@ async fn an_active_token_answers_its_claims_with_the_sessions_username_and_roles
     let json_body = json!({"token": token, "token_type_hint": "access_token"}).to_string().into_bytes();
     let r = app.request("POST", "/api/introspect", &headers, json_body).await;
     assert_eq!(assert_active(&r, "JSON body")["sub"], id.as_str());
+    // The request lines name the token's user and session, never the secret or the token.
+    let lines =
+        app.wait_for_logs(|l| l.iter().filter(|x| x.contains("\"function\":\"introspect\"")).count() >= 2).await;
+    let requests: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "request" && v["function"] == "introspect")
+        .collect();
+    assert_eq!(requests.len(), 2, "{lines:#?}");
+    for line in &requests {
+        assert_eq!((&line["span"]["user_id"], &line["span"]["session_id"]), (&json!(id), &claims["sid"]), "{line}");
+    }
+    let all = lines.join("\n");
+    assert!(!all.contains(&secret) && !all.contains(&token), "no secret or token in the logs");
 }
 
 #[tokio::test]
