@@ -271,3 +271,16 @@ async fn introspection_answers_in_invocation_mode_and_only_to_post() {
         assert_eq!((inner_status, inner_headers["Allow"].clone()), (405, json!("POST")), "{method}: {outer}");
     }
 }
+
+#[tokio::test]
+async fn a_role_change_reaches_the_scope_at_once_while_the_token_keeps_its_claims() {
+    let app = TestApp::spawn(&[]);
+    app.add_user("alice", PASSWORD, &["reader"]);
+    let (client, secret) = app.add_client("rs");
+    let token = access_token(&app.login("alice", PASSWORD).await);
+    let out = app.run_cli(&["user", "role", "alice", "--add", "writer", "--remove", "reader"], "");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(jwt_claims(&token)["roles"], json!(["reader"]), "the JWT itself cannot change");
+    let body = assert_active(&app.introspect(&token, &client, &secret).await, "after the role change");
+    assert_eq!((&body["scope"], &body["roles"]), (&json!("writer"), &json!(["writer"])), "{body}");
+}
