@@ -5,7 +5,8 @@
 # response that does not match openapi.yaml (status, content type, headers, body schema), or a
 # crash of the handler. It also fails when an operation answered only 401/403 (schemathesis'
 # missing_auth warning, scripts/fuzz.toml) or never answered 2xx (scripts/fuzz_check.py): the
-# hooks in scripts/fuzz_hooks.py log in as an admin and an ordinary user and renew their tokens.
+# hooks in scripts/fuzz_hooks.py log in as an admin and an ordinary user and renew their tokens,
+# and authenticate introspection as a client added with `handler clients add`.
 #
 # Usage: scripts/fuzz.sh [path/to/handler]     (default: target/debug/handler, built if missing)
 set -euo pipefail
@@ -36,6 +37,8 @@ export JwtRefreshToken__Descriptor__Issuer=https://issuer.fuzz JwtRefreshToken__
 export JwtRefreshToken__Registration__Mode=open JwtRefreshToken__Registration__MaxPerAddress=100000
 export JwtRefreshToken__Login__MaxFailures=1000 JwtRefreshToken__Login__MaxFailuresPerUsername=100000
 export JwtRefreshToken__Login__LockoutMs=1000
+# Introspection is fuzzed past its per-client limit (the limit is covered by tests/api/introspection.rs).
+export JwtRefreshToken__Introspection__MaxPerMinute=1000000
 JwtRefreshToken__Descriptor__AlgorithmKey=$("$BIN" keys generate --algorithm HS256)
 export JwtRefreshToken__Descriptor__AlgorithmKey
 
@@ -50,6 +53,11 @@ export FUZZ_ADMIN_PASSWORD FUZZ_USER_PASSWORD
 printf '%s\n' "$FUZZ_ADMIN_PASSWORD" | "$BIN" user add "$FUZZ_ADMIN" --role admin --create --password-stdin >/dev/null
 printf '%s\n' "$FUZZ_USER_PASSWORD" | "$BIN" user add "$FUZZ_USER" --password-stdin >/dev/null
 new_password | "$BIN" user add "$FUZZ_VICTIM" --password-stdin >/dev/null
+# The introspection client (client_secret_basic): the hooks send its credentials to introspect.
+client=$("$BIN" clients add "fuzz-rs-$suffix")
+FUZZ_CLIENT_ID=$(sed -n 's/^client_id=\([^ ]*\) .*/\1/p' <<<"$client")
+FUZZ_CLIENT_SECRET=$(sed -n 's/.* client_secret=\(.*\)$/\1/p' <<<"$client")
+export FUZZ_CLIENT_ID FUZZ_CLIENT_SECRET
 
 "$BIN" >"$log" 2>&1 &
 pid=$!

@@ -5,6 +5,7 @@
   once. The admin's token goes to the admin operations and to revoke (so the `username` form is
   fuzzed past the role check); the ordinary user's token to the caller's own account operations
   (a fuzzed password change or session end then never touches the admin).
+- Introspection gets the Basic credentials (`client_secret_basic`) of the client fuzz.sh added.
 - Every FUZZ_VALID_EVERY-th call of an operation gets inputs that can succeed (real credentials,
   a fresh refresh token, an existing session id or user), so each operation answers 2xx at least
   once; the other calls stay as generated.
@@ -29,6 +30,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
+from urllib.parse import quote_plus
 
 import requests
 import schemathesis
@@ -40,6 +42,8 @@ USER = os.environ["FUZZ_USER"]
 VICTIM = os.environ["FUZZ_VICTIM"]
 EVERY = int(os.environ.get("FUZZ_VALID_EVERY", "4"))
 RECORD = os.environ["FUZZ_STATUS_RECORD"]
+CLIENT_ID = os.environ["FUZZ_CLIENT_ID"]
+CLIENT_SECRET = os.environ["FUZZ_CLIENT_SECRET"]
 
 ADMIN_OPERATIONS = ["listUsers", "createUser", "changeUser", "revoke", "revokeViaPatch"]
 USER_OPERATIONS = ["changePassword", "listSessions", "endSession"]
@@ -120,6 +124,19 @@ class UserAuth(_Bearer):
     username = USER
 
 
+@schemathesis.auth().apply_to(operation_id="introspect")
+class ClientBasicAuth:
+    """RFC 6749 §2.3.1: id and secret form-encoded, joined with ':', base64-encoded."""
+
+    def get(self, case, context):
+        joined = f"{quote_plus(CLIENT_ID)}:{quote_plus(CLIENT_SECRET)}"
+        return base64.b64encode(joined.encode()).decode()
+
+    def set(self, case, data, context):
+        case.headers = case.headers or {}
+        case.headers["Authorization"] = f"Basic {data}"
+
+
 def _operation_id(case) -> str:
     return case.operation.definition.raw.get("operationId", case.operation.label)
 
@@ -142,6 +159,10 @@ def _valid_inputs(operation: str, case) -> None:
         case.body = {"refresh_token": pair["refresh_token"]}
         if n % 2:
             case.body["access_token"] = pair["access_token"]
+    elif operation == "introspect" and _structured(case):
+        case.body = {"token": login(USER)["access_token"]}
+        if n % 2:
+            case.body["token_type_hint"] = "access_token"
     elif operation == "register" and _structured(case):
         case.body = {"username": f"fz{n}-{secrets.token_hex(4)}", "password": strong_password()}
     elif operation == "changePassword" and _structured(case):

@@ -60,6 +60,15 @@ pub enum Command {
         #[command(subcommand)]
         command: SessionsCommand,
     },
+    /// Resource-server clients allowed to call token introspection (`POST /api/introspect`).
+    Clients {
+        /// Create the embedded store if it does not exist yet.
+        #[arg(long, global = true)]
+        create: bool,
+        /// The clients command.
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
     /// Key material.
     Keys {
         /// The keys command.
@@ -103,6 +112,23 @@ pub enum SessionsCommand {
     /// End every session of every user at once (after a breach): one store write; every running
     /// instance refuses the old sessions within a few seconds.
     RevokeAll,
+}
+
+/// `handler clients …`.
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Add a client; prints `client_id=… client_secret=…` once (only a hash of the secret is kept).
+    Add {
+        /// The client id: 1 to 64 letters, digits, '.', '_' or '-'.
+        name: String,
+    },
+    /// List clients: id and when each was added (never a secret).
+    List,
+    /// Remove a client; running instances refuse it within 60 s (their cache).
+    Remove {
+        /// The client id.
+        name: String,
+    },
 }
 
 /// `handler keys …`.
@@ -211,6 +237,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<(), Failure> {
         Command::Sessions { create, command: SessionsCommand::RevokeAll } => {
             revoke_all(&env, StoreMissing::from_flag(create)).await
         }
+        Command::Clients { create, command } => clients(command, &env, StoreMissing::from_flag(create)).await,
         Command::Keys { command: KeysCommand::Generate { algorithm, public_key_file } } => {
             keys_generate(algorithm, public_key_file.as_deref())
         }
@@ -417,6 +444,32 @@ async fn user(command: UserCommand, env: &Env, missing: StoreMissing) -> Result<
                     None => break,
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+async fn clients(command: ClientsCommand, env: &Env, missing: StoreMissing) -> Result<(), Failure> {
+    let store = connected_store(env, missing).await?;
+    let max_per_minute = env.int(crate::settings::names::INTROSPECTION_MAX_PER_MINUTE).map_err(Failure::config)?;
+    let clients = crate::clients::ClientService::new(store, Arc::new(SystemClock), max_per_minute);
+    match command {
+        ClientsCommand::Add { name } => {
+            let new =
+                clients.add(&name).await.map_err(|e| Failure::other(format!("cannot add client {name:?}: {e}")))?;
+            println!("client_id={} client_secret={}", new.client_id, new.client_secret.expose());
+        }
+        ClientsCommand::List => {
+            for c in clients.list().await.map_err(Failure::other)? {
+                println!("{}\tcreated_at={}", c.client_id, c.created_at_ms.div_euclid(1000));
+            }
+        }
+        ClientsCommand::Remove { name } => {
+            clients.remove(&name).await.map_err(|e| Failure::other(format!("cannot remove client {name:?}: {e}")))?;
+            println!(
+                "removed client {name}; running instances refuse it within {} s",
+                crate::clients::CLIENT_CACHE_TTL_MS / 1000
+            );
         }
     }
     Ok(())

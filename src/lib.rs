@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod cli;
+pub mod clients;
 pub mod clock;
 pub mod epoch;
 pub mod http;

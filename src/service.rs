@@ -107,6 +107,15 @@ pub enum ServiceError {
     /// The store failed or stayed contended; the client may retry.
     #[error(transparent)]
     Unavailable(#[from] StoreError),
+    /// Client authentication failed (RFC 6749 §5.2 `invalid_client`): unknown client or wrong secret.
+    #[error("invalid client: {0}")]
+    InvalidClient(&'static str),
+    /// The client used up its request budget; it may retry after this many milliseconds.
+    #[error("rate limited for {retry_after_ms} ms")]
+    RateLimited {
+        /// Milliseconds until a request is accepted again.
+        retry_after_ms: i64,
+    },
     /// Too much work at once (the password-hashing queue); the client may retry shortly.
     #[error("busy: {0}")]
     Busy(&'static str),
@@ -612,11 +621,43 @@ impl TokenService {
         span.record("session_id", claims.sid.as_str());
         let ended =
             || ServiceError::InvalidToken(AccessTokenError::Invalid("the session of this access token has ended"));
-        let session = self.store.get_session(&claims.sub, &claims.sid).await?.ok_or_else(ended)?.value;
-        if self.has_ended(&session, now) {
-            return Err(ended());
-        }
+        let session = self.live_session(&claims, now).await?.ok_or_else(ended)?;
         Ok(Caller { claims, username: session.username })
+    }
+
+    /// The live session an access token's claims name, or `None` when it ended: one store read.
+    /// Liveness follows the store: a revoked, reused, expired or idle session, or one from before
+    /// revoke-everyone (the cached epoch), has ended; disabling a user or setting a password ends
+    /// the user's sessions (`accounts::sessions::follow`), so the session read answers for those too.
+    async fn live_session(&self, claims: &AccessClaims, now: UnixMs) -> Result<Option<SessionRecord>, ServiceError> {
+        let session = self.store.get_session(&claims.sub, &claims.sid).await?;
+        Ok(session.map(|s| s.value).filter(|s| !self.has_ended(s, now)))
+    }
+
+    /// Token introspection (RFC 7662 §2.2): whether `token` is an access token of ours that is
+    /// active now, and if so its claims with the session's current username and roles. Anything
+    /// else — a refresh token (not introspected here), an unknown type, a malformed, forged or
+    /// expired token, or one whose session ended — is [`Introspection::Inactive`], with no reason
+    /// (the answer reveals nothing). Exactly one store read, and none for a token that does not
+    /// verify.
+    pub async fn introspect(&self, token: &str) -> Result<Introspection, ServiceError> {
+        let now = self.clock.now_ms();
+        if self.refresh.parse(token).is_some() {
+            return Ok(Introspection::Inactive);
+        }
+        let Ok(claims) = self.access.verify(token, now, Expiry::Enforce) else { return Ok(Introspection::Inactive) };
+        let span = tracing::Span::current();
+        span.record("user_id", claims.sub.as_str());
+        span.record("session_id", claims.sid.as_str());
+        Ok(match self.live_session(&claims, now).await? {
+            Some(session) => Introspection::Active(Box::new(ActiveToken {
+                claims,
+                username: session.username,
+                roles: session.roles,
+                proof: TokenProof::Bearer,
+            })),
+            None => Introspection::Inactive,
+        })
     }
 
     /// 403 (`Forbidden(why)`) unless the caller acts as an admin (see [`Caller::is_admin`]; one
@@ -721,6 +762,47 @@ impl TokenService {
 pub async fn end_every_session(store: &dyn SessionStore, now: UnixMs) -> Result<UnixMs, StoreError> {
     // One past now: a session started in this very millisecond ends too.
     store.raise_sessions_epoch(now.saturating_add(1)).await
+}
+
+/// What introspection found (see [`TokenService::introspect`]).
+#[derive(Debug, Clone)]
+pub enum Introspection {
+    /// Not an active access token of ours (nothing more is said).
+    Inactive,
+    /// An active access token (boxed: the inactive answer is the common one and carries nothing).
+    Active(Box<ActiveToken>),
+}
+
+/// How a token is bound to its holder: the one place introspection decides `token_type` (and,
+/// for proof-of-possession tokens, `cnf`). [`TokenService::introspect`] sets it; a sender-
+/// constrained token (a DPoP `cnf` claim) would be a variant of its own carrying the key
+/// thumbprint, reported as `token_type: "DPoP"` with `cnf` by the HTTP edge's introspection body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenProof {
+    /// A bearer token: whoever holds it may use it (`token_type: "Bearer"`, no `cnf`).
+    Bearer,
+}
+
+impl TokenProof {
+    /// The `token_type` introspection reports.
+    pub fn token_type(&self) -> &'static str {
+        match self {
+            Self::Bearer => "Bearer",
+        }
+    }
+}
+
+/// An active access token as introspection reports it.
+#[derive(Debug, Clone)]
+pub struct ActiveToken {
+    /// The token's verified claims.
+    pub claims: AccessClaims,
+    /// The username of its session.
+    pub username: String,
+    /// The session's current roles (an admin's role change reaches them at once).
+    pub roles: Vec<String>,
+    /// How the token is bound to its holder.
+    pub proof: TokenProof,
 }
 
 /// The verified caller of a Bearer-authorised operation.

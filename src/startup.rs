@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::accounts::AccountService;
+use crate::clients::ClientService;
 use crate::clock::Clock;
 use crate::http::{Api, server};
 use crate::service::{Policy, TokenService};
@@ -110,6 +111,8 @@ pub struct Services {
     pub tokens: Arc<TokenService>,
     /// The account rules: sign-up, users, passwords, roles, and what they do to sessions.
     pub accounts: Arc<AccountService>,
+    /// The introspection clients: authentication, cache, rate limit.
+    pub clients: Arc<ClientService>,
 }
 
 /// Builds both services from validated settings.
@@ -147,8 +150,9 @@ pub fn build_services(
     let accounts = AccountService::new(store.clone(), hasher, clock.clone(), settings.accounts.password_min_chars)
         .with_sign_up(settings.accounts)
         .with_lockout(lockout);
+    let clients = ClientService::new(store.clone(), clock.clone(), settings.introspection_max_per_minute);
     let tokens = TokenService::new(store, directory, access, refresh, policy, clock).with_device_tokens(devices);
-    Ok(Services { tokens: Arc::new(tokens), accounts: Arc::new(accounts) })
+    Ok(Services { tokens: Arc::new(tokens), accounts: Arc::new(accounts), clients: Arc::new(clients) })
 }
 
 /// File in the store directory holding the development signing key.
@@ -354,6 +358,7 @@ impl Application {
             port,
             api: Api::new(services.tokens.clone(), settings.cors.clone())
                 .with_accounts(services.accounts.clone())
+                .with_clients(services.clients.clone())
                 .gated(gate),
             services,
             cosmos: opened.cosmos,

@@ -30,6 +30,8 @@ mod hardening;
 mod helpers;
 #[path = "api/host_modes.rs"]
 mod host_modes;
+#[path = "api/introspection.rs"]
+mod introspection;
 #[path = "api/jwks.rs"]
 mod jwks;
 #[path = "api/lockout.rs"]

@@ -49,6 +49,8 @@ fn commands_refuse_a_store_that_does_not_exist_and_create_nothing() {
         (&["user", "unlock", "alice"][..], ""),
         (&["user", "add", "alice", "--password-stdin"][..], line.as_str()),
         (&["sessions", "revoke-all"][..], ""),
+        (&["clients", "list"][..], ""),
+        (&["clients", "add", "orders-api"][..], ""),
     ] {
         let out = handler(&missing, args, stdin, &[]);
         assert!(!out.status.success(), "{args:?}: {out:?}");
@@ -103,4 +105,45 @@ fn allow_weak_password_lets_a_fixture_through_with_a_warning() {
     let out = handler(&store, &args, "qwertyuiop\n", &[]);
     assert!(out.status.success(), "{out:?}");
     assert!(stderr(&out).contains("warning: --allow-weak-password"), "{}", stderr(&out));
+}
+
+#[test]
+fn clients_add_prints_the_secret_once_list_shows_ids_only_and_remove_ends_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let out = handler(&store, &["clients", "add", "orders-api", "--create"], "", &[]);
+    assert!(out.status.success(), "{out:?}");
+    let printed = stdout(&out);
+    let fields: Vec<&str> = printed.split_whitespace().collect();
+    assert_eq!(fields.len(), 2, "{printed}");
+    assert_eq!(fields[0], "client_id=orders-api");
+    let secret = fields[1].strip_prefix("client_secret=").unwrap();
+    assert_eq!(secret.len(), 43, "32 random bytes, base64url: {secret}");
+    assert!(secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{secret}");
+    let again = handler(&store, &["clients", "add", "orders-api"], "", &[]);
+    assert!(!again.status.success(), "a taken id is refused: {again:?}");
+    assert!(stderr(&again).contains("a client with this id exists"), "{}", stderr(&again));
+    let bad = handler(&store, &["clients", "add", "no spaces/please"], "", &[]);
+    assert!(!bad.status.success(), "{bad:?}");
+    assert!(stderr(&bad).contains("letters, digits"), "{}", stderr(&bad));
+    let out = handler(&store, &["clients", "add", "billing"], "", &[]);
+    assert!(out.status.success(), "{out:?}");
+    let list = handler(&store, &["clients", "list"], "", &[]);
+    assert!(list.status.success(), "{list:?}");
+    let lines: Vec<String> = stdout(&list).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("billing\tcreated_at=") && lines[1].starts_with("orders-api\tcreated_at="),
+        "{lines:?}"
+    );
+    assert!(!stdout(&list).contains(secret), "never a secret");
+    let db = std::fs::read(store.join("store.db")).unwrap();
+    assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()), "the store holds no secret");
+    let out = handler(&store, &["clients", "remove", "orders-api"], "", &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("within 60 s"), "{}", stdout(&out));
+    let out = handler(&store, &["clients", "remove", "orders-api"], "", &[]);
+    assert!(!out.status.success(), "removing twice fails: {out:?}");
+    assert!(stderr(&out).contains("no such client"), "{}", stderr(&out));
+    assert!(stdout(&handler(&store, &["clients", "list"], "", &[])).starts_with("billing\t"));
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use jwt_refresh_token::accounts::{AccountService, Actor, PasswordCheck};
 use jwt_refresh_token::clock::ManualClock;
 use jwt_refresh_token::secret::{Password, SecretBytes};
-use jwt_refresh_token::service::{LoginFrom, ServiceError, TokenService};
+use jwt_refresh_token::service::{Introspection, LoginFrom, ServiceError, TokenService};
 use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings, Env, Mode, Settings};
 use jwt_refresh_token::startup::{Services, build_services};
 use jwt_refresh_token::store::cosmos::{ConnectError, CosmosStore, Provisioning};
@@ -57,6 +57,14 @@ fn session(user: &str, sid: &str, expires_at_ms: i64) -> SessionRecord {
         roles: vec![],
         details: Default::default(),
     }
+}
+
+/// `token` (a JWT) with the last character of its signature changed.
+fn tamper_signature(token: &str) -> String {
+    let mut chars: Vec<char> = token.chars().collect();
+    let last = chars.len() - 2;
+    chars[last] = if chars[last] == 'A' { 'B' } else { 'A' };
+    chars.into_iter().collect()
 }
 
 /// Adds user `alice` with [`PASSWORD`].
@@ -135,7 +143,7 @@ async fn throttle_only_accounts_expire_by_ttl_and_user_accounts_never() {
 async fn every_operation_stays_within_its_round_trip_budget() {
     let _serial = SERIAL.lock().await;
     let clock = ManualClock::new(START);
-    let (Services { tokens: service, accounts }, _store) = services(&clock, 10_000).await;
+    let (Services { tokens: service, accounts, clients }, _store) = services(&clock, 10_000).await;
     let password = Password::new(PASSWORD);
     let mut report = Vec::new();
     let mut within = async |name: &str, budget: u64| -> serde_json::Value {
@@ -193,6 +201,23 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     emulator::reset_stats().await;
     let caller = service.authenticate_bearer(&pairs[0].access_token).await.unwrap();
     within("Bearer check (the session is live)", 1).await;
+    // Introspection: the client's record is read once, then served from the instance's cache for
+    // 60 s; the introspection itself is the one session read (liveness as for a Bearer check).
+    let client = clients.add("resource-server").await.unwrap();
+    let secret = client.client_secret.expose();
+    emulator::reset_stats().await;
+    clients.authenticate("resource-server", secret).await.unwrap();
+    let kinds = within("introspection client, first lookup", 1).await;
+    assert_eq!(kinds["read"].as_u64(), Some(1), "{kinds}");
+    clients.authenticate("resource-server", secret).await.unwrap();
+    within("introspection client, cached", 0).await;
+    let found = service.introspect(&pairs[0].access_token).await.unwrap();
+    assert!(matches!(found, Introspection::Active(_)), "{found:?}");
+    let kinds = within("introspection of a live token", 1).await;
+    assert_eq!(kinds["read"].as_u64(), Some(1), "{kinds}");
+    let found = service.introspect(&tamper_signature(&pairs[0].access_token)).await.unwrap();
+    assert!(matches!(found, Introspection::Inactive), "{found:?}");
+    within("introspection of a forged token", 0).await;
     let ended = service.revoke_scope(&caller, &jwt_refresh_token::service::RevokeScope::Global).await.unwrap();
     assert_eq!(ended, 5, "the warm-up session, the one without a device token and the three new ones");
     let kinds = within("revoke all sessions", 2).await;
@@ -213,6 +238,9 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     assert_eq!(page.sessions.len(), 2);
     let kinds = within("sessions list", 1).await;
     assert_eq!(kinds["query"].as_u64(), Some(1), "{kinds}");
+    let found = service.introspect(&pairs[0].access_token).await.unwrap();
+    assert!(matches!(found, Introspection::Inactive), "revoked above: {found:?}");
+    within("introspection of a revoked session's token", 1).await;
     // Password change: the account read and write, then the batch ending the other sessions.
     let ended = accounts
         .change_password(

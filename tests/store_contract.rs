@@ -11,8 +11,9 @@ use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
 use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
-    Account, AddressThrottle, AdminRoster, DeviceThrottle, LoginThrottle, NameClaim, SessionDetails, SessionRecord,
-    SessionStore as _, Step, Store, StoreError, UserRecord, UserStore as _, Version, update_account,
+    Account, AddressThrottle, AdminRoster, ClientRecord, ClientStore as _, DeviceThrottle, LoginThrottle, NameClaim,
+    SessionDetails, SessionRecord, SessionStore as _, Step, Store, StoreError, UserRecord, UserStore as _, Version,
+    update_account,
 };
 
 mod contract {
@@ -344,6 +345,42 @@ mod contract {
         assert!(store.get_admins().await.unwrap().is_none(), "a claim is not the roster");
     }
 
+    pub fn client(id: &str, hash_byte: u8) -> ClientRecord {
+        ClientRecord { client_id: id.into(), secret_hash: [hash_byte; 32], created_at_ms: 1_700_000_000_123 }
+    }
+
+    pub async fn clients_read_back_list_in_id_order_and_are_no_accounts(store: &dyn Store) {
+        assert!(store.get_client("orders-api").await.unwrap().is_none(), "a new store has no client");
+        assert!(store.list_clients().await.unwrap().is_empty());
+        for (id, byte) in [("orders-api", 1), ("billing.svc", 2), ("a_first", 3)] {
+            store.insert_client(&client(id, byte)).await.unwrap();
+        }
+        assert_eq!(store.get_client("orders-api").await.unwrap(), Some(client("orders-api", 1)));
+        let ids: Vec<String> = store.list_clients().await.unwrap().into_iter().map(|c| c.client_id).collect();
+        assert_eq!(ids, ["a_first", "billing.svc", "orders-api"]);
+        assert!(store.list_users().await.unwrap().is_empty(), "a client is no user");
+        assert!(store.get_admins().await.unwrap().is_none(), "nor the roster");
+        store.put_account(&account("orders-api", None), None).await.unwrap();
+        assert_eq!(store.get_client("orders-api").await.unwrap(), Some(client("orders-api", 1)), "nor an account");
+    }
+
+    pub async fn adding_an_existing_client_conflicts_and_changes_nothing(store: &dyn Store) {
+        store.insert_client(&client("svc", 1)).await.unwrap();
+        assert!(matches!(store.insert_client(&client("svc", 2)).await, Err(StoreError::Conflict)));
+        assert_eq!(store.get_client("svc").await.unwrap().unwrap().secret_hash, [1; 32], "nothing overwritten");
+    }
+
+    pub async fn deleting_a_client_reports_whether_it_existed(store: &dyn Store) {
+        store.insert_client(&client("svc", 1)).await.unwrap();
+        store.insert_client(&client("other", 2)).await.unwrap();
+        assert!(store.delete_client("svc").await.unwrap());
+        assert!(!store.delete_client("svc").await.unwrap());
+        assert!(store.get_client("svc").await.unwrap().is_none());
+        assert!(store.get_client("other").await.unwrap().is_some(), "other clients stay");
+        store.insert_client(&client("svc", 3)).await.unwrap();
+        assert_eq!(store.get_client("svc").await.unwrap().unwrap().secret_hash, [3; 32], "the id can be reused");
+    }
+
     pub async fn purging_accounts_never_removes_users_or_live_throttles(store: &dyn Store) {
         let mut live = account("live", None);
         live.expires_at_ms = Some(10_000);
@@ -379,7 +416,10 @@ macro_rules! store_contract {
                 purging_accounts_never_removes_users_or_live_throttles,
                 the_sessions_epoch_only_moves_forward_and_is_not_an_account,
                 the_admin_roster_is_absent_until_written_then_compare_and_swap_and_not_an_account,
-                a_name_claim_is_created_once_then_compare_and_swap_and_is_no_account
+                a_name_claim_is_created_once_then_compare_and_swap_and_is_no_account,
+                clients_read_back_list_in_id_order_and_are_no_accounts,
+                adding_an_existing_client_conflicts_and_changes_nothing,
+                deleting_a_client_reports_whether_it_existed
             );
             store_contract!(@shared $make;
                 of_concurrent_replaces_at_one_version_exactly_one_wins,
@@ -495,6 +535,7 @@ async fn embedded_store_moves_an_old_epoch_account_into_its_own_record() {
     // A version-3 database: no epoch record, no device throttles.
     conn.execute_batch(
         "DROP TABLE store_values;
+         DROP TABLE clients;
          ALTER TABLE accounts DROP COLUMN strikes;
          ALTER TABLE accounts DROP COLUMN device_throttles;",
     )
@@ -516,6 +557,7 @@ async fn embedded_store_of_schema_4_gains_the_roster_table_on_open() {
     let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
     conn.execute_batch(
         "DROP TABLE store_records;
+         DROP TABLE clients;
          ALTER TABLE accounts DROP COLUMN strikes;
          ALTER TABLE accounts DROP COLUMN device_throttles;",
     )
@@ -525,6 +567,31 @@ async fn embedded_store_of_schema_4_gains_the_roster_table_on_open() {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     assert!(store.get_admins().await.unwrap().is_none());
     store.put_admins(&AdminRoster { admin_ids: vec!["x".into()] }, None).await.unwrap();
+}
+
+/// Embedded-only: a store of schema 5 (before introspection clients) opens upgraded to schema 6,
+/// its users and sessions kept, with no clients and a clients table that works.
+#[tokio::test]
+async fn embedded_store_of_schema_5_gains_the_clients_table_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store.put_account(&contract::account("alice", Some(contract::user("alice", "id-a"))), None).await.unwrap();
+    store.insert_session(&contract::session("id-a", "s1", 10_000)).await.unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    conn.execute_batch("DROP TABLE clients;").unwrap();
+    conn.pragma_update(None, "user_version", 5).unwrap();
+    drop(conn);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert!(store.list_clients().await.unwrap().is_empty());
+    store.insert_client(&contract::client("svc", 9)).await.unwrap();
+    assert!(store.get_client("svc").await.unwrap().is_some());
+    assert_eq!(store.list_users().await.unwrap().len(), 1, "users are kept");
+    assert!(store.get_session("id-a", "s1").await.unwrap().is_some(), "sessions are kept");
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, 6);
 }
 
 /// Cosmos-only: an epoch written as a fake account by an older version is read while no epoch

@@ -161,8 +161,11 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             let changed = accounts()?.change_user(Actor::Admin(&caller), username, &change).await?;
             Ok(ApiResponse::json(StatusCode::OK, &changed.user))
         }
-        Operation::Login | Operation::Refresh | Operation::Revoke | Operation::Jwks | Operation::Metadata => {
-            Err(ApiError::NotFound("no such route"))
-        }
+        Operation::Login
+        | Operation::Refresh
+        | Operation::Revoke
+        | Operation::Jwks
+        | Operation::Metadata
+        | Operation::Introspect => Err(ApiError::NotFound("no such route")),
     }
 }

@@ -49,6 +49,14 @@ pub enum ApiError {
         /// Seconds until the lock opens.
         retry_after_s: i64,
     },
+    /// 429 with `Retry-After`: the client used up its request budget (not a login lock).
+    RateLimited {
+        /// Seconds until a request is accepted again.
+        retry_after_s: i64,
+    },
+    /// 401 `invalid_client` with `WWW-Authenticate: Basic` (RFC 6749 §5.2): client
+    /// authentication failed or was missing.
+    InvalidClient(&'static str),
     /// 503 with `Retry-After`.
     Unavailable,
     /// 503 with `Retry-After`: too much work at once (not a fault; not logged as one).
@@ -56,6 +64,9 @@ pub enum ApiError {
     /// 500; details are logged, never sent.
     Internal,
 }
+
+/// The realm of the `Basic` challenge of client authentication (introspection).
+pub const BASIC_REALM: &str = "introspection";
 
 /// Seconds a client should wait before retrying after a 503.
 const UNAVAILABLE_RETRY_AFTER_S: i64 = 1;
@@ -65,7 +76,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest(_) | Self::InvalidGrant(_) | Self::UnsupportedGrantType => StatusCode::BAD_REQUEST,
-            Self::InvalidToken { .. } | Self::MissingToken => StatusCode::UNAUTHORIZED,
+            Self::InvalidToken { .. } | Self::MissingToken | Self::InvalidClient(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -73,7 +84,7 @@ impl ApiError {
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Locked { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -88,13 +99,16 @@ impl ApiError {
             Self::InvalidGrant(_) => "invalid_grant",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidToken { .. } => "invalid_token",
+            Self::InvalidClient(_) => "invalid_client",
             Self::MissingToken => "unauthorized",
             Self::Forbidden(_) => "insufficient_scope",
             Self::AccessDenied(_) => "access_denied",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Conflict(_) => "conflict",
-            Self::Locked { .. } | Self::Unavailable | Self::Busy(_) => "temporarily_unavailable",
+            Self::Locked { .. } | Self::RateLimited { .. } | Self::Unavailable | Self::Busy(_) => {
+                "temporarily_unavailable"
+            }
             Self::Internal => "server_error",
         }
     }
@@ -106,7 +120,11 @@ impl ApiError {
             Self::UnsupportedGrantType => "grant_type must be password or refresh_token".into(),
             Self::InvalidToken { description, .. } => (*description).into(),
             Self::MissingToken => "a Bearer access token is required".into(),
-            Self::Forbidden(d) | Self::NotFound(d) | Self::AccessDenied(d) | Self::Conflict(d) => (*d).into(),
+            Self::Forbidden(d)
+            | Self::NotFound(d)
+            | Self::AccessDenied(d)
+            | Self::Conflict(d)
+            | Self::InvalidClient(d) => (*d).into(),
             Self::MethodNotAllowed(allow) => format!("method not allowed; use {allow}"),
             Self::BodyTimeout => "the request body did not arrive in time".into(),
             Self::PayloadTooLarge => format!("request body exceeds {} bytes", super::MAX_BODY_BYTES),
@@ -114,6 +132,7 @@ impl ApiError {
                 "Content-Type must be application/json or application/x-www-form-urlencoded (UTF-8)".into()
             }
             Self::Locked { .. } => "too many failed logins for this username; try again later".into(),
+            Self::RateLimited { .. } => "too many requests from this client; try again later".into(),
             Self::Unavailable => "the service is temporarily unavailable; try again shortly".into(),
             Self::Busy(_) => "the service is busy; try again shortly".into(),
             Self::Internal => "the server failed to handle the request".into(),
@@ -147,7 +166,10 @@ impl ApiError {
             Self::MissingToken => response.set(www, "Bearer"),
             Self::Forbidden(_) => response.set(www, "Bearer error=\"insufficient_scope\""),
             Self::MethodNotAllowed(allow) => response.set(header::ALLOW, allow),
-            Self::Locked { retry_after_s } => response.set(header::RETRY_AFTER, &retry_after_s.max(&1).to_string()),
+            Self::Locked { retry_after_s } | Self::RateLimited { retry_after_s } => {
+                response.set(header::RETRY_AFTER, &retry_after_s.max(&1).to_string());
+            }
+            Self::InvalidClient(_) => response.set(www, &format!("Basic realm=\"{BASIC_REALM}\", charset=\"UTF-8\"")),
             Self::Unavailable | Self::Busy(_) => {
                 response.set(header::RETRY_AFTER, &UNAVAILABLE_RETRY_AFTER_S.to_string());
             }
@@ -166,6 +188,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(d) | ServiceError::NotAvailable(d) => Self::NotFound(d),
             ServiceError::InvalidGrant(f) => Self::InvalidGrant(f),
             ServiceError::Locked { retry_after_ms } => Self::Locked { retry_after_s: (retry_after_ms + 999) / 1000 },
+            ServiceError::RateLimited { retry_after_ms } => {
+                Self::RateLimited { retry_after_s: (retry_after_ms + 999) / 1000 }
+            }
+            ServiceError::InvalidClient(d) => Self::InvalidClient(d),
             ServiceError::InvalidToken(AccessTokenError::Expired) => {
                 Self::InvalidToken { expired: true, description: "the access token expired" }
             }

@@ -15,6 +15,7 @@ use http::{Method, StatusCode};
 use tracing::Instrument as _;
 
 use crate::accounts::AccountService;
+use crate::clients::ClientService;
 use crate::secret::Password;
 use crate::service::{RevokeScope, TokenPair, TokenService};
 use crate::settings::Cors;
@@ -24,6 +25,7 @@ mod accounts;
 pub mod body;
 pub mod cookies;
 pub mod error;
+mod introspect;
 pub mod invocation;
 pub mod server;
 
@@ -55,6 +57,8 @@ pub enum Function {
     Sessions,
     /// `/api/users[/{username}]`: admin user management (GET, POST, PATCH).
     Users,
+    /// `/api/introspect`: token introspection for resource servers (POST, RFC 7662).
+    Introspect,
     /// `/api/.well-known/openid-configuration`: OpenID Connect Discovery metadata (GET, HEAD).
     OpenidConfiguration,
     /// `/api/.well-known/oauth-authorization-server`: RFC 8414 metadata (GET, HEAD).
@@ -86,6 +90,8 @@ pub(crate) enum Operation {
     CreateUser,
     /// Admin: change a user.
     ChangeUser,
+    /// Token introspection.
+    Introspect,
     /// Discovery metadata.
     Metadata,
 }
@@ -100,7 +106,7 @@ pub struct Route {
 }
 
 /// Every function and its methods: the one source for dispatch, `Allow`, CORS and `function.json`.
-pub static ROUTES: [Route; 10] = [
+pub static ROUTES: [Route; 11] = [
     Route {
         function: Function::Token,
         methods: &[(Method::POST, Operation::Login), (Method::PATCH, Operation::Refresh)],
@@ -130,6 +136,7 @@ pub static ROUTES: [Route; 10] = [
             (Method::PATCH, Operation::ChangeUser),
         ],
     },
+    Route { function: Function::Introspect, methods: &[(Method::POST, Operation::Introspect)] },
     Route {
         function: Function::OpenidConfiguration,
         methods: &[(Method::GET, Operation::Metadata), (Method::HEAD, Operation::Metadata)],
@@ -160,6 +167,7 @@ impl Function {
             Self::Password => "password",
             Self::Sessions => "sessions",
             Self::Users => "users",
+            Self::Introspect => "introspect",
             Self::OpenidConfiguration => "openid-configuration",
             Self::OauthAuthorizationServer => "oauth-authorization-server",
         }
@@ -365,6 +373,8 @@ pub struct Api {
     pub(crate) service: Arc<TokenService>,
     /// The account routes (sign-up, password change, admin users): only with the built-in directory.
     pub(crate) accounts: Option<Arc<AccountService>>,
+    /// The introspection clients (the introspection route answers 404 without them).
+    pub(crate) clients: Option<Arc<ClientService>>,
     cors: Arc<Cors>,
     keys_checked: Option<tokio::sync::watch::Receiver<bool>>,
     /// Set once the first request (the host's readiness probe, or any other) arrived.
@@ -376,13 +386,20 @@ impl Api {
     /// 404 until [`Api::with_accounts`].
     pub fn new(service: Arc<TokenService>, cors: Cors) -> Self {
         let first_request = Arc::new(tokio::sync::watch::Sender::new(false));
-        Self { service, accounts: None, cors: Arc::new(cors), keys_checked: None, first_request }
+        Self { service, accounts: None, clients: None, cors: Arc::new(cors), keys_checked: None, first_request }
     }
 
     /// Serves the account routes with `accounts`.
     #[must_use]
     pub fn with_accounts(mut self, accounts: Arc<AccountService>) -> Self {
         self.accounts = Some(accounts);
+        self
+    }
+
+    /// Serves token introspection to the clients of `clients`.
+    #[must_use]
+    pub fn with_clients(mut self, clients: Arc<ClientService>) -> Self {
+        self.clients = Some(clients);
         self
     }
 
@@ -491,6 +508,7 @@ impl Api {
             Operation::Login => self.token(req).await,
             Operation::Refresh => self.refresh(req, Fields::parse_optional(req)?).await,
             Operation::Revoke => self.revoke(req, Fields::parse_optional(req)?).await,
+            Operation::Introspect => introspect::handle(self, req).await,
             Operation::Register
             | Operation::ChangePassword
             | Operation::ListSessions
@@ -514,6 +532,8 @@ impl Api {
             "token_endpoint": format!("{base}/token"),
             "revocation_endpoint": format!("{base}/revoke"),
             "jwks_uri": format!("{base}/jwks"),
+            "introspection_endpoint": format!("{base}/introspect"),
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
             "grant_types_supported": ["password", "refresh_token"],
             "token_endpoint_auth_methods_supported": ["none"],
             "revocation_endpoint_auth_methods_supported": ["none"],

@@ -268,6 +268,8 @@ pub struct Settings {
     pub cors: Cors,
     /// Sign-up and password rules.
     pub accounts: Accounts,
+    /// Introspection requests one client may make per minute on each instance.
+    pub introspection_max_per_minute: u32,
     /// State.
     pub store: StoreSettings,
     /// Listening port (0 picks a free one).
@@ -281,8 +283,8 @@ pub use names::DEFAULT_EMBEDDED_PATH;
 use names::{
     ALGORITHM, ALGORITHM_KEY, AUDIENCE, BODY_READ_TIMEOUT, CLOCK_SKEW, CORS_ALLOWED_ORIGINS, COSMOS_CONNECTION_STRING,
     CREATE_EXPIRES, DEVICE_TOKEN_LIFETIME, HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT,
-    IDLE_EXPIRES, IDLE_TIMEOUT, ISSUER, LOCKOUT, MAX_CONNECTIONS, MAX_FAILURES, MAX_FAILURES_PER_USERNAME,
-    PASSWORD_MIN_LENGTH, PORT, PREVIOUS_KEYS, REFRESH_EXPIRES, REGISTRATION_MAX_PER_ADDRESS,
+    IDLE_EXPIRES, IDLE_TIMEOUT, INTROSPECTION_MAX_PER_MINUTE, ISSUER, LOCKOUT, MAX_CONNECTIONS, MAX_FAILURES,
+    MAX_FAILURES_PER_USERNAME, PASSWORD_MIN_LENGTH, PORT, PREVIOUS_KEYS, REFRESH_EXPIRES, REGISTRATION_MAX_PER_ADDRESS,
     REGISTRATION_MAX_PER_MINUTE, REGISTRATION_MODE, REGISTRATION_WINDOW, REUSE_GRACE, ROTATION_SECRET,
     SESSIONS_MAX_PER_USER, STRICT_SETTINGS, TRUSTED_PROXY_HOPS,
 };
@@ -432,7 +434,21 @@ impl Settings {
         };
         let cors = p.take(load_cors(env), Cors::default);
         p.take(strict_flag(env), || false);
-        p.finish(Self { descriptor, expires, rotation, login, hashing, http, cors, accounts, store, port, mode })
+        let introspection_max_per_minute = p.int(env, INTROSPECTION_MAX_PER_MINUTE);
+        p.finish(Self {
+            descriptor,
+            expires,
+            rotation,
+            login,
+            hashing,
+            http,
+            cors,
+            accounts,
+            introspection_max_per_minute,
+            store,
+            port,
+            mode,
+        })
     }
 }
 

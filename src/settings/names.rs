@@ -149,6 +149,7 @@ pub const REGISTRATION_MODE: &str = "JwtRefreshToken__Registration__Mode";
 pub const REGISTRATION_MAX_PER_ADDRESS: &str = "JwtRefreshToken__Registration__MaxPerAddress";
 pub const REGISTRATION_WINDOW: &str = "JwtRefreshToken__Registration__WindowMs";
 pub const REGISTRATION_MAX_PER_MINUTE: &str = "JwtRefreshToken__Registration__MaxPerMinute";
+pub const INTROSPECTION_MAX_PER_MINUTE: &str = "JwtRefreshToken__Introspection__MaxPerMinute";
 pub const PASSWORD_MIN_LENGTH: &str = "JwtRefreshToken__Password__MinLength";
 pub const REUSE_GRACE: &str = "JwtRefreshToken__Rotation__ReuseGraceMs";
 pub const ROTATION_SECRET: &str = "JwtRefreshToken__Rotation__Secret";
@@ -232,6 +233,10 @@ pub const ALL: &[Setting] = &[
     Setting::new(REGISTRATION_WINDOW, Deploy::Optional).int(3_600_000, 1_000, DAY).doc("The sign-up throttle's window."),
     Setting::new(REGISTRATION_MAX_PER_MINUTE, Deploy::Optional).int(60, 1, 100_000).doc(
         "Sign-ups one instance accepts per minute from all addresses together, on top of the per-address limit.",
+    ),
+    Setting::new(INTROSPECTION_MAX_PER_MINUTE, Deploy::Optional).int(600, 1, 1_000_000).doc(
+        "Introspection requests one client may make per minute on each instance (a token bucket: bursts up to \
+         this many, refilled evenly over the minute); beyond it, 429 with `Retry-After`.",
     ),
     Setting::new(PASSWORD_MIN_LENGTH, Deploy::Optional)
         .int(8, 8, 1_024)

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    Account, AddressThrottle, AdminRoster, Cas, DeviceThrottle, LoginThrottle, NameClaim, SessionDetails,
-    SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned, retry_cas,
+    Account, AddressThrottle, AdminRoster, Cas, ClientRecord, ClientStore, DeviceThrottle, LoginThrottle, NameClaim,
+    SessionDetails, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned, retry_cas,
 };
 use crate::clock::{Clock, UnixMs};
 use crate::settings::{CosmosAuth, CosmosSettings, Identity};
@@ -327,6 +327,42 @@ struct RecordDoc<T> {
     ttl: i64,
     #[serde(rename = "_etag", default, skip_serializing)]
     etag: Option<String>,
+}
+
+/// Document ids of introspection clients in the accounts container start with this (`.` keeps them
+/// apart from account ids, which are base64url).
+const CLIENT_ID_PREFIX: &str = "client.";
+
+fn client_doc_id(client_id: &str) -> String {
+    format!("{CLIENT_ID_PREFIX}{client_id}")
+}
+
+/// An introspection client (see [`ClientRecord`]).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClientDoc {
+    id: String,
+    kind: String,
+    client_id: String,
+    /// base64url of the secret's keyed hash.
+    secret_hash: String,
+    created_at_ms: i64,
+    /// Never expires (the container's default TTL is on).
+    ttl: i64,
+}
+
+/// The `kind` of client documents.
+const CLIENT_KIND: &str = "introspectionClient";
+
+impl ClientDoc {
+    fn into_record(self) -> Result<ClientRecord, StoreError> {
+        let secret_hash: [u8; 32] = b64()
+            .decode(&self.secret_hash)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| StoreError::unavailable("client document has a malformed secret hash"))?;
+        Ok(ClientRecord { client_id: self.client_id, secret_hash, created_at_ms: self.created_at_ms })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -822,5 +858,56 @@ impl UserStore for CosmosStore {
     async fn purge_expired_accounts(&self, _now: UnixMs) -> Result<u64, StoreError> {
         // Cosmos TTL removes throttle-only accounts by itself.
         Ok(0)
+    }
+}
+
+#[async_trait]
+impl ClientStore for CosmosStore {
+    async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+        let c = self.containers().await?;
+        let doc = ClientDoc {
+            id: client_doc_id(&client.client_id),
+            kind: CLIENT_KIND.into(),
+            client_id: client.client_id.clone(),
+            secret_hash: b64().encode(client.secret_hash),
+            created_at_ms: client.created_at_ms,
+            ttl: -1,
+        };
+        self.timed(async { c.accounts.create_item(doc.id.clone(), &doc.id, &doc, None).await.map_err(map_err) })
+            .await
+            .map(drop)
+    }
+
+    async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let c = self.containers().await?;
+        let id = client_doc_id(client_id);
+        let read = self.timed(async { c.accounts.read_item(id.clone(), &id, None).await.map_err(map_err) });
+        match read.await {
+            Ok(response) => response.into_model::<ClientDoc>().map_err(map_err)?.into_record().map(Some),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let c = self.containers().await?;
+        // Administration only (the `clients list` command): a cross-partition query is acceptable.
+        let docs: Vec<ClientDoc> = self
+            .query(&c.accounts, "SELECT * FROM c WHERE c.kind = 'introspectionClient'", FeedScope::full_container())
+            .await?;
+        let mut clients: Vec<ClientRecord> = docs.into_iter().map(ClientDoc::into_record).collect::<Result<_, _>>()?;
+        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        Ok(clients)
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        let c = self.containers().await?;
+        let id = client_doc_id(client_id);
+        let deleted = self.timed(async { c.accounts.delete_item(id.clone(), &id, None).await.map_err(map_err) });
+        match deleted.await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -9,14 +9,14 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::{
-    Account, AdminRoster, LoginThrottle, NameClaim, SessionRecord, SessionStore, StoreError, UserRecord, UserStore,
-    Version, Versioned,
+    Account, AdminRoster, ClientRecord, ClientStore, LoginThrottle, NameClaim, SessionRecord, SessionStore, StoreError,
+    UserRecord, UserStore, Version, Versioned,
 };
 use crate::clock::UnixMs;
 
 /// File name of the database inside the store directory.
 pub const DATABASE_FILE: &str = "store.db";
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
@@ -63,6 +63,11 @@ CREATE TABLE IF NOT EXISTS store_records (
     name TEXT PRIMARY KEY,
     body TEXT NOT NULL,
     version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS clients (
+    client_id TEXT PRIMARY KEY,
+    secret_hash BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -142,6 +147,7 @@ impl EmbeddedStore {
             )
             .map_err(map_err)?;
         }
+        // Version 6 adds the introspection clients' table (created by `SCHEMA` below).
         if version != SCHEMA_VERSION {
             // Only a new or upgraded store is written at start-up: an up-to-date one opens without
             // a transaction (each would be an fsync before the port answers).
@@ -729,6 +735,68 @@ impl UserStore for EmbeddedStore {
                 .exec_cached("DELETE FROM accounts WHERE user_id IS NULL AND expires_at_ms <= ?1", params![now])
                 .map_err(map_err)?;
             Ok(n as u64)
+        })
+        .await
+    }
+}
+
+fn client_from_row(row: &rusqlite::Row<'_>) -> Result<ClientRecord, rusqlite::Error> {
+    let hash: Vec<u8> = row.get(1)?;
+    let secret_hash: [u8; 32] = hash.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Blob,
+            "client secret hash is not 32 bytes".into(),
+        )
+    })?;
+    Ok(ClientRecord { client_id: row.get(0)?, secret_hash, created_at_ms: row.get(2)? })
+}
+
+#[async_trait]
+impl ClientStore for EmbeddedStore {
+    async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+        let c = client.clone();
+        self.run(move |conn| {
+            conn.exec_cached(
+                "INSERT INTO clients (client_id, secret_hash, created_at_ms) VALUES (?1, ?2, ?3)",
+                params![c.client_id, c.secret_hash.as_slice(), c.created_at_ms],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let id = client_id.to_string();
+        self.run(move |conn| {
+            conn.row_cached(
+                "SELECT client_id, secret_hash, created_at_ms FROM clients WHERE client_id = ?1",
+                params![id],
+                client_from_row,
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT client_id, secret_hash, created_at_ms FROM clients ORDER BY client_id")
+                .map_err(map_err)?;
+            let rows = stmt.query_map([], client_from_row).map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err)).collect()
+        })
+        .await
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        let id = client_id.to_string();
+        self.run(move |conn| {
+            let n = conn.exec_cached("DELETE FROM clients WHERE client_id = ?1", params![id]).map_err(map_err)?;
+            Ok(n > 0)
         })
         .await
     }

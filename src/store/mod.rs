@@ -240,6 +240,28 @@ pub struct NameClaim {
     pub claimed_at_ms: UnixMs,
 }
 
+/// A resource-server client allowed to call token introspection (RFC 7662 §2.1), authenticated
+/// with `client_secret_basic`. Only a hash of its secret is kept (see `clients`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    /// The client id (the name it was added under; the Basic user-id).
+    pub client_id: String,
+    /// The keyed SHA-256 of the client secret (never the secret itself).
+    pub secret_hash: [u8; 32],
+    /// When the client was added.
+    pub created_at_ms: UnixMs,
+}
+
+impl fmt::Debug for ClientRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientRecord")
+            .field("client_id", &self.client_id)
+            .field("created_at_ms", &self.created_at_ms)
+            .field("secret_hash", &"***")
+            .finish()
+    }
+}
+
 /// Sessions: created at login, rotated by compare-and-swap, deleted when revoked or reused.
 #[async_trait]
 pub trait SessionStore: Send + Sync + fmt::Debug {
@@ -322,6 +344,22 @@ pub trait UserStore: Send + Sync + fmt::Debug {
     ) -> Result<Version, StoreError>;
 }
 
+/// Introspection clients, one record per client id; records of their own (never accounts).
+#[async_trait]
+pub trait ClientStore: Send + Sync + fmt::Debug {
+    /// Stores a new client. [`StoreError::Conflict`] if one with the same id exists.
+    async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
+
+    /// One client by its id, or `None` when there is none (never added, or removed).
+    async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
+
+    /// Every client, ordered by id (administration only; may scan).
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+
+    /// Deletes one client; `true` if it existed.
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+}
+
 /// One step of a compare-and-swap loop (see [`retry_cas`]): finished, or lost the race and to be
 /// tried again with the state `S` (typically a record read afresh).
 #[derive(Debug)]
@@ -402,10 +440,10 @@ pub async fn update_account<T>(
     .await
 }
 
-/// A backend that holds both sessions and users.
-pub trait Store: SessionStore + UserStore {}
+/// A backend that holds sessions, users and introspection clients.
+pub trait Store: SessionStore + UserStore + ClientStore {}
 
-impl<T: SessionStore + UserStore> Store for T {}
+impl<T: SessionStore + UserStore + ClientStore> Store for T {}
 
 /// Test doubles of the store.
 #[cfg(test)]
@@ -463,6 +501,22 @@ pub(crate) mod testing {
         }
         async fn put_name_claim(&self, k: &str, c: &NameClaim, v: Option<&Version>) -> Result<Version, StoreError> {
             self.inner.put_name_claim(k, c, v).await
+        }
+    }
+
+    #[async_trait]
+    impl ClientStore for Contended {
+        async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
+            self.inner.insert_client(c).await
+        }
+        async fn get_client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
+            self.inner.get_client(id).await
+        }
+        async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+            self.inner.list_clients().await
+        }
+        async fn delete_client(&self, id: &str) -> Result<bool, StoreError> {
+            self.inner.delete_client(id).await
         }
     }
 

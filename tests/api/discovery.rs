@@ -19,9 +19,15 @@ async fn both_documents_name_the_issuer_exactly_and_only_endpoints_that_work() {
         assert_eq!(r.header("cache-control").as_deref(), Some("public, max-age=3600"), "{path}: cacheable");
         let meta = r.json();
         assert_eq!(meta["issuer"], issuer, "{path}: the configured Issuer, exactly");
-        for (field, route) in [("token_endpoint", "token"), ("revocation_endpoint", "revoke"), ("jwks_uri", "jwks")] {
+        for (field, route) in [
+            ("token_endpoint", "token"),
+            ("revocation_endpoint", "revoke"),
+            ("jwks_uri", "jwks"),
+            ("introspection_endpoint", "introspect"),
+        ] {
             assert_eq!(meta[field], format!("{issuer}/{route}"), "{path}: {field}");
         }
+        assert_eq!(meta["introspection_endpoint_auth_methods_supported"], json!(["client_secret_basic"]), "{path}");
         assert_eq!(meta["grant_types_supported"], json!(["password", "refresh_token"]));
         assert_eq!(meta["token_endpoint_auth_methods_supported"], json!(["none"]));
         for absent in ["authorization_endpoint", "userinfo_endpoint", "id_token_signing_alg_values_supported"] {
@@ -39,6 +45,12 @@ async fn both_documents_name_the_issuer_exactly_and_only_endpoints_that_work() {
         .post_form("/api/token", &[("grant_type", "refresh_token"), ("refresh_token", &refresh_token(&login.json()))])
         .await;
     assert_eq!(refresh.status, 200, "{}", refresh.text());
+    // The introspection endpoint it names takes client_secret_basic.
+    let (client, secret) = app.add_client("rs");
+    let r = app.introspect(&access_token(&refresh.json()), &client, &secret).await;
+    assert_eq!(r.json()["active"], true, "{}", r.text());
+    let r = app.introspect(&access_token(&refresh.json()), &client, "not-the-secret").await;
+    assert_eq!(r.status, 401, "{}", r.text());
 }
 
 #[tokio::test]

@@ -411,6 +411,32 @@ impl TestApp {
         assert!(out.status.success(), "user disable {name} failed: {out:?}");
     }
 
+    /// `handler clients add <name>`; returns the client id and secret it printed.
+    pub fn add_client(&self, name: &str) -> (String, String) {
+        let out = self.run_cli(&["clients", "add", name], "");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "clients add {name} failed: {out:?}");
+        let field = |key: &str| {
+            stdout
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in {stdout:?}"))
+                .to_string()
+        };
+        (field("client_id="), field("client_secret="))
+    }
+
+    /// `POST /api/introspect` with a form `token=<token>` and Basic credentials `id:secret` (each
+    /// form-encoded first, as RFC 6749 §2.3.1 says).
+    pub async fn introspect(&self, token: &str, id: &str, secret: &str) -> Reply {
+        let headers = [
+            ("Content-Type".to_string(), "application/x-www-form-urlencoded".to_string()),
+            ("Authorization".to_string(), basic(id, secret)),
+        ];
+        let body = serde_urlencoded::to_string([("token", token)]).expect("form");
+        self.request("POST", "/api/introspect", &headers, body.into_bytes()).await
+    }
+
     // ----- HTTP ------------------------------------------------------------------------------
 
     /// Any request: `content_type` and `bearer` are sent when given.
@@ -547,6 +573,18 @@ pub fn inner(outer: &Value) -> (u16, Value, Value) {
     let body_text = res["body"].as_str().unwrap_or_else(|| panic!("body is not a string in {outer}"));
     let body = serde_json::from_str(body_text).unwrap_or_else(|e| panic!("inner body is not JSON ({e}): {body_text}"));
     (status, res["headers"].clone(), body)
+}
+
+/// An `Authorization: Basic` value for `id` and `secret`, each form-encoded before the Basic
+/// encoding (RFC 6749 §2.3.1).
+pub fn basic(id: &str, secret: &str) -> String {
+    let joined = format!("{}:{}", form_urlencoded(id), form_urlencoded(secret));
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(joined))
+}
+
+/// `value` form-encoded (`a b` as `a+b`).
+pub fn form_urlencoded(value: &str) -> String {
+    serde_urlencoded::to_string([("v", value)]).expect("form").trim_start_matches("v=").to_string()
 }
 
 /// JSON headers in the `{"Name":["value"]}` form the host sends.

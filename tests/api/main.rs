@@ -20,6 +20,7 @@ mod discovery;
 mod hardening;
 mod helpers;
 mod host_modes;
+mod introspection;
 mod jwks;
 mod lockout;
 mod lockout_owner;

@@ -1,5 +1,6 @@
 """Authlib (PyPI, pinned) against the handler: RFC 8414 metadata validated by Authlib's own model,
-then a refresh through its requests client with the token endpoint the document names."""
+then a refresh through its requests client with the token endpoint the document names, and
+introspection (client_secret_basic) as a resource server added with `handler clients add`."""
 import os
 import socket
 import subprocess
@@ -32,6 +33,9 @@ def main(binary: str) -> None:
     added = subprocess.run([binary, "user", "add", "alice", "--password-stdin", "--create"], input=PASSWORD + "\n",
                            env=env, capture_output=True, text=True)
     assert added.returncode == 0, added.stderr
+    client_add = subprocess.run([binary, "clients", "add", "billing.api"], env=env, capture_output=True, text=True)
+    assert client_add.returncode == 0, client_add.stderr
+    resource_server = dict(field.split("=", 1) for field in client_add.stdout.split())
     server = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     passed = failed = 0
     try:
@@ -58,6 +62,9 @@ def main(binary: str) -> None:
             meta.validate_token_endpoint_auth_methods_supported()
             meta.validate_revocation_endpoint()
             meta.validate_revocation_endpoint_auth_methods_supported()
+            meta.validate_introspection_endpoint()
+            meta.validate_introspection_endpoint_auth_methods_supported()
+            assert meta["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic"]
             assert meta["issuer"] == issuer
             state["meta"] = meta
 
@@ -71,8 +78,27 @@ def main(binary: str) -> None:
             again = requests.post(meta["token_endpoint"], data={"grant_type": "refresh_token", "refresh_token": second["refresh_token"]}, timeout=5)
             assert again.status_code == 400 and again.json()["error"] == "invalid_grant", again.text
 
+        def introspect():
+            meta = state["meta"]
+            login = OAuth2Session("interop-app", token_endpoint_auth_method="none")
+            pair = login.fetch_token(meta["token_endpoint"], grant_type="password", username="alice", password=PASSWORD)
+            rs = OAuth2Session(resource_server["client_id"], resource_server["client_secret"],
+                               token_endpoint_auth_method="client_secret_basic")
+            active = rs.introspect_token(meta["introspection_endpoint"], token=pair["access_token"]).json()
+            assert active["active"] is True and active["username"] == "alice", active
+            assert active["token_type"] == "Bearer" and active["iss"] == issuer, active
+            login.revoke_token(meta["revocation_endpoint"], pair["refresh_token"], token_type_hint="refresh_token")
+            ended = rs.introspect_token(meta["introspection_endpoint"], token=pair["access_token"])
+            assert ended.status_code == 200 and ended.json() == {"active": False}, ended.text
+            wrong = OAuth2Session(resource_server["client_id"], "not-the-secret",
+                                  token_endpoint_auth_method="client_secret_basic")
+            refused = wrong.introspect_token(meta["introspection_endpoint"], token=pair["access_token"])
+            assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
+            assert refused.headers["WWW-Authenticate"].startswith("Basic "), refused.headers
+
         check("authlib validates the RFC 8414 metadata", metadata)
         check("authlib password grant, refresh and revocation with the named endpoints", refresh)
+        check("authlib introspection with client_secret_basic follows the session", introspect)
         for name, fn in checks:
             try:
                 fn()

@@ -1,6 +1,8 @@
 // OAuth clients no one here wrote, against the real handler on the embedded store: panva's
-// openid-client and oauth4webapi configure themselves from the discovery document, then refresh
-// and revoke with the endpoints it names. Run by run.sh (HANDLER_BIN = the binary under test).
+// openid-client and oauth4webapi configure themselves from the discovery document, then refresh,
+// revoke and introspect (client_secret_basic, as a resource server added with
+// `handler clients add`) with the endpoints it names. Run by run.sh (HANDLER_BIN = the binary
+// under test).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -13,7 +15,7 @@ import * as oauth from 'oauth4webapi';
 
 const BIN = process.env.HANDLER_BIN;
 const PASSWORD = 'amber falcon drifts north';
-let server, issuer, env;
+let server, issuer, env, resourceServer;
 
 function freePort() {
   return new Promise((resolve) => {
@@ -37,6 +39,10 @@ before(async () => {
   };
   const add = spawnSync(BIN, ['user', 'add', 'alice', '--password-stdin', '--create'], { env, input: `${PASSWORD}\n` });
   assert.equal(add.status, 0, String(add.stderr));
+  // The resource server's credentials, printed once as `client_id=… client_secret=…`.
+  const clientAdd = spawnSync(BIN, ['clients', 'add', 'orders-api'], { env });
+  assert.equal(clientAdd.status, 0, String(clientAdd.stderr));
+  resourceServer = Object.fromEntries(String(clientAdd.stdout).trim().split(' ').map((f) => f.split('=')));
   server = spawn(BIN, [], { env, stdio: 'ignore' });
   for (let i = 0; i < 200; i++) {
     try { if ((await fetch(`http://127.0.0.1:${port}/`)).ok) return; } catch { /* not yet */ }
@@ -95,4 +101,40 @@ test('oauth4webapi: OIDC and RFC 8414 discovery, refresh with its own response c
     assert.ok(tokens.access_token);
     assert.notEqual(tokens.refresh_token, first.refresh_token);
   }
+});
+
+test('openid-client: tokenIntrospection with client_secret_basic follows the session', async () => {
+  // oauth4webapi form-encodes the id and secret before Basic encoding (RFC 6749 §2.3.1), so
+  // `orders-api` goes over the wire as `orders%2Dapi`.
+  const config = await client.discovery(
+    new URL(issuer),
+    resourceServer.client_id,
+    undefined,
+    client.ClientSecretBasic(resourceServer.client_secret),
+    { execute: [client.allowInsecureRequests] },
+  );
+  const meta = config.serverMetadata();
+  assert.equal(meta.introspection_endpoint, `${issuer}/introspect`);
+  assert.deepEqual(meta.introspection_endpoint_auth_methods_supported, ['client_secret_basic']);
+  const pair = await passwordLogin();
+  const active = await client.tokenIntrospection(config, pair.access_token);
+  assert.equal(active.active, true);
+  assert.equal(active.username, 'alice');
+  assert.equal(active.token_type, 'Bearer');
+  assert.equal(active.iss, issuer);
+  assert.equal(active.aud, 'interop');
+  assert.equal(typeof active.sub, 'string');
+  const refresh = await client.tokenIntrospection(config, pair.refresh_token, { token_type_hint: 'refresh_token' });
+  assert.deepEqual({ ...refresh }, { active: false }, 'a refresh token is never active here');
+  await client.tokenRevocation(config, pair.refresh_token);
+  const ended = await client.tokenIntrospection(config, pair.access_token);
+  assert.deepEqual({ ...ended }, { active: false }, 'the revoked session ends its access token');
+  const wrong = await client.discovery(new URL(issuer), resourceServer.client_id, undefined,
+    client.ClientSecretBasic('not-the-secret'), { execute: [client.allowInsecureRequests] });
+  // A 401 with a challenge surfaces as the parsed WWW-Authenticate: Basic, realm "introspection".
+  await assert.rejects(client.tokenIntrospection(wrong, pair.access_token), (e) => {
+    assert.equal(e.status, 401);
+    assert.deepEqual(e.cause.map((c) => [c.scheme, c.parameters.realm]), [['basic', 'introspection']]);
+    return true;
+  });
 });
