@@ -54,8 +54,13 @@ fn jwt(c: &mut Criterion) {
             0,
         );
         let roles = vec!["reader".to_string()];
-        let subject =
-            Subject { user_id: "user-id", name: "bench", roles: &roles, session_id: "AAAAAAAAAAAAAAAAAAAAAA" };
+        let subject = Subject {
+            user_id: "user-id",
+            name: "bench",
+            roles: &roles,
+            session_id: "AAAAAAAAAAAAAAAAAAAAAA",
+            jkt: None,
+        };
         group.bench_function(name, |b| {
             b.iter(|| {
                 let signed = tokens.sign(subject, NOW).unwrap();

@@ -16,6 +16,7 @@ use crate::keyed::KeyedLocks;
 use crate::secret::{Password, token_prefix};
 use crate::store::{Cas, SessionDetails, SessionRecord, SessionStore, Store, StoreError, Versioned, retry_cas};
 use crate::tokens::access::{AccessClaims, AccessTokenError, AccessTokens, Expiry, Subject};
+use crate::tokens::dpop::{ProofError, Proofs, Target};
 use crate::tokens::refresh::{RefreshTokenParts, RefreshTokens, session_id_text};
 use crate::users::device::DeviceTokens;
 use crate::users::lockout::Origin;
@@ -116,6 +117,16 @@ pub enum ServiceError {
         /// Milliseconds until a request is accepted again.
         retry_after_ms: i64,
     },
+    /// A DPoP proof was missing where one is required, or refused (RFC 9449 `invalid_dpop_proof`).
+    #[error("invalid DPoP proof: {0}")]
+    InvalidDpopProof(&'static str),
+    /// The DPoP proof lacks the current server nonce (RFC 9449 §8 `use_dpop_nonce`); the answer
+    /// carries the nonce to retry with.
+    #[error("a DPoP nonce is required")]
+    UseDpopNonce(String),
+    /// A DPoP-bound access token was presented as a bearer token (RFC 9449 §7.2).
+    #[error("a DPoP-bound access token needs the DPoP scheme and a proof")]
+    BoundTokenAsBearer,
     /// Too much work at once (the password-hashing queue); the client may retry shortly.
     #[error("busy: {0}")]
     Busy(&'static str),
@@ -129,7 +140,7 @@ pub enum ServiceError {
 pub struct TokenPair {
     /// The JWT access token.
     pub access_token: String,
-    /// Always `Bearer`.
+    /// `DPoP` for tokens bound to a proof key (RFC 9449 §5), else `Bearer`.
     pub token_type: &'static str,
     /// Seconds until the access token expires.
     pub expires_in: i64,
@@ -191,6 +202,9 @@ pub struct Client<'a> {
     pub address: Option<&'a str>,
     /// The `User-Agent` header, if any.
     pub user_agent: Option<&'a str>,
+    /// The thumbprint of the key of the request's verified DPoP proof (see
+    /// [`TokenService::proof_key`]): the session is bound to it.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 /// Who is logging in with a password: what lockout counts and the session list shows.
@@ -203,6 +217,8 @@ pub struct LoginFrom<'a> {
     pub user_agent: Option<&'a str>,
     /// The device token the client presented, if any.
     pub device_token: Option<&'a str>,
+    /// The thumbprint of the key of the request's verified DPoP proof, if any.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 /// A refresh of the generation just rotated that reached this process no later than this after the
@@ -237,7 +253,16 @@ pub struct TokenService {
     epoch: Arc<crate::epoch::Epoch>,
     /// Issues a device token with every password login (none without).
     devices: Option<DeviceTokens>,
+    /// Verifies DPoP proofs (RFC 9449) and remembers their `jti`s.
+    proofs: Arc<Proofs>,
+    /// Token requests without a DPoP proof are refused.
+    dpop_required: bool,
 }
+
+/// Label of the key DPoP nonces are made with (derived from the rotation secret).
+const DPOP_NONCE_KEY_LABEL: &[u8] = b"jwt-refresh-token/dpop-nonce-key/v1";
+/// The default `Dpop__ProofMaxAgeMs`.
+const DEFAULT_PROOF_MAX_AGE_MS: i64 = 60_000;
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], ServiceError> {
     let mut out = [0u8; N];
@@ -260,6 +285,7 @@ impl TokenService {
         policy: Policy,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let proofs = Arc::new(Proofs::new(DEFAULT_PROOF_MAX_AGE_MS, false, refresh.derive_key(DPOP_NONCE_KEY_LABEL)));
         Self {
             store,
             directory,
@@ -271,7 +297,43 @@ impl TokenService {
             rotated: Arc::default(),
             epoch: Arc::default(),
             devices: None,
+            proofs,
+            dpop_required: false,
         }
+    }
+
+    /// DPoP rules: proofs required on every token request (`required`), server nonces required
+    /// (`require_nonce`), and how far a proof's `iat` may be from now.
+    #[must_use]
+    pub fn with_dpop(mut self, required: bool, require_nonce: bool, proof_max_age_ms: i64) -> Self {
+        let key = self.refresh.derive_key(DPOP_NONCE_KEY_LABEL);
+        self.proofs = Arc::new(Proofs::new(proof_max_age_ms, require_nonce, key));
+        self.dpop_required = required;
+        self
+    }
+
+    /// The key thumbprint of a token request's DPoP proof (`None` without one), after every check
+    /// of RFC 9449 §4.3 for `target`; a request without a proof is refused when proofs are required.
+    pub fn proof_key(&self, proof: Option<&str>, target: Target<'_>) -> Result<Option<String>, ServiceError> {
+        match proof {
+            None if self.dpop_required => Err(ServiceError::InvalidDpopProof("a DPoP proof is required")),
+            None => Ok(None),
+            Some(proof) => self.verify_proof(proof, target).map(Some),
+        }
+    }
+
+    fn verify_proof(&self, proof: &str, target: Target<'_>) -> Result<String, ServiceError> {
+        match self.proofs.verify(proof, target, self.clock.now_ms()) {
+            Ok(verified) => Ok(verified.jkt),
+            Err(ProofError::Invalid(why)) => Err(ServiceError::InvalidDpopProof(why)),
+            Err(ProofError::UseNonce) => Err(ServiceError::UseDpopNonce(self.proofs.nonce(self.clock.now_ms()))),
+            Err(ProofError::Busy) => Err(ServiceError::Busy("too many DPoP proofs at once")),
+        }
+    }
+
+    /// The DPoP nonce clients must put in their proofs now, when nonces are required.
+    pub fn dpop_nonce(&self) -> Option<String> {
+        self.proofs.requires_nonce().then(|| self.proofs.nonce(self.clock.now_ms()))
     }
 
     /// Issues a device token with every password login, under `devices` (the key the lockout
@@ -329,7 +391,7 @@ impl TokenService {
         password: &Password,
         client_address: &str,
     ) -> Result<TokenPair, ServiceError> {
-        self.login_as(username, password, Client { address: Some(client_address), user_agent: None }).await
+        self.login_as(username, password, Client { address: Some(client_address), ..Client::default() }).await
     }
 
     /// [`TokenService::login`] recording the client's address and user agent with the session.
@@ -339,7 +401,12 @@ impl TokenService {
         password: &Password,
         client: Client<'_>,
     ) -> Result<TokenPair, ServiceError> {
-        let from = LoginFrom { address: client.address, user_agent: client.user_agent, device_token: None };
+        let from = LoginFrom {
+            address: client.address,
+            user_agent: client.user_agent,
+            device_token: None,
+            dpop_jkt: client.dpop_jkt,
+        };
         self.login_from(username, password, from).await
     }
 
@@ -372,7 +439,8 @@ impl TokenService {
             }
             None => None,
         };
-        let session = self.start_session(principal, now, from.address, from.user_agent).await?;
+        let client = Client { address: from.address, user_agent: from.user_agent, dpop_jkt: from.dpop_jkt };
+        let session = self.start_session(principal, now, client).await?;
         // The re-read and the listing of the user's sessions (for the cap) go out together: one
         // round trip of latency for both.
         let (active, sessions) = tokio::join!(
@@ -393,7 +461,7 @@ impl TokenService {
     /// vouches for the user, nothing is checked here.
     pub async fn open_session(&self, principal: Principal, client: Client<'_>) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
-        let session = self.start_session(principal, now, client.address, client.user_agent).await?;
+        let session = self.start_session(principal, now, client).await?;
         self.pair(&session, now)
     }
 
@@ -402,8 +470,7 @@ impl TokenService {
         &self,
         principal: Principal,
         now: UnixMs,
-        address: Option<&str>,
-        user_agent: Option<&str>,
+        client: Client<'_>,
     ) -> Result<SessionRecord, ServiceError> {
         let session = SessionRecord {
             user_id: principal.id,
@@ -418,8 +485,9 @@ impl TokenService {
             details: SessionDetails {
                 last_used_at_ms: now,
                 idle_expires_at_ms: self.idle_deadline(now),
-                user_agent: user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
-                client_address: address.map(str::to_string),
+                user_agent: client.user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
+                client_address: client.address.map(str::to_string),
+                dpop_jkt: client.dpop_jkt.map(str::to_string),
             },
         };
         let span = tracing::Span::current();
@@ -470,6 +538,7 @@ impl TokenService {
             name: &session.username,
             roles: &session.roles,
             session_id: &session.session_id,
+            jkt: session.details.dpop_jkt.as_deref(),
         };
         let access =
             self.access.sign(subject, now).map_err(|e| ServiceError::Internal(format!("signing failed: {e}")))?;
@@ -479,7 +548,7 @@ impl TokenService {
             .ok_or_else(|| ServiceError::Internal("user id too long for a refresh token".into()))?;
         Ok(TokenPair {
             access_token: access.token,
-            token_type: "Bearer",
+            token_type: if session.details.dpop_jkt.is_some() { "DPoP" } else { "Bearer" },
             expires_in: access.expires_in,
             refresh_token,
             refresh_expires_in: ms_to_s_ceil(session.ends_at_ms() - now),
@@ -502,6 +571,20 @@ impl TokenService {
     /// `access_token`, when given, must be one of ours (signature, issuer, audience, type; its expiry
     /// is ignored) for the same subject, as tutorial clients send it.
     pub async fn refresh(&self, refresh_token: &str, access_token: Option<&str>) -> Result<TokenPair, ServiceError> {
+        self.refresh_with_key(refresh_token, access_token, None).await
+    }
+
+    /// [`TokenService::refresh`] by a request whose DPoP proof verified with the key `jkt` (see
+    /// [`TokenService::proof_key`]). A session bound to a key is refreshed only with a proof of
+    /// that key; without one, or with another key, nothing changes: the session is neither rotated
+    /// nor ended (whoever copied its refresh token cannot even burn it). An unbound session
+    /// refreshed with a proof becomes bound to its key.
+    pub async fn refresh_with_key(
+        &self,
+        refresh_token: &str,
+        access_token: Option<&str>,
+        jkt: Option<&str>,
+    ) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
         let parts = self.refresh.parse(refresh_token).ok_or(ServiceError::InvalidGrant(GrantFailure::Malformed))?;
         if let Some(access) = access_token {
@@ -533,6 +616,20 @@ impl TokenService {
                 return Err(ServiceError::InvalidGrant(GrantFailure::UnknownSession));
             };
             let session = current.value;
+            match (session.details.dpop_jkt.as_deref(), jkt) {
+                (Some(bound), Some(key)) if bound == key => {}
+                (Some(_), Some(_)) => {
+                    return Err(ServiceError::InvalidDpopProof(
+                        "the proof key is not the key this session is bound to",
+                    ));
+                }
+                (Some(_), None) => {
+                    return Err(ServiceError::InvalidDpopProof(
+                        "this session is bound to a DPoP key: send a DPoP proof signed by it",
+                    ));
+                }
+                (None, _) => {}
+            }
             if self.has_ended(&session, now) {
                 self.store.delete_session(&session.user_id, &session.session_id).await?;
                 return Err(ServiceError::InvalidGrant(GrantFailure::Expired));
@@ -543,6 +640,7 @@ impl TokenService {
                 let details = SessionDetails {
                     last_used_at_ms: now,
                     idle_expires_at_ms: self.idle_deadline(now),
+                    dpop_jkt: session.details.dpop_jkt.clone().or_else(|| jkt.map(str::to_string)),
                     ..session.details.clone()
                 };
                 let next = SessionRecord { generation: session.generation + 1, rotated_at_ms: now, details, ..session };
@@ -613,9 +711,40 @@ impl TokenService {
     /// Verifies a Bearer access token at the current time, and that its session is still live:
     /// an access token of a revoked, reused or expired session (or of a user that no longer
     /// exists, whose sessions are gone) authorises nothing here, even before it expires.
+    /// A DPoP-bound token is refused here ([`ServiceError::BoundTokenAsBearer`], RFC 9449 §7.2):
+    /// it is only good with its proof ([`TokenService::authenticate_dpop`]).
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Caller, ServiceError> {
         let now = self.clock.now_ms();
         let claims = self.access.verify(token, now, Expiry::Enforce)?;
+        if claims.cnf.is_some() {
+            return Err(ServiceError::BoundTokenAsBearer);
+        }
+        self.caller(claims, now).await
+    }
+
+    /// `Authorization: DPoP <token>` with its `proof` (RFC 9449 §7.1): the token must be bound
+    /// (`cnf.jkt`), and the proof valid for `target` (method, URL, `ath` of this token) and signed
+    /// by the bound key; then the checks of [`TokenService::authenticate_bearer`].
+    pub async fn authenticate_dpop(
+        &self,
+        token: &str,
+        proof: Option<&str>,
+        target: Target<'_>,
+    ) -> Result<Caller, ServiceError> {
+        let now = self.clock.now_ms();
+        let claims = self.access.verify(token, now, Expiry::Enforce)?;
+        let bound = claims
+            .jkt()
+            .ok_or(ServiceError::InvalidToken(AccessTokenError::Invalid("the access token is not DPoP-bound")))?;
+        let proof = proof.ok_or(ServiceError::InvalidDpopProof("the DPoP scheme needs a DPoP proof"))?;
+        let key = self.verify_proof(proof, Target { access_token: Some(token), ..target })?;
+        if key != bound {
+            return Err(ServiceError::InvalidDpopProof("the proof key is not the key the access token is bound to"));
+        }
+        self.caller(claims, now).await
+    }
+
+    async fn caller(&self, claims: AccessClaims, now: UnixMs) -> Result<Caller, ServiceError> {
         let span = tracing::Span::current();
         span.record("user_id", claims.sub.as_str());
         span.record("session_id", claims.sid.as_str());
@@ -651,10 +780,13 @@ impl TokenService {
         span.record("session_id", claims.sid.as_str());
         Ok(match self.live_session(&claims, now).await? {
             Some(session) => Introspection::Active(Box::new(ActiveToken {
+                proof: match claims.jkt() {
+                    Some(jkt) => TokenProof::Dpop { jkt: jkt.to_string() },
+                    None => TokenProof::Bearer,
+                },
                 claims,
                 username: session.username,
                 roles: session.roles,
-                proof: TokenProof::Bearer,
             })),
             None => Introspection::Inactive,
         })
@@ -773,14 +905,18 @@ pub enum Introspection {
     Active(Box<ActiveToken>),
 }
 
-/// How a token is bound to its holder: the one place introspection decides `token_type` (and,
-/// for proof-of-possession tokens, `cnf`). [`TokenService::introspect`] sets it; a sender-
-/// constrained token (a DPoP `cnf` claim) would be a variant of its own carrying the key
-/// thumbprint, reported as `token_type: "DPoP"` with `cnf` by the HTTP edge's introspection body.
+/// How a token is bound to its holder: the one place introspection decides `token_type` and
+/// `cnf` (RFC 9449 §6.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenProof {
     /// A bearer token: whoever holds it may use it (`token_type: "Bearer"`, no `cnf`).
     Bearer,
+    /// A DPoP-bound token: only with a proof of the key whose thumbprint is `jkt`
+    /// (`token_type: "DPoP"`, `cnf: {"jkt": …}`).
+    Dpop {
+        /// The JWK SHA-256 thumbprint (RFC 7638).
+        jkt: String,
+    },
 }
 
 impl TokenProof {
@@ -788,6 +924,15 @@ impl TokenProof {
     pub fn token_type(&self) -> &'static str {
         match self {
             Self::Bearer => "Bearer",
+            Self::Dpop { .. } => "DPoP",
+        }
+    }
+
+    /// The thumbprint of the `cnf` claim introspection reports, if any.
+    pub fn jkt(&self) -> Option<&str> {
+        match self {
+            Self::Bearer => None,
+            Self::Dpop { jkt } => Some(jkt),
         }
     }
 }

@@ -151,7 +151,10 @@ pub fn build_services(
         .with_sign_up(settings.accounts)
         .with_lockout(lockout);
     let clients = ClientService::new(store.clone(), clock.clone(), settings.introspection_max_per_minute);
-    let tokens = TokenService::new(store, directory, access, refresh, policy, clock).with_device_tokens(devices);
+    let dpop = settings.dpop;
+    let tokens = TokenService::new(store, directory, access, refresh, policy, clock)
+        .with_device_tokens(devices)
+        .with_dpop(dpop.required, dpop.require_nonce, dpop.proof_max_age_ms);
     Ok(Services { tokens: Arc::new(tokens), accounts: Arc::new(accounts), clients: Arc::new(clients) })
 }
 
@@ -359,6 +362,7 @@ impl Application {
             api: Api::new(services.tokens.clone(), settings.cors.clone())
                 .with_accounts(services.accounts.clone())
                 .with_clients(services.clients.clone())
+                .with_service_documentation(settings.service_documentation.as_deref())
                 .gated(gate),
             services,
             cosmos: opened.cosmos,

@@ -22,6 +22,8 @@ mod concurrency;
 mod configuration;
 #[path = "api/discovery.rs"]
 mod discovery;
+#[path = "api/dpop.rs"]
+mod dpop;
 #[path = "support/emulator.rs"]
 mod emulator;
 #[path = "api/hardening.rs"]

@@ -159,7 +159,7 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     let first = service.login("alice", &password, "192.0.2.1").await.unwrap();
     emulator::reset_stats().await;
     let device = first.device_token.clone().expect("a password login returns a device token");
-    let from = LoginFrom { address: Some("192.0.2.1"), user_agent: None, device_token: Some(&device) };
+    let from = LoginFrom { address: Some("192.0.2.1"), user_agent: None, device_token: Some(&device), dpop_jkt: None };
     let pair = service.login_from("alice", &password, from).await.unwrap();
     // With the user's device token (no failures on it): read the account, create the session,
     // then together (one round trip of latency): read the account again (a disable racing the
@@ -225,7 +225,8 @@ async fn every_operation_stays_within_its_round_trip_budget() {
 
     // Sign-up: claim the name's look-alike skeleton, create the account, create the session (no
     // read for a new name whose skeleton is new).
-    let client = jwt_refresh_token::service::Client { address: Some("192.0.2.9"), user_agent: Some("test") };
+    let client =
+        jwt_refresh_token::service::Client { address: Some("192.0.2.9"), user_agent: Some("test"), dpop_jkt: None };
     let newbie =
         accounts.register("newbie", &Password::new("plum umbrella cactus 1987"), client.address).await.unwrap();
     let signed_up = service.open_session(newbie, client).await.unwrap();

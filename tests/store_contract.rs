@@ -36,6 +36,7 @@ mod contract {
                 idle_expires_at_ms: None,
                 user_agent: Some("Mozilla/5.0 (test)".into()),
                 client_address: Some("192.0.2.7".into()),
+                dpop_jkt: Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into()),
             },
         }
     }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::body::Fields;
 use super::cookies;
 use super::error::ApiError;
-use super::{Api, ApiRequest, ApiResponse, MAX_TOKEN_LEN, Operation, bearer};
+use super::{Api, ApiRequest, ApiResponse, MAX_TOKEN_LEN, Operation};
 use crate::accounts::{AccountService, Actor, MAX_PAGE, PasswordCheck, UserChange};
 use crate::secret::Password;
 use crate::service::{Client, ServiceError};
@@ -82,15 +82,17 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             let fields = Fields::parse(req)?;
             let username = fields.required("username", MAX_USERNAME_CHARS * 4)?;
             let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
-            let client = Client { address, user_agent: req.header("user-agent") };
+            let jkt = api.proof_key(req)?;
+            let client = Client { address, user_agent: req.header("user-agent"), dpop_jkt: jkt.as_deref() };
             let principal = accounts()?.register(username, &password, client.address).await?;
             let pair = service.open_session(principal, client).await?;
             let mut r = api.pair(&pair, transport);
+            api.dpop_nonce(req, &mut r);
             r.status = StatusCode::CREATED;
             Ok(r)
         }
         Operation::ChangePassword => {
-            let caller = service.authenticate_bearer(bearer(req)?).await?;
+            let caller = api.caller(req).await?;
             let fields = Fields::parse(req)?;
             let current = Password::new(fields.required("current_password", MAX_PASSWORD_BYTES)?);
             let new = Password::new(fields.required("new_password", MAX_PASSWORD_BYTES)?);
@@ -98,14 +100,14 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             Ok(ApiResponse::json(StatusCode::OK, &json!({ "other_sessions_ended": ended })))
         }
         Operation::ListSessions => {
-            let caller = service.authenticate_bearer(bearer(req)?).await?;
+            let caller = api.caller(req).await?;
             let limit = limit(req, SESSIONS_PAGE, SESSIONS_PAGE)?;
             let cursor = req.query_param("cursor")?;
             let page = service.list_sessions(&caller, limit, cursor.as_deref()).await?;
             Ok(ApiResponse::json(StatusCode::OK, &page))
         }
         Operation::EndSession => {
-            let caller = service.authenticate_bearer(bearer(req)?).await?;
+            let caller = api.caller(req).await?;
             let id = req.param.as_deref().unwrap_or_default();
             if id.is_empty() || id.len() > MAX_TOKEN_LEN {
                 return Err(ApiError::NotFound("no such session"));
@@ -117,14 +119,14 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             Ok(r)
         }
         Operation::ListUsers => {
-            let caller = service.authenticate_bearer(bearer(req)?).await?;
+            let caller = api.caller(req).await?;
             let limit = limit(req, DEFAULT_PAGE, MAX_PAGE)?;
             let cursor = req.query_param("cursor")?;
             let page = accounts()?.list_users(Actor::Admin(&caller), limit, cursor.as_deref()).await?;
             Ok(ApiResponse::json(StatusCode::OK, &page))
         }
         Operation::CreateUser => {
-            let caller = service.authenticate_bearer(bearer(req)?).await?;
+            let caller = api.caller(req).await?;
             let fields = json_only(Fields::parse(req)?)?;
             let username = fields.required("username", MAX_USERNAME_CHARS * 4)?;
             let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
@@ -138,7 +140,7 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             ))
         }
         Operation::ChangeUser => {
-            let caller = service.authenticate_bearer(bearer(req)?).await?;
+            let caller = api.caller(req).await?;
             let username = req.param.as_deref().unwrap_or_default();
             let fields = json_only(Fields::parse(req)?)?;
             if let Some(unknown) = fields.names().find(|n| !["disabled", "roles", "unlock"].contains(n)) {

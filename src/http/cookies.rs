@@ -28,9 +28,9 @@ pub const XSRF_HEADER: &str = "x-xsrf-token";
 /// The request header choosing the transport of a login's refresh token.
 pub const TRANSPORT_HEADER: &str = "x-token-transport";
 /// Request headers a cross-origin page may send.
-pub const ALLOWED_HEADERS: &str = "Content-Type, Authorization, X-XSRF-TOKEN, X-Token-Transport";
+pub const ALLOWED_HEADERS: &str = "Content-Type, Authorization, X-XSRF-TOKEN, X-Token-Transport, DPoP";
 /// Response headers a cross-origin page may read.
-pub const EXPOSED_HEADERS: &str = "X-XSRF-TOKEN, Token-Expired, WWW-Authenticate, Retry-After";
+pub const EXPOSED_HEADERS: &str = "X-XSRF-TOKEN, Token-Expired, WWW-Authenticate, Retry-After, DPoP-Nonce";
 /// How long a browser may cache a preflight answer, in seconds.
 pub const PREFLIGHT_MAX_AGE_S: u32 = 600;
 

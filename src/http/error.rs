@@ -57,6 +57,20 @@ pub enum ApiError {
     /// 401 `invalid_client` with `WWW-Authenticate: Basic` (RFC 6749 §5.2): client
     /// authentication failed or was missing.
     InvalidClient(&'static str),
+    /// 400 `invalid_dpop_proof` (RFC 9449 §5): a token request's DPoP proof was refused or missing.
+    InvalidDpopProof(&'static str),
+    /// 400 `use_dpop_nonce` with `DPoP-Nonce` (RFC 9449 §8): retry the token request with this nonce.
+    UseDpopNonce(String),
+    /// 401 with `WWW-Authenticate: DPoP error=…` (RFC 9449 §7.1): a resource request with the
+    /// DPoP scheme was refused, or a DPoP-bound token came as a bearer token.
+    DpopChallenge {
+        /// `invalid_token`, `invalid_dpop_proof` or `use_dpop_nonce`.
+        error: &'static str,
+        /// What was wrong.
+        description: &'static str,
+        /// The nonce to retry with (`use_dpop_nonce`).
+        nonce: Option<String>,
+    },
     /// 503 with `Retry-After`.
     Unavailable,
     /// 503 with `Retry-After`: too much work at once (not a fault; not logged as one).
@@ -68,6 +82,9 @@ pub enum ApiError {
 /// The realm of the `Basic` challenge of client authentication (introspection).
 pub const BASIC_REALM: &str = "introspection";
 
+/// The proof algorithms a DPoP challenge names (`algs`, RFC 9449 §7.1).
+const DPOP_ALGS: &str = "ES256 EdDSA RS256";
+
 /// Seconds a client should wait before retrying after a 503.
 const UNAVAILABLE_RETRY_AFTER_S: i64 = 1;
 
@@ -75,8 +92,14 @@ impl ApiError {
     /// HTTP status code.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest(_) | Self::InvalidGrant(_) | Self::UnsupportedGrantType => StatusCode::BAD_REQUEST,
-            Self::InvalidToken { .. } | Self::MissingToken | Self::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest(_)
+            | Self::InvalidGrant(_)
+            | Self::UnsupportedGrantType
+            | Self::InvalidDpopProof(_)
+            | Self::UseDpopNonce(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidToken { .. } | Self::MissingToken | Self::InvalidClient(_) | Self::DpopChallenge { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::Forbidden(_) | Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -100,6 +123,9 @@ impl ApiError {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidToken { .. } => "invalid_token",
             Self::InvalidClient(_) => "invalid_client",
+            Self::InvalidDpopProof(_) => "invalid_dpop_proof",
+            Self::UseDpopNonce(_) => "use_dpop_nonce",
+            Self::DpopChallenge { error, .. } => error,
             Self::MissingToken => "unauthorized",
             Self::Forbidden(_) => "insufficient_scope",
             Self::AccessDenied(_) => "access_denied",
@@ -118,7 +144,10 @@ impl ApiError {
             Self::InvalidRequest(d) => d.clone(),
             Self::InvalidGrant(f) => f.description().to_string(),
             Self::UnsupportedGrantType => "grant_type must be password or refresh_token".into(),
-            Self::InvalidToken { description, .. } => (*description).into(),
+            Self::InvalidToken { description, .. }
+            | Self::InvalidDpopProof(description)
+            | Self::DpopChallenge { description, .. } => (*description).into(),
+            Self::UseDpopNonce(_) => "send the DPoP proof again with the nonce of the DPoP-Nonce header".into(),
             Self::MissingToken => "a Bearer access token is required".into(),
             Self::Forbidden(d)
             | Self::NotFound(d)
@@ -143,7 +172,9 @@ impl ApiError {
     pub fn reason(&self) -> Option<&'static str> {
         match self {
             Self::InvalidGrant(f) => Some(f.reason()),
-            Self::InvalidToken { description, .. } => Some(description),
+            Self::InvalidToken { description, .. }
+            | Self::InvalidDpopProof(description)
+            | Self::DpopChallenge { description, .. } => Some(description),
             Self::Busy(why) | Self::AccessDenied(why) => Some(why),
             _ => None,
         }
@@ -170,6 +201,16 @@ impl ApiError {
                 response.set(header::RETRY_AFTER, &retry_after_s.max(&1).to_string());
             }
             Self::InvalidClient(_) => response.set(www, &format!("Basic realm=\"{BASIC_REALM}\", charset=\"UTF-8\"")),
+            Self::UseDpopNonce(nonce) => response.set(HeaderName::from_static("dpop-nonce"), nonce),
+            Self::DpopChallenge { error, description, nonce } => {
+                response.set(
+                    www,
+                    &format!("DPoP error=\"{error}\", error_description=\"{description}\", algs=\"{DPOP_ALGS}\""),
+                );
+                if let Some(nonce) = nonce {
+                    response.set(HeaderName::from_static("dpop-nonce"), nonce);
+                }
+            }
             Self::Unavailable | Self::Busy(_) => {
                 response.set(header::RETRY_AFTER, &UNAVAILABLE_RETRY_AFTER_S.to_string());
             }
@@ -202,6 +243,13 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(d) => Self::Conflict(d),
             ServiceError::UnknownUser => Self::NotFound("no such user"),
             ServiceError::Busy(why) => Self::Busy(why),
+            ServiceError::InvalidDpopProof(why) => Self::InvalidDpopProof(why),
+            ServiceError::UseDpopNonce(nonce) => Self::UseDpopNonce(nonce),
+            ServiceError::BoundTokenAsBearer => Self::DpopChallenge {
+                error: "invalid_token",
+                description: "this access token is DPoP-bound: use the DPoP scheme with a proof",
+                nonce: None,
+            },
             ServiceError::Unavailable(source) => {
                 tracing::error!(error = %source, "store unavailable");
                 Self::Unavailable

@@ -37,11 +37,11 @@ pub(super) async fn handle(api: &Api, req: &ApiRequest) -> Result<ApiResponse, A
     Ok(ApiResponse::json(StatusCode::OK, &body))
 }
 
-/// The answer for an active token (RFC 7662 §2.2). `token_type` comes from the token's proof
-/// (`TokenProof`), the one place a proof-of-possession binding would also add `cnf`.
+/// The answer for an active token (RFC 7662 §2.2). `token_type` and, for a DPoP-bound token,
+/// `cnf` come from the token's proof (`TokenProof`, RFC 9449 §6.2).
 fn active_body(active: &ActiveToken) -> serde_json::Value {
     let c = &active.claims;
-    json!({
+    let mut body = json!({
         "active": true,
         "sub": c.sub,
         "username": active.username,
@@ -55,7 +55,11 @@ fn active_body(active: &ActiveToken) -> serde_json::Value {
         "token_type": active.proof.token_type(),
         "iss": c.iss,
         "aud": c.aud,
-    })
+    });
+    if let (Some(jkt), Some(fields)) = (active.proof.jkt(), body.as_object_mut()) {
+        fields.insert("cnf".into(), json!({ "jkt": jkt }));
+    }
+    body
 }
 
 /// The client id and secret of an `Authorization: Basic` header. RFC 6749 §2.3.1: both are

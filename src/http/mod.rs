@@ -17,8 +17,9 @@ use tracing::Instrument as _;
 use crate::accounts::AccountService;
 use crate::clients::ClientService;
 use crate::secret::Password;
-use crate::service::{RevokeScope, TokenPair, TokenService};
+use crate::service::{Caller, RevokeScope, ServiceError, TokenPair, TokenService};
 use crate::settings::Cors;
+use crate::tokens::dpop::{self, Target};
 use crate::users::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
 
 mod accounts;
@@ -375,6 +376,8 @@ pub struct Api {
     pub(crate) accounts: Option<Arc<AccountService>>,
     /// The introspection clients (the introspection route answers 404 without them).
     pub(crate) clients: Option<Arc<ClientService>>,
+    /// The discovery documents' `service_documentation` (left out when `None`).
+    service_documentation: Option<Arc<str>>,
     cors: Arc<Cors>,
     keys_checked: Option<tokio::sync::watch::Receiver<bool>>,
     /// Set once the first request (the host's readiness probe, or any other) arrived.
@@ -386,13 +389,28 @@ impl Api {
     /// 404 until [`Api::with_accounts`].
     pub fn new(service: Arc<TokenService>, cors: Cors) -> Self {
         let first_request = Arc::new(tokio::sync::watch::Sender::new(false));
-        Self { service, accounts: None, clients: None, cors: Arc::new(cors), keys_checked: None, first_request }
+        Self {
+            service,
+            accounts: None,
+            clients: None,
+            service_documentation: None,
+            cors: Arc::new(cors),
+            keys_checked: None,
+            first_request,
+        }
     }
 
     /// Serves the account routes with `accounts`.
     #[must_use]
     pub fn with_accounts(mut self, accounts: Arc<AccountService>) -> Self {
         self.accounts = Some(accounts);
+        self
+    }
+
+    /// Names `url` as `service_documentation` in the discovery documents.
+    #[must_use]
+    pub fn with_service_documentation(mut self, url: Option<&str>) -> Self {
+        self.service_documentation = url.map(Arc::from);
         self
     }
 
@@ -535,11 +553,16 @@ impl Api {
             "introspection_endpoint": format!("{base}/introspect"),
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
             "grant_types_supported": ["password", "refresh_token"],
+            "dpop_signing_alg_values_supported": dpop::ALGORITHMS,
             "token_endpoint_auth_methods_supported": ["none"],
             "revocation_endpoint_auth_methods_supported": ["none"],
             "response_types_supported": [],
             "subject_types_supported": ["public"],
         });
+        let mut document = document;
+        if let (Some(url), Some(fields)) = (&self.service_documentation, document.as_object_mut()) {
+            fields.insert("service_documentation".into(), serde_json::Value::String(url.to_string()));
+        }
         let mut r = ApiResponse::json(StatusCode::OK, &document);
         r.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
         r
@@ -592,13 +615,17 @@ impl Api {
                 // The device token: a body field, else the cookie (a browser's).
                 let device_token =
                     fields.string("device_token", MAX_TOKEN_LEN)?.or_else(|| cookies::device_cookie(req));
+                let jkt = self.proof_key(req)?;
                 let from = crate::service::LoginFrom {
                     address: req.client.as_deref(),
                     user_agent: req.header("user-agent"),
                     device_token,
+                    dpop_jkt: jkt.as_deref(),
                 };
                 let pair = self.service.login_from(username, &password, from).await?;
-                Ok(self.pair(&pair, transport))
+                let mut r = self.pair(&pair, transport);
+                self.dpop_nonce(req, &mut r);
+                Ok(r)
             }
             (Some("refresh_token"), _) => self.refresh(req, Some(fields)).await,
             (Some(_), _) => Err(ApiError::UnsupportedGrantType),
@@ -610,15 +637,109 @@ impl Api {
     async fn refresh(&self, req: &ApiRequest, fields: Option<Fields>) -> Result<ApiResponse, ApiError> {
         let Some(fields) = fields.filter(|f| !f.is_empty()) else {
             let token = cookies::authenticated_cookie(&self.cors, &self.service, req)?;
-            return match self.service.refresh(token, None).await {
-                Ok(pair) => Ok(self.pair(&pair, Transport::Cookie)),
+            let jkt = self.proof_key(req)?;
+            return match self.service.refresh_with_key(token, None, jkt.as_deref()).await {
+                Ok(pair) => {
+                    let mut r = self.pair(&pair, Transport::Cookie);
+                    self.dpop_nonce(req, &mut r);
+                    Ok(r)
+                }
+                // A refused proof changes nothing: the cookies stay.
+                Err(e @ (ServiceError::InvalidDpopProof(_) | ServiceError::UseDpopNonce(_))) => Err(e.into()),
                 Err(e) => cookies::ended(e.into()),
             };
         };
         let refresh_token = fields.required("refresh_token", MAX_TOKEN_LEN)?;
         let access_token = fields.string("access_token", MAX_TOKEN_LEN)?;
-        let pair = self.service.refresh(refresh_token, access_token).await?;
-        Ok(self.pair(&pair, cookies::requested_transport(&self.cors, req)?))
+        let jkt = self.proof_key(req)?;
+        let pair = self.service.refresh_with_key(refresh_token, access_token, jkt.as_deref()).await?;
+        let mut r = self.pair(&pair, cookies::requested_transport(&self.cors, req)?);
+        self.dpop_nonce(req, &mut r);
+        Ok(r)
+    }
+
+    /// The public URL of the request as a DPoP proof's `htu` names it (RFC 9449 §4.3): the
+    /// Issuer is the public base URL of the routes (`https://<app>.azurewebsites.net/api`), so the
+    /// URL is the Issuer's plus the function's route — right behind the Functions host, a proxy or
+    /// a custom domain, whatever `Host` the request arrived with. An Issuer without a path (the
+    /// `--dev` default) stands for its origin with the `/api` route prefix.
+    fn request_url(&self, req: &ApiRequest) -> String {
+        let issuer = self.service.access_tokens().issuer().trim_end_matches('/');
+        let has_path = issuer.split_once("://").is_some_and(|(_, rest)| rest.contains('/'));
+        let mut url = if has_path { issuer.to_string() } else { format!("{issuer}/{}", server::ROUTE_PREFIX) };
+        if let Some(function) = req.function {
+            url.push('/');
+            if function.is_well_known() {
+                url.push_str(WELL_KNOWN);
+                url.push('/');
+            }
+            url.push_str(function.name());
+        }
+        if let Some(param) = &req.param {
+            url.push('/');
+            url.push_str(&dpop::encode_segment(param));
+        }
+        url
+    }
+
+    /// The single `DPoP` header of a request, if any (RFC 9449 §4.3: more than one is refused).
+    fn dpop_header(req: &ApiRequest) -> Result<Option<&str>, ServiceError> {
+        let mut values = req.headers.get_all("dpop").iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(ServiceError::InvalidDpopProof("send exactly one DPoP header"));
+        }
+        first
+            .map(|v| v.to_str().map_err(|_| ServiceError::InvalidDpopProof("the DPoP header is not text")))
+            .transpose()
+            .map(|v| v.map(str::trim))
+    }
+
+    /// The key thumbprint of a token request's DPoP proof, `None` without one (refused when
+    /// `Dpop__Required`): 400 `invalid_dpop_proof` or `use_dpop_nonce` for a refused proof.
+    pub(crate) fn proof_key(&self, req: &ApiRequest) -> Result<Option<String>, ApiError> {
+        let proof = Self::dpop_header(req)?;
+        let url = self.request_url(req);
+        let target = Target { method: req.method.as_str(), url: &url, access_token: None };
+        Ok(self.service.proof_key(proof, target)?)
+    }
+
+    /// Adds `DPoP-Nonce` to a token answer when nonces are required, so the next proof can carry it.
+    pub(crate) fn dpop_nonce(&self, req: &ApiRequest, response: &mut ApiResponse) {
+        if let Some(nonce) = self.service.dpop_nonce().filter(|_| req.headers.contains_key("dpop")) {
+            response.set(HeaderName::from_static("dpop-nonce"), &nonce);
+        }
+    }
+
+    /// The caller of a resource route: `Authorization: Bearer <token>`, or `Authorization: DPoP
+    /// <token>` with a `DPoP` proof for this request (RFC 9449 §7.1). A DPoP-bound token as a
+    /// bearer token, and every refusal under the DPoP scheme, is answered with a DPoP challenge.
+    pub(crate) async fn caller(&self, req: &ApiRequest) -> Result<Caller, ApiError> {
+        let (scheme, token) = authorization(req)?;
+        if scheme == Scheme::Bearer {
+            return Ok(self.service.authenticate_bearer(token).await?);
+        }
+        let challenge = |error, description| ApiError::DpopChallenge { error, description, nonce: None };
+        let url = self.request_url(req);
+        let target = Target { method: req.method.as_str(), url: &url, access_token: Some(token) };
+        let proof =
+            Self::dpop_header(req).map_err(|_| challenge("invalid_dpop_proof", "send exactly one DPoP header"))?;
+        match self.service.authenticate_dpop(token, proof, target).await {
+            Ok(caller) => Ok(caller),
+            Err(ServiceError::InvalidDpopProof(why)) => Err(challenge("invalid_dpop_proof", why)),
+            Err(ServiceError::UseDpopNonce(nonce)) => Err(ApiError::DpopChallenge {
+                error: "use_dpop_nonce",
+                description: "send the DPoP proof again with the nonce of the DPoP-Nonce header",
+                nonce: Some(nonce),
+            }),
+            Err(ServiceError::InvalidToken(crate::tokens::access::AccessTokenError::Expired)) => {
+                Err(challenge("invalid_token", "the access token expired"))
+            }
+            Err(ServiceError::InvalidToken(crate::tokens::access::AccessTokenError::Invalid(why))) => {
+                Err(challenge("invalid_token", why))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Revoke: a refresh token (`refresh_token`, or RFC 7009 `token`), or a `scope` with a Bearer;
@@ -654,7 +775,7 @@ impl Api {
                 if username.is_some() {
                     return Err(ApiError::InvalidRequest("username is only allowed with scope=global".into()));
                 }
-                let caller = self.service.authenticate_bearer(bearer(req)?).await?;
+                let caller = self.caller(req).await?;
                 let at = self.service.revoke_everyone(&caller).await?;
                 Ok(ApiResponse::json(
                     StatusCode::OK,
@@ -676,7 +797,7 @@ impl Api {
                     }
                     _ => return Err(ApiError::InvalidRequest("scope must be global, others or everyone".into())),
                 };
-                let caller = self.service.authenticate_bearer(bearer(req)?).await?;
+                let caller = self.caller(req).await?;
                 let ended = self.service.revoke_scope(&caller, &scope).await?;
                 Ok(ApiResponse::json(StatusCode::OK, &serde_json::json!({ "revoked_sessions": ended })))
             }
@@ -684,17 +805,31 @@ impl Api {
     }
 }
 
-/// The token of an `Authorization: Bearer …` header. No header, or another scheme, is
-/// [`ApiError::MissingToken`]; a Bearer header without a usable token is an invalid token.
-pub(crate) fn bearer(req: &ApiRequest) -> Result<&str, ApiError> {
+/// The scheme of an `Authorization` header of a resource route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    /// RFC 6750.
+    Bearer,
+    /// RFC 9449 §7.1.
+    Dpop,
+}
+
+/// The scheme and token of an `Authorization: Bearer …` or `Authorization: DPoP …` header. No
+/// header, or another scheme, is [`ApiError::MissingToken`]; a header without a usable token is an
+/// invalid token.
+fn authorization(req: &ApiRequest) -> Result<(Scheme, &str), ApiError> {
     let header = req.header("authorization").ok_or(ApiError::MissingToken)?;
     let (scheme, token) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return Err(ApiError::MissingToken);
-    }
+    };
     let token = token.trim();
     if token.is_empty() || token.len() > MAX_TOKEN_LEN {
         return Err(ApiError::InvalidToken { expired: false, description: "malformed token" });
     }
-    Ok(token)
+    Ok((scheme, token))
 }

@@ -28,7 +28,7 @@ use crate::settings::Http;
 
 /// Limit for a whole invocation payload (the inner body is held to [`MAX_BODY_BYTES`] separately).
 const MAX_INVOCATION_BYTES: usize = 256 * 1024;
-const ROUTE_PREFIX: &str = "api";
+pub(crate) const ROUTE_PREFIX: &str = "api";
 /// How long in-flight requests may finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -270,6 +270,10 @@ pub struct Settings {
     pub accounts: Accounts,
     /// Introspection requests one client may make per minute on each instance.
     pub introspection_max_per_minute: u32,
+    /// DPoP (RFC 9449) proofs.
+    pub dpop: Dpop,
+    /// The discovery documents' `service_documentation`, if set.
+    pub service_documentation: Option<String>,
     /// State.
     pub store: StoreSettings,
     /// Listening port (0 picks a free one).
@@ -278,15 +282,27 @@ pub struct Settings {
     pub mode: Mode,
 }
 
+/// DPoP (RFC 9449) proof rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dpop {
+    /// Every token request must carry a proof (no bearer sessions).
+    pub required: bool,
+    /// Proofs must carry a current server nonce (`DPoP-Nonce`).
+    pub require_nonce: bool,
+    /// How far a proof's `iat` may be from now, either way.
+    pub proof_max_age_ms: i64,
+}
+
 use env::shorten;
 pub use names::DEFAULT_EMBEDDED_PATH;
 use names::{
     ALGORITHM, ALGORITHM_KEY, AUDIENCE, BODY_READ_TIMEOUT, CLOCK_SKEW, CORS_ALLOWED_ORIGINS, COSMOS_CONNECTION_STRING,
-    CREATE_EXPIRES, DEVICE_TOKEN_LIFETIME, HASH_QUEUE, HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT,
-    IDLE_EXPIRES, IDLE_TIMEOUT, INTROSPECTION_MAX_PER_MINUTE, ISSUER, LOCKOUT, MAX_CONNECTIONS, MAX_FAILURES,
-    MAX_FAILURES_PER_USERNAME, PASSWORD_MIN_LENGTH, PORT, PREVIOUS_KEYS, REFRESH_EXPIRES, REGISTRATION_MAX_PER_ADDRESS,
-    REGISTRATION_MAX_PER_MINUTE, REGISTRATION_MODE, REGISTRATION_WINDOW, REUSE_GRACE, ROTATION_SECRET,
-    SESSIONS_MAX_PER_USER, STRICT_SETTINGS, TRUSTED_PROXY_HOPS,
+    CREATE_EXPIRES, DEVICE_TOKEN_LIFETIME, DPOP_PROOF_MAX_AGE, DPOP_REQUIRE_NONCE, DPOP_REQUIRED, HASH_QUEUE,
+    HASH_QUEUE_TIMEOUT, HASH_WORKERS, HEADER_READ_TIMEOUT, IDLE_EXPIRES, IDLE_TIMEOUT, INTROSPECTION_MAX_PER_MINUTE,
+    ISSUER, LOCKOUT, MAX_CONNECTIONS, MAX_FAILURES, MAX_FAILURES_PER_USERNAME, PASSWORD_MIN_LENGTH, PORT,
+    PREVIOUS_KEYS, REFRESH_EXPIRES, REGISTRATION_MAX_PER_ADDRESS, REGISTRATION_MAX_PER_MINUTE, REGISTRATION_MODE,
+    REGISTRATION_WINDOW, REUSE_GRACE, ROTATION_SECRET, SERVICE_DOCUMENTATION, SESSIONS_MAX_PER_USER, STRICT_SETTINGS,
+    TRUSTED_PROXY_HOPS,
 };
 /// Issuer used in development mode when none is set.
 pub const DEV_ISSUER: &str = "http://localhost:7071";
@@ -435,6 +451,12 @@ impl Settings {
         let cors = p.take(load_cors(env), Cors::default);
         p.take(strict_flag(env), || false);
         let introspection_max_per_minute = p.int(env, INTROSPECTION_MAX_PER_MINUTE);
+        let dpop = Dpop {
+            required: p.take(flag(env, DPOP_REQUIRED), || false),
+            require_nonce: p.take(flag(env, DPOP_REQUIRE_NONCE), || false),
+            proof_max_age_ms: p.int(env, DPOP_PROOF_MAX_AGE),
+        };
+        let service_documentation = p.take(documentation_url(env), || None);
         p.finish(Self {
             descriptor,
             expires,
@@ -445,6 +467,8 @@ impl Settings {
             cors,
             accounts,
             introspection_max_per_minute,
+            dpop,
+            service_documentation,
             store,
             port,
             mode,
@@ -537,11 +561,30 @@ fn registration_mode(env: &Env, mode: Mode) -> Result<RegistrationMode, Settings
 }
 
 fn strict_flag(env: &Env) -> Result<bool, SettingsError> {
-    match env.get(STRICT_SETTINGS).map(|v| v.trim().to_ascii_lowercase()) {
+    flag(env, STRICT_SETTINGS)
+}
+
+/// `Discovery__ServiceDocumentation`: an absolute http(s) URL, if set.
+fn documentation_url(env: &Env) -> Result<Option<String>, SettingsError> {
+    let Some(raw) = env.get(SERVICE_DOCUMENTATION).map(str::trim).filter(|v| !v.is_empty()) else { return Ok(None) };
+    let rest = raw.strip_prefix("https://").or_else(|| raw.strip_prefix("http://")).unwrap_or_default();
+    if rest.is_empty() || rest.starts_with('/') || raw.chars().any(|c| c.is_whitespace() || c == '"' || c.is_control())
+    {
+        return Err(SettingsError::new(
+            SERVICE_DOCUMENTATION,
+            format!("must be an absolute http(s) URL, got {:?}", shorten(raw)),
+        ));
+    }
+    Ok(Some(raw.to_string()))
+}
+
+/// A `true`/`false` setting (any case); unset is `false`.
+fn flag(env: &Env, name: &str) -> Result<bool, SettingsError> {
+    match env.get(name).map(|v| v.trim().to_ascii_lowercase()) {
         None => Ok(false),
         Some(v) if v == "true" => Ok(true),
         Some(v) if v == "false" => Ok(false),
-        Some(v) => Err(SettingsError::new(STRICT_SETTINGS, format!("must be true or false, got {:?}", shorten(&v)))),
+        Some(v) => Err(SettingsError::new(name, format!("must be true or false, got {:?}", shorten(&v)))),
     }
 }
 

@@ -150,6 +150,10 @@ pub const REGISTRATION_MAX_PER_ADDRESS: &str = "JwtRefreshToken__Registration__M
 pub const REGISTRATION_WINDOW: &str = "JwtRefreshToken__Registration__WindowMs";
 pub const REGISTRATION_MAX_PER_MINUTE: &str = "JwtRefreshToken__Registration__MaxPerMinute";
 pub const INTROSPECTION_MAX_PER_MINUTE: &str = "JwtRefreshToken__Introspection__MaxPerMinute";
+pub const SERVICE_DOCUMENTATION: &str = "JwtRefreshToken__Discovery__ServiceDocumentation";
+pub const DPOP_REQUIRED: &str = "JwtRefreshToken__Dpop__Required";
+pub const DPOP_REQUIRE_NONCE: &str = "JwtRefreshToken__Dpop__RequireNonce";
+pub const DPOP_PROOF_MAX_AGE: &str = "JwtRefreshToken__Dpop__ProofMaxAgeMs";
 pub const PASSWORD_MIN_LENGTH: &str = "JwtRefreshToken__Password__MinLength";
 pub const REUSE_GRACE: &str = "JwtRefreshToken__Rotation__ReuseGraceMs";
 pub const ROTATION_SECRET: &str = "JwtRefreshToken__Rotation__Secret";
@@ -237,6 +241,22 @@ pub const ALL: &[Setting] = &[
     Setting::new(INTROSPECTION_MAX_PER_MINUTE, Deploy::Optional).int(600, 1, 1_000_000).doc(
         "Introspection requests one client may make per minute on each instance (a token bucket: bursts up to \
          this many, refilled evenly over the minute); beyond it, 429 with `Retry-After`.",
+    ),
+    Setting::new(SERVICE_DOCUMENTATION, Deploy::Optional).kind(Kind::Url).doc(
+        "The `service_documentation` URL of the discovery documents: where the developers who call this service \
+         read about it (your copy of docs/http-api.md, say). Unset: the field is left out.",
+    ),
+    Setting::new(DPOP_REQUIRED, Deploy::Optional).kind(Kind::Flag).text_default("false").doc(
+        "`true`: every token request (login, refresh, sign-up) must carry a DPoP proof (RFC 9449), so every \
+         session is bound to a client key; `false`: clients without one get bearer tokens.",
+    ),
+    Setting::new(DPOP_REQUIRE_NONCE, Deploy::Optional).kind(Kind::Flag).text_default("false").doc(
+        "`true`: DPoP proofs must carry a server nonce; a proof without a current one gets `use_dpop_nonce` and \
+         the nonce in `DPoP-Nonce` (nonces last 5 to 10 minutes and are the same on every instance).",
+    ),
+    Setting::new(DPOP_PROOF_MAX_AGE, Deploy::Optional).int(60_000, 1_000, 600_000).doc(
+        "How far a DPoP proof's `iat` may be from the server's clock, either way; a proof's `jti` is refused a \
+         second time on an instance for twice this long.",
     ),
     Setting::new(PASSWORD_MIN_LENGTH, Deploy::Optional)
         .int(8, 8, 1_024)

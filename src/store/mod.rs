@@ -112,7 +112,7 @@ pub struct SessionRecord {
     pub details: SessionDetails,
 }
 
-/// The parts of a session that are about the device and its activity.
+/// The parts of a session that are about the device: its activity and the key it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionDetails {
@@ -128,6 +128,11 @@ pub struct SessionDetails {
     /// The client address at login (see `http::client_address`).
     #[serde(default)]
     pub client_address: Option<String>,
+    /// The JWK thumbprint of the DPoP key the session is bound to (RFC 9449): refreshing it needs
+    /// a proof signed by that key. `None` for a bearer session. Kept with the details (a JSON
+    /// field in both stores), so older records read as unbound and no schema change is needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 impl SessionRecord {

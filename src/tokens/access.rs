@@ -1,5 +1,6 @@
 //! JWT access tokens (RFC 9068 profile): header `typ: at+jwt` with a `kid`; claims `iss`, `aud`,
-//! `sub`, `exp`, `iat`, `nbf`, `jti`, `sid`, `name`, `roles`.
+//! `sub`, `exp`, `iat`, `nbf`, `jti`, `sid`, `name`, `roles`, and for a DPoP-bound token `cnf.jkt`
+//! (RFC 9449 §6.1).
 //!
 //! Verification follows RFC 8725: an explicit algorithm allow-list (the algorithm of the key the
 //! `kid` names, never the header's word alone), and checks of `typ`, `iss`, `aud`, `exp` and `nbf`
@@ -37,6 +38,23 @@ pub struct AccessClaims {
     pub name: String,
     /// Roles.
     pub roles: Vec<String>,
+    /// The key a DPoP-bound token is bound to (RFC 9449 §6.1); absent for bearer tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim of a DPoP-bound token (RFC 7800 §3.1, RFC 9449 §6.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The JWK SHA-256 thumbprint of the proof key (RFC 7638), base64url.
+    pub jkt: String,
+}
+
+impl AccessClaims {
+    /// The thumbprint of the key a DPoP-bound token is bound to; `None` for a bearer token.
+    pub fn jkt(&self) -> Option<&str> {
+        self.cnf.as_ref().map(|c| c.jkt.as_str())
+    }
 }
 
 /// Why an access token was refused.
@@ -81,6 +99,8 @@ pub struct Subject<'a> {
     pub roles: &'a [String],
     /// Session id.
     pub session_id: &'a str,
+    /// The DPoP key thumbprint the token is bound to, if any.
+    pub jkt: Option<&'a str>,
 }
 
 /// A signed access token.
@@ -132,6 +152,7 @@ impl AccessTokens {
             sid: subject.session_id.to_string(),
             name: subject.name.to_string(),
             roles: subject.roles.to_vec(),
+            cnf: subject.jkt.map(|jkt| Confirmation { jkt: jkt.to_string() }),
         };
         let mut header = Header::new(self.keys.signing_algorithm());
         header.typ = Some(TOKEN_TYPE.to_string());

@@ -2,6 +2,7 @@
 //! refresh tokens ([`refresh`]). No storage here; every check that depends on time takes `now`.
 
 pub mod access;
+pub mod dpop;
 pub mod generate;
 pub mod keys;
 pub mod refresh;

@@ -218,7 +218,7 @@ async fn preflights_answer_allowed_origins_only() {
         assert_eq!(r.header("access-control-allow-credentials").as_deref(), Some("true"), "{path}");
         assert_eq!(
             r.header("access-control-allow-headers").as_deref(),
-            Some("Content-Type, Authorization, X-XSRF-TOKEN, X-Token-Transport")
+            Some("Content-Type, Authorization, X-XSRF-TOKEN, X-Token-Transport, DPoP")
         );
         assert!(r.header("access-control-max-age").is_some(), "{path}");
         assert_eq!(r.header("vary").as_deref(), Some("Origin"), "{path}");
@@ -240,7 +240,7 @@ async fn preflights_answer_allowed_origins_only() {
     assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("https://app.example.com"));
     assert_eq!(
         r.header("access-control-expose-headers").as_deref(),
-        Some("X-XSRF-TOKEN, Token-Expired, WWW-Authenticate, Retry-After")
+        Some("X-XSRF-TOKEN, Token-Expired, WWW-Authenticate, Retry-After, DPoP-Nonce")
     );
 }
 

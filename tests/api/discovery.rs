@@ -10,7 +10,8 @@ const DOCUMENTS: [&str; 2] = ["openid-configuration", "oauth-authorization-serve
 #[tokio::test]
 async fn both_documents_name_the_issuer_exactly_and_only_endpoints_that_work() {
     let issuer = "https://tokens.example/api";
-    let app = TestApp::spawn(&[(ISSUER_SETTING, issuer)]);
+    let docs = "https://docs.tokens.example/http-api";
+    let app = TestApp::spawn(&[(ISSUER_SETTING, issuer), ("JwtRefreshToken__Discovery__ServiceDocumentation", docs)]);
     app.add_user("alice", PASSWORD, &[]);
     for doc in DOCUMENTS {
         let path = format!("/api/.well-known/{doc}");
@@ -30,6 +31,8 @@ async fn both_documents_name_the_issuer_exactly_and_only_endpoints_that_work() {
         assert_eq!(meta["introspection_endpoint_auth_methods_supported"], json!(["client_secret_basic"]), "{path}");
         assert_eq!(meta["grant_types_supported"], json!(["password", "refresh_token"]));
         assert_eq!(meta["token_endpoint_auth_methods_supported"], json!(["none"]));
+        assert_eq!(meta["dpop_signing_alg_values_supported"], json!(["ES256", "EdDSA", "RS256"]), "{path}");
+        assert_eq!(meta["service_documentation"], docs, "{path}: as configured");
         for absent in ["authorization_endpoint", "userinfo_endpoint", "id_token_signing_alg_values_supported"] {
             assert!(meta.get(absent).is_none(), "{path}: {absent} is not offered, so not listed");
         }
@@ -63,6 +66,7 @@ async fn the_documents_answer_in_invocation_mode_and_nowhere_else() {
         assert_eq!(inner_status, 200, "{outer}");
         assert_eq!(headers["Cache-Control"], "public, max-age=3600", "{outer}");
         assert_eq!(body["issuer"], ISSUER, "{outer}");
+        assert!(body.get("service_documentation").is_none(), "not configured, so not listed: {body}");
     }
     for path in ["/api/openid-configuration", "/api/.well-known/jwks", "/api/.well-known/other", "/api/.well-known"] {
         let r = app.request("GET", path, &[], vec![]).await;

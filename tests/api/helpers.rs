@@ -625,7 +625,8 @@ pub fn assert_token_pair(r: &Reply, context: &str) -> Value {
     assert!(ct.starts_with("application/json"), "{context}: Content-Type {ct:?}");
     let body = r.json();
     assert!(body["access_token"].as_str().is_some_and(|t| t.split('.').count() == 3), "{context}: {body}");
-    assert_eq!(body["token_type"], "Bearer", "{context}: {body}");
+    let bound = jwt_claims(body["access_token"].as_str().unwrap_or_default()).get("cnf").is_some();
+    assert_eq!(body["token_type"], if bound { "DPoP" } else { "Bearer" }, "{context}: {body}");
     assert!(body["expires_in"].as_i64().is_some_and(|n| n > 0), "{context}: {body}");
     assert!(body["refresh_token"].as_str().is_some_and(|t| !t.is_empty()), "{context}: {body}");
     assert!(body["refresh_expires_in"].as_i64().is_some_and(|n| n > 0), "{context}: {body}");

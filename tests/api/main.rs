@@ -17,6 +17,7 @@ mod browser;
 mod concurrency;
 mod configuration;
 mod discovery;
+mod dpop;
 mod hardening;
 mod helpers;
 mod host_modes;
