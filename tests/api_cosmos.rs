@@ -24,6 +24,8 @@ mod configuration;
 mod discovery;
 #[path = "api/dpop.rs"]
 mod dpop;
+#[path = "support/dpop_client.rs"]
+mod dpop_client;
 #[path = "support/emulator.rs"]
 mod emulator;
 #[path = "api/hardening.rs"]

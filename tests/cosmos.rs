@@ -18,8 +18,11 @@ use jwt_refresh_token::store::{Account, LoginThrottle, SessionRecord, SessionSto
 use jwt_refresh_token::users::PasswordHasher;
 use serde_json::json;
 
+#[path = "support/dpop_client.rs"]
+mod dpop_client;
 #[path = "support/emulator.rs"]
 mod emulator;
+use dpop_client::ProofKey;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -264,6 +267,71 @@ async fn every_operation_stays_within_its_round_trip_budget() {
     // Refresh is unchanged by all of this.
     service.refresh(&signed_up.refresh_token, None).await.unwrap();
     within("refresh after the account routes", 2).await;
+    for line in report {
+        println!("{line}");
+    }
+}
+
+#[tokio::test]
+async fn dpop_bound_operations_cost_what_bearer_ones_do_and_a_refused_proof_writes_nothing() {
+    use jwt_refresh_token::tokens::dpop::Target;
+    let _serial = SERIAL.lock().await;
+    let clock = ManualClock::new(START);
+    let (Services { tokens: service, .. }, _store) = services(&clock, 10_000).await;
+    let password = Password::new(PASSWORD);
+    let mut report = Vec::new();
+    let mut within = async |name: &str, budget: u64| -> serde_json::Value {
+        let kinds = emulator::document_requests().await;
+        let total = emulator::document_request_total().await;
+        assert!(total <= budget, "{name}: {total} document requests > {budget}: {kinds}");
+        report.push(format!("{name}: {total} document requests {kinds}"));
+        emulator::reset_stats().await;
+        kinds
+    };
+    let first = service.login("alice", &password, "192.0.2.1").await.unwrap();
+    let device = first.device_token.clone().unwrap();
+    emulator::reset_stats().await;
+
+    // The proof is checked in memory: a bound login costs what any login with a device token does.
+    let key = ProofKey::new();
+    let target = |url| Target { method: "POST", url, access_token: None };
+    let proof = key.proof_at("POST", "https://issuer.test/api/token", START / 1000, None, None);
+    let jkt = service.proof_key(Some(&proof), target("https://issuer.test/api/token")).unwrap().unwrap();
+    within("a DPoP proof check", 0).await;
+    let from =
+        LoginFrom { address: Some("192.0.2.1"), user_agent: None, device_token: Some(&device), dpop_jkt: Some(&jkt) };
+    let pair = service.login_from("alice", &password, from).await.unwrap();
+    assert_eq!(pair.token_type, "DPoP");
+    within("DPoP-bound login", 4).await;
+
+    // A refresh without the key, or with another, reads the session and writes nothing.
+    let refused = service.refresh(&pair.refresh_token, None).await;
+    assert!(matches!(refused, Err(ServiceError::InvalidDpopProof(_))), "{refused:?}");
+    let kinds = within("bound refresh without a proof (refused)", 1).await;
+    assert_eq!(kinds["read"].as_u64(), Some(1), "{kinds}");
+    let thief = ProofKey::new().proof_at("POST", "https://issuer.test/api/refresh", START / 1000, None, None);
+    let other = service.proof_key(Some(&thief), target("https://issuer.test/api/refresh")).unwrap().unwrap();
+    let refused = service.refresh_with_key(&pair.refresh_token, None, Some(&other)).await;
+    assert!(matches!(refused, Err(ServiceError::InvalidDpopProof(_))), "{refused:?}");
+    within("bound refresh with another key (refused)", 1).await;
+
+    // The owner's refresh: the same read and conditional replace as a bearer refresh.
+    let proof = key.proof_at("POST", "https://issuer.test/api/refresh", START / 1000, None, None);
+    let same = service.proof_key(Some(&proof), target("https://issuer.test/api/refresh")).unwrap().unwrap();
+    let next = service.refresh_with_key(&pair.refresh_token, None, Some(&same)).await.unwrap();
+    let kinds = within("bound refresh with its key", 2).await;
+    assert_eq!((kinds["read"].as_u64(), kinds["replace"].as_u64()), (Some(1), Some(1)), "{kinds}");
+
+    // A resource request under the DPoP scheme: one session read, as for Bearer.
+    let url = "https://issuer.test/api/sessions";
+    let proof = key.proof_at("GET", url, START / 1000, Some(&next.access_token), None);
+    let get = Target { method: "GET", url, access_token: None };
+    service.authenticate_dpop(&next.access_token, Some(&proof), get).await.unwrap();
+    within("DPoP resource request", 1).await;
+    let found = service.introspect(&next.access_token).await.unwrap();
+    let Introspection::Active(active) = found else { panic!("active expected") };
+    assert_eq!(active.proof.jkt(), Some(jkt.as_str()));
+    within("introspection of a DPoP-bound token", 1).await;
     for line in report {
         println!("{line}");
     }

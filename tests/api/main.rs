@@ -7,6 +7,8 @@
 /// The store every handler in this test binary uses.
 const BACKEND: helpers::Backend = helpers::Backend::Embedded;
 
+#[path = "../support/dpop_client.rs"]
+mod dpop_client;
 #[path = "../support/emulator.rs"]
 mod emulator;
 
