@@ -149,6 +149,10 @@ def _structured(case) -> bool:
 def _valid_inputs(operation: str, case) -> None:
     """Replaces the generated inputs of `case` with ones that can succeed."""
     n = _calls[operation]
+    # A generated DPoP header is never a valid proof (it is fuzzed on the other calls: 400
+    # invalid_dpop_proof); the calls that can succeed go without one, as bearer clients do.
+    if case.headers:
+        case.headers = {k: v for k, v in case.headers.items() if k.lower() != "dpop"}
     if operation == "login" and _structured(case):
         if n % 2:
             case.body = {"grant_type": "refresh_token", "refresh_token": login(USER)["refresh_token"]}

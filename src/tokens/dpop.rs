@@ -469,6 +469,34 @@ mod tests {
     }
 
     #[test]
+    fn an_rs256_proof_of_a_2048_bit_key_verifies_and_a_1024_bit_modulus_is_refused() {
+        use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+        use aws_lc_rs::signature::RSA_PKCS1_SHA256;
+        let sign = |pair: &RsaKeyPair, jti: &str| {
+            let public = pair.public_key();
+            let jwk = json!({"kty": "RSA", "n": b64().encode(public.modulus().big_endian_without_leading_zero()),
+                "e": b64().encode(public.exponent().big_endian_without_leading_zero())});
+            let header = b64().encode(json!({"typ": PROOF_TYPE, "alg": "RS256", "jwk": jwk}).to_string());
+            let body = b64().encode(claims(jti).to_string());
+            let input = format!("{header}.{body}");
+            let mut signature = vec![0; pair.public_modulus_len()];
+            pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut signature).unwrap();
+            format!("{input}.{}", b64().encode(signature))
+        };
+        let p = proofs();
+        let pair = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        p.verify(&sign(&pair, "rsa"), target(), NOW).unwrap();
+        let mut forged = sign(&pair, "rsa-2");
+        forged.replace_range(forged.len() - 5.., "AAAAA");
+        assert_eq!(p.verify(&forged, target(), NOW), Err(ProofError::Invalid("proof signature does not verify")));
+        let small = json!({"kty": "RSA", "n": b64().encode([0xc5; 128]), "e": "AQAB"});
+        assert!(matches!(
+            ProofKey::from_jwk("RS256", small.as_object().unwrap()).map(|_| ()),
+            Err(ProofError::Invalid("proof RSA key is too small"))
+        ));
+    }
+
+    #[test]
     fn a_proof_is_accepted_once_per_window() {
         let (p, client) = (proofs(), p256());
         let token = proof(&client, claims("once"));
@@ -553,6 +581,46 @@ mod tests {
         }
         assert!(matches!(p.verify("garbage", target(), NOW), Err(ProofError::Invalid(_))));
         assert!(matches!(p.verify(&"a".repeat(MAX_PROOF_LEN + 1), target(), NOW), Err(ProofError::Invalid(_))));
+    }
+
+    #[test]
+    fn mutated_proofs_never_verify_and_never_panic() {
+        // A fuzz pass over one genuine proof: every single-byte change, and random splices of
+        // header and claims JSON, is refused (a mutated base64url character that decodes to the
+        // same bytes is the only way to keep a valid proof, and then the jti is a replay).
+        use rand::RngExt as _;
+        let (p, client) = (proofs(), p256());
+        let genuine = proof(&client, claims("fuzz"));
+        let mut rng = rand::rng();
+        let alphabet = b"ABCXYZabcxyz0189-_.={}\"%";
+        for i in 0..genuine.len() {
+            let mut bytes = genuine.clone().into_bytes();
+            let replacement = alphabet[rng.random_range(0..alphabet.len())];
+            if bytes[i] == replacement {
+                continue;
+            }
+            bytes[i] = replacement;
+            let mutated = String::from_utf8(bytes).unwrap();
+            assert!(p.verify(&mutated, target(), NOW).is_err(), "byte {i} changed: accepted");
+        }
+        let headers = [
+            json!({"typ": PROOF_TYPE}),
+            json!({"typ": PROOF_TYPE, "alg": "ES256", "jwk": "not an object"}),
+            json!({"typ": PROOF_TYPE, "alg": "ES256", "jwk": {"kty": "EC", "crv": "P-256", "x": "", "y": ""}}),
+            json!({"typ": PROOF_TYPE, "alg": "ES256", "jwk": {"kty": "EC", "crv": "P-256", "x": "!!", "y": "AA"}}),
+            json!({"typ": PROOF_TYPE, "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}}),
+            json!({"typ": PROOF_TYPE, "alg": "RS256", "jwk": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}}),
+            json!({"typ": 7, "alg": ["ES256"], "jwk": null}),
+            json!([1, 2, 3]),
+        ];
+        let bodies =
+            [json!({}), json!({"jti": 1, "htm": "POST", "htu": URL, "iat": "now"}), json!("text"), json!(null)];
+        for h in &headers {
+            for c in &bodies {
+                let token = format!("{}.{}.AAAA", b64().encode(h.to_string()), b64().encode(c.to_string()));
+                assert!(matches!(p.verify(&token, target(), NOW), Err(ProofError::Invalid(_))), "{h} {c}");
+            }
+        }
     }
 
     #[test]
