@@ -65,6 +65,9 @@ def main(binary: str) -> None:
             meta.validate_introspection_endpoint()
             meta.validate_introspection_endpoint_auth_methods_supported()
             assert meta["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic"]
+            # RFC 9449 §5.1 metadata: a JSON array of JWS algorithm names, none of them symmetric.
+            algs = meta["dpop_signing_alg_values_supported"]
+            assert algs == ["ES256", "EdDSA", "RS256"], algs
             assert meta["issuer"] == issuer
             state["meta"] = meta
 

@@ -138,3 +138,107 @@ test('openid-client: tokenIntrospection with client_secret_basic follows the ses
     return true;
   });
 });
+
+// A second handler of the same kind with extra settings (DPoP nonces required), on its own store.
+async function launch(extra) {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}/api`;
+  const e = {
+    ...env,
+    ...extra,
+    FUNCTIONS_CUSTOMHANDLER_PORT: String(port),
+    JwtRefreshToken__Descriptor__Issuer: base,
+    JwtRefreshToken__Embedded__Path: mkdtempSync(join(tmpdir(), 'interop-')),
+  };
+  const add = spawnSync(BIN, ['user', 'add', 'alice', '--password-stdin', '--create'], { env: e, input: `${PASSWORD}\n` });
+  assert.equal(add.status, 0, String(add.stderr));
+  const child = spawn(BIN, [], { env: e, stdio: 'ignore' });
+  for (let i = 0; i < 200; i++) {
+    try { if ((await fetch(`http://127.0.0.1:${port}/`)).ok) return { child, base }; } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill();
+  throw new Error('the second handler did not start');
+}
+
+function claims(jwt) {
+  return JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString());
+}
+
+// oauth4webapi's own DPoP (RFC 9449): its key (non-extractable ES256), its proofs, its nonce cache.
+async function dpopSession(base) {
+  const as = await oauth.processDiscoveryResponse(new URL(base),
+    await oauth.discoveryRequest(new URL(base), { algorithm: 'oidc', [oauth.allowInsecureRequests]: true }));
+  assert.deepEqual(as.dpop_signing_alg_values_supported, ['ES256', 'EdDSA', 'RS256']);
+  const c = { client_id: 'interop-app' };
+  const keyPair = await oauth.generateKeyPair('ES256');
+  const dpop = oauth.DPoP(c, keyPair);
+  const opts = { DPoP: dpop, [oauth.allowInsecureRequests]: true };
+  // The password grant through oauth4webapi's generic token endpoint request, retried once when the
+  // server asks for a nonce (use_dpop_nonce), as oauth4webapi's documentation prescribes.
+  const withNonceRetry = async (request) => {
+    try {
+      return await request();
+    } catch (e) {
+      if (!oauth.isDPoPNonceError(e)) throw e;
+      return request();
+    }
+  };
+  const login = await withNonceRetry(async () => oauth.processGenericTokenEndpointResponse(as, c,
+    await oauth.genericTokenEndpointRequest(as, c, oauth.None(), 'password',
+      new URLSearchParams({ username: 'alice', password: PASSWORD }), opts)));
+  return { as, c, dpop, opts, login, keyPair, withNonceRetry };
+}
+
+test('oauth4webapi: a DPoP-bound login, refresh and resource request with its own DPoP', async () => {
+  const { as, c, dpop, opts, login, withNonceRetry } = await dpopSession(issuer);
+  assert.equal(login.token_type, 'dpop');
+  assert.equal(claims(login.access_token).cnf.jkt, await dpop.calculateThumbprint());
+  const refreshed = await withNonceRetry(async () => oauth.processRefreshTokenResponse(as, c,
+    await oauth.refreshTokenGrantRequest(as, c, oauth.None(), login.refresh_token, opts)));
+  assert.equal(refreshed.token_type, 'dpop');
+  assert.notEqual(refreshed.refresh_token, login.refresh_token);
+  // Authorization: DPoP plus a proof with ath, on the service's own resource route.
+  const sessions = await oauth.protectedResourceRequest(refreshed.access_token, 'GET',
+    new URL(`${issuer}/sessions`), new Headers(), null, opts);
+  assert.equal(sessions.status, 200);
+  assert.equal((await sessions.json()).sessions.length >= 1, true);
+  // Another key (a thief's copy of the refresh token) is refused, and the session is not burnt.
+  const thief = oauth.DPoP(c, await oauth.generateKeyPair('ES256'));
+  await assert.rejects(
+    (async () => oauth.processRefreshTokenResponse(as, c, await oauth.refreshTokenGrantRequest(as, c, oauth.None(),
+      refreshed.refresh_token, { DPoP: thief, [oauth.allowInsecureRequests]: true })))(),
+    (e) => { assert.equal(e.error, 'invalid_dpop_proof'); return true; });
+  const again = await oauth.processRefreshTokenResponse(as, c,
+    await oauth.refreshTokenGrantRequest(as, c, oauth.None(), refreshed.refresh_token, opts));
+  assert.equal(again.token_type, 'dpop');
+  // Introspection reports the binding (RFC 9449 §6.2).
+  const cfg = await client.discovery(new URL(issuer), resourceServer.client_id, undefined,
+    client.ClientSecretBasic(resourceServer.client_secret), { execute: [client.allowInsecureRequests] });
+  const active = await client.tokenIntrospection(cfg, again.access_token);
+  assert.equal(active.token_type, 'DPoP');
+  assert.deepEqual(active.cnf, { jkt: await dpop.calculateThumbprint() });
+});
+
+test('oauth4webapi: a DPoP nonce round trip when the service requires nonces', async () => {
+  const { child, base } = await launch({ JwtRefreshToken__Dpop__RequireNonce: 'true' });
+  try {
+    // oauth4webapi sends a proof without a nonce, gets use_dpop_nonce with DPoP-Nonce, caches the
+    // nonce and (on the retry) sends it: the login succeeds.
+    const { as, c, dpop, opts, login } = await dpopSession(base);
+    assert.equal(login.token_type, 'dpop');
+    assert.equal(claims(login.access_token).cnf.jkt, await dpop.calculateThumbprint());
+    // The answer carried the next nonce, so the refresh needs no retry.
+    const refreshed = await oauth.processRefreshTokenResponse(as, c,
+      await oauth.refreshTokenGrantRequest(as, c, oauth.None(), login.refresh_token, opts));
+    assert.equal(refreshed.token_type, 'dpop');
+    // A proof without a nonce from a client that never saw one.
+    const fresh = oauth.DPoP(c, await oauth.generateKeyPair('ES256'));
+    await assert.rejects(
+      (async () => oauth.processRefreshTokenResponse(as, c, await oauth.refreshTokenGrantRequest(as, c, oauth.None(),
+        refreshed.refresh_token, { DPoP: fresh, [oauth.allowInsecureRequests]: true })))(),
+      (e) => { assert.ok(oauth.isDPoPNonceError(e), String(e)); return true; });
+  } finally {
+    child.kill();
+  }
+});
