@@ -8,11 +8,12 @@ const params = new URLSearchParams(location.search);
 const base = window.WEB_EXAMPLE_CONFIG || {};
 const config = {
   authUrl: params.get('auth') || base.authUrl || 'http://localhost:7071',
+  issuer: params.get('issuer') || base.issuer || undefined,
   apiUrl: params.get('api') || base.apiUrl || '/api/hello',
   autoRefresh: !['0', 'false', 'off'].includes(params.get('autorefresh') ?? String(base.autoRefresh ?? true)),
 };
 
-const client = new TokenClient({ authUrl: config.authUrl, autoRefresh: config.autoRefresh });
+const client = new TokenClient({ authUrl: config.authUrl, issuer: config.issuer, autoRefresh: config.autoRefresh });
 // For the browser test and the devtools console; the access token stays in this object's memory.
 window.app = client;
 

@@ -4,14 +4,16 @@
 //   - GET /api/hello, a pretend protected API: it verifies the ES256 access token against the
 //     token service's JWKS with node:crypto and checks typ, iss, aud, exp and nbf. An expired
 //     token is answered 401 with `WWW-Authenticate: Bearer error="invalid_token"` and
-//     `Token-Expired: true`, which the page answers with a refresh and one retry.
+//     `Token-Expired: true`, which the page answers with a refresh and one retry. A DPoP-bound
+//     token (`cnf.jkt`, RFC 9449 §7) is accepted only as `Authorization: DPoP` with a proof for
+//     this request signed by the bound key (`ath`, `htm`, `htu`, `iat`, single-use `jti`).
 //
 // node examples/web/serve.mjs [--port 8080] [--host localhost] [--auth http://localhost:7071]
 //                             [--issuer <iss>] [--audience <aud>]
 // (or PORT, HOST, AUTH_URL, ISSUER, AUDIENCE in the environment). The defaults match the handler's
 // --dev mode. --port 0 picks a free port; the URL is printed on start.
 import { createServer } from 'node:http';
-import { createPublicKey, verify } from 'node:crypto';
+import { createHash, createPublicKey, verify } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -39,10 +41,11 @@ const STATIC = {
 const JWKS_REFETCH_MS = 5000;
 
 class Unauthorized extends Error {
-  constructor(description, { expired = false, bare = false } = {}) {
+  constructor(description, { expired = false, bare = false, dpop = undefined } = {}) {
     super(description);
     this.expired = expired;
     this.bare = bare;
+    this.dpop = dpop; // the DPoP challenge's error code, for DPoP-scheme refusals
   }
 }
 
@@ -66,16 +69,65 @@ async function keyFor(kid) {
   return keys.get(kid);
 }
 
+// DPoP proofs seen (jkt + jti → when they may be forgotten), to refuse a replayed proof.
+const seenProofs = new Map();
+const PROOF_WINDOW_S = 60;
+const MAX_SEEN_PROOFS = 10_000;
+
+const b64url = (bytes) => Buffer.from(bytes).toString('base64url');
+
+/** RFC 7638 thumbprint of an EC P-256 public JWK. */
+const thumbprint = ({ crv, kty, x, y }) => b64url(createHash('sha256').update(JSON.stringify({ crv, kty, x, y })).digest());
+
+/** Checks the request's DPoP proof for `token`, bound to `jkt` (RFC 9449 §4.3, §7.1). */
+function verifyProof(req, token, jkt) {
+  const proof = req.headers.dpop;
+  if (typeof proof !== 'string') throw new Unauthorized('a DPoP proof is required', { dpop: 'invalid_dpop_proof' });
+  const bad = (why) => new Unauthorized(why, { dpop: 'invalid_dpop_proof' });
+  const parts = proof.split('.');
+  if (parts.length !== 3) throw bad('malformed DPoP proof');
+  let header;
+  let claims;
+  try {
+    header = decodePart(parts[0]);
+    claims = decodePart(parts[1]);
+  } catch {
+    throw bad('malformed DPoP proof');
+  }
+  const jwk = header.jwk ?? {};
+  if (header.typ !== 'dpop+jwt' || header.alg !== 'ES256' || jwk.kty !== 'EC' || jwk.crv !== 'P-256' || 'd' in jwk) {
+    throw bad('the proof must be an ES256 dpop+jwt with a public P-256 jwk');
+  }
+  if (thumbprint(jwk) !== jkt) throw bad('the proof key is not the key the token is bound to');
+  const key = createPublicKey({ key: { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y }, format: 'jwk' });
+  if (!verify('sha256', Buffer.from(`${parts[0]}.${parts[1]}`), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(parts[2], 'base64url'))) {
+    throw bad('bad proof signature');
+  }
+  // This server's public URL of the request, as the browser sent it (behind a proxy, use the
+  // configured public URL instead of Host).
+  const htu = `http://${req.headers.host}${new URL(req.url, 'http://x').pathname}`;
+  const now = Math.floor(Date.now() / 1000);
+  if (claims.htm !== req.method || claims.htu !== htu) throw bad('the proof is for another request');
+  if (typeof claims.iat !== 'number' || Math.abs(now - claims.iat) > PROOF_WINDOW_S) throw bad('the proof is too old or too new');
+  if (claims.ath !== b64url(createHash('sha256').update(token).digest())) throw bad('the proof is for another access token');
+  for (const [id, until] of seenProofs) if (until <= now) seenProofs.delete(id); else break;
+  const id = `${jkt}.${claims.jti}`;
+  if (typeof claims.jti !== 'string' || seenProofs.has(id)) throw bad('the proof was used before');
+  if (seenProofs.size >= MAX_SEEN_PROOFS) throw bad('too many proofs at once; retry');
+  seenProofs.set(id, now + 2 * PROOF_WINDOW_S);
+}
+
 function decodePart(part) {
   return JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
 }
 
-/** The verified claims of an RFC 9068 access token, or Unauthorized. */
-async function verifyAccessToken(authorization) {
-  const match = /^Bearer ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(authorization ?? '');
+/** The verified claims of an RFC 9068 access token (Bearer, or DPoP with its proof), or Unauthorized. */
+async function verifyAccessToken(req) {
+  const authorization = req.headers.authorization;
+  const match = /^(Bearer|DPoP) ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(authorization ?? '');
   if (!authorization) throw new Unauthorized('no access token', { bare: true });
   if (!match) throw new Unauthorized('malformed access token');
-  const [, headerPart, payloadPart, signaturePart] = match;
+  const [, scheme, headerPart, payloadPart, signaturePart] = match;
   let header;
   let claims;
   try {
@@ -100,7 +152,12 @@ async function verifyAccessToken(authorization) {
   if (!audiences.includes(args.audience)) throw new Unauthorized('wrong audience');
   if (typeof claims.exp !== 'number') throw new Unauthorized('no exp');
   if (typeof claims.nbf === 'number' && now < claims.nbf) throw new Unauthorized('not valid yet');
-  if (now >= claims.exp) throw new Unauthorized('the access token expired', { expired: true });
+  const dpop = scheme === 'DPoP' ? 'invalid_token' : undefined;
+  if (now >= claims.exp) throw new Unauthorized('the access token expired', { expired: true, dpop });
+  const jkt = claims.cnf?.jkt;
+  if (jkt && scheme !== 'DPoP') throw new Unauthorized('a DPoP-bound token needs the DPoP scheme', { dpop: 'invalid_token' });
+  if (!jkt && scheme === 'DPoP') throw new Unauthorized('the token is not DPoP-bound', { dpop: 'invalid_token' });
+  if (jkt) verifyProof(req, `${headerPart}.${payloadPart}.${signaturePart}`, jkt);
   return claims;
 }
 
@@ -117,7 +174,7 @@ function send(res, status, body, headers = {}) {
 
 async function hello(req, res) {
   try {
-    const claims = await verifyAccessToken(req.headers.authorization);
+    const claims = await verifyAccessToken(req);
     send(res, 200, { message: `hello, ${claims.name ?? claims.sub}`, sub: claims.sub, sid: claims.sid, exp: claims.exp });
   } catch (error) {
     if (!(error instanceof Unauthorized)) {
@@ -127,8 +184,11 @@ async function hello(req, res) {
     }
     const challenge = error.bare
       ? 'Bearer'
-      : `Bearer error="invalid_token", error_description="${error.message}"`;
-    send(res, 401, { error: error.bare ? 'unauthorized' : 'invalid_token', error_description: error.message }, {
+      : error.dpop
+        ? `DPoP error="${error.dpop}", error_description="${error.message}", algs="ES256"`
+        : `Bearer error="invalid_token", error_description="${error.message}"`;
+    const code = error.bare ? 'unauthorized' : (error.dpop ?? 'invalid_token');
+    send(res, 401, { error: code, error_description: error.message }, {
       'WWW-Authenticate': challenge,
       ...(error.expired ? { 'Token-Expired': 'true' } : {}),
     });
@@ -144,7 +204,7 @@ const server = createServer(async (req, res) => {
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'method not allowed', { Allow: 'GET, HEAD' });
     if (path === '/config.js') {
-      const config = JSON.stringify({ authUrl, apiUrl: '/api/hello' });
+      const config = JSON.stringify({ authUrl, issuer: args.issuer, apiUrl: '/api/hello' });
       return send(res, 200, `window.WEB_EXAMPLE_CONFIG = ${config};\n`, { 'Content-Type': 'text/javascript; charset=utf-8' });
     }
     const entry = STATIC[path];

@@ -11,6 +11,12 @@
 //     copy is kept in localStorage under XSRF_STORAGE_KEY: it is not a credential by itself (it
 //     is bound to the session, and useless without the HttpOnly cookie).
 //
+//   - the DPoP key (RFC 9449): a WebCrypto ECDSA P-256 key pair generated *non-extractable* and
+//     kept in IndexedDB (structured clone keeps it non-extractable), so no script — this one, an
+//     extension, an XSS payload — can ever read the private key. Every token request carries a
+//     proof signed with it, so the session and its tokens are bound to this browser: a copied
+//     cookie and XSRF value, or a copied access token, are useless anywhere else.
+//
 // Refreshes are single-flight: within a tab one promise is shared, across tabs the Web Locks API
 // lets one tab refresh while the others wait and receive its result over a BroadcastChannel.
 
@@ -48,6 +54,64 @@ export class LoggedOutError extends Error {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// ---- DPoP (RFC 9449) ----------------------------------------------------------------------------
+
+const KEY_DB = 'jwt-refresh-token';
+const KEY_STORE = 'dpop';
+const KEY_NAME = 'key';
+
+function b64url(bytes) {
+  let text = '';
+  for (const b of new Uint8Array(bytes)) text += String.fromCharCode(b);
+  return btoa(text).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+const utf8 = (text) => new TextEncoder().encode(text);
+
+/** Runs `work(store)` in a transaction of the key database; resolves to the request's result. */
+function keyDb(mode, work) {
+  return new Promise((resolve, reject) => {
+    const open = indexedDB.open(KEY_DB, 1);
+    open.onupgradeneeded = () => open.result.createObjectStore(KEY_STORE);
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const db = open.result;
+      const request = work(db.transaction(KEY_STORE, mode).objectStore(KEY_STORE));
+      request.onsuccess = () => { db.close(); resolve(request.result); };
+      request.onerror = () => { db.close(); reject(request.error); };
+    };
+  });
+}
+
+let keyPair = null;
+
+/** This browser's DPoP key pair: loaded from IndexedDB, or generated (non-extractable) and stored. */
+export function dpopKeyPair() {
+  keyPair ||= (async () => {
+    const stored = await keyDb('readonly', (store) => store.get(KEY_NAME));
+    if (stored) return stored;
+    const fresh = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
+    // `add`, not `put`: when two tabs race, the loser reads the winner's key.
+    await keyDb('readwrite', (store) => store.add(fresh, KEY_NAME)).catch(() => null);
+    return keyDb('readonly', (store) => store.get(KEY_NAME));
+  })();
+  return keyPair;
+}
+
+/** A DPoP proof for `method url` (ES256, the public JWK in the header), with `ath` and `nonce` when given. */
+async function signProof(method, url, accessToken, nonce) {
+  const { privateKey, publicKey } = await dpopKeyPair();
+  const { kty, crv, x, y } = await crypto.subtle.exportKey('jwk', publicKey); // the public half only
+  const header = { typ: 'dpop+jwt', alg: 'ES256', jwk: { kty, crv, x, y } };
+  const claims = { jti: crypto.randomUUID(), htm: method, htu: url, iat: Math.floor(Date.now() / 1000) };
+  if (accessToken) claims.ath = b64url(await crypto.subtle.digest('SHA-256', utf8(accessToken)));
+  if (nonce) claims.nonce = nonce;
+  const input = `${b64url(utf8(JSON.stringify(header)))}.${b64url(utf8(JSON.stringify(claims)))}`;
+  // WebCrypto's ECDSA signature is r || s, exactly the JWS ES256 format.
+  const signature = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, privateKey, utf8(input));
+  return `${input}.${b64url(signature)}`;
+}
+
 function readCookie(name) {
   for (const part of document.cookie.split(';')) {
     const eq = part.indexOf('=');
@@ -79,6 +143,8 @@ async function readJson(response) {
 
 export class TokenClient extends EventTarget {
   #authUrl;
+  #serviceBase; // the public base URL of the token service's routes, from its Issuer (for `htu`)
+  #nonce = null; // the latest DPoP-Nonce the token service sent
   #autoRefresh;
   #access = null; // { token, expiresAt, lifetimeMs, sessionExpiresAt, claims }
   #xsrf = null;
@@ -91,11 +157,15 @@ export class TokenClient extends EventTarget {
   /**
    * @param {object} options
    * @param {string} options.authUrl   base URL of the token service, e.g. https://auth.example.com
+   * @param {string} [options.issuer]  the service's Issuer (its public base URL, which DPoP proofs
+   *   name: `{issuer}/token`; an Issuer without a path stands for `{issuer}/api`); default authUrl
    * @param {boolean} [options.autoRefresh=true]  refresh silently shortly before the access token expires
    */
-  constructor({ authUrl, autoRefresh = true }) {
+  constructor({ authUrl, issuer, autoRefresh = true }) {
     super();
     this.#authUrl = authUrl.replace(/\/+$/, '');
+    const iss = (issuer || this.#authUrl).replace(/\/+$/, '');
+    this.#serviceBase = new URL(iss).pathname.length > 1 ? iss : `${iss}/api`;
     this.#autoRefresh = autoRefresh;
     this.#xsrf = readCookie(XSRF_COOKIE) || localStorage.getItem(XSRF_STORAGE_KEY);
     if (typeof BroadcastChannel === 'function') {
@@ -132,9 +202,48 @@ export class TokenClient extends EventTarget {
     return this.#access !== null;
   }
 
+  /** `DPoP` when the tokens are bound to this browser's key, `Bearer` otherwise, or null. */
+  get tokenType() {
+    return this.#access ? this.#access.tokenType : null;
+  }
+
+  /**
+   * A DPoP proof for a request to `url` (an absolute URL, or a token-service route such as
+   * `refresh`): for the token service, `htu` is its public URL under the Issuer; for any other API,
+   * the URL itself without query and fragment.
+   */
+  dpopProof(method, url, accessToken = null) {
+    return signProof(method, this.#htu(url), accessToken, this.#nonce);
+  }
+
+  #htu(url) {
+    const service = `${this.#authUrl}/api/`;
+    if (!url.includes('://')) return `${this.#serviceBase}/${url}`;
+    if (url.startsWith(service)) return `${this.#serviceBase}/${url.slice(service.length).split(/[?#]/)[0]}`;
+    const target = new URL(url, location.href);
+    return `${target.origin}${target.pathname}`;
+  }
+
+  /** fetch() to the token service with a fresh proof; once more with the nonce on use_dpop_nonce. */
+  async #withProof(url, init, accessToken = null) {
+    for (let attempt = 0; ; attempt++) {
+      const headers = new Headers(init.headers);
+      headers.set('DPoP', await this.dpopProof(init.method ?? 'GET', url, accessToken));
+      const response = await fetch(url, { ...init, headers });
+      const nonce = response.headers.get('DPoP-Nonce');
+      if (nonce) this.#nonce = nonce;
+      if (attempt > 0 || !nonce || response.ok) return response;
+      const error = response.status === 400
+        ? (await readJson(response.clone()))?.error
+        : /error="use_dpop_nonce"/.test(response.headers.get('WWW-Authenticate') ?? '') && 'use_dpop_nonce';
+      if (error !== 'use_dpop_nonce') return response;
+      this.#log('the token service asked for a DPoP nonce: retrying with it');
+    }
+  }
+
   /** Log in with cookie transport: the refresh token goes into the HttpOnly cookie. */
   async login(username, password) {
-    const response = await fetch(`${this.#authUrl}/api/token`, {
+    const response = await this.#withProof(`${this.#authUrl}/api/token`, {
       method: 'POST',
       credentials: 'include',
       cache: 'no-store',
@@ -230,10 +339,16 @@ export class TokenClient extends EventTarget {
     return this.#access.token;
   }
 
-  #bearerFetch(url, init, token) {
+  /** The access token on `url`: `Authorization: DPoP` with a proof (ath) for a bound token, else Bearer. */
+  async #bearerFetch(url, init, token) {
     const headers = new Headers(init.headers);
-    headers.set('Authorization', `Bearer ${token}`);
-    return fetch(url, { ...init, headers, cache: 'no-store' });
+    if (this.#access?.tokenType !== 'DPoP') {
+      headers.set('Authorization', `Bearer ${token}`);
+      return fetch(url, { ...init, headers, cache: 'no-store' });
+    }
+    headers.set('Authorization', `DPoP ${token}`);
+    const absolute = new URL(url, location.href).href;
+    return this.#withProof(absolute, { ...init, headers, cache: 'no-store' }, token);
   }
 
   #cookieRevoke() {
@@ -285,7 +400,7 @@ export class TokenClient extends EventTarget {
 
   async #cookieRefresh() {
     for (let attempt = 0; ; attempt++) {
-      const response = await fetch(`${this.#authUrl}/api/refresh`, {
+      const response = await this.#withProof(`${this.#authUrl}/api/refresh`, {
         method: 'POST',
         credentials: 'include',
         cache: 'no-store',
@@ -322,6 +437,7 @@ export class TokenClient extends EventTarget {
     const now = Date.now();
     this.#access = {
       token: body.access_token,
+      tokenType: body.token_type,
       lifetimeMs: body.expires_in * 1000,
       expiresAt: now + body.expires_in * 1000,
       sessionExpiresAt: typeof body.refresh_expires_in === 'number' ? now + body.refresh_expires_in * 1000 : null,
@@ -332,8 +448,8 @@ export class TokenClient extends EventTarget {
   }
 
   #shareable() {
-    const { token, lifetimeMs, expiresAt, sessionExpiresAt } = this.#access;
-    return { token, lifetimeMs, expiresAt, sessionExpiresAt, xsrf: this.#xsrf };
+    const { token, tokenType, lifetimeMs, expiresAt, sessionExpiresAt } = this.#access;
+    return { token, tokenType, lifetimeMs, expiresAt, sessionExpiresAt, xsrf: this.#xsrf };
   }
 
   #setXsrf(value) {
@@ -384,6 +500,7 @@ export class TokenClient extends EventTarget {
       this.#xsrf = message.xsrf ?? this.#xsrf;
       this.#access = {
         token: message.token,
+        tokenType: message.tokenType,
         lifetimeMs: message.lifetimeMs,
         expiresAt: message.expiresAt,
         sessionExpiresAt: message.sessionExpiresAt,

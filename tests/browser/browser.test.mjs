@@ -8,7 +8,7 @@
 // document.cookie, localStorage, sessionStorage, nor in any response body the pages received.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startAll, USERS, ACCESS_LIFETIME_MS, REUSE_GRACE_MS } from './harness.mjs';
+import { startAll, USERS, ACCESS_LIFETIME_MS, REUSE_GRACE_MS, ISSUER } from './harness.mjs';
 
 const REFRESH_COOKIE = '__Host-refresh_token';
 const XSRF_COOKIE = 'XSRF-TOKEN';
@@ -202,7 +202,8 @@ test('login sets the HttpOnly cookie, hands the page only the access token; the 
 
   assert.equal(response.status(), 200);
   const body = await response.json();
-  assert.equal(body.token_type, 'Bearer');
+  assert.equal(body.token_type, 'DPoP', 'the example binds its tokens to its DPoP key');
+  assert.ok(response.request().headers().dpop, 'the login carried a DPoP proof');
   assert.equal(typeof body.access_token, 'string');
   assert.equal(body.expires_in, ACCESS_LIFETIME_MS / 1000);
   assert.equal(typeof body.refresh_expires_in, 'number');
@@ -280,7 +281,7 @@ test('an access token the API finds expired: 401 Token-Expired, one refresh, one
   ]);
   const rejected = sequence[0].response;
   assert.equal(await rejected.headerValue('token-expired'), 'true');
-  assert.match(await rejected.headerValue('www-authenticate'), /^Bearer error="invalid_token"/);
+  assert.match(await rejected.headerValue('www-authenticate'), /^DPoP error="invalid_token"/);
   assert.notEqual(await accessToken(page), first);
   await assertNoLeak(dev);
   await dev.context.close();
@@ -340,11 +341,14 @@ test('two tabs refreshing at once without coordination: the service issues one s
   const results = await Promise.all(
     [tab1, tab2].map((tab) =>
       tab.evaluate(
-        ({ at, url, xsrf }) => new Promise((resolve) => setTimeout(() => {
-          fetch(url, { method: 'POST', credentials: 'include', headers: { 'X-XSRF-TOKEN': xsrf } })
+        async ({ at, url, xsrf }) => {
+          const proof = await window.app.dpopProof('POST', url);
+          return new Promise((resolve) => setTimeout(() => {
+          fetch(url, { method: 'POST', credentials: 'include', headers: { 'X-XSRF-TOKEN': xsrf, DPoP: proof } })
             .then(async (response) => resolve({ status: response.status, text: await response.text() }))
             .catch((error) => resolve({ error: String(error) }));
-        }, Math.max(0, at - Date.now()))),
+        }, Math.max(0, at - Date.now())));
+        },
         { at, url: `${env.authUrl}/api/refresh`, xsrf: before.xsrf },
       ),
     ),
@@ -447,7 +451,7 @@ test('log out everywhere (Bearer, scope=global) ends the sessions on every devic
     laptopPage.click('#logout-everywhere'),
   ]);
   assert.equal(revoke.status(), 200);
-  assert.match(revoke.request().headers().authorization, /^Bearer ey/);
+  assert.match(revoke.request().headers().authorization, /^DPoP ey/);
   assert.deepEqual(JSON.parse(revoke.request().postData()), { scope: 'global' });
   await laptopPage.waitForSelector('#status[data-state="out"]');
 
@@ -588,4 +592,58 @@ test('CORS: the allowed origin gets credentials and the exposed headers, others 
   const actual = await fetch(`${direct}/api/jwks`, { headers: { Origin: env.pageUrl } });
   const exposed = (actual.headers.get('access-control-expose-headers') ?? '').toLowerCase();
   for (const name of ['x-xsrf-token', 'token-expired', 'www-authenticate', 'retry-after']) assert.ok(exposed.includes(name), `${name} not exposed`);
+});
+
+test('DPoP: the key is non-extractable in IndexedDB; a copied cookie and XSRF value cannot refresh without it', LIMIT, async () => {
+  const dev = await device();
+  const page = await openApp(dev);
+  await loginWithForm(page, 'alice');
+  const jkt = claimsOf(await accessToken(page)).cnf?.jkt;
+  assert.ok(jkt, 'the access token is bound to a key (cnf.jkt)');
+  // The private key lives in IndexedDB and cannot be exported by any script of the page.
+  const key = await page.evaluate(async () => {
+    const { dpopKeyPair } = await import('./token-client.js');
+    const pair = await dpopKeyPair();
+    const exported = await crypto.subtle.exportKey('jwk', pair.privateKey).then(() => 'exported', (e) => e.name);
+    return { extractable: pair.privateKey.extractable, algorithm: pair.privateKey.algorithm.namedCurve, exported };
+  });
+  assert.deepEqual(key, { extractable: false, algorithm: 'P-256', exported: 'InvalidAccessError' });
+
+  // A thief with the cookie and the XSRF value (exfiltrated), sending them with the allowed Origin
+  // from outside the browser: without the key, and then with a key of its own.
+  const stolen = await victimState(dev);
+  const url = `${env.authUrl}/api/refresh`;
+  const steal = async (proof) => {
+    const headers = { Cookie: `${REFRESH_COOKIE}=${stolen.refresh}`, 'X-XSRF-TOKEN': stolen.xsrf, Origin: env.pageUrl };
+    if (proof) headers.DPoP = proof;
+    const r = await fetch(url, { method: 'POST', headers });
+    return { status: r.status, body: await r.json(), cookies: r.headers.getSetCookie() };
+  };
+  const bare = await steal(null);
+  assert.equal(bare.status, 400, JSON.stringify(bare));
+  assert.equal(bare.body.error, 'invalid_dpop_proof');
+  assert.deepEqual(bare.cookies, [], 'a refused proof clears no cookie');
+  const own = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
+  const { kty, crv, x, y } = await crypto.subtle.exportKey('jwk', own.publicKey);
+  const enc = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const input = `${enc({ typ: 'dpop+jwt', alg: 'ES256', jwk: { kty, crv, x, y } })}.${enc({
+    jti: crypto.randomUUID(), htm: 'POST', htu: `${ISSUER}/api/refresh`, iat: Math.floor(Date.now() / 1000) })}`;
+  const signature = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, own.privateKey, Buffer.from(input));
+  const withOwnKey = await steal(`${input}.${Buffer.from(signature).toString('base64url')}`);
+  assert.equal(withOwnKey.status, 400, JSON.stringify(withOwnKey));
+  assert.equal(withOwnKey.body.error, 'invalid_dpop_proof');
+  assert.match(withOwnKey.body.error_description, /not the key this session is bound to/);
+
+  // The real page still refreshes (nothing was rotated or ended), and a reload keeps the key.
+  assert.equal(await refreshCookie(dev), stolen.refresh, 'the refused attempts rotated nothing');
+  const stale = await accessToken(page);
+  const next = await page.evaluate((token) => window.app.refresh(token), stale);
+  assert.notEqual(next, stale);
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.equal(await page.getAttribute('#status', 'data-state'), 'in');
+  assert.equal(claimsOf(await accessToken(page)).cnf.jkt, jkt, 'the same key after a reload');
+  assert.equal((await callApi(page)).status, 200);
+  await assertNoLeak(dev);
+  await dev.context.close();
 });

@@ -103,6 +103,9 @@ export async function startAll() {
     JwtRefreshToken__Rotation__ReuseGraceMs: String(REUSE_GRACE_MS),
     JwtRefreshToken__Rotation__Secret: execFileSync(HANDLER, ['keys', 'generate', '--algorithm', 'HS256'], { encoding: 'utf8' }).trim(),
     JwtRefreshToken__Cors__AllowedOrigins: pageUrl,
+    // One test runs the page's clock a minute behind (a laptop waking up): its DPoP proofs' iat
+    // is then 60 s off, so the window is wider than the default 60 s here.
+    JwtRefreshToken__Dpop__ProofMaxAgeMs: '120000',
     RUST_LOG: 'info',
   };
   for (const [name, password] of Object.entries(USERS)) {
