@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { createServer } from 'node:net';
 import * as client from 'openid-client';
 import * as oauth from 'oauth4webapi';
+import * as jose from 'jose';
 
 const BIN = process.env.HANDLER_BIN;
 const PASSWORD = 'amber falcon drifts north';
@@ -238,6 +239,40 @@ test('oauth4webapi: a DPoP nonce round trip when the service requires nonces', a
       (async () => oauth.processRefreshTokenResponse(as, c, await oauth.refreshTokenGrantRequest(as, c, oauth.None(),
         refreshed.refresh_token, { DPoP: fresh, [oauth.allowInsecureRequests]: true })))(),
       (e) => { assert.ok(oauth.isDPoPNonceError(e), String(e)); return true; });
+  } finally {
+    child.kill();
+  }
+});
+
+test('jose: an API verifies access tokens with the JWKS the discovery document names (docs/resource-servers.md)', async () => {
+  const es256 = spawnSync(BIN, ['keys', 'generate', '--algorithm', 'ES256'], { encoding: 'utf8' });
+  assert.equal(es256.status, 0, es256.stderr);
+  const { child, base } = await launch({
+    JwtRefreshToken__Descriptor__Algorithm: 'ES256',
+    JwtRefreshToken__Descriptor__AlgorithmKey: es256.stdout,
+  });
+  try {
+    const meta = await (await fetch(`${base}/.well-known/openid-configuration`)).json();
+    // The snippet of docs/resource-servers.md, as an API written with jose would run it.
+    const JWKS = jose.createRemoteJWKSet(new URL(meta.jwks_uri));
+    const verifyAccessToken = (token) => jose.jwtVerify(token, JWKS, {
+      issuer: meta.issuer, audience: 'interop', typ: 'at+jwt', algorithms: ['ES256', 'EdDSA'],
+    });
+    const r = await fetch(`${base}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'alice', password: PASSWORD }),
+    });
+    const { access_token: token } = await r.json();
+    const { payload, protectedHeader } = await verifyAccessToken(token);
+    assert.equal(payload.name, 'alice');
+    assert.equal(protectedHeader.typ, 'at+jwt');
+    // Another audience, a forged signature and an HS256 token are refused.
+    await assert.rejects(jose.jwtVerify(token, JWKS, { issuer: meta.issuer, audience: 'other', typ: 'at+jwt' }));
+    await assert.rejects(verifyAccessToken(`${token.slice(0, -2)}${token.endsWith('AA') ? 'BB' : 'AA'}`));
+    const hs = await new jose.SignJWT({ sub: 'x' }).setProtectedHeader({ alg: 'HS256', typ: 'at+jwt', kid: protectedHeader.kid })
+      .setIssuer(meta.issuer).setAudience('interop').setExpirationTime('5m').sign(new TextEncoder().encode('k'.repeat(32)));
+    await assert.rejects(verifyAccessToken(hs));
   } finally {
     child.kill();
   }
