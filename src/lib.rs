@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clients;
 pub mod clock;
 pub mod epoch;
+pub mod federation;
 pub mod http;
 pub mod keyed;
 pub mod secret;

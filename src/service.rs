@@ -39,6 +39,12 @@ pub enum GrantFailure {
     Reused,
     /// The accompanying access token is not ours or not for this subject.
     AccessTokenMismatch,
+    /// A sign-in provider's ID token failed a check (the text says which).
+    IdToken(&'static str),
+    /// A sign-in provider's ID token was exchanged before.
+    IdTokenReplayed,
+    /// The account of a provider sign-in is disabled.
+    AccountDisabled,
 }
 
 impl GrantFailure {
@@ -52,6 +58,9 @@ impl GrantFailure {
             Self::Expired => "session_expired",
             Self::Reused => "refresh_token_reuse",
             Self::AccessTokenMismatch => "access_token_mismatch",
+            Self::IdToken(_) => "id_token_refused",
+            Self::IdTokenReplayed => "id_token_replayed",
+            Self::AccountDisabled => "account_disabled",
         }
     }
 
@@ -60,6 +69,9 @@ impl GrantFailure {
         match self {
             Self::BadCredentials => "invalid username or password",
             Self::AccessTokenMismatch => "access_token does not belong to the refresh token's subject",
+            Self::IdToken(why) => why,
+            Self::IdTokenReplayed => "this ID token was used before; sign in with the provider again",
+            Self::AccountDisabled => "this account is disabled",
             _ => "the refresh token is invalid, expired or revoked",
         }
     }
@@ -440,6 +452,28 @@ impl TokenService {
             None => None,
         };
         let client = Client { address: from.address, user_agent: from.user_agent, dpop_jkt: from.dpop_jkt };
+        let session = self.start_checked_session(principal, now, client, GrantFailure::BadCredentials).await?;
+        Ok(TokenPair { device_token, ..self.pair(&session, now)? })
+    }
+
+    /// Starts a session for `principal`, whom a sign-in provider's verified ID token named (the
+    /// account service found or made the account), checked like a password login's: the account
+    /// is read again after the session is written, and the session cap kept.
+    pub async fn federated_login(&self, principal: Principal, client: Client<'_>) -> Result<TokenPair, ServiceError> {
+        let now = self.clock.now_ms();
+        let session = self.start_checked_session(principal, now, client, GrantFailure::AccountDisabled).await?;
+        self.pair(&session, now)
+    }
+
+    /// Writes a session for `principal`, then reads the account again (a disable racing the login
+    /// withdraws the session: `refused`) and ends the least recently used sessions over the cap.
+    async fn start_checked_session(
+        &self,
+        principal: Principal,
+        now: UnixMs,
+        client: Client<'_>,
+        refused: GrantFailure,
+    ) -> Result<SessionRecord, ServiceError> {
         let session = self.start_session(principal, now, client).await?;
         // The re-read and the listing of the user's sessions (for the cap) go out together: one
         // round trip of latency for both.
@@ -450,11 +484,11 @@ impl TokenService {
         if !active? {
             self.store.delete_session(&session.user_id, &session.session_id).await?;
             tracing::info!("login raced a disable; session withdrawn");
-            return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials));
+            return Err(ServiceError::InvalidGrant(refused));
         }
         self.keep_within_cap(&session, sessions?, now).await?;
         tracing::info!("session started");
-        Ok(TokenPair { device_token, ..self.pair(&session, now)? })
+        Ok(session)
     }
 
     /// Starts a session for a user an account operation has just created (sign-up): the caller

@@ -331,6 +331,23 @@ pub async fn check_secrets(
     crate::settings::check_secret_scores(&scores)
 }
 
+/// Sign-in with the providers the settings name (`None` without any): their key caches, and the
+/// count of refused exchanges.
+pub fn federated_sign_in(settings: &Settings) -> Result<Option<Arc<crate::federation::SignIn>>, SettingsError> {
+    let federation = &settings.federation;
+    let verifier = crate::federation::Verifier::new(federation, settings.descriptor.clock_skew_ms)
+        .map_err(|e| SettingsError::new(crate::settings::names::FEDERATION_PROVIDERS, e.to_string()))?;
+    Ok(verifier.map(|verifier| {
+        tracing::info!(providers = ?verifier.provider_names(), "sign-in providers configured");
+        Arc::new(crate::federation::SignIn {
+            verifier,
+            failures: crate::federation::Failures::default(),
+            max_failures: federation.max_failures,
+            failure_window_ms: federation.failure_window_ms,
+        })
+    }))
+}
+
 /// A bound, not yet serving, application.
 #[derive(Debug)]
 pub struct Application {
@@ -356,12 +373,14 @@ impl Application {
             .map_err(|source| StartupError::Bind { port: settings.port, source })?;
         let port = listener.local_addr().map_err(|source| StartupError::Bind { port: settings.port, source })?.port();
         let (keys_checked, gate) = tokio::sync::watch::channel(false);
+        let sign_in = federated_sign_in(settings)?;
         Ok(Self {
             listener,
             port,
             api: Api::new(services.tokens.clone(), settings.cors.clone())
                 .with_accounts(services.accounts.clone())
                 .with_clients(services.clients.clone())
+                .with_federation(sign_in)
                 .with_service_documentation(settings.service_documentation.as_deref())
                 .gated(gate),
             services,

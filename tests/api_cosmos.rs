@@ -28,6 +28,8 @@ mod dpop;
 mod dpop_client;
 #[path = "support/emulator.rs"]
 mod emulator;
+#[path = "api/federation.rs"]
+mod federation;
 #[path = "api/hardening.rs"]
 mod hardening;
 #[path = "api/helpers.rs"]
@@ -46,6 +48,8 @@ mod lockout_owner;
 mod login;
 #[path = "api/logs.rs"]
 mod logs;
+#[path = "support/oidc_provider.rs"]
+mod oidc_provider;
 #[path = "api/persistence.rs"]
 mod persistence;
 #[path = "api/requests.rs"]

@@ -50,6 +50,7 @@ mod contract {
             roles: vec!["admin".into()],
             disabled: false,
             created_at_ms: 42,
+            identities: Vec::new(),
         }
     }
 

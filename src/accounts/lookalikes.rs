@@ -84,6 +84,7 @@ mod tests {
             roles: Vec::new(),
             disabled: false,
             created_at_ms: 0,
+            identities: Vec::new(),
         });
         store.put_account(&account, None).await.unwrap();
     }

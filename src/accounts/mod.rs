@@ -22,6 +22,7 @@ use crate::users::profile::{self, PasswordPolicyError};
 use crate::users::{self, HashError, Lockout, MAX_PASSWORD_BYTES, PasswordHasher, Principal, UserState, UsernameError};
 
 mod admins;
+pub mod identities;
 mod lookalikes;
 pub mod sessions;
 mod signup;
@@ -71,6 +72,10 @@ pub struct UserInfo {
     pub disabled: bool,
     /// Unix seconds.
     pub created_at: i64,
+    /// Whether the user can sign in with a password (an account made by a provider sign-in has none).
+    pub has_password: bool,
+    /// The sign-in providers' identities linked to the user.
+    pub identities: Vec<identities::IdentityInfo>,
 }
 
 impl From<&UserRecord> for UserInfo {
@@ -81,6 +86,8 @@ impl From<&UserRecord> for UserInfo {
             roles: u.roles.clone(),
             disabled: u.disabled,
             created_at: u.created_at_ms / 1000,
+            has_password: u.has_password(),
+            identities: u.identities.iter().map(identities::IdentityInfo::from).collect(),
         }
     }
 }
@@ -116,6 +123,15 @@ pub struct UserChange {
     pub remove_roles: Vec<String>,
     /// Clear every failed-login count and lock.
     pub unlock: bool,
+}
+
+/// A user about to be written.
+struct NewUser {
+    id: String,
+    /// The argon2id hash; empty for an account that signs in only through a provider.
+    password_hash: String,
+    roles: Vec<String>,
+    identities: Vec<crate::store::LinkedIdentity>,
 }
 
 /// The account service.
@@ -280,6 +296,13 @@ impl AccountService {
         roles: Vec<String>,
         now: UnixMs,
     ) -> Result<UserRecord, ServiceError> {
+        let hash = self.hasher.hash(password).await.map_err(hash_error)?;
+        let new = NewUser { id: uuid::Uuid::new_v4().to_string(), password_hash: hash, roles, identities: Vec::new() };
+        self.insert_new_user(username, new, now).await
+    }
+
+    /// Writes `new` under the key of `username`, unless the name (or a look-alike) is taken.
+    async fn insert_new_user(&self, username: &str, new: NewUser, now: UnixMs) -> Result<UserRecord, ServiceError> {
         let taken = || ServiceError::InvalidRequestOwned("username is taken; choose another one".into());
         let key = users::username_key(username).map_err(username_error)?;
         let store = self.store.as_ref();
@@ -299,13 +322,14 @@ impl AccountService {
             return Err(username_error(users::UsernameError::Confusable));
         }
         let user = UserRecord {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: new.id,
             username: username.to_string(),
             username_key: key.clone(),
-            password_hash: self.hasher.hash(password).await.map_err(hash_error)?,
-            roles,
+            password_hash: new.password_hash,
+            roles: new.roles,
             disabled: false,
             created_at_ms: now,
+            identities: new.identities,
         };
         // Most names are new: the first try inserts without reading, and a record found then is
         // read. Only a user written by someone else makes the name taken; a throttle already
@@ -668,6 +692,7 @@ mod tests {
                 roles: vec!["admin".into()],
                 disabled,
                 created_at_ms: 0,
+                identities: Vec::new(),
             };
             let mut account = Account::empty(name);
             account.user = Some(user);

@@ -168,6 +168,9 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
         | Operation::Revoke
         | Operation::Jwks
         | Operation::Metadata
-        | Operation::Introspect => Err(ApiError::NotFound("no such route")),
+        | Operation::Introspect
+        | Operation::ListIdentities
+        | Operation::LinkIdentity
+        | Operation::UnlinkIdentity => Err(ApiError::NotFound("no such route")),
     }
 }

@@ -26,6 +26,7 @@ mod accounts;
 pub mod body;
 pub mod cookies;
 pub mod error;
+mod federation;
 mod introspect;
 pub mod invocation;
 pub mod server;
@@ -64,6 +65,9 @@ pub enum Function {
     OpenidConfiguration,
     /// `/api/.well-known/oauth-authorization-server`: RFC 8414 metadata (GET, HEAD).
     OauthAuthorizationServer,
+    /// `/api/identities[/{provider}]`: the caller's sign-in providers' identities (GET), link one
+    /// (POST), unlink one (DELETE).
+    Identities,
 }
 
 /// What a function does with a method.
@@ -95,6 +99,12 @@ pub(crate) enum Operation {
     Introspect,
     /// Discovery metadata.
     Metadata,
+    /// The caller's linked identities.
+    ListIdentities,
+    /// Link an identity to the caller's account.
+    LinkIdentity,
+    /// Unlink one of the caller's identities.
+    UnlinkIdentity,
 }
 
 /// One function and the methods it serves.
@@ -107,7 +117,7 @@ pub struct Route {
 }
 
 /// Every function and its methods: the one source for dispatch, `Allow`, CORS and `function.json`.
-pub static ROUTES: [Route; 11] = [
+pub static ROUTES: [Route; 12] = [
     Route {
         function: Function::Token,
         methods: &[(Method::POST, Operation::Login), (Method::PATCH, Operation::Refresh)],
@@ -146,6 +156,15 @@ pub static ROUTES: [Route; 11] = [
         function: Function::OauthAuthorizationServer,
         methods: &[(Method::GET, Operation::Metadata), (Method::HEAD, Operation::Metadata)],
     },
+    Route {
+        function: Function::Identities,
+        methods: &[
+            (Method::GET, Operation::ListIdentities),
+            (Method::HEAD, Operation::ListIdentities),
+            (Method::POST, Operation::LinkIdentity),
+            (Method::DELETE, Operation::UnlinkIdentity),
+        ],
+    },
 ];
 
 /// The path segment under the route prefix that holds the discovery documents.
@@ -171,6 +190,7 @@ impl Function {
             Self::Introspect => "introspect",
             Self::OpenidConfiguration => "openid-configuration",
             Self::OauthAuthorizationServer => "oauth-authorization-server",
+            Self::Identities => "identities",
         }
     }
 
@@ -200,6 +220,7 @@ impl Function {
         match self {
             Self::Sessions => Some("id"),
             Self::Users => Some("username"),
+            Self::Identities => Some("provider"),
             _ => None,
         }
     }
@@ -376,6 +397,8 @@ pub struct Api {
     pub(crate) accounts: Option<Arc<AccountService>>,
     /// The introspection clients (the introspection route answers 404 without them).
     pub(crate) clients: Option<Arc<ClientService>>,
+    /// Sign-in with providers' ID tokens (the exchange grant is refused without it).
+    pub(crate) federation: Option<Arc<crate::federation::SignIn>>,
     /// The discovery documents' `service_documentation` (left out when `None`).
     service_documentation: Option<Arc<str>>,
     cors: Arc<Cors>,
@@ -393,6 +416,7 @@ impl Api {
             service,
             accounts: None,
             clients: None,
+            federation: None,
             service_documentation: None,
             cors: Arc::new(cors),
             keys_checked: None,
@@ -411,6 +435,13 @@ impl Api {
     #[must_use]
     pub fn with_service_documentation(mut self, url: Option<&str>) -> Self {
         self.service_documentation = url.map(Arc::from);
+        self
+    }
+
+    /// Exchanges the ID tokens of `sign_in`'s providers for sessions.
+    #[must_use]
+    pub fn with_federation(mut self, sign_in: Option<Arc<crate::federation::SignIn>>) -> Self {
+        self.federation = sign_in;
         self
     }
 
@@ -514,7 +545,8 @@ impl Api {
             return Ok(r);
         }
         let operation = function.operation(&req.method).ok_or_else(|| ApiError::MethodNotAllowed(function.allow()))?;
-        let needs_param = matches!(operation, Operation::EndSession | Operation::ChangeUser);
+        let needs_param =
+            matches!(operation, Operation::EndSession | Operation::ChangeUser | Operation::UnlinkIdentity);
         match (&req.param, needs_param) {
             (Some(_), false) => return Err(ApiError::NotFound("no such route")),
             (None, true) => return Err(ApiError::NotFound("this method needs an id in the path")),
@@ -534,6 +566,9 @@ impl Api {
             | Operation::ListUsers
             | Operation::CreateUser
             | Operation::ChangeUser => accounts::handle(self, operation, req).await,
+            Operation::ListIdentities | Operation::LinkIdentity | Operation::UnlinkIdentity => {
+                federation::handle(self, operation, req).await
+            }
         }
     }
 
@@ -552,7 +587,7 @@ impl Api {
             "jwks_uri": format!("{base}/jwks"),
             "introspection_endpoint": format!("{base}/introspect"),
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
-            "grant_types_supported": ["password", "refresh_token"],
+            "grant_types_supported": self.grant_types(),
             "dpop_signing_alg_values_supported": dpop::ALGORITHMS,
             "token_endpoint_auth_methods_supported": ["none"],
             "revocation_endpoint_auth_methods_supported": ["none"],
@@ -566,6 +601,15 @@ impl Api {
         let mut r = ApiResponse::json(StatusCode::OK, &document);
         r.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
         r
+    }
+
+    /// The grants `POST /api/token` takes: token exchange only with a sign-in provider configured.
+    fn grant_types(&self) -> Vec<&'static str> {
+        let mut grants = vec!["password", "refresh_token"];
+        if self.federation.is_some() {
+            grants.push(federation::TOKEN_EXCHANGE);
+        }
+        grants
     }
 
     fn jwks(&self) -> ApiResponse {
@@ -628,6 +672,7 @@ impl Api {
                 Ok(r)
             }
             (Some("refresh_token"), _) => self.refresh(req, Some(fields)).await,
+            (Some(federation::TOKEN_EXCHANGE), _) => federation::exchange(self, req, &fields, transport).await,
             (Some(_), _) => Err(ApiError::UnsupportedGrantType),
         }
     }

@@ -11,6 +11,7 @@ use crate::secret::SecretBytes;
 mod cosmos;
 pub mod entropy;
 mod env;
+pub mod federation;
 pub mod names;
 
 pub use cosmos::{CosmosAuth, CosmosSettings, Identity, load_store};
@@ -274,6 +275,8 @@ pub struct Settings {
     pub dpop: Dpop,
     /// The discovery documents' `service_documentation`, if set.
     pub service_documentation: Option<String>,
+    /// Sign-in providers whose ID tokens are exchanged for sessions.
+    pub federation: federation::Federation,
     /// State.
     pub store: StoreSettings,
     /// Listening port (0 picks a free one).
@@ -457,6 +460,7 @@ impl Settings {
             proof_max_age_ms: p.int(env, DPOP_PROOF_MAX_AGE),
         };
         let service_documentation = p.take(documentation_url(env), || None);
+        let federation = federation::load(env, &mut p);
         p.finish(Self {
             descriptor,
             expires,
@@ -469,6 +473,7 @@ impl Settings {
             introspection_max_per_minute,
             dpop,
             service_documentation,
+            federation,
             store,
             port,
             mode,
@@ -641,7 +646,12 @@ pub fn unknown_settings(env: &Env) -> Vec<UnknownSetting> {
     };
     let mut unknown: Vec<UnknownSetting> = env
         .names()
-        .filter(|n| n.starts_with(&prefix) && names::Setting::find(n).is_none() && !numbered(n))
+        .filter(|n| {
+            n.starts_with(&prefix)
+                && names::Setting::find(n).is_none()
+                && !numbered(n)
+                && !federation::is_provider_setting(n)
+        })
         .map(|n| UnknownSetting { name: n.to_string(), suggestion: closest(n) })
         .collect();
     unknown.sort_by(|a, b| a.name.cmp(&b.name));

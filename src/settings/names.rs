@@ -44,6 +44,9 @@ pub enum Kind {
     List,
     /// Numbered entries: `NAME__0`, `NAME__1`, … read in order until the first gap.
     Numbered,
+    /// A family of settings under `NAME__<name>__<field>`, one set per named thing (the sign-in
+    /// providers); the fields are these (a numbered field is read as `<field>__0`, `<field>__1`, …).
+    Family(&'static [&'static str]),
 }
 
 /// A setting's value when it is not set.
@@ -154,6 +157,17 @@ pub const SERVICE_DOCUMENTATION: &str = "JwtRefreshToken__Discovery__ServiceDocu
 pub const DPOP_REQUIRED: &str = "JwtRefreshToken__Dpop__Required";
 pub const DPOP_REQUIRE_NONCE: &str = "JwtRefreshToken__Dpop__RequireNonce";
 pub const DPOP_PROOF_MAX_AGE: &str = "JwtRefreshToken__Dpop__ProofMaxAgeMs";
+pub const FEDERATION_PROVIDERS: &str = "JwtRefreshToken__Federation__Providers";
+pub const FEDERATION_ALLOW_HTTP_LOOPBACK: &str = "JwtRefreshToken__Federation__AllowHttpLoopback";
+pub const FEDERATION_KEY_REFETCH_INTERVAL: &str = "JwtRefreshToken__Federation__KeyRefetchIntervalMs";
+pub const FEDERATION_FETCH_TIMEOUT: &str = "JwtRefreshToken__Federation__FetchTimeoutMs";
+pub const FEDERATION_MAX_FAILURES: &str = "JwtRefreshToken__Federation__MaxFailures";
+pub const FEDERATION_FAILURE_WINDOW: &str = "JwtRefreshToken__Federation__FailureWindowMs";
+/// The fields of each `Federation__Providers__<name>__…` set.
+pub const PROVIDER_FIELDS: &[&str] =
+    &["Issuer", "Audiences", "JwksUri", "NonceMode", "RequireEmailVerified", "AllowedAlgorithms", "Tenants"];
+/// The fields of a provider set that are numbered (`Audiences__0`, `Audiences__1`, …).
+pub const PROVIDER_NUMBERED_FIELDS: &[&str] = &["Audiences", "Tenants"];
 pub const PASSWORD_MIN_LENGTH: &str = "JwtRefreshToken__Password__MinLength";
 pub const REUSE_GRACE: &str = "JwtRefreshToken__Rotation__ReuseGraceMs";
 pub const ROTATION_SECRET: &str = "JwtRefreshToken__Rotation__Secret";
@@ -257,6 +271,32 @@ pub const ALL: &[Setting] = &[
     Setting::new(DPOP_PROOF_MAX_AGE, Deploy::Optional).int(60_000, 1_000, 600_000).doc(
         "How far a DPoP proof's `iat` may be from the server's clock, either way; a proof's `jti` is refused a \
          second time on an instance for twice this long.",
+    ),
+    Setting::new(FEDERATION_PROVIDERS, Deploy::Optional).kind(Kind::Family(PROVIDER_FIELDS)).doc(
+        "Sign-in providers whose OpenID Connect ID tokens `POST /api/token` exchanges (RFC 8693), one set per \
+         provider name: `…Providers__<name>__Audiences__0` (required: a client id the tokens must be issued to; \
+         more as `__1`, `__2`), `__Issuer` (exact `iss`; preset for `apple`, `google`, `microsoft`), `__JwksUri` \
+         (else from the issuer's discovery document), `__NonceMode` (`none`, `raw` or `sha256`), \
+         `__RequireEmailVerified`, `__AllowedAlgorithms` (comma-separated, default `RS256`) and, for \
+         `microsoft`, `__Tenants__N` (tenant ids, or `any`). See docs/federation.md.",
+    ),
+    Setting::new(FEDERATION_ALLOW_HTTP_LOOPBACK, Deploy::Local).kind(Kind::Flag).text_default("false").doc(
+        "Tests only: allow `http://127.0.0.1` provider issuers and key sets (otherwise only https).",
+    ),
+    Setting::new(FEDERATION_KEY_REFETCH_INTERVAL, Deploy::Optional).int(60_000, 1_000, 3_600_000).doc(
+        "An ID token signed with a key id the cached key set lacks refetches the provider's keys at most once \
+         per this interval per provider, so unknown key ids cannot turn the service into a request amplifier.",
+    ),
+    Setting::new(FEDERATION_FETCH_TIMEOUT, Deploy::Optional).int(5_000, 200, 30_000).doc(
+        "Timeout of a provider's discovery or key-set request; a provider that does not answer in time is \
+         answered 503.",
+    ),
+    Setting::new(FEDERATION_MAX_FAILURES, Deploy::Optional).int(20, 1, 10_000).doc(
+        "Refused ID-token exchanges per client address, and per provider subject, in the failure window on \
+         each instance; more are answered 429.",
+    ),
+    Setting::new(FEDERATION_FAILURE_WINDOW, Deploy::Optional).int(900_000, 1_000, 86_400_000).doc(
+        "The window of `Federation__MaxFailures`.",
     ),
     Setting::new(PASSWORD_MIN_LENGTH, Deploy::Optional)
         .int(8, 8, 1_024)
@@ -368,7 +408,11 @@ pub fn reference_markdown() -> String {
             "## {group}\n\n| setting | type | default | where | description |\n|---|---|---|---|---|\n"
         ));
         for s in ALL.iter().filter(|s| group_of(s.name) == group) {
-            let name = if s.kind == Kind::Numbered { format!("`{}__N`", s.name) } else { format!("`{}`", s.name) };
+            let name = match s.kind {
+                Kind::Numbered => format!("`{}__N`", s.name),
+                Kind::Family(_) => format!("`{}__<name>__<field>`", s.name),
+                _ => format!("`{}`", s.name),
+            };
             out.push_str(&format!(
                 "| {name} | {} | {} | {} | {} |\n",
                 kind_text(s),
@@ -412,6 +456,7 @@ fn kind_text(s: &Setting) -> String {
         Kind::Flag => "true \\| false".into(),
         Kind::List => "comma-separated list".into(),
         Kind::Numbered => "numbered secrets".into(),
+        Kind::Family(fields) => format!("per provider: {}", fields.join(", ")),
     }
 }
 

@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    Account, AddressThrottle, AdminRoster, Cas, ClientRecord, ClientStore, DeviceThrottle, LoginThrottle, NameClaim,
-    SessionDetails, SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned, retry_cas,
+    Account, AddressThrottle, AdminRoster, Cas, ClientRecord, ClientStore, DeviceThrottle, IdentityRecord,
+    LinkedIdentity, LoginThrottle, NameClaim, SessionDetails, SessionRecord, SessionStore, StoreError, UserRecord,
+    UserStore, Version, Versioned, retry_cas,
 };
 use crate::clock::{Clock, UnixMs};
 use crate::settings::{CosmosAuth, CosmosSettings, Identity};
@@ -195,6 +196,8 @@ struct UserDoc {
     roles: Vec<String>,
     disabled: bool,
     created_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    identities: Vec<LinkedIdentity>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -236,6 +239,7 @@ impl AccountDoc {
                 roles: u.roles.clone(),
                 disabled: u.disabled,
                 created_at_ms: u.created_at_ms,
+                identities: u.identities.clone(),
             }),
             failures: a.throttle.failures,
             last_failure_ms: a.throttle.last_failure_ms,
@@ -262,6 +266,7 @@ impl AccountDoc {
                     roles: u.roles,
                     disabled: u.disabled,
                     created_at_ms: u.created_at_ms,
+                    identities: u.identities,
                 }),
                 username_key: key,
                 throttle: LoginThrottle {
@@ -331,6 +336,31 @@ struct RecordDoc<T> {
 
 /// Document ids of introspection clients in the accounts container start with this (`.` keeps them
 /// apart from account ids, which are base64url).
+/// Ids of sign-in identity documents: this, then the hex SHA-256 of provider, NUL, subject
+/// (subjects may hold characters ids cannot).
+const IDENTITY_PREFIX: &str = "identity.";
+const IDENTITY_KIND: &str = "identity";
+
+fn identity_doc_id(provider: &str, subject: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{provider}\u{0}{subject}").as_bytes());
+    format!("{IDENTITY_PREFIX}{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Ids of used-token markers (the marker is already a hex hash).
+const USED_PREFIX: &str = "used.";
+
+/// A used ID token's marker: expires by Cosmos TTL with the token; `nonce` tells our own write
+/// from another's when the SDK retried a create whose answer was lost.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsedDoc {
+    id: String,
+    kind: String,
+    nonce: String,
+    ttl: i64,
+}
+
 const CLIENT_ID_PREFIX: &str = "client.";
 
 fn client_doc_id(client_id: &str) -> String {
@@ -688,6 +718,33 @@ impl SessionStore for CosmosStore {
         Ok(0)
     }
 
+    async fn mark_used(&self, marker: &str, now: UnixMs, expires_at_ms: UnixMs) -> Result<bool, StoreError> {
+        let c = self.containers().await?;
+        let id = format!("{USED_PREFIX}{marker}");
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let doc = UsedDoc {
+            id: id.clone(),
+            kind: "usedToken".into(),
+            nonce: nonce.clone(),
+            ttl: ttl_seconds(expires_at_ms, now),
+        };
+        let created = self.timed(async { c.accounts.create_item(id.clone(), &id, &doc, None).await.map_err(map_err) });
+        match created.await {
+            Ok(_) => Ok(true),
+            // Someone used it first — or the SDK retried our own create whose answer was lost:
+            // only our nonce makes it ours. (Expired markers are gone by TTL.)
+            Err(StoreError::Conflict) => {
+                let read = self.timed(async { c.accounts.read_item(id.clone(), &id, None).await.map_err(map_err) });
+                match read.await {
+                    Ok(response) => Ok(response.into_model::<UsedDoc>().map_err(map_err)?.nonce == nonce),
+                    Err(StoreError::NotFound) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn sessions_epoch(&self) -> Result<UnixMs, StoreError> {
         match self.epoch_doc().await? {
             Some(doc) => Ok(doc.revoked_before_ms),
@@ -853,6 +910,19 @@ impl UserStore for CosmosStore {
         expected: Option<&Version>,
     ) -> Result<Version, StoreError> {
         self.put_record(name_claim_id(skeleton), "nameClaim", claim, expected).await
+    }
+
+    async fn get_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<Versioned<IdentityRecord>>, StoreError> {
+        self.get_record(identity_doc_id(provider, subject)).await
+    }
+
+    async fn put_identity(&self, identity: &IdentityRecord, expected: Option<&Version>) -> Result<Version, StoreError> {
+        let id = identity_doc_id(&identity.provider, &identity.subject);
+        self.put_record(id, IDENTITY_KIND, identity, expected).await
     }
 
     async fn purge_expired_accounts(&self, _now: UnixMs) -> Result<u64, StoreError> {

@@ -9,14 +9,14 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::{
-    Account, AdminRoster, ClientRecord, ClientStore, LoginThrottle, NameClaim, SessionRecord, SessionStore, StoreError,
-    UserRecord, UserStore, Version, Versioned,
+    Account, AdminRoster, ClientRecord, ClientStore, IdentityRecord, LoginThrottle, NameClaim, SessionRecord,
+    SessionStore, StoreError, UserRecord, UserStore, Version, Versioned,
 };
 use crate::clock::UnixMs;
 
 /// File name of the database inside the store directory.
 pub const DATABASE_FILE: &str = "store.db";
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     version INTEGER NOT NULL,
     address_throttles TEXT NOT NULL DEFAULT '[]',
     strikes INTEGER NOT NULL DEFAULT 0,
-    device_throttles TEXT NOT NULL DEFAULT '[]'
+    device_throttles TEXT NOT NULL DEFAULT '[]',
+    identities TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS accounts_by_expiry ON accounts (expires_at_ms) WHERE user_id IS NULL;
 CREATE TABLE IF NOT EXISTS sessions (
@@ -64,6 +65,11 @@ CREATE TABLE IF NOT EXISTS store_records (
     body TEXT NOT NULL,
     version INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS used_tokens (
+    marker TEXT PRIMARY KEY,
+    expires_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS used_tokens_by_expiry ON used_tokens (expires_at_ms);
 CREATE TABLE IF NOT EXISTS clients (
     client_id TEXT PRIMARY KEY,
     secret_hash BLOB NOT NULL,
@@ -76,6 +82,10 @@ const ADMINS: &str = "admins";
 
 /// The rows of `store_records` holding the look-alike name claims start with this, then the skeleton.
 const NAME_CLAIM: &str = "name-claim:";
+
+/// The rows of `store_records` holding sign-in identities start with this, then the provider, a
+/// NUL and the subject.
+const IDENTITY: &str = "identity:";
 
 /// The row of `store_values` holding the revoke-everyone epoch.
 const SESSIONS_EPOCH: &str = "sessions_epoch";
@@ -146,6 +156,12 @@ impl EmbeddedStore {
                  ALTER TABLE accounts ADD COLUMN device_throttles TEXT NOT NULL DEFAULT '[]';",
             )
             .map_err(map_err)?;
+        }
+        if (1..7).contains(&version) {
+            // Version 7 adds the sign-in identities linked to a user (and the used-token markers'
+            // table, created by `SCHEMA` below).
+            conn.execute_batch("ALTER TABLE accounts ADD COLUMN identities TEXT NOT NULL DEFAULT '[]'")
+                .map_err(map_err)?;
         }
         // Version 6 adds the introspection clients' table (created by `SCHEMA` below).
         if version != SCHEMA_VERSION {
@@ -347,7 +363,8 @@ fn session_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<SessionRecord>,
 }
 
 const ACCOUNT_COLUMNS: &str = "username_key, user_id, username, password_hash, roles, disabled, created_at_ms, \
-     failures, last_failure_ms, locked_until_ms, expires_at_ms, version, address_throttles, strikes, device_throttles";
+     failures, last_failure_ms, locked_until_ms, expires_at_ms, version, address_throttles, strikes, device_throttles, \
+     identities";
 
 fn account_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<Account>, rusqlite::Error> {
     let username_key: String = row.get(0)?;
@@ -364,6 +381,12 @@ fn account_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<Account>, rusql
                 roles: roles_from_text(&roles)?,
                 disabled: row.get(5)?,
                 created_at_ms: row.get(6)?,
+                identities: {
+                    let text: String = row.get(15)?;
+                    serde_json::from_str(&text).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(15, rusqlite::types::Type::Text, Box::new(e))
+                    })?
+                },
             })
         }
     };
@@ -525,7 +548,25 @@ impl SessionStore for EmbeddedStore {
             let n = conn
                 .exec_cached("DELETE FROM sessions WHERE expires_at_ms <= ?1 OR idle_expires_at_ms <= ?1", params![now])
                 .map_err(map_err)?;
+            conn.exec_cached("DELETE FROM used_tokens WHERE expires_at_ms <= ?1", params![now]).map_err(map_err)?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn mark_used(&self, marker: &str, now: UnixMs, expires_at_ms: UnixMs) -> Result<bool, StoreError> {
+        let marker = marker.to_string();
+        self.run(move |conn| {
+            // An expired marker is taken over; a live one stays and the use is refused.
+            let changed = conn
+                .exec_cached(
+                    "INSERT INTO used_tokens (marker, expires_at_ms) VALUES (?1, ?2)
+                     ON CONFLICT (marker) DO UPDATE SET expires_at_ms = excluded.expires_at_ms
+                     WHERE used_tokens.expires_at_ms <= ?3",
+                    params![marker, expires_at_ms, now],
+                )
+                .map_err(map_err)?;
+            Ok(changed == 1)
         })
         .await
     }
@@ -645,6 +686,8 @@ impl UserStore for EmbeddedStore {
             let t = &a.throttle;
             let addresses = serde_json::to_string(&a.addresses).map_err(StoreError::unavailable)?;
             let devices = serde_json::to_string(&a.devices).map_err(StoreError::unavailable)?;
+            let identities =
+                serde_json::to_string(&u.map(|u| u.identities.as_slice()).unwrap_or_default()).map_err(StoreError::unavailable)?;
             let values = params![
                 a.username_key,
                 u.map(|u| &u.id),
@@ -660,13 +703,14 @@ impl UserStore for EmbeddedStore {
                 expected.unwrap_or(0),
                 addresses,
                 t.strikes,
-                devices
+                devices,
+                identities
             ];
             match expected {
                 None => {
                     conn.exec_cached(
                         &format!(
-                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 + 1, ?13, ?14, ?15)"
+                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 + 1, ?13, ?14, ?15, ?16)"
                         ),
                         values,
                     )
@@ -679,6 +723,7 @@ impl UserStore for EmbeddedStore {
                             "UPDATE accounts SET user_id = ?2, username = ?3, password_hash = ?4, roles = ?5, disabled = ?6,
                                  created_at_ms = ?7, failures = ?8, last_failure_ms = ?9, locked_until_ms = ?10,
                                  expires_at_ms = ?11, address_throttles = ?13, strikes = ?14, device_throttles = ?15,
+                                 identities = ?16,
                                  version = version + 1
                              WHERE username_key = ?1 AND version = ?12",
                             values,
@@ -727,6 +772,19 @@ impl UserStore for EmbeddedStore {
         expected: Option<&Version>,
     ) -> Result<Version, StoreError> {
         self.put_record(format!("{NAME_CLAIM}{skeleton}"), claim, expected).await
+    }
+
+    async fn get_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<Versioned<IdentityRecord>>, StoreError> {
+        self.get_record(format!("{IDENTITY}{provider}\u{0}{subject}")).await
+    }
+
+    async fn put_identity(&self, identity: &IdentityRecord, expected: Option<&Version>) -> Result<Version, StoreError> {
+        let name = format!("{IDENTITY}{}\u{0}{}", identity.provider, identity.subject);
+        self.put_record(name, identity, expected).await
     }
 
     async fn purge_expired_accounts(&self, now: UnixMs) -> Result<u64, StoreError> {

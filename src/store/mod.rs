@@ -72,6 +72,53 @@ pub struct UserRecord {
     pub disabled: bool,
     /// When the account was created.
     pub created_at_ms: UnixMs,
+    /// The sign-in providers' identities linked to the account (the source of truth: an
+    /// [`IdentityRecord`] only finds the account, which must still list the identity).
+    pub identities: Vec<LinkedIdentity>,
+}
+
+impl UserRecord {
+    /// Whether the user can sign in with a password (a federated account may have none).
+    pub fn has_password(&self) -> bool {
+        !self.password_hash.is_empty()
+    }
+}
+
+/// A sign-in provider's identity linked to an account.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkedIdentity {
+    /// The provider's name (`apple`, `google`, …).
+    pub provider: String,
+    /// The provider's subject (`sub`).
+    pub subject: String,
+    /// The e-mail address the provider gave when the identity was linked (informational).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Whether the provider said that address was verified.
+    #[serde(default)]
+    pub email_verified: bool,
+    /// When it was linked.
+    pub linked_at_ms: UnixMs,
+}
+
+/// Which account a sign-in provider's identity (provider, subject) belongs to: a record of its own
+/// per identity, created (never blindly overwritten) before the account lists the identity, so
+/// that two first sign-ins of one person on two instances race on one record and make one
+/// account.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityRecord {
+    /// The provider's name.
+    pub provider: String,
+    /// The provider's subject.
+    pub subject: String,
+    /// The username key of the account it belongs to; `None` once unlinked.
+    pub owner_key: Option<String>,
+    /// That account's user id.
+    pub owner_id: Option<String>,
+    /// When the record last changed owner (a claim whose account never came is stale after a while).
+    pub claimed_at_ms: UnixMs,
 }
 
 impl fmt::Debug for UserRecord {
@@ -306,6 +353,12 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// Moves the revoke-everyone epoch forward to `at`, or keeps a later one already stored;
     /// returns the epoch as stored afterwards. Concurrent raises keep the latest.
     async fn raise_sessions_epoch(&self, at: UnixMs) -> Result<UnixMs, StoreError>;
+
+    /// Records the single use of `marker` (the hash of a used ID token) at `now` until `expires_at_ms`:
+    /// `Ok(true)` the first time, `Ok(false)` while an earlier use is still recorded. Of two racing
+    /// calls, on any instances, exactly one gets `true`. Stores remove expired markers by
+    /// themselves (Cosmos TTL) or in [`SessionStore::purge_expired`].
+    async fn mark_used(&self, marker: &str, now: UnixMs, expires_at_ms: UnixMs) -> Result<bool, StoreError>;
 }
 
 /// Accounts of the built-in user directory: users and login throttles, one record per username key.
@@ -347,6 +400,17 @@ pub trait UserStore: Send + Sync + fmt::Debug {
         claim: &NameClaim,
         expected: Option<&Version>,
     ) -> Result<Version, StoreError>;
+
+    /// The record of the sign-in identity (`provider`, `subject`), if any.
+    async fn get_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<Versioned<IdentityRecord>>, StoreError>;
+
+    /// Writes the record of `identity`'s (provider, subject): created when `expected` is `None`
+    /// ([`StoreError::Conflict`] when one exists), else replaced only if still at `expected`.
+    async fn put_identity(&self, identity: &IdentityRecord, expected: Option<&Version>) -> Result<Version, StoreError>;
 }
 
 /// Introspection clients, one record per client id; records of their own (never accounts).
@@ -507,6 +571,12 @@ pub(crate) mod testing {
         async fn put_name_claim(&self, k: &str, c: &NameClaim, v: Option<&Version>) -> Result<Version, StoreError> {
             self.inner.put_name_claim(k, c, v).await
         }
+        async fn get_identity(&self, p: &str, s: &str) -> Result<Option<Versioned<IdentityRecord>>, StoreError> {
+            self.inner.get_identity(p, s).await
+        }
+        async fn put_identity(&self, i: &IdentityRecord, v: Option<&Version>) -> Result<Version, StoreError> {
+            self.inner.put_identity(i, v).await
+        }
     }
 
     #[async_trait]
@@ -553,6 +623,9 @@ pub(crate) mod testing {
         }
         async fn raise_sessions_epoch(&self, at: UnixMs) -> Result<UnixMs, StoreError> {
             self.inner.raise_sessions_epoch(at).await
+        }
+        async fn mark_used(&self, m: &str, now: UnixMs, until: UnixMs) -> Result<bool, StoreError> {
+            self.inner.mark_used(m, now, until).await
         }
     }
 }

@@ -197,7 +197,10 @@ impl UserDirectory for StoreDirectory {
         let hasher = &self.hasher;
         let attempt = self.lockout.attempt(self.store.as_ref(), username, origin, now, |user| async move {
             // Always run argon2 (against a dummy hash for unknown users) so timing reveals nothing.
-            let matched = match hasher.verify(password, user.as_ref().map(|u| u.password_hash.as_str())).await {
+            let matched = match hasher
+                .verify(password, user.as_ref().map(|u| u.password_hash.as_str()).filter(|h| !h.is_empty()))
+                .await
+            {
                 Ok(matched) => matched,
                 Err(HashError::Busy(why)) => return Ok(lockout::Check::Unchecked(why)),
                 Err(HashError::Failed(e)) => return Err(StoreError::unavailable(e)),
@@ -257,6 +260,7 @@ mod tests {
             roles: vec![],
             disabled: false,
             created_at_ms: 0,
+            identities: Vec::new(),
         };
         let mut account = Account::empty(&key);
         account.user = Some(user.clone());

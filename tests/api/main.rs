@@ -11,6 +11,8 @@ const BACKEND: helpers::Backend = helpers::Backend::Embedded;
 mod dpop_client;
 #[path = "../support/emulator.rs"]
 mod emulator;
+#[path = "../support/oidc_provider.rs"]
+mod oidc_provider;
 
 mod accounts;
 mod admins;
@@ -20,6 +22,7 @@ mod concurrency;
 mod configuration;
 mod discovery;
 mod dpop;
+mod federation;
 mod hardening;
 mod helpers;
 mod host_modes;
