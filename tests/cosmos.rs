@@ -461,3 +461,56 @@ async fn a_login_whose_session_write_landed_but_whose_answer_was_lost_succeeds()
     other.seed = [7u8; 32];
     assert!(matches!(store.insert_session(&other).await, Err(jwt_refresh_token::store::StoreError::Conflict)));
 }
+
+#[tokio::test]
+async fn a_returning_federated_sign_in_costs_what_a_password_login_without_a_device_token_does() {
+    use jwt_refresh_token::accounts::identities;
+    use jwt_refresh_token::federation::Verified;
+    let _serial = SERIAL.lock().await;
+    let clock = ManualClock::new(START);
+    let (Services { tokens: service, accounts, .. }, store) = services(&clock, 10_000).await;
+    let verified = |token: &str| Verified {
+        provider: "google".into(),
+        subject: "110169484474386276334".into(),
+        email: Some("someone@gmail.com".into()),
+        email_verified: true,
+        name: None,
+        expires_at_ms: START + 3_600_000,
+        token_hash: token.into(),
+        amr: Vec::new(),
+    };
+    let client = jwt_refresh_token::service::Client { address: Some("192.0.2.7"), user_agent: None, dpop_jkt: None };
+    let sign_in = async |v: &Verified| {
+        identities::consume(store.as_ref(), v, START).await.unwrap();
+        let account = accounts.federated_account(v, client.address).await.unwrap();
+        let pair = service.federated_login(account.principal, client).await.unwrap();
+        (account.created, pair)
+    };
+    emulator::reset_stats().await;
+    let (created, first) = sign_in(&verified("aa01")).await;
+    assert!(created);
+    // First sign-in: the marker, the identity read (none), the look-alike claim, the identity's
+    // claim, the account, the session, then the re-read and the session list.
+    let kinds = emulator::document_requests().await;
+    let total = emulator::document_request_total().await;
+    assert!(total <= 10, "first federated sign-in: {total} document requests: {kinds}");
+    println!("first federated sign-in: {total} document requests {kinds}");
+    emulator::reset_stats().await;
+    let (created, again) = sign_in(&verified("aa02")).await;
+    assert!(!created);
+    assert_eq!(again.session_id.len(), first.session_id.len());
+    // Returning: the marker (create), the identity and the account (reads), the session (create),
+    // then the re-read and the session list together — what a password login without a device
+    // token costs (6; see `every_operation_stays_within_its_round_trip_budget`).
+    let kinds = emulator::document_requests().await;
+    let total = emulator::document_request_total().await;
+    println!("returning federated sign-in: {total} document requests {kinds}");
+    assert!(total <= 6, "returning federated sign-in: {total} document requests > 6: {kinds}");
+    assert_eq!((kinds["create"].as_u64(), kinds["read"].as_u64()), (Some(2), Some(3)), "{kinds}");
+    assert_eq!(kinds["query"].as_u64(), Some(1), "{kinds}");
+    // A replayed token costs the one marker create (409) and its read, and changes nothing.
+    emulator::reset_stats().await;
+    assert!(identities::consume(store.as_ref(), &verified("aa02"), START).await.is_err());
+    let total = emulator::document_request_total().await;
+    assert!(total <= 2, "a replay: {total} document requests");
+}

@@ -11,9 +11,9 @@ use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
 use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
-    Account, AddressThrottle, AdminRoster, ClientRecord, ClientStore as _, DeviceThrottle, LoginThrottle, NameClaim,
-    SessionDetails, SessionRecord, SessionStore as _, Step, Store, StoreError, UserRecord, UserStore as _, Version,
-    update_account,
+    Account, AddressThrottle, AdminRoster, ClientRecord, ClientStore as _, DeviceThrottle, IdentityRecord,
+    LoginThrottle, NameClaim, SessionDetails, SessionRecord, SessionStore as _, Step, Store, StoreError, UserRecord,
+    UserStore as _, Version, Versioned, update_account,
 };
 
 mod contract {
@@ -347,6 +347,41 @@ mod contract {
         assert!(store.get_admins().await.unwrap().is_none(), "a claim is not the roster");
     }
 
+    pub async fn an_identity_record_is_created_once_then_compare_and_swap_and_is_no_account(store: &dyn Store) {
+        // Subjects may hold any character (Cosmos ids may not: the backend hashes them).
+        let subject = format!("001234.a/b#?\u{0}{}", "s".repeat(250));
+        assert!(store.get_identity("apple", &subject).await.unwrap().is_none());
+        let first = IdentityRecord {
+            provider: "apple".into(),
+            subject: subject.clone(),
+            owner_key: Some("marta".into()),
+            owner_id: Some("u-1".into()),
+            claimed_at_ms: 1,
+        };
+        let v1 = store.put_identity(&first, None).await.unwrap();
+        assert!(matches!(store.put_identity(&first, None).await, Err(StoreError::Conflict)));
+        let got = store.get_identity("apple", &subject).await.unwrap().unwrap();
+        assert_eq!((&got.value, &got.version), (&first, &v1));
+        let unlinked = IdentityRecord { owner_key: None, owner_id: None, claimed_at_ms: 2, ..first.clone() };
+        let v2 = store.put_identity(&unlinked, Some(&v1)).await.unwrap();
+        assert!(matches!(store.put_identity(&first, Some(&v1)).await, Err(StoreError::Precondition)));
+        assert_eq!(
+            store.get_identity("apple", &subject).await.unwrap().unwrap(),
+            Versioned { value: unlinked, version: v2 }
+        );
+        assert!(store.get_identity("google", &subject).await.unwrap().is_none(), "records are per provider");
+        assert!(store.list_users().await.unwrap().is_empty(), "an identity record is no user");
+    }
+
+    pub async fn a_used_token_marker_is_taken_once_until_it_expires(store: &dyn Store) {
+        let marker = "ab".repeat(32);
+        assert!(store.mark_used(&marker, 1_000, 61_000).await.unwrap(), "first use");
+        assert!(!store.mark_used(&marker, 2_000, 61_000).await.unwrap(), "second use while live");
+        assert!(store.mark_used(&"cd".repeat(32), 2_000, 61_000).await.unwrap(), "markers are per token");
+        let (a, b) = tokio::join!(store.mark_used("race", 1_000, 61_000), store.mark_used("race", 1_000, 61_000));
+        assert!(a.unwrap() ^ b.unwrap(), "of two racing uses exactly one wins");
+    }
+
     pub fn client(id: &str, hash_byte: u8) -> ClientRecord {
         ClientRecord { client_id: id.into(), secret_hash: [hash_byte; 32], created_at_ms: 1_700_000_000_123 }
     }
@@ -419,6 +454,8 @@ macro_rules! store_contract {
                 the_sessions_epoch_only_moves_forward_and_is_not_an_account,
                 the_admin_roster_is_absent_until_written_then_compare_and_swap_and_not_an_account,
                 a_name_claim_is_created_once_then_compare_and_swap_and_is_no_account,
+                an_identity_record_is_created_once_then_compare_and_swap_and_is_no_account,
+                a_used_token_marker_is_taken_once_until_it_expires,
                 clients_read_back_list_in_id_order_and_are_no_accounts,
                 adding_an_existing_client_conflicts_and_changes_nothing,
                 deleting_a_client_reports_whether_it_existed

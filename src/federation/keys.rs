@@ -204,7 +204,7 @@ impl KeySet {
                     None if cached.keys.is_empty() && now < cached.failing_until_ms => {
                         return Err(FederationError::Unavailable("the provider's keys could not be fetched"));
                     }
-                    None if cached.keys.is_empty() || (stale && may_refetch) || may_refetch => (None, true),
+                    None if cached.keys.is_empty() || may_refetch => (None, true),
                     None => (None, false),
                 }
             };

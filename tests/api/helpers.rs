@@ -256,7 +256,25 @@ fn launch(config: &Config, store: &Path) -> Running {
         });
     }
     match port_rx.recv_timeout(STARTUP_TIMEOUT) {
-        Ok(port) => Running { child, port, logs, stderr },
+        Ok(port) => {
+            // The Cosmos store connects after the port answers (requests before then get 503, as
+            // the readiness tests show); a test of the routes waits for it, so a slow test peer
+            // under a parallel suite cannot fail a test meant for something else. A handler that
+            // never connects (an unreachable account, on purpose) is waited for at most 10 s.
+            if backend() == Backend::Cosmos {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                let connected = |logs: &Mutex<Vec<String>>| {
+                    logs.lock().expect("logs lock").iter().any(|l| l.contains("connected to Cosmos DB"))
+                };
+                while !connected(&logs)
+                    && std::time::Instant::now() < deadline
+                    && child.try_wait().ok().flatten().is_none()
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            Running { child, port, logs, stderr }
+        }
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
