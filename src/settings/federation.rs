@@ -405,8 +405,8 @@ mod tests {
     #[test]
     fn each_bad_provider_setting_is_named() {
         for (pairs, expect) in [
-            (vec![(format!("{P}__corp__Audiences__0"), "x")], "__corp__Issuer is missing"),
-            (vec![(format!("{P}__corp__Issuer"), "https://id.example")], "__corp__Audiences__0 is missing"),
+            (vec![(format!("{P}__corp__Audiences__0"), "x")], "__corp__Issuer: is missing"),
+            (vec![(format!("{P}__corp__Issuer"), "https://id.example")], "__corp__Audiences__0: is missing"),
             (
                 vec![(format!("{P}__corp__Issuer"), "http://id.example"), (format!("{P}__corp__Audiences__0"), "x")],
                 "must be an https URL",
@@ -422,7 +422,7 @@ mod tests {
                 vec![(format!("{P}__google__Audiences__0"), "x"), (format!("{P}__google__NonceMode"), "md5")],
                 "must be none, raw or sha256",
             ),
-            (vec![(format!("{P}__microsoft__Audiences__0"), "x")], "Tenants__0 is missing"),
+            (vec![(format!("{P}__microsoft__Audiences__0"), "x")], "Tenants__0: is missing"),
             (
                 vec![
                     (format!("{P}__microsoft__Audiences__0"), "x"),
