@@ -46,7 +46,7 @@ CLIENT_ID = os.environ["FUZZ_CLIENT_ID"]
 CLIENT_SECRET = os.environ["FUZZ_CLIENT_SECRET"]
 
 ADMIN_OPERATIONS = ["listUsers", "createUser", "changeUser", "revoke", "revokeViaPatch"]
-USER_OPERATIONS = ["changePassword", "listSessions", "endSession"]
+USER_OPERATIONS = ["changePassword", "listSessions", "endSession", "listIdentities", "linkIdentity", "unlinkIdentity"]
 # Access tokens live 300 s (the default); renew well before.
 REFRESH_INTERVAL = 240
 
@@ -176,6 +176,8 @@ def _valid_inputs(operation: str, case) -> None:
     elif operation == "endSession":
         # A spare session of the caller, so the caller's own session stays.
         case.path_parameters = {**(case.path_parameters or {}), "id": _sid(login(USER)["access_token"])}
+    elif operation == "listIdentities":
+        case.query = {}
     elif operation == "listUsers":
         case.query = {}
     elif operation == "createUser" and (case.media_type or "").startswith("application/json"):
