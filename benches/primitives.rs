@@ -54,12 +54,15 @@ fn jwt(c: &mut Criterion) {
             0,
         );
         let roles = vec!["reader".to_string()];
+        let amr = vec!["pwd".to_string()];
         let subject = Subject {
             user_id: "user-id",
             name: "bench",
             roles: &roles,
             session_id: "AAAAAAAAAAAAAAAAAAAAAA",
             jkt: None,
+            amr: &amr,
+            auth_time_ms: Some(NOW),
         };
         group.bench_function(name, |b| {
             b.iter(|| {

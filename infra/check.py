@@ -4,7 +4,8 @@
 Reads the .bicep / .bicepparam files as text, the setting table src/settings/names.rs and
 local.settings.json.example, and asserts what the service needs from them: every setting the
 table marks Deploy::Template is set on the Function App, none marked Local or Platform is, every
-JwtRefreshToken__ setting the template sets is in the table, secrets are Key Vault references
+JwtRefreshToken__ setting the template sets is in the table (names it builds at deployment from a
+parameter, such as the sign-in providers' `…Providers__${name}__Audiences__${n}`, too), secrets are Key Vault references
 the template never holds the value of, Cosmos DB runs without keys and grants the app's identity
 the data-plane role, App Insights takes Entra ID ingestion only, the app settings are applied
 after the role assignments, names fit each resource's rules, and the network, CORS and scale
@@ -262,25 +263,40 @@ class SettingSpec:
     name: str
     deploy: str  # Template | Optional | Platform | Local
     secret: bool
+    fields: tuple[str, ...] = ()  # Kind::Family(FIELDS): the set is `name__<name>__<field>`
 
 
 def read_setting_table(path: Path) -> list[SettingSpec]:
     """The `ALL` table of src/settings/names.rs: `Setting::new(CONST, Deploy::X)` or
     `Setting::secret(CONST, Deploy::X)` entries, with each CONST resolved through its
-    `pub const CONST: &str = "...";` line."""
+    `pub const CONST: &str = "...";` line; an entry's `.kind(Kind::Family(FIELDS))` through its
+    `pub const FIELDS: &[&str] = &["...", ...];` line."""
     text = path.read_text(encoding="utf-8")
     text_nc = re.sub(r"//[^\n]*", "", text)
     consts = dict(re.findall(r'\bconst\s+([A-Z][A-Z0-9_]*)\s*:\s*&(?:\'static\s+)?str\s*=\s*"([^"]*)"\s*;', text_nc))
     m = re.search(r"\bconst\s+ALL\s*:\s*&\[\s*Setting\s*\]\s*=\s*&\[(.*?)\];", text_nc, re.S)
     if not m:
         raise ValueError(f"{path}: no `pub const ALL: &[Setting] = &[ ... ];` table")
+    lists = {
+        k: tuple(re.findall(r'"([^"]*)"', v))
+        for k, v in re.findall(r"\bconst\s+([A-Z][A-Z0-9_]*)\s*:\s*&(?:'static\s+)?\[\s*&(?:'static\s+)?str\s*\]\s*=\s*&\[(.*?)\]\s*;", text_nc, re.S)
+    }
     specs = []
-    for kind, const, deploy in re.findall(r"Setting::(new|secret)\(\s*([A-Z][A-Z0-9_]*)\s*,\s*Deploy::(\w+)\s*\)", m.group(1)):
+    entry = re.compile(r"Setting::(new|secret)\(\s*([A-Z][A-Z0-9_]*)\s*,\s*Deploy::(\w+)\s*\)")
+    found = list(entry.finditer(m.group(1)))
+    for i, e in enumerate(found):
+        kind, const, deploy = e.groups()
         if const not in consts:
             raise ValueError(f"{path}: ALL names {const}, which is not a `const {const}: &str` in the file")
         if deploy not in {"Template", "Optional", "Platform", "Local"}:
             raise ValueError(f"{path}: {const} has unknown Deploy::{deploy}")
-        specs.append(SettingSpec(consts[const], deploy, kind == "secret"))
+        chain = m.group(1)[e.end() : found[i + 1].start() if i + 1 < len(found) else len(m.group(1))]
+        fields: tuple[str, ...] = ()
+        if fm := re.search(r"Kind::Family\(\s*([A-Z][A-Z0-9_]*)\s*\)", chain):
+            if fm.group(1) not in lists or not lists[fm.group(1)]:
+                raise ValueError(f"{path}: {const} is Kind::Family({fm.group(1)}), which is not a `const {fm.group(1)}: &[&str]` in the file")
+            fields = lists[fm.group(1)]
+        specs.append(SettingSpec(consts[const], deploy, kind == "secret", fields))
     if not specs:
         raise ValueError(f"{path}: the ALL table has no Setting entries")
     return specs
@@ -288,7 +304,9 @@ def read_setting_table(path: Path) -> list[SettingSpec]:
 
 def spec_for(name: str, specs: list[SettingSpec]) -> SettingSpec | None:
     """The table entry a concrete setting name belongs to: itself (names match without case, as
-    the handler reads them), or a prefix entry such as PreviousKeys for `…PreviousKeys__0`."""
+    the handler reads them), a prefix entry such as PreviousKeys for `…PreviousKeys__0`, or a
+    family such as Federation__Providers for `…Providers__apple__Audiences__0` (a name of a-z, 0-9
+    and -, then one of the family's fields, numbered or not)."""
     lower = name.lower()
     for s in specs:
         if s.name.lower() == lower:
@@ -296,7 +314,22 @@ def spec_for(name: str, specs: list[SettingSpec]) -> SettingSpec | None:
     for s in specs:
         if re.fullmatch(re.escape(s.name.lower()) + r"__\d+", lower):
             return s
+    for s in specs:
+        fields = "|".join(re.escape(f.lower()) for f in s.fields)
+        if fields and re.fullmatch(re.escape(s.name.lower()) + rf"__[a-z0-9-]+__(?:{fields})(?:__\d+)?", lower):
+            return s
     return None
+
+
+# A setting name the template builds at deployment: a string starting with the service's prefix
+# and holding an interpolation, e.g. 'JwtRefreshToken__Federation__Providers__${p.name}__Issuer'.
+BUILT_NAME = re.compile(r"'(JwtRefreshToken__[^'$]*\$\{[^']*)'")
+
+
+def built_sample(name: str) -> str:
+    """A concrete name of the shape a built name gives: every ${...} as 0 (a valid provider name
+    and a valid index), so spec_for can place it."""
+    return re.sub(r"\$\{[^}]*\}", "0", name)
 
 
 # Naming rules of the resources main.bicep names (Azure's documented limits).
@@ -441,10 +474,24 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- the Function App's app settings: union of the var objects named in the appsettings resource
     app_settings: dict[str, str] = {}
+    built_names: list[str] = []  # names the template builds at deployment (BUILT_NAME), e.g. per provider
     settings_expr = ""
 
+    def reached_text(expr: str, seen: set[str]) -> str:
+        """The expression and the values of every variable it reaches, transitively."""
+        out = [expr]
+        for ident in re.findall(r"\b([A-Za-z_]\w*)\b", expr):
+            value = app_bf.vars.get(ident)
+            if value is not None and ident not in seen:
+                seen.add(ident)
+                out.append(reached_text(value, seen))
+        return "\n".join(out)
+
     def collect_settings(expr: str, seen: set[str]) -> None:
-        """Adds the keys of every object variable the expression reaches (through other variables)."""
+        """Adds the keys of every object variable the expression reaches (through other variables).
+        A variable that is no object literal but reaches setting names built from a parameter
+        (the sign-in providers' sets) adds those names to built_names, and none of the objects it
+        uses along the way (they are its inputs, not settings)."""
         for ident in re.findall(r"\b([A-Za-z_]\w*)\b", expr):
             value = app_bf.vars.get(ident)
             if value is None or ident in seen:
@@ -452,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
             seen.add(ident)
             if value.startswith("{"):
                 app_settings.update(entries(block_after(value) or ""))
+            elif names := BUILT_NAME.findall(reached_text(value, {ident})):
+                built_names.extend(n for n in names if n not in built_names)
             else:
                 collect_settings(value, seen)
 
@@ -586,6 +635,12 @@ def main(argv: list[str] | None = None) -> int:
                 problems.append(f"the template sets {key}, which src/settings/names.rs does not list")
             if spec is not None and spec.deploy in {"Local", "Platform"}:
                 problems.append(f"the template sets {key}, which names.rs marks Deploy::{spec.deploy}")
+        for name in built_names:
+            spec = spec_for(built_sample(name), specs)
+            if spec is None:
+                problems.append(f"the template builds {name}, which src/settings/names.rs does not list (as a family `<NAME>__<name>__<field>` or numbered `<NAME>__N`)")
+            elif spec.deploy in {"Local", "Platform"} or spec.secret:
+                problems.append(f"the template builds {name}, which names.rs marks {'secret' if spec.secret else 'Deploy::' + spec.deploy}")
         for key in KEYED_SETTINGS:
             if key in app_settings:
                 problems.append(f"{key} must not be set (it needs a storage key)")
@@ -940,7 +995,7 @@ def main(argv: list[str] | None = None) -> int:
     checks.run("every param has @description; no secret passes through the deployment or its outputs", check_param_decorators)
     checks.run("stable API versions, one per resource type", check_api_versions)
     checks.run("names from namePrefix + uniqueString fit each resource's naming rules", check_naming)
-    checks.run("names.rs: every Template setting is set, only listed JwtRefreshToken__ settings, no Local/Platform ones", check_setting_table)
+    checks.run("names.rs: every Template setting is set, only listed JwtRefreshToken__ settings (built names too), no Local/Platform ones", check_setting_table)
     checks.run("local.settings.json.example matches names.rs", check_example_settings)
     checks.run("every secret setting of names.rs the template sets is a Key Vault reference", check_key_vault_references)
     checks.run("Key Vault: RBAC authorization, soft delete, purge protection", check_key_vault)

@@ -194,6 +194,20 @@ class BrokenTemplates(unittest.TestCase):
         self.edit("local.settings.json.example", '    "JwtRefreshToken__Descriptor__Audience": "jwt-refresh-token-local",\n', "")
         self.assert_fails("check.py", "local.settings.json.example lacks JwtRefreshToken__Descriptor__Audience")
 
+    def test_provider_settings_the_template_builds_are_listed_as_a_family(self) -> None:
+        # The sign-in providers' names are built per entry of signInProviders; a concrete one in an
+        # object is placed in the same family row of names.rs.
+        self.edit("infra/modules/functionapp.bicep", "  JwtRefreshToken__Login__LockoutMs:", "  JwtRefreshToken__Federation__Providers__apple__Audiences__0: 'com.example.app'\n  JwtRefreshToken__Login__LockoutMs:")
+        self.assert_passes("check.py")
+
+    def test_a_built_provider_setting_with_an_unknown_field_fails(self) -> None:
+        self.edit("infra/modules/functionapp.bicep", "__Audiences__${s.n}'", "__Audience__${s.n}'")
+        self.assert_fails("check.py", "the template builds JwtRefreshToken__Federation__Providers__${providers[s.p].name}__Audience__${s.n}, which src/settings/names.rs does not list")
+
+    def test_a_built_setting_outside_the_family_fails(self) -> None:
+        self.edit("infra/modules/functionapp.bicep", "'JwtRefreshToken__Federation__Providers__${p.name}__Issuer'", "'JwtRefreshToken__Federation__Provider__${p.name}__Issuer'")
+        self.assert_fails("check.py", "the template builds JwtRefreshToken__Federation__Provider__${p.name}__Issuer, which src/settings/names.rs does not list")
+
     # -- options and naming
 
     def test_cors_wildcard_guard_removed_fails(self) -> None:

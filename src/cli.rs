@@ -206,6 +206,12 @@ pub enum UserCommand {
         /// Username.
         username: String,
     },
+    /// Remove a user's second factors (authenticator and recovery codes) and end their sessions,
+    /// for a user who lost their authenticator.
+    ResetMfa {
+        /// Username.
+        username: String,
+    },
     /// List users (never prints password hashes).
     List,
 }
@@ -430,6 +436,16 @@ async fn user(command: UserCommand, env: &Env, missing: StoreMissing) -> Result<
                 .await
                 .map_err(|e| Failure::other(format!("cannot unlock user {username:?}: {e}")))?;
             println!("unlocked user {}", changed.user.username);
+        }
+        UserCommand::ResetMfa { username } => {
+            let changed = accounts
+                .reset_factors(operator, &username)
+                .await
+                .map_err(|e| Failure::other(format!("cannot reset the second factors of {username:?}: {e}")))?;
+            println!(
+                "removed the second factors of {} and ended {} session(s)",
+                changed.user.username, changed.sessions_ended
+            );
         }
         UserCommand::List => {
             let mut cursor = None;

@@ -17,6 +17,7 @@ use crate::secret::{Password, token_prefix};
 use crate::store::{Cas, SessionDetails, SessionRecord, SessionStore, Store, StoreError, Versioned, retry_cas};
 use crate::tokens::access::{AccessClaims, AccessTokenError, AccessTokens, Expiry, Subject};
 use crate::tokens::dpop::{ProofError, Proofs, Target};
+use crate::tokens::mfa::{self, FirstStep, MfaClaims, MfaTokenError, MfaTokens};
 use crate::tokens::refresh::{RefreshTokenParts, RefreshTokens, session_id_text};
 use crate::users::device::DeviceTokens;
 use crate::users::lockout::Origin;
@@ -43,6 +44,10 @@ pub enum GrantFailure {
     IdToken(&'static str),
     /// A sign-in provider's ID token was exchanged before.
     IdTokenReplayed,
+    /// The `mfa_token` of a second step is not valid, expired or used (the text says which).
+    MfaToken(&'static str),
+    /// The second factor's code is wrong, used before or out of its window.
+    SecondFactor,
     /// The account of a provider sign-in is disabled.
     AccountDisabled,
 }
@@ -61,6 +66,8 @@ impl GrantFailure {
             Self::IdToken(_) => "id_token_refused",
             Self::IdTokenReplayed => "id_token_replayed",
             Self::AccountDisabled => "account_disabled",
+            Self::MfaToken(_) => "mfa_token_refused",
+            Self::SecondFactor => "second_factor_refused",
         }
     }
 
@@ -72,6 +79,8 @@ impl GrantFailure {
             Self::IdToken(why) => why,
             Self::IdTokenReplayed => "this ID token was used before; sign in with the provider again",
             Self::AccountDisabled => "this account is disabled",
+            Self::MfaToken(why) => why,
+            Self::SecondFactor => "the code is wrong, expired or was used before",
             _ => "the refresh token is invalid, expired or revoked",
         }
     }
@@ -139,6 +148,15 @@ pub enum ServiceError {
     /// A DPoP-bound access token was presented as a bearer token (RFC 9449 §7.2).
     #[error("a DPoP-bound access token needs the DPoP scheme and a proof")]
     BoundTokenAsBearer,
+    /// The first step of a login passed; a second factor must follow (`POST /api/token` with the
+    /// mfa-otp grant and this `mfa_token`).
+    #[error("a second factor is required")]
+    MfaRequired {
+        /// Proof of the first step, for the second.
+        mfa_token: String,
+        /// The factors the user can use.
+        factors: Vec<&'static str>,
+    },
     /// Too much work at once (the password-hashing queue); the client may retry shortly.
     #[error("busy: {0}")]
     Busy(&'static str),
@@ -269,6 +287,8 @@ pub struct TokenService {
     proofs: Arc<Proofs>,
     /// Token requests without a DPoP proof are refused.
     dpop_required: bool,
+    /// Signs the `mfa_token` of logins that need a second factor.
+    mfa_tokens: MfaTokens,
 }
 
 /// Label of the key DPoP nonces are made with (derived from the rotation secret).
@@ -281,6 +301,12 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], ServiceError> {
     rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut out)
         .map_err(|e| ServiceError::Internal(format!("OS random number generator failed: {e}")))?;
     Ok(out)
+}
+
+/// Lowercase hex SHA-256 of `bytes` (store keys of single-use markers).
+fn hex_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn ms_to_s_ceil(ms: i64) -> i64 {
@@ -298,6 +324,7 @@ impl TokenService {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let proofs = Arc::new(Proofs::new(DEFAULT_PROOF_MAX_AGE_MS, false, refresh.derive_key(DPOP_NONCE_KEY_LABEL)));
+        let mfa_tokens = MfaTokens::new(refresh.derive_key(mfa::LABEL));
         Self {
             store,
             directory,
@@ -311,6 +338,7 @@ impl TokenService {
             devices: None,
             proofs,
             dpop_required: false,
+            mfa_tokens,
         }
     }
 
@@ -451,17 +479,85 @@ impl TokenService {
             }
             None => None,
         };
+        if !principal.second_factors.is_empty() {
+            // The password passed; the second step proves the rest (RFC 6749 has no such answer:
+            // `mfa_required` as Auth0's MFA API names it). No session, no device token yet.
+            return Err(self.mfa_required(&principal, FirstStep::Password, now));
+        }
         let client = Client { address: from.address, user_agent: from.user_agent, dpop_jkt: from.dpop_jkt };
-        let session = self.start_checked_session(principal, now, client, GrantFailure::BadCredentials).await?;
+        let session = self
+            .start_checked_session(principal, now, client, GrantFailure::BadCredentials, &[FirstStep::Password.amr()])
+            .await?;
         Ok(TokenPair { device_token, ..self.pair(&session, now)? })
+    }
+
+    /// The `mfa_required` answer for `principal`, whose first step passed at `now`.
+    pub fn mfa_required(&self, principal: &Principal, first_step: FirstStep, now: UnixMs) -> ServiceError {
+        let claims = MfaClaims {
+            user_id: principal.id.clone(),
+            username: principal.name.clone(),
+            password_fingerprint: principal.password_fingerprint.clone(),
+            first_step,
+            expires_at_ms: now.saturating_add(mfa::TTL_MS),
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        tracing::info!(user_id = %principal.id, "first step passed; a second factor is required");
+        ServiceError::MfaRequired {
+            mfa_token: self.mfa_tokens.issue(&claims),
+            factors: principal.second_factors.clone(),
+        }
+    }
+
+    /// The claims of an `mfa_token` presented for the second step, recording its single use:
+    /// [`GrantFailure::MfaToken`] when it is not ours, expired or used before.
+    pub async fn redeem_mfa_token(&self, token: &str) -> Result<MfaClaims, ServiceError> {
+        let now = self.clock.now_ms();
+        let claims = self.mfa_tokens.verify(token, now).map_err(|e| {
+            ServiceError::InvalidGrant(match e {
+                MfaTokenError::Invalid => GrantFailure::MfaToken("the mfa_token is not valid"),
+                MfaTokenError::Expired => GrantFailure::MfaToken("the mfa_token expired; log in again"),
+            })
+        })?;
+        let marker = format!("mfa.{}", hex_digest(claims.jti.as_bytes()));
+        if !self.store.mark_used(&marker, now, claims.expires_at_ms).await? {
+            tracing::warn!(user_id = %claims.user_id, "mfa_token replayed");
+            return Err(ServiceError::InvalidGrant(GrantFailure::MfaToken(
+                "the mfa_token was used before; log in again",
+            )));
+        }
+        Ok(claims)
     }
 
     /// Starts a session for `principal`, whom a sign-in provider's verified ID token named (the
     /// account service found or made the account), checked like a password login's: the account
-    /// is read again after the session is written, and the session cap kept.
-    pub async fn federated_login(&self, principal: Principal, client: Client<'_>) -> Result<TokenPair, ServiceError> {
+    /// is read again after the session is written, and the session cap kept. A user with a
+    /// second factor gets `mfa_required` unless `provider_mfa` (the provider asserted MFA and is
+    /// trusted to).
+    pub async fn federated_login(
+        &self,
+        principal: Principal,
+        client: Client<'_>,
+        provider_mfa: bool,
+    ) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
-        let session = self.start_checked_session(principal, now, client, GrantFailure::AccountDisabled).await?;
+        if !principal.second_factors.is_empty() && !provider_mfa {
+            return Err(self.mfa_required(&principal, FirstStep::Federated, now));
+        }
+        let amr: &[&str] = if provider_mfa { &["fed", "mfa"] } else { &["fed"] };
+        let session = self.start_checked_session(principal, now, client, GrantFailure::AccountDisabled, amr).await?;
+        self.pair(&session, now)
+    }
+
+    /// Starts the session of a login whose second step passed (`amr` says how), checked like a
+    /// password login's.
+    pub async fn second_step_login(
+        &self,
+        principal: Principal,
+        client: Client<'_>,
+        amr: &[&str],
+    ) -> Result<TokenPair, ServiceError> {
+        let now = self.clock.now_ms();
+        let session = self.start_checked_session(principal, now, client, GrantFailure::BadCredentials, amr).await?;
         self.pair(&session, now)
     }
 
@@ -473,8 +569,9 @@ impl TokenService {
         now: UnixMs,
         client: Client<'_>,
         refused: GrantFailure,
+        amr: &[&str],
     ) -> Result<SessionRecord, ServiceError> {
-        let session = self.start_session(principal, now, client).await?;
+        let session = self.start_session(principal, now, client, amr).await?;
         // The re-read and the listing of the user's sessions (for the cap) go out together: one
         // round trip of latency for both.
         let (active, sessions) = tokio::join!(
@@ -495,7 +592,7 @@ impl TokenService {
     /// vouches for the user, nothing is checked here.
     pub async fn open_session(&self, principal: Principal, client: Client<'_>) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
-        let session = self.start_session(principal, now, client).await?;
+        let session = self.start_session(principal, now, client, &[FirstStep::Password.amr()]).await?;
         self.pair(&session, now)
     }
 
@@ -505,6 +602,7 @@ impl TokenService {
         principal: Principal,
         now: UnixMs,
         client: Client<'_>,
+        amr: &[&str],
     ) -> Result<SessionRecord, ServiceError> {
         let session = SessionRecord {
             user_id: principal.id,
@@ -522,6 +620,7 @@ impl TokenService {
                 user_agent: client.user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
                 client_address: client.address.map(str::to_string),
                 dpop_jkt: client.dpop_jkt.map(str::to_string),
+                amr: amr.iter().map(|a| (*a).to_string()).collect(),
             },
         };
         let span = tracing::Span::current();
@@ -573,6 +672,8 @@ impl TokenService {
             roles: &session.roles,
             session_id: &session.session_id,
             jkt: session.details.dpop_jkt.as_deref(),
+            amr: &session.details.amr,
+            auth_time_ms: (!session.details.amr.is_empty()).then_some(session.created_at_ms),
         };
         let access =
             self.access.sign(subject, now).map_err(|e| ServiceError::Internal(format!("signing failed: {e}")))?;

@@ -149,7 +149,14 @@ pub fn build_services(
     };
     let accounts = AccountService::new(store.clone(), hasher, clock.clone(), settings.accounts.password_min_chars)
         .with_sign_up(settings.accounts)
-        .with_lockout(lockout);
+        .with_lockout(lockout)
+        .with_factors(crate::accounts::factors::FactorKeys {
+            sealer: Arc::new(crate::tokens::sealed::Sealer::new(
+                refresh.derive_key(crate::accounts::factors::SEAL_LABEL),
+            )),
+            recovery_key: refresh.derive_key(crate::accounts::factors::RECOVERY_LABEL),
+            issuer: settings.totp_issuer.clone(),
+        });
     let clients = ClientService::new(store.clone(), clock.clone(), settings.introspection_max_per_minute);
     let dpop = settings.dpop;
     let tokens = TokenService::new(store, directory, access, refresh, policy, clock)

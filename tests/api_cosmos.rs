@@ -48,6 +48,8 @@ mod lockout_owner;
 mod login;
 #[path = "api/logs.rs"]
 mod logs;
+#[path = "api/mfa.rs"]
+mod mfa;
 #[path = "support/oidc_provider.rs"]
 mod oidc_provider;
 #[path = "api/persistence.rs"]

@@ -478,12 +478,13 @@ async fn a_returning_federated_sign_in_costs_what_a_password_login_without_a_dev
         expires_at_ms: START + 3_600_000,
         token_hash: token.into(),
         amr: Vec::new(),
+        mfa_asserted: false,
     };
     let client = jwt_refresh_token::service::Client { address: Some("192.0.2.7"), user_agent: None, dpop_jkt: None };
     let sign_in = async |v: &Verified| {
         identities::consume(store.as_ref(), v, START).await.unwrap();
         let account = accounts.federated_account(v, client.address).await.unwrap();
-        let pair = service.federated_login(account.principal, client).await.unwrap();
+        let pair = service.federated_login(account.principal, client, false).await.unwrap();
         (account.created, pair)
     };
     emulator::reset_stats().await;

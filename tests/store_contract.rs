@@ -37,6 +37,7 @@ mod contract {
                 user_agent: Some("Mozilla/5.0 (test)".into()),
                 client_address: Some("192.0.2.7".into()),
                 dpop_jkt: Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into()),
+                amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
             },
         }
     }
@@ -51,6 +52,15 @@ mod contract {
             disabled: false,
             created_at_ms: 42,
             identities: Vec::new(),
+            factors: jwt_refresh_token::store::Factors {
+                totp: Some(jwt_refresh_token::store::TotpFactor {
+                    sealed_secret: "c2VhbGVk".into(),
+                    active: true,
+                    last_step: 58_000_000,
+                    enrolled_at_ms: 1_700_000_000_000,
+                }),
+                recovery_codes: vec!["ab".repeat(32)],
+            },
         }
     }
 

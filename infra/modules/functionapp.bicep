@@ -98,6 +98,10 @@ param jwtLoginMaxFailures int
 @description('JwtRefreshToken__Login__LockoutMs')
 param jwtLoginLockoutMs int
 
+@description('Sign-in providers: objects { name, audiences, tenants?, issuer?, jwksUri?, nonceMode?, requireEmailVerified?, allowedAlgorithms? } (main.bicep, docs/federation.md).')
+@maxLength(16)
+param signInProviders array = []
+
 @description('Key Vault URI, e.g. https://<vault>.vault.azure.net/ (with the trailing slash).')
 param keyVaultUri string
 
@@ -318,6 +322,82 @@ var jwtSettings = {
   JwtRefreshToken__Cors__AllowedOrigins: join(corsOrigins, ',')
 }
 
+// Sign-in providers (names: src/settings/names.rs, FEDERATION_PROVIDERS; docs/federation.md): each
+// entry of signInProviders becomes its JwtRefreshToken__Federation__Providers__<name>__... set.
+// audiences and tenants are numbered (__Audiences__0, __1, ...); every other field is one setting,
+// left unset when the entry leaves it out (the provider's preset or the handler's default applies).
+// Client ids and URLs, not secrets: plain values. Built with for-expressions, filter() and json(),
+// not map() / toObject(): checkov's Bicep parser (pycep-parser 0.5.1, which the checkov pinned in
+// infra/requirements.txt requires) parses filter() but no other lambda function, and a file it
+// cannot parse is a parsing error of the checkov gate.
+
+// A field the handler does not read (a typo such as requireEmailVerifed) stops the deployment with
+// this message instead of being dropped unread: union() with every known field then adds a key.
+var providerFields = {
+  name: ''
+  audiences: ''
+  tenants: ''
+  issuer: ''
+  jwksUri: ''
+  nonceMode: ''
+  requireEmailVerified: ''
+  allowedAlgorithms: ''
+}
+var providersWithUnknownFields = filter(signInProviders, p => length(union(providerFields, p)) != length(providerFields))
+var providers = empty(providersWithUnknownFields) ? signInProviders : [ int('signInProviders: an entry has a field other than name, audiences, tenants, issuer, jwksUri, nonceMode, requireEmailVerified, allowedAlgorithms') ]
+
+// Numbered values: one slot per (provider, n) for n below the handler's 32 per list (MAX_LIST in
+// src/settings/federation.rs; at most 16 providers, so at most 512 slots); the slots a provider's
+// list fills become settings.
+var listSlots = 32
+var providerSlots = [for i in range(0, length(providers) * listSlots): {
+  p: i / listSlots
+  n: i % listSlots
+}]
+var audienceSlots = filter(providerSlots, s => s.n < length(providers[s.p].audiences))
+var tenantSlots = filter(providerSlots, s => s.n < length(providers[s.p].?tenants ?? []))
+
+var audienceSettings = [for s in audienceSlots: {
+  name: 'JwtRefreshToken__Federation__Providers__${providers[s.p].name}__Audiences__${s.n}'
+  value: providers[s.p].audiences[s.n]
+}]
+
+var tenantSettings = [for s in tenantSlots: {
+  name: 'JwtRefreshToken__Federation__Providers__${providers[s.p].name}__Tenants__${s.n}'
+  value: providers[s.p].tenants[s.n]
+}]
+
+// string() of the bool requireEmailVerified is 'True' / 'False', which the handler reads without case.
+var optionSettingLists = [for p in providers: [
+  {
+    name: 'JwtRefreshToken__Federation__Providers__${p.name}__Issuer'
+    value: string(p.?issuer ?? '')
+  }
+  {
+    name: 'JwtRefreshToken__Federation__Providers__${p.name}__JwksUri'
+    value: string(p.?jwksUri ?? '')
+  }
+  {
+    name: 'JwtRefreshToken__Federation__Providers__${p.name}__NonceMode'
+    value: string(p.?nonceMode ?? '')
+  }
+  {
+    name: 'JwtRefreshToken__Federation__Providers__${p.name}__RequireEmailVerified'
+    value: string(p.?requireEmailVerified ?? '')
+  }
+  {
+    name: 'JwtRefreshToken__Federation__Providers__${p.name}__AllowedAlgorithms'
+    value: string(p.?allowedAlgorithms ?? '')
+  }
+]]
+var optionSettings = filter(flatten(optionSettingLists), o => !empty(o.value))
+
+// { name, value } entries to one object: each entry as the JSON text of { '<name>': value } without
+// its braces (string() escapes both), joined and read back with json().
+var federationEntries = concat(audienceSettings, tenantSettings, optionSettings)
+var federationPairs = [for e in federationEntries: substring(string({ '${e.name}': e.value }), 1, length(string({ '${e.name}': e.value })) - 2)]
+var federationSettings = json('{${join(federationPairs, ',')}}')
+
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_13: checkov reads this app-settings resource as a web app; authentication is discussed on the site above
   // checkov:skip=CKV_AZURE_63: HTTP logs of App Service do not apply to Functions; requests are logged by the host to Application Insights
@@ -328,7 +408,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_80: no .NET Framework: a Rust custom handler
   // checkov:skip=CKV_AZURE_88: no Azure Files share on purpose: it needs an account key (allowSharedKeyAccess is false)
   // checkov:skip=CKV_AZURE_222: not a site; see the site's reason
-  properties: union(hostSettings, isFlex ? {} : dedicatedPlanSettings, jwtSettings)
+  properties: union(hostSettings, isFlex ? {} : dedicatedPlanSettings, jwtSettings, federationSettings)
 }
 
 output name string = site.name

@@ -98,7 +98,7 @@ fn link_of(verified: &Verified, now: UnixMs) -> LinkedIdentity {
 }
 
 fn principal(user: &UserRecord) -> Principal {
-    Principal { id: user.id.clone(), name: user.username.clone(), roles: user.roles.clone() }
+    Principal::from(user)
 }
 
 /// A username for a new account: the e-mail's local part or the display name, reduced to letters,
@@ -388,6 +388,7 @@ mod tests {
             expires_at_ms: 0,
             token_hash: String::new(),
             amr: Vec::new(),
+            mfa_asserted: false,
         }
     }
 

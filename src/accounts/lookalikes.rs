@@ -85,6 +85,7 @@ mod tests {
             disabled: false,
             created_at_ms: 0,
             identities: Vec::new(),
+            factors: Default::default(),
         });
         store.put_account(&account, None).await.unwrap();
     }

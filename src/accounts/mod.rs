@@ -22,6 +22,7 @@ use crate::users::profile::{self, PasswordPolicyError};
 use crate::users::{self, HashError, Lockout, MAX_PASSWORD_BYTES, PasswordHasher, Principal, UserState, UsernameError};
 
 mod admins;
+pub mod factors;
 pub mod identities;
 mod lookalikes;
 pub mod sessions;
@@ -146,6 +147,8 @@ pub struct AccountService {
     /// Login throttling, which a wrong current password in a password change counts toward;
     /// without it, password changes over HTTP are not available.
     lockout: Option<Lockout>,
+    /// Seals TOTP secrets and hashes recovery codes; without it, second factors are not available.
+    factor_keys: Option<factors::FactorKeys>,
 }
 
 fn username_error(e: UsernameError) -> ServiceError {
@@ -186,7 +189,7 @@ impl AccountService {
         clock: Arc<dyn Clock>,
         password_min_chars: usize,
     ) -> Self {
-        Self { store, hasher, clock, password_min_chars, signup: None, lockout: None }
+        Self { store, hasher, clock, password_min_chars, signup: None, lockout: None, factor_keys: None }
     }
 
     /// Sign-up over HTTP with `rules` (open or closed, throttled per client address).
@@ -202,6 +205,13 @@ impl AccountService {
     #[must_use]
     pub fn with_lockout(mut self, lockout: Lockout) -> Self {
         self.lockout = Some(lockout);
+        self
+    }
+
+    /// Second factors (TOTP, recovery codes) with `keys`.
+    #[must_use]
+    pub fn with_factors(mut self, keys: factors::FactorKeys) -> Self {
+        self.factor_keys = Some(keys);
         self
     }
 
@@ -264,7 +274,7 @@ impl AccountService {
         signup.count(client, now).map_err(|retry_after_ms| ServiceError::Locked { retry_after_ms })?;
         let user = self.insert_user(username, password, Vec::new(), now).await?;
         tracing::info!(user_id = %user.id, "account created by sign-up");
-        Ok(Principal { id: user.id, name: user.username, roles: user.roles })
+        Ok(Principal::from(&user))
     }
 
     /// Creates a user (`POST /api/users`, `handler user add`).
@@ -330,6 +340,7 @@ impl AccountService {
             disabled: false,
             created_at_ms: now,
             identities: new.identities,
+            factors: Default::default(),
         };
         // Most names are new: the first try inserts without reading, and a record found then is
         // read. Only a user written by someone else makes the name taken; a throttle already
@@ -693,6 +704,7 @@ mod tests {
                 disabled,
                 created_at_ms: 0,
                 identities: Vec::new(),
+                factors: Default::default(),
             };
             let mut account = Account::empty(name);
             account.user = Some(user);

@@ -13,6 +13,9 @@ pub enum Reason<'a> {
     Disabled,
     /// An operator set the password: every session ends.
     PasswordSet,
+    /// An admin removed the user's second factors: every session ends (whoever holds one may be
+    /// the reason for the reset).
+    FactorsReset,
     /// The user changed their own password from session `kept`: every other session ends.
     PasswordChanged {
         /// The session the change was made from.
@@ -25,7 +28,9 @@ pub enum Reason<'a> {
 /// Applies `reason` to the sessions of `user_id`; returns how many ended.
 pub(super) async fn follow(store: &dyn SessionStore, user_id: &str, reason: Reason<'_>) -> Result<u64, StoreError> {
     match reason {
-        Reason::Disabled | Reason::PasswordSet => store.delete_user_sessions(user_id, None).await,
+        Reason::Disabled | Reason::PasswordSet | Reason::FactorsReset => {
+            store.delete_user_sessions(user_id, None).await
+        }
         Reason::PasswordChanged { kept } => store.delete_user_sessions(user_id, Some(kept)).await,
         Reason::RolesChanged(roles) => {
             for session in store.list_user_sessions(user_id).await? {

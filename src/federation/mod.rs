@@ -67,6 +67,8 @@ pub struct Verified {
     pub token_hash: String,
     /// The token's `amr` values, if any (RFC 8176).
     pub amr: Vec<String>,
+    /// The provider is trusted to assert MFA (`TrustMfa`) and this token's `amr` holds `mfa`.
+    pub mfa_asserted: bool,
 }
 
 /// The claims read from an ID token.
@@ -203,6 +205,8 @@ impl Verifier {
             return Err(FederationError::Refused("the ID token's subject is empty or too long"));
         }
         let name = claims.name.or(claims.given_name).or(claims.preferred_username);
+        let amr: Vec<String> = claims.amr.unwrap_or_default().into_iter().take(16).collect();
+        let mfa_asserted = config.trust_mfa && amr.iter().any(|a| a == "mfa");
         Ok(Verified {
             provider: config.name.clone(),
             subject: claims.sub,
@@ -211,7 +215,8 @@ impl Verifier {
             name: name.filter(|n| n.len() <= 256),
             expires_at_ms: claims.exp.saturating_mul(1000),
             token_hash: hex(&Sha256::digest(token.as_bytes())),
-            amr: claims.amr.unwrap_or_default().into_iter().take(16).collect(),
+            amr,
+            mfa_asserted,
         })
     }
 }
@@ -358,6 +363,7 @@ mod tests {
             require_email_verified: false,
             algorithms: vec![IdTokenAlgorithm::Rs256],
             tenants: Some(tenants),
+            trust_mfa: false,
         }
     }
 

@@ -143,11 +143,12 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             let caller = api.caller(req).await?;
             let username = req.param.as_deref().unwrap_or_default();
             let fields = json_only(Fields::parse(req)?)?;
-            if let Some(unknown) = fields.names().find(|n| !["disabled", "roles", "unlock"].contains(n)) {
+            if let Some(unknown) = fields.names().find(|n| !["disabled", "roles", "unlock", "reset_mfa"].contains(n)) {
                 return Err(ApiError::InvalidRequest(format!(
-                    "unknown field {unknown:?}; use disabled, roles or unlock"
+                    "unknown field {unknown:?}; use disabled, roles, unlock or reset_mfa"
                 )));
             }
+            let reset_mfa = boolean(&fields, "reset_mfa")? == Some(true);
             let change = UserChange {
                 disabled: boolean(&fields, "disabled")?,
                 roles: roles(&fields)?,
@@ -157,11 +158,20 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
                 },
                 ..UserChange::default()
             };
-            if change == UserChange::default() {
-                return Err(ApiError::InvalidRequest("send at least one of disabled, roles or unlock".into()));
+            if change == UserChange::default() && !reset_mfa {
+                return Err(ApiError::InvalidRequest(
+                    "send at least one of disabled, roles, unlock or reset_mfa".into(),
+                ));
             }
-            let changed = accounts()?.change_user(Actor::Admin(&caller), username, &change).await?;
-            Ok(ApiResponse::json(StatusCode::OK, &changed.user))
+            let accounts = accounts()?;
+            let mut user = None;
+            if change != UserChange::default() {
+                user = Some(accounts.change_user(Actor::Admin(&caller), username, &change).await?.user);
+            }
+            if reset_mfa {
+                user = Some(accounts.reset_factors(Actor::Admin(&caller), username).await?.user);
+            }
+            Ok(ApiResponse::json(StatusCode::OK, &user))
         }
         Operation::Login
         | Operation::Refresh
@@ -171,6 +181,9 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
         | Operation::Introspect
         | Operation::ListIdentities
         | Operation::LinkIdentity
-        | Operation::UnlinkIdentity => Err(ApiError::NotFound("no such route")),
+        | Operation::UnlinkIdentity
+        | Operation::FactorState
+        | Operation::EnrolFactor
+        | Operation::RemoveFactor => Err(ApiError::NotFound("no such route")),
     }
 }

@@ -71,6 +71,14 @@ pub enum ApiError {
         /// The nonce to retry with (`use_dpop_nonce`).
         nonce: Option<String>,
     },
+    /// 401 `mfa_required`: the password (or ID token) passed, a second factor must follow; the
+    /// body carries `mfa_token` and `factors`.
+    MfaRequired {
+        /// Proof of the first step.
+        mfa_token: String,
+        /// The factors the user can use.
+        factors: Vec<&'static str>,
+    },
     /// 503 with `Retry-After`.
     Unavailable,
     /// 503 with `Retry-After`: too much work at once (not a fault; not logged as one).
@@ -97,9 +105,11 @@ impl ApiError {
             | Self::UnsupportedGrantType
             | Self::InvalidDpopProof(_)
             | Self::UseDpopNonce(_) => StatusCode::BAD_REQUEST,
-            Self::InvalidToken { .. } | Self::MissingToken | Self::InvalidClient(_) | Self::DpopChallenge { .. } => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::InvalidToken { .. }
+            | Self::MissingToken
+            | Self::InvalidClient(_)
+            | Self::DpopChallenge { .. }
+            | Self::MfaRequired { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -126,6 +136,7 @@ impl ApiError {
             Self::InvalidDpopProof(_) => "invalid_dpop_proof",
             Self::UseDpopNonce(_) => "use_dpop_nonce",
             Self::DpopChallenge { error, .. } => error,
+            Self::MfaRequired { .. } => "mfa_required",
             Self::MissingToken => "unauthorized",
             Self::Forbidden(_) => "insufficient_scope",
             Self::AccessDenied(_) => "access_denied",
@@ -149,6 +160,9 @@ impl ApiError {
             | Self::DpopChallenge { description, .. } => (*description).into(),
             Self::UseDpopNonce(_) => "send the DPoP proof again with the nonce of the DPoP-Nonce header".into(),
             Self::MissingToken => "a Bearer access token is required".into(),
+            Self::MfaRequired { .. } => "a second factor is required: send the mfa_token with a code (grant_type \
+                 urn:ietf:params:oauth:grant-type:mfa-otp)"
+                .into(),
             Self::Forbidden(d)
             | Self::NotFound(d)
             | Self::AccessDenied(d)
@@ -182,7 +196,11 @@ impl ApiError {
 
     /// The full response.
     pub fn into_response(self) -> ApiResponse {
-        let body = serde_json::json!({ "error": self.code(), "error_description": self.description() });
+        let mut body = serde_json::json!({ "error": self.code(), "error_description": self.description() });
+        if let (Self::MfaRequired { mfa_token, factors }, Some(fields)) = (&self, body.as_object_mut()) {
+            fields.insert("mfa_token".into(), mfa_token.clone().into());
+            fields.insert("factors".into(), factors.clone().into());
+        }
         let mut response = ApiResponse::json(self.status(), &body);
         response.outcome = self.code();
         response.reason = self.reason();
@@ -245,6 +263,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Busy(why) => Self::Busy(why),
             ServiceError::InvalidDpopProof(why) => Self::InvalidDpopProof(why),
             ServiceError::UseDpopNonce(nonce) => Self::UseDpopNonce(nonce),
+            ServiceError::MfaRequired { mfa_token, factors } => Self::MfaRequired { mfa_token, factors },
             ServiceError::BoundTokenAsBearer => Self::DpopChallenge {
                 error: "invalid_token",
                 description: "this access token is DPoP-bound: use the DPoP scheme with a proof",

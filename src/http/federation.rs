@@ -105,7 +105,7 @@ pub(crate) async fn exchange(
     let address = req.client.as_deref();
     let account = accounts.federated_account(&verified, address).await?;
     let client = Client { address, user_agent: req.header("user-agent"), dpop_jkt: jkt.as_deref() };
-    let pair = api.service.federated_login(account.principal, client).await?;
+    let pair = api.service.federated_login(account.principal, client, verified.mfa_asserted).await?;
     let mut r = api.pair(&pair, transport);
     if let Ok(serde_json::Value::Object(mut body)) = serde_json::from_slice::<serde_json::Value>(&r.body) {
         body.insert("issued_token_type".into(), ACCESS_TOKEN_TYPE.into());

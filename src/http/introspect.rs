@@ -59,6 +59,14 @@ fn active_body(active: &ActiveToken) -> serde_json::Value {
     if let (Some(jkt), Some(fields)) = (active.proof.jkt(), body.as_object_mut()) {
         fields.insert("cnf".into(), json!({ "jkt": jkt }));
     }
+    if let Some(fields) = body.as_object_mut() {
+        if !c.amr.is_empty() {
+            fields.insert("amr".into(), json!(c.amr));
+        }
+        if let Some(at) = c.auth_time {
+            fields.insert("auth_time".into(), json!(at));
+        }
+    }
     body
 }
 

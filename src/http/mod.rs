@@ -29,6 +29,7 @@ pub mod error;
 mod federation;
 mod introspect;
 pub mod invocation;
+mod mfa;
 pub mod server;
 
 use body::Fields;
@@ -68,6 +69,9 @@ pub enum Function {
     /// `/api/identities[/{provider}]`: the caller's sign-in providers' identities (GET), link one
     /// (POST), unlink one (DELETE).
     Identities,
+    /// `/api/mfa[/totp[/verify]]`: the caller's second factors (GET), enrol and confirm an
+    /// authenticator (POST), remove it (DELETE).
+    Mfa,
 }
 
 /// What a function does with a method.
@@ -105,6 +109,12 @@ pub(crate) enum Operation {
     LinkIdentity,
     /// Unlink one of the caller's identities.
     UnlinkIdentity,
+    /// The caller's second factors.
+    FactorState,
+    /// Enrol (`totp`) or confirm (`totp/verify`) an authenticator.
+    EnrolFactor,
+    /// Remove the authenticator.
+    RemoveFactor,
 }
 
 /// One function and the methods it serves.
@@ -117,7 +127,7 @@ pub struct Route {
 }
 
 /// Every function and its methods: the one source for dispatch, `Allow`, CORS and `function.json`.
-pub static ROUTES: [Route; 12] = [
+pub static ROUTES: [Route; 13] = [
     Route {
         function: Function::Token,
         methods: &[(Method::POST, Operation::Login), (Method::PATCH, Operation::Refresh)],
@@ -165,6 +175,15 @@ pub static ROUTES: [Route; 12] = [
             (Method::DELETE, Operation::UnlinkIdentity),
         ],
     },
+    Route {
+        function: Function::Mfa,
+        methods: &[
+            (Method::GET, Operation::FactorState),
+            (Method::HEAD, Operation::FactorState),
+            (Method::POST, Operation::EnrolFactor),
+            (Method::DELETE, Operation::RemoveFactor),
+        ],
+    },
 ];
 
 /// The path segment under the route prefix that holds the discovery documents.
@@ -191,6 +210,7 @@ impl Function {
             Self::OpenidConfiguration => "openid-configuration",
             Self::OauthAuthorizationServer => "oauth-authorization-server",
             Self::Identities => "identities",
+            Self::Mfa => "mfa",
         }
     }
 
@@ -209,6 +229,7 @@ impl Function {
     pub fn route_template(self) -> String {
         match (self.is_well_known(), self.parameter()) {
             (true, _) => format!("{WELL_KNOWN}/{}", self.name()),
+            (false, Some(p)) if self.takes_path() => format!("{}/{{*{p}}}", self.name()),
             (false, Some(p)) => format!("{}/{{{p}?}}", self.name()),
             (false, None) => self.name().to_string(),
         }
@@ -221,8 +242,15 @@ impl Function {
             Self::Sessions => Some("id"),
             Self::Users => Some("username"),
             Self::Identities => Some("provider"),
+            Self::Mfa => Some("factor"),
             _ => None,
         }
+    }
+
+    /// Its parameter is the rest of the path, slashes included (`mfa/totp/verify`; a catch-all
+    /// route parameter of the Functions host, `{*factor}`).
+    pub fn takes_path(self) -> bool {
+        matches!(self, Self::Mfa)
     }
 
     fn route(self) -> &'static Route {
@@ -545,8 +573,14 @@ impl Api {
             return Ok(r);
         }
         let operation = function.operation(&req.method).ok_or_else(|| ApiError::MethodNotAllowed(function.allow()))?;
-        let needs_param =
-            matches!(operation, Operation::EndSession | Operation::ChangeUser | Operation::UnlinkIdentity);
+        let needs_param = matches!(
+            operation,
+            Operation::EndSession
+                | Operation::ChangeUser
+                | Operation::UnlinkIdentity
+                | Operation::EnrolFactor
+                | Operation::RemoveFactor
+        );
         match (&req.param, needs_param) {
             (Some(_), false) => return Err(ApiError::NotFound("no such route")),
             (None, true) => return Err(ApiError::NotFound("this method needs an id in the path")),
@@ -568,6 +602,9 @@ impl Api {
             | Operation::ChangeUser => accounts::handle(self, operation, req).await,
             Operation::ListIdentities | Operation::LinkIdentity | Operation::UnlinkIdentity => {
                 federation::handle(self, operation, req).await
+            }
+            Operation::FactorState | Operation::EnrolFactor | Operation::RemoveFactor => {
+                mfa::handle(self, operation, req).await
             }
         }
     }
@@ -605,7 +642,7 @@ impl Api {
 
     /// The grants `POST /api/token` takes: token exchange only with a sign-in provider configured.
     fn grant_types(&self) -> Vec<&'static str> {
-        let mut grants = vec!["password", "refresh_token"];
+        let mut grants = vec!["password", "refresh_token", mfa::MFA_OTP];
         if self.federation.is_some() {
             grants.push(federation::TOKEN_EXCHANGE);
         }
@@ -673,6 +710,7 @@ impl Api {
             }
             (Some("refresh_token"), _) => self.refresh(req, Some(fields)).await,
             (Some(federation::TOKEN_EXCHANGE), _) => federation::exchange(self, req, &fields, transport).await,
+            (Some(mfa::MFA_OTP), _) => mfa::second_step(self, req, &fields, transport).await,
             (Some(_), _) => Err(ApiError::UnsupportedGrantType),
         }
     }

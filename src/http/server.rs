@@ -115,7 +115,11 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr, limits: &
             to_http(ok)
         }
         [""] => to_http(Api::reject(&method, None, Mode::Forwarded, ApiError::MethodNotAllowed("GET, HEAD".into()))),
-        [prefix, name, rest @ ..] if prefix.eq_ignore_ascii_case(ROUTE_PREFIX) && rest.len() <= 1 => {
+        [prefix, name, rest @ ..]
+            if prefix.eq_ignore_ascii_case(ROUTE_PREFIX)
+                && (rest.len() <= 1
+                    || (rest.len() == 2 && Function::from_name(name).is_some_and(Function::takes_path))) =>
+        {
             // `/api/.well-known/<document>` names a discovery function; no other function lives there.
             let (function, rest) = match (name.eq_ignore_ascii_case(super::WELL_KNOWN), rest.first()) {
                 (true, Some(doc)) => (Function::from_name(doc).filter(|f| f.is_well_known()), &[][..]),
@@ -125,7 +129,8 @@ async fn dispatch(api: &Api, req: Request<Incoming>, peer: SocketAddr, limits: &
             let param = match rest.first() {
                 None => None,
                 Some(raw) if function.and_then(Function::parameter).is_some() && !raw.is_empty() => {
-                    Some(percent_decode(raw))
+                    // A path parameter (`mfa/totp/verify`) keeps its slashes; each segment decoded.
+                    Some(rest.iter().map(|segment| percent_decode(segment)).collect::<Vec<_>>().join("/"))
                 }
                 Some(_) => {
                     let e = ApiError::NotFound("no such route; functions are served under /api/");

@@ -91,6 +91,8 @@ pub struct Provider {
     pub algorithms: Vec<IdTokenAlgorithm>,
     /// Microsoft only: the tenants allowed (the token's `tid`).
     pub tenants: Option<Tenants>,
+    /// A token whose `amr` holds `mfa` passes the second factor of an account that has one.
+    pub trust_mfa: bool,
 }
 
 /// The federation settings.
@@ -305,6 +307,10 @@ fn provider(env: &Env, name: &str, loopback: bool) -> Result<Provider, Vec<Setti
         errors.push(e);
         false
     });
+    let trust_mfa = flag(env, &setting(name, "TrustMfa")).unwrap_or_else(|e| {
+        errors.push(e);
+        false
+    });
     let algorithms = match env.get(&setting(name, "AllowedAlgorithms")) {
         None => vec![IdTokenAlgorithm::Rs256],
         Some(raw) => {
@@ -364,6 +370,7 @@ fn provider(env: &Env, name: &str, loopback: bool) -> Result<Provider, Vec<Setti
             require_email_verified,
             algorithms,
             tenants,
+            trust_mfa,
         })
     } else {
         Err(errors)

@@ -277,6 +277,8 @@ pub struct Settings {
     pub service_documentation: Option<String>,
     /// Sign-in providers whose ID tokens are exchanged for sessions.
     pub federation: federation::Federation,
+    /// The `issuer` of TOTP enrolments.
+    pub totp_issuer: String,
     /// State.
     pub store: StoreSettings,
     /// Listening port (0 picks a free one).
@@ -461,6 +463,13 @@ impl Settings {
         };
         let service_documentation = p.take(documentation_url(env), || None);
         let federation = federation::load(env, &mut p);
+        let totp_issuer = env
+            .get(names::MFA_TOTP_ISSUER)
+            .unwrap_or(names::text_default(names::MFA_TOTP_ISSUER))
+            .trim()
+            .chars()
+            .take(64)
+            .collect::<String>();
         p.finish(Self {
             descriptor,
             expires,
@@ -474,6 +483,7 @@ impl Settings {
             dpop,
             service_documentation,
             federation,
+            totp_issuer,
             store,
             port,
             mode,

@@ -164,10 +164,19 @@ pub const FEDERATION_FETCH_TIMEOUT: &str = "JwtRefreshToken__Federation__FetchTi
 pub const FEDERATION_MAX_FAILURES: &str = "JwtRefreshToken__Federation__MaxFailures";
 pub const FEDERATION_FAILURE_WINDOW: &str = "JwtRefreshToken__Federation__FailureWindowMs";
 /// The fields of each `Federation__Providers__<name>__…` set.
-pub const PROVIDER_FIELDS: &[&str] =
-    &["Issuer", "Audiences", "JwksUri", "NonceMode", "RequireEmailVerified", "AllowedAlgorithms", "Tenants"];
+pub const PROVIDER_FIELDS: &[&str] = &[
+    "Issuer",
+    "Audiences",
+    "JwksUri",
+    "NonceMode",
+    "RequireEmailVerified",
+    "AllowedAlgorithms",
+    "Tenants",
+    "TrustMfa",
+];
 /// The fields of a provider set that are numbered (`Audiences__0`, `Audiences__1`, …).
 pub const PROVIDER_NUMBERED_FIELDS: &[&str] = &["Audiences", "Tenants"];
+pub const MFA_TOTP_ISSUER: &str = "JwtRefreshToken__Mfa__TotpIssuer";
 pub const PASSWORD_MIN_LENGTH: &str = "JwtRefreshToken__Password__MinLength";
 pub const REUSE_GRACE: &str = "JwtRefreshToken__Rotation__ReuseGraceMs";
 pub const ROTATION_SECRET: &str = "JwtRefreshToken__Rotation__Secret";
@@ -272,13 +281,18 @@ pub const ALL: &[Setting] = &[
         "How far a DPoP proof's `iat` may be from the server's clock, either way; a proof's `jti` is refused a \
          second time on an instance for twice this long.",
     ),
+    Setting::new(MFA_TOTP_ISSUER, Deploy::Optional).text_default("jwt-refresh-token").doc(
+        "The name authenticator apps show next to the account of a TOTP enrolment (the otpauth URI's \
+         `issuer`): your product's name.",
+    ),
     Setting::new(FEDERATION_PROVIDERS, Deploy::Optional).kind(Kind::Family(PROVIDER_FIELDS)).doc(
         "Sign-in providers whose OpenID Connect ID tokens `POST /api/token` exchanges (RFC 8693), one set per \
          provider name: `…Providers__<name>__Audiences__0` (required: a client id the tokens must be issued to; \
          more as `__1`, `__2`), `__Issuer` (exact `iss`; preset for `apple`, `google`, `microsoft`), `__JwksUri` \
          (else from the issuer's discovery document), `__NonceMode` (`none`, `raw` or `sha256`), \
          `__RequireEmailVerified`, `__AllowedAlgorithms` (comma-separated, default `RS256`) and, for \
-         `microsoft`, `__Tenants__N` (tenant ids, or `any`). See docs/federation.md.",
+         `microsoft`, `__Tenants__N` (tenant ids, or `any`); `__TrustMfa` (`true`: a token whose `amr` \
+         holds `mfa` passes an account's second factor). See docs/federation.md.",
     ),
     Setting::new(FEDERATION_ALLOW_HTTP_LOOPBACK, Deploy::Local).kind(Kind::Flag).text_default("false").doc(
         "Tests only: allow `http://127.0.0.1` provider issuers and key sets (otherwise only https).",

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    Account, AddressThrottle, AdminRoster, Cas, ClientRecord, ClientStore, DeviceThrottle, IdentityRecord,
+    Account, AddressThrottle, AdminRoster, Cas, ClientRecord, ClientStore, DeviceThrottle, Factors, IdentityRecord,
     LinkedIdentity, LoginThrottle, NameClaim, SessionDetails, SessionRecord, SessionStore, StoreError, UserRecord,
     UserStore, Version, Versioned, retry_cas,
 };
@@ -198,6 +198,8 @@ struct UserDoc {
     created_at_ms: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     identities: Vec<LinkedIdentity>,
+    #[serde(default)]
+    factors: Factors,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -240,6 +242,7 @@ impl AccountDoc {
                 disabled: u.disabled,
                 created_at_ms: u.created_at_ms,
                 identities: u.identities.clone(),
+                factors: u.factors.clone(),
             }),
             failures: a.throttle.failures,
             last_failure_ms: a.throttle.last_failure_ms,
@@ -267,6 +270,7 @@ impl AccountDoc {
                     disabled: u.disabled,
                     created_at_ms: u.created_at_ms,
                     identities: u.identities,
+                    factors: u.factors,
                 }),
                 username_key: key,
                 throttle: LoginThrottle {

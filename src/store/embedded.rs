@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     address_throttles TEXT NOT NULL DEFAULT '[]',
     strikes INTEGER NOT NULL DEFAULT 0,
     device_throttles TEXT NOT NULL DEFAULT '[]',
-    identities TEXT NOT NULL DEFAULT '[]'
+    identities TEXT NOT NULL DEFAULT '[]',
+    factors TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS accounts_by_expiry ON accounts (expires_at_ms) WHERE user_id IS NULL;
 CREATE TABLE IF NOT EXISTS sessions (
@@ -158,10 +159,13 @@ impl EmbeddedStore {
             .map_err(map_err)?;
         }
         if (1..7).contains(&version) {
-            // Version 7 adds the sign-in identities linked to a user (and the used-token markers'
+            // Version 7 adds the sign-in identities linked to a user, their second factors (and the used-token markers'
             // table, created by `SCHEMA` below).
-            conn.execute_batch("ALTER TABLE accounts ADD COLUMN identities TEXT NOT NULL DEFAULT '[]'")
-                .map_err(map_err)?;
+            conn.execute_batch(
+                "ALTER TABLE accounts ADD COLUMN identities TEXT NOT NULL DEFAULT '[]';
+                 ALTER TABLE accounts ADD COLUMN factors TEXT NOT NULL DEFAULT '{}';",
+            )
+            .map_err(map_err)?;
         }
         // Version 6 adds the introspection clients' table (created by `SCHEMA` below).
         if version != SCHEMA_VERSION {
@@ -364,7 +368,7 @@ fn session_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<SessionRecord>,
 
 const ACCOUNT_COLUMNS: &str = "username_key, user_id, username, password_hash, roles, disabled, created_at_ms, \
      failures, last_failure_ms, locked_until_ms, expires_at_ms, version, address_throttles, strikes, device_throttles, \
-     identities";
+     identities, factors";
 
 fn account_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<Account>, rusqlite::Error> {
     let username_key: String = row.get(0)?;
@@ -385,6 +389,12 @@ fn account_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<Account>, rusql
                     let text: String = row.get(15)?;
                     serde_json::from_str(&text).map_err(|e| {
                         rusqlite::Error::FromSqlConversionFailure(15, rusqlite::types::Type::Text, Box::new(e))
+                    })?
+                },
+                factors: {
+                    let text: String = row.get(16)?;
+                    serde_json::from_str(&text).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(16, rusqlite::types::Type::Text, Box::new(e))
                     })?
                 },
             })
@@ -688,6 +698,8 @@ impl UserStore for EmbeddedStore {
             let devices = serde_json::to_string(&a.devices).map_err(StoreError::unavailable)?;
             let identities =
                 serde_json::to_string(&u.map(|u| u.identities.as_slice()).unwrap_or_default()).map_err(StoreError::unavailable)?;
+            let factors = serde_json::to_string(&u.map(|u| u.factors.clone()).unwrap_or_default())
+                .map_err(StoreError::unavailable)?;
             let values = params![
                 a.username_key,
                 u.map(|u| &u.id),
@@ -704,13 +716,14 @@ impl UserStore for EmbeddedStore {
                 addresses,
                 t.strikes,
                 devices,
-                identities
+                identities,
+                factors
             ];
             match expected {
                 None => {
                     conn.exec_cached(
                         &format!(
-                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 + 1, ?13, ?14, ?15, ?16)"
+                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 + 1, ?13, ?14, ?15, ?16, ?17)"
                         ),
                         values,
                     )
@@ -723,7 +736,7 @@ impl UserStore for EmbeddedStore {
                             "UPDATE accounts SET user_id = ?2, username = ?3, password_hash = ?4, roles = ?5, disabled = ?6,
                                  created_at_ms = ?7, failures = ?8, last_failure_ms = ?9, locked_until_ms = ?10,
                                  expires_at_ms = ?11, address_throttles = ?13, strikes = ?14, device_throttles = ?15,
-                                 identities = ?16,
+                                 identities = ?16, factors = ?17,
                                  version = version + 1
                              WHERE username_key = ?1 AND version = ?12",
                             values,

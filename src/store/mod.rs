@@ -75,6 +75,51 @@ pub struct UserRecord {
     /// The sign-in providers' identities linked to the account (the source of truth: an
     /// [`IdentityRecord`] only finds the account, which must still list the identity).
     pub identities: Vec<LinkedIdentity>,
+    /// Second factors: a TOTP authenticator and its recovery codes.
+    pub factors: Factors,
+}
+
+/// A user's second factors (kept with the user, so a login's one account read sees them).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Factors {
+    /// The TOTP authenticator (RFC 6238), enrolled or pending confirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<TotpFactor>,
+    /// Keyed hashes (hex) of the unused recovery codes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery_codes: Vec<String>,
+}
+
+impl Factors {
+    /// Whether a login needs a second factor.
+    pub fn any_active(&self) -> bool {
+        self.totp.as_ref().is_some_and(|t| t.active)
+    }
+}
+
+/// A TOTP authenticator.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TotpFactor {
+    /// The shared secret, sealed (AES-256-GCM under a key derived from the rotation secret).
+    pub sealed_secret: String,
+    /// Confirmed with a code: logins need it. A pending one does not count yet.
+    pub active: bool,
+    /// The last time step a code was accepted for (RFC 6238 §5.2: each code is accepted once).
+    pub last_step: u64,
+    /// When it was enrolled.
+    pub enrolled_at_ms: UnixMs,
+}
+
+impl fmt::Debug for TotpFactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TotpFactor")
+            .field("active", &self.active)
+            .field("last_step", &self.last_step)
+            .field("sealed_secret", &"***")
+            .finish_non_exhaustive()
+    }
 }
 
 impl UserRecord {
@@ -180,6 +225,11 @@ pub struct SessionDetails {
     /// field in both stores), so older records read as unbound and no schema change is needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_jkt: Option<String>,
+    /// How the user authenticated when the session began (RFC 8176 `amr`: `pwd`, `fed`, `otp`,
+    /// `mfa`); every access token of the session carries it, with the session's start as
+    /// `auth_time`. Empty for sessions from before it was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 impl SessionRecord {

@@ -41,6 +41,13 @@ pub struct AccessClaims {
     /// The key a DPoP-bound token is bound to (RFC 9449 §6.1); absent for bearer tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// How the session's user authenticated (RFC 8176: `pwd`, `fed`, `otp`, `mfa`); absent for
+    /// sessions from before it was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// When the session's user authenticated (OpenID Connect Core §2), seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 /// The `cnf` claim of a DPoP-bound token (RFC 7800 §3.1, RFC 9449 §6.1).
@@ -101,6 +108,10 @@ pub struct Subject<'a> {
     pub session_id: &'a str,
     /// The DPoP key thumbprint the token is bound to, if any.
     pub jkt: Option<&'a str>,
+    /// How the user authenticated (RFC 8176).
+    pub amr: &'a [String],
+    /// When the user authenticated (ms).
+    pub auth_time_ms: Option<UnixMs>,
 }
 
 /// A signed access token.
@@ -153,6 +164,8 @@ impl AccessTokens {
             name: subject.name.to_string(),
             roles: subject.roles.to_vec(),
             cnf: subject.jkt.map(|jkt| Confirmation { jkt: jkt.to_string() }),
+            amr: subject.amr.to_vec(),
+            auth_time: subject.auth_time_ms.map(|t| t.div_euclid(1000)),
         };
         let mut header = Header::new(self.keys.signing_algorithm());
         header.typ = Some(TOKEN_TYPE.to_string());

@@ -215,7 +215,20 @@ mod tests {
 
     fn sign(t: &AccessTokens) -> String {
         let roles = vec!["r".to_string()];
-        t.sign(Subject { user_id: "u", name: "n", roles: &roles, session_id: "s", jkt: None }, 1_000_000).unwrap().token
+        t.sign(
+            Subject {
+                user_id: "u",
+                name: "n",
+                roles: &roles,
+                session_id: "s",
+                jkt: None,
+                amr: &[],
+                auth_time_ms: None,
+            },
+            1_000_000,
+        )
+        .unwrap()
+        .token
     }
 
     #[test]

@@ -5,4 +5,6 @@ pub mod access;
 pub mod dpop;
 pub mod generate;
 pub mod keys;
+pub mod mfa;
 pub mod refresh;
+pub mod sealed;

@@ -71,6 +71,10 @@ impl<'a> From<&'a str> for Origin<'a> {
 pub enum Check<T> {
     /// The password is right and the account may act; the caller goes on with `T`.
     Passed(T),
+    /// The password is right but the login needs a second step: the reservation is given back,
+    /// and nothing is cleared — failures of second steps (wrong codes) add up across logins whose
+    /// passwords pass, so knowing the password does not reset the count of guessed codes.
+    PassedFirstStep(T),
     /// Wrong password, unknown user or disabled account (alike by design): counted.
     Failed,
     /// The password could not be checked now (hashing saturated): not counted.
@@ -196,6 +200,14 @@ impl Lockout {
                     change(store, &key, account, |a| release(a, bucket)).await?;
                 }
                 Ok(Attempt::Unchecked(why))
+            }
+            (Check::PassedFirstStep(outcome), before) => {
+                let account = if before.is_some() {
+                    change(store, &key, account, |a| release(a, bucket)).await?.1
+                } else {
+                    account
+                };
+                Ok(Attempt::Passed { outcome, key, account })
             }
             (Check::Passed(outcome), before) => {
                 let reserved = before.is_some();

@@ -100,6 +100,41 @@ pub struct Principal {
     pub name: String,
     /// Roles (`roles`).
     pub roles: Vec<String>,
+    /// The second factors a login of this user must also pass (empty: none).
+    pub second_factors: Vec<&'static str>,
+    /// The fingerprint of the password hash the login was checked against (binds an `mfa_token`).
+    pub password_fingerprint: String,
+}
+
+impl From<&UserRecord> for Principal {
+    fn from(user: &UserRecord) -> Self {
+        let mut second_factors = Vec::new();
+        if user.factors.any_active() {
+            second_factors.push("totp");
+            if !user.factors.recovery_codes.is_empty() {
+                second_factors.push("recovery_code");
+            }
+        }
+        Self {
+            id: user.id.clone(),
+            name: user.username.clone(),
+            roles: user.roles.clone(),
+            second_factors,
+            password_fingerprint: password_fingerprint(&user.password_hash),
+        }
+    }
+}
+
+/// A fingerprint of a password hash ("" without a password): what an `mfa_token` is bound to, so
+/// that a password change voids the second steps begun with the old one.
+pub fn password_fingerprint(password_hash: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    if password_hash.is_empty() {
+        return String::new();
+    }
+    let digest = sha2::Sha256::digest(password_hash.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.get(..12).unwrap_or_default())
 }
 
 /// The outcome of a login attempt.
@@ -182,7 +217,7 @@ impl StoreDirectory {
 }
 
 fn principal(user: &UserRecord) -> Principal {
-    Principal { id: user.id.clone(), name: user.username.clone(), roles: user.roles.clone() }
+    Principal::from(user)
 }
 
 #[async_trait]
@@ -206,6 +241,7 @@ impl UserDirectory for StoreDirectory {
                 Err(HashError::Failed(e)) => return Err(StoreError::unavailable(e)),
             };
             Ok(match user.filter(|u| matched && !u.disabled) {
+                Some(user) if user.factors.any_active() => lockout::Check::PassedFirstStep(principal(&user)),
                 Some(user) => lockout::Check::Passed(principal(&user)),
                 None => lockout::Check::Failed,
             })
@@ -261,6 +297,7 @@ mod tests {
             disabled: false,
             created_at_ms: 0,
             identities: Vec::new(),
+            factors: Default::default(),
         };
         let mut account = Account::empty(&key);
         account.user = Some(user.clone());

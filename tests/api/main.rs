@@ -32,6 +32,7 @@ mod lockout;
 mod lockout_owner;
 mod login;
 mod logs;
+mod mfa;
 mod persistence;
 mod requests;
 mod revocation;
