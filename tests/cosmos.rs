@@ -515,3 +515,51 @@ async fn a_returning_federated_sign_in_costs_what_a_password_login_without_a_dev
     let total = emulator::document_request_total().await;
     assert!(total <= 2, "a replay: {total} document requests");
 }
+
+#[tokio::test]
+async fn a_two_step_login_costs_stated_round_trips() {
+    use jwt_refresh_token::accounts::factors::SecondFactor;
+    let _serial = SERIAL.lock().await;
+    let clock = ManualClock::new(START);
+    let (Services { tokens: service, accounts, .. }, _store) = services(&clock, 10_000).await;
+    let password = Password::new(PASSWORD);
+    let pair = service.login("alice", &password, "192.0.2.1").await.unwrap();
+    let caller = service.authenticate_bearer(&pair.access_token).await.unwrap();
+    let enrolment = accounts.enrol_totp(&caller).await.unwrap();
+    let secret = totp_rs::Secret::try_from_base32(&enrolment.secret).unwrap().as_bytes().to_vec();
+    let authenticator = totp_rs::Builder::new()
+        .with_secret(secret)
+        .with_account_name("alice")
+        .with_step_duration(30)
+        .with_digits(6)
+        .with_skew(1)
+        .build()
+        .unwrap();
+    let step = u64::try_from(START / 1000).unwrap() / 30;
+    let code = |s: u64| authenticator.generate(s * 30).to_string();
+    accounts.confirm_totp(&caller, &code(step), Some("192.0.2.1")).await.unwrap();
+    emulator::reset_stats().await;
+    // The first step: the account read, the reservation and its release (as a login without a
+    // device token, less the session and its checks).
+    let mfa_token = match service.login("alice", &password, "192.0.2.1").await {
+        Err(ServiceError::MfaRequired { mfa_token, .. }) => mfa_token,
+        other => panic!("expected mfa_required, got {other:?}"),
+    };
+    let kinds = emulator::document_requests().await;
+    let total = emulator::document_request_total().await;
+    println!("first step: {total} document requests {kinds}");
+    assert!(total <= 3, "first step: {total} > 3: {kinds}");
+    emulator::reset_stats().await;
+    // The second step: the mfa_token's single-use marker, the account read, the reservation and
+    // its release, the code's step written by compare-and-swap, then the session as at login
+    // (create, re-read, list).
+    let claims = service.redeem_mfa_token(&mfa_token).await.unwrap();
+    let principal = accounts.second_step(&claims, SecondFactor::Otp(&code(step + 1)), Some("192.0.2.1")).await.unwrap();
+    let client = jwt_refresh_token::service::Client { address: Some("192.0.2.1"), user_agent: None, dpop_jkt: None };
+    service.second_step_login(principal, client, &["pwd", "otp", "mfa"]).await.unwrap();
+    let kinds = emulator::document_requests().await;
+    let total = emulator::document_request_total().await;
+    println!("second step: {total} document requests {kinds}");
+    assert!(total <= 8, "second step: {total} > 8: {kinds}");
+    assert_eq!(kinds["create"].as_u64(), Some(2), "the marker and the session: {kinds}");
+}

@@ -234,3 +234,63 @@ async fn an_admin_reset_removes_the_factors_and_ends_the_sessions() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("removed the second factors of erin"));
     assert_token_pair(&app.try_login("erin", PASSWORD).await, "after the command line reset");
 }
+
+#[tokio::test]
+async fn a_federated_sign_in_honours_the_second_factor_unless_a_trusted_provider_asserts_mfa() {
+    use crate::oidc_provider::Provider;
+    let provider = Provider::start().await;
+    let p = "JwtRefreshToken__Federation__Providers";
+    let pairs = [
+        ("JwtRefreshToken__Federation__AllowHttpLoopback".to_string(), "true".to_string()),
+        (format!("{p}__corp__Issuer"), provider.issuer()),
+        (format!("{p}__corp__Audiences__0"), "client-a".to_string()),
+        (format!("{p}__corp__NonceMode"), "none".to_string()),
+        (format!("{p}__trusted__Issuer"), provider.issuer()),
+        (format!("{p}__trusted__Audiences__0"), "client-a".to_string()),
+        (format!("{p}__trusted__NonceMode"), "none".to_string()),
+        (format!("{p}__trusted__TrustMfa"), "true".to_string()),
+    ];
+    let refs: Vec<(&str, &str)> = pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let app = TestApp::spawn(&refs);
+    app.add_user("fiona", PASSWORD, &[]);
+    let pair = app.login("fiona", PASSWORD).await;
+    let bearer = pair["access_token"].as_str().unwrap().to_string();
+    let token = |sub: &str, amr: Value| {
+        let mut c = provider.claims("client-a", sub);
+        c["amr"] = amr;
+        c["jti"] = json!(format!("{}", now_s() as u128 * 1000 + u128::from(rand_u16())));
+        provider.id_token(c)
+    };
+    for name in ["corp", "trusted"] {
+        let body = json!({"provider": name, "id_token": token(&format!("f-{name}"), json!(["pwd"]))});
+        let r = app.post_json_bearer("/api/identities", &body, &bearer).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let (authenticator, at, _) = enrol(&app, "fiona").await;
+    let exchange = |provider: &str, id_token: String| {
+        json!({
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "subject_token": id_token,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
+            "provider": provider,
+        })
+    };
+    // The provider's word is not taken by default: the authenticator is asked for.
+    let r = app.post_json("/api/token", &exchange("corp", token("f-corp", json!(["pwd", "mfa"])))).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let mfa_token = r.json()["mfa_token"].as_str().unwrap().to_string();
+    let done = assert_token_pair(&second_step(&app, &mfa_token, "otp", &authenticator.code(at + 1)).await, "fed + otp");
+    assert_eq!(jwt_claims(done["access_token"].as_str().unwrap())["amr"], json!(["fed", "otp", "mfa"]));
+    // A trusted provider asserting MFA passes; without the assertion it does not.
+    let r = app.post_json("/api/token", &exchange("trusted", token("f-trusted", json!(["pwd", "mfa"])))).await;
+    let trusted = assert_token_pair(&r, "trusted provider asserting mfa");
+    assert_eq!(jwt_claims(trusted["access_token"].as_str().unwrap())["amr"], json!(["fed", "mfa"]));
+    let r = app.post_json("/api/token", &exchange("trusted", token("f-trusted", json!(["pwd"])))).await;
+    assert_eq!(r.status, 401, "no mfa in amr: {}", r.text());
+}
+
+fn rand_u16() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static N: AtomicU16 = AtomicU16::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
