@@ -48,6 +48,8 @@ pub enum GrantFailure {
     MfaToken(&'static str),
     /// The second factor's code is wrong, used before or out of its window.
     SecondFactor,
+    /// A passkey ceremony or assertion was refused (the text says why).
+    Passkey(&'static str),
     /// The account of a provider sign-in is disabled.
     AccountDisabled,
 }
@@ -68,6 +70,7 @@ impl GrantFailure {
             Self::AccountDisabled => "account_disabled",
             Self::MfaToken(_) => "mfa_token_refused",
             Self::SecondFactor => "second_factor_refused",
+            Self::Passkey(_) => "passkey_refused",
         }
     }
 
@@ -81,6 +84,7 @@ impl GrantFailure {
             Self::AccountDisabled => "this account is disabled",
             Self::MfaToken(why) => why,
             Self::SecondFactor => "the code is wrong, expired or was used before",
+            Self::Passkey(why) => why,
             _ => "the refresh token is invalid, expired or revoked",
         }
     }
@@ -506,6 +510,17 @@ impl TokenService {
             mfa_token: self.mfa_tokens.issue(&claims),
             factors: principal.second_factors.clone(),
         }
+    }
+
+    /// The claims of an `mfa_token` to start a second step with (its single use is recorded when
+    /// the step finishes, by [`TokenService::redeem_mfa_token`]).
+    pub fn peek_mfa_token(&self, token: &str) -> Result<MfaClaims, ServiceError> {
+        self.mfa_tokens.verify(token, self.clock.now_ms()).map_err(|e| {
+            ServiceError::InvalidGrant(match e {
+                MfaTokenError::Invalid => GrantFailure::MfaToken("the mfa_token is not valid"),
+                MfaTokenError::Expired => GrantFailure::MfaToken("the mfa_token expired; log in again"),
+            })
+        })
     }
 
     /// The claims of an `mfa_token` presented for the second step, recording its single use:

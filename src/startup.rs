@@ -157,12 +157,43 @@ pub fn build_services(
             recovery_key: refresh.derive_key(crate::accounts::factors::RECOVERY_LABEL),
             issuer: settings.totp_issuer.clone(),
         });
+    let accounts = match &settings.passkeys {
+        Some(passkeys) => accounts.with_passkeys(passkey_config(passkeys, &refresh)?),
+        None => accounts,
+    };
     let clients = ClientService::new(store.clone(), clock.clone(), settings.introspection_max_per_minute);
     let dpop = settings.dpop;
     let tokens = TokenService::new(store, directory, access, refresh, policy, clock)
         .with_device_tokens(devices)
         .with_dpop(dpop.required, dpop.require_nonce, dpop.proof_max_age_ms);
     Ok(Services { tokens: Arc::new(tokens), accounts: Arc::new(accounts), clients: Arc::new(clients) })
+}
+
+/// The WebAuthn relying party of `passkeys`; a refused origin names the setting.
+fn passkey_config(
+    passkeys: &crate::settings::Passkeys,
+    refresh: &RefreshTokens,
+) -> Result<crate::accounts::passkeys::PasskeyConfig, SettingsError> {
+    use crate::settings::names::{PASSKEYS_ORIGINS, PASSKEYS_RP_ID};
+    let parse = |o: &str| {
+        webauthn_rs::prelude::Url::parse(o)
+            .map_err(|e| SettingsError::new(PASSKEYS_ORIGINS, format!("{o:?} is not a URL: {e}")))
+    };
+    let mut origins = passkeys.origins.iter();
+    let first = parse(origins.next().map(String::as_str).unwrap_or_default())?;
+    let mut builder = webauthn_rs::WebauthnBuilder::new(&passkeys.rp_id, &first)
+        .map_err(|e| SettingsError::new(PASSKEYS_RP_ID, format!("refused as a relying party with {first}: {e}")))?
+        .rp_name(&passkeys.rp_name);
+    for origin in origins {
+        builder = builder.append_allowed_origin(&parse(origin)?);
+    }
+    let webauthn = builder.build().map_err(|e| SettingsError::new(PASSKEYS_RP_ID, format!("refused: {e}")))?;
+    Ok(crate::accounts::passkeys::PasskeyConfig {
+        webauthn: Arc::new(webauthn),
+        sealer: Arc::new(crate::tokens::sealed::Sealer::new(
+            refresh.derive_key(crate::accounts::passkeys::CEREMONY_LABEL),
+        )),
+    })
 }
 
 /// File in the store directory holding the development signing key.

@@ -139,6 +139,10 @@ impl FactorKeys {
     }
 
     /// Ten fresh codes for `user_id`: what the user sees, and what is kept.
+    pub(super) fn recovery_codes_for(&self, user_id: &str) -> Result<(Vec<String>, Vec<String>), ServiceError> {
+        self.recovery_codes(user_id)
+    }
+
     fn recovery_codes(&self, user_id: &str) -> Result<(Vec<String>, Vec<String>), ServiceError> {
         let mut shown = Vec::with_capacity(RECOVERY_CODES);
         for _ in 0..RECOVERY_CODES {
@@ -179,7 +183,10 @@ impl AccountService {
     }
 
     /// The caller's current account (one read).
-    async fn caller_account(&self, caller: &Caller) -> Result<(UserRecord, Versioned<Account>), ServiceError> {
+    pub(super) async fn caller_account(
+        &self,
+        caller: &Caller,
+    ) -> Result<(UserRecord, Versioned<Account>), ServiceError> {
         let gone = || ServiceError::InvalidGrant(GrantFailure::BadCredentials);
         let key = users::username_key(&caller.username).map_err(|_| gone())?;
         let (_, account) = users::read_account(self.store.as_ref(), &key, &caller.username).await?;
@@ -204,7 +211,7 @@ impl AccountService {
     pub async fn enrol_totp(&self, caller: &Caller) -> Result<TotpEnrolment, ServiceError> {
         let keys = self.keys()?;
         let (user, account) = self.caller_account(caller).await?;
-        if user.factors.any_active() {
+        if user.factors.totp.as_ref().is_some_and(|t| t.active) {
             return Err(ServiceError::Conflict("an authenticator is already active; remove it first"));
         }
         let secret = random::<SECRET_BYTES>()?;
@@ -216,7 +223,9 @@ impl AccountService {
         let key = account.value.username_key.clone();
         let (written, _) = update_account(self.store.as_ref(), &key, Some(account), |current| {
             let Some(mut next) = current.cloned() else { return Step::Done(false) };
-            let Some(u) = next.user.as_mut().filter(|u| u.id == user.id && !u.factors.any_active()) else {
+            let Some(u) =
+                next.user.as_mut().filter(|u| u.id == user.id && !u.factors.totp.as_ref().is_some_and(|t| t.active))
+            else {
                 return Step::Done(false);
             };
             u.factors.totp = Some(pending.clone());
@@ -331,6 +340,7 @@ impl AccountService {
             if let Some(t) = u.factors.totp.as_mut() {
                 t.active = true;
             }
+            // New codes for a new factor (a passkey holder's old ones are replaced too).
             u.factors.recovery_codes.clone_from(&kept);
         })
         .await?;
@@ -338,8 +348,8 @@ impl AccountService {
         Ok(shown)
     }
 
-    /// Removes the caller's authenticator and recovery codes (`DELETE /api/mfa/totp`), with a
-    /// current code or a recovery code.
+    /// Removes the caller's authenticator (`DELETE /api/mfa/totp`), with a current code or a
+    /// recovery code; the recovery codes go too unless a passkey remains.
     pub async fn remove_totp(
         &self,
         caller: &Caller,
@@ -347,12 +357,16 @@ impl AccountService {
         address: Option<&str>,
     ) -> Result<(), ServiceError> {
         let (user, _) = self.caller_account(caller).await?;
-        if !user.factors.any_active() {
+        if !user.factors.totp.as_ref().is_some_and(|t| t.active) {
             return Err(ServiceError::NotFound("no authenticator is active"));
         }
         let origin = Origin { address, device_token: None };
         self.check_factor(&caller.username, &caller.claims.sub, factor, origin, false, |u, _| {
-            u.factors = Factors::default();
+            u.factors.totp = None;
+            // The recovery codes stay while a passkey is a second factor still.
+            if u.factors.passkeys.is_empty() {
+                u.factors.recovery_codes.clear();
+            }
         })
         .await?;
         tracing::info!("TOTP authenticator removed");

@@ -25,6 +25,7 @@ mod admins;
 pub mod factors;
 pub mod identities;
 mod lookalikes;
+pub mod passkeys;
 pub mod sessions;
 mod signup;
 
@@ -149,6 +150,8 @@ pub struct AccountService {
     lockout: Option<Lockout>,
     /// Seals TOTP secrets and hashes recovery codes; without it, second factors are not available.
     factor_keys: Option<factors::FactorKeys>,
+    /// The WebAuthn relying party; without it, passkeys are not available.
+    passkeys: Option<passkeys::PasskeyConfig>,
 }
 
 fn username_error(e: UsernameError) -> ServiceError {
@@ -189,7 +192,16 @@ impl AccountService {
         clock: Arc<dyn Clock>,
         password_min_chars: usize,
     ) -> Self {
-        Self { store, hasher, clock, password_min_chars, signup: None, lockout: None, factor_keys: None }
+        Self {
+            store,
+            hasher,
+            clock,
+            password_min_chars,
+            signup: None,
+            lockout: None,
+            factor_keys: None,
+            passkeys: None,
+        }
     }
 
     /// Sign-up over HTTP with `rules` (open or closed, throttled per client address).
@@ -212,6 +224,13 @@ impl AccountService {
     #[must_use]
     pub fn with_factors(mut self, keys: factors::FactorKeys) -> Self {
         self.factor_keys = Some(keys);
+        self
+    }
+
+    /// Passkeys with `config`.
+    #[must_use]
+    pub fn with_passkeys(mut self, config: passkeys::PasskeyConfig) -> Self {
+        self.passkeys = Some(config);
         self
     }
 

@@ -184,6 +184,9 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
         | Operation::UnlinkIdentity
         | Operation::FactorState
         | Operation::EnrolFactor
-        | Operation::RemoveFactor => Err(ApiError::NotFound("no such route")),
+        | Operation::RemoveFactor
+        | Operation::ListPasskeys
+        | Operation::PasskeyCeremony
+        | Operation::RemovePasskey => Err(ApiError::NotFound("no such route")),
     }
 }

@@ -154,7 +154,11 @@ impl ApiError {
         match self {
             Self::InvalidRequest(d) => d.clone(),
             Self::InvalidGrant(f) => f.description().to_string(),
-            Self::UnsupportedGrantType => "grant_type must be password or refresh_token".into(),
+            Self::UnsupportedGrantType => {
+                "grant_type must be password, refresh_token, urn:ietf:params:oauth:grant-type:token-exchange or \
+                 urn:ietf:params:oauth:grant-type:mfa-otp"
+                    .into()
+            }
             Self::InvalidToken { description, .. }
             | Self::InvalidDpopProof(description)
             | Self::DpopChallenge { description, .. } => (*description).into(),

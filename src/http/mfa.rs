@@ -44,9 +44,12 @@ pub(crate) async fn second_step(
     let factor = factor(fields)?;
     let jkt = api.proof_key(req)?;
     let accounts = accounts(api)?;
-    let claims = api.service.redeem_mfa_token(token).await?;
+    // The code is checked (and counted by the lockout) before the token is used up: a mistyped
+    // code can be corrected with the same mfa_token; a passing one is then single-use twice over.
+    let claims = api.service.peek_mfa_token(token)?;
     let address = req.client.as_deref();
     let principal = accounts.second_step(&claims, factor, address).await?;
+    let claims = api.service.redeem_mfa_token(token).await?;
     let client = Client { address, user_agent: req.header("user-agent"), dpop_jkt: jkt.as_deref() };
     let pair = api.service.second_step_login(principal, client, &factor.amr(claims.first_step)).await?;
     let mut r = api.pair(&pair, transport);

@@ -30,6 +30,7 @@ mod federation;
 mod introspect;
 pub mod invocation;
 mod mfa;
+mod passkeys;
 pub mod server;
 
 use body::Fields;
@@ -72,6 +73,9 @@ pub enum Function {
     /// `/api/mfa[/totp[/verify]]`: the caller's second factors (GET), enrol and confirm an
     /// authenticator (POST), remove it (DELETE).
     Mfa,
+    /// `/api/passkeys[/…]`: the caller's passkeys (GET), the registration and sign-in ceremonies
+    /// (POST `register/start|finish`, `login/start|finish`), remove one (DELETE `{id}`).
+    Passkeys,
 }
 
 /// What a function does with a method.
@@ -115,6 +119,12 @@ pub(crate) enum Operation {
     EnrolFactor,
     /// Remove the authenticator.
     RemoveFactor,
+    /// The caller's passkeys.
+    ListPasskeys,
+    /// A step of a passkey ceremony.
+    PasskeyCeremony,
+    /// Remove a passkey.
+    RemovePasskey,
 }
 
 /// One function and the methods it serves.
@@ -127,7 +137,7 @@ pub struct Route {
 }
 
 /// Every function and its methods: the one source for dispatch, `Allow`, CORS and `function.json`.
-pub static ROUTES: [Route; 13] = [
+pub static ROUTES: [Route; 14] = [
     Route {
         function: Function::Token,
         methods: &[(Method::POST, Operation::Login), (Method::PATCH, Operation::Refresh)],
@@ -184,6 +194,15 @@ pub static ROUTES: [Route; 13] = [
             (Method::DELETE, Operation::RemoveFactor),
         ],
     },
+    Route {
+        function: Function::Passkeys,
+        methods: &[
+            (Method::GET, Operation::ListPasskeys),
+            (Method::HEAD, Operation::ListPasskeys),
+            (Method::POST, Operation::PasskeyCeremony),
+            (Method::DELETE, Operation::RemovePasskey),
+        ],
+    },
 ];
 
 /// The path segment under the route prefix that holds the discovery documents.
@@ -211,6 +230,7 @@ impl Function {
             Self::OauthAuthorizationServer => "oauth-authorization-server",
             Self::Identities => "identities",
             Self::Mfa => "mfa",
+            Self::Passkeys => "passkeys",
         }
     }
 
@@ -243,6 +263,7 @@ impl Function {
             Self::Users => Some("username"),
             Self::Identities => Some("provider"),
             Self::Mfa => Some("factor"),
+            Self::Passkeys => Some("path"),
             _ => None,
         }
     }
@@ -250,7 +271,7 @@ impl Function {
     /// Its parameter is the rest of the path, slashes included (`mfa/totp/verify`; a catch-all
     /// route parameter of the Functions host, `{*factor}`).
     pub fn takes_path(self) -> bool {
-        matches!(self, Self::Mfa)
+        matches!(self, Self::Mfa | Self::Passkeys)
     }
 
     fn route(self) -> &'static Route {
@@ -580,6 +601,8 @@ impl Api {
                 | Operation::UnlinkIdentity
                 | Operation::EnrolFactor
                 | Operation::RemoveFactor
+                | Operation::PasskeyCeremony
+                | Operation::RemovePasskey
         );
         match (&req.param, needs_param) {
             (Some(_), false) => return Err(ApiError::NotFound("no such route")),
@@ -605,6 +628,9 @@ impl Api {
             }
             Operation::FactorState | Operation::EnrolFactor | Operation::RemoveFactor => {
                 mfa::handle(self, operation, req).await
+            }
+            Operation::ListPasskeys | Operation::PasskeyCeremony | Operation::RemovePasskey => {
+                passkeys::handle(self, operation, req).await
             }
         }
     }

@@ -279,12 +279,67 @@ pub struct Settings {
     pub federation: federation::Federation,
     /// The `issuer` of TOTP enrolments.
     pub totp_issuer: String,
+    /// Passkeys (WebAuthn), when a relying party is configured.
+    pub passkeys: Option<Passkeys>,
     /// State.
     pub store: StoreSettings,
     /// Listening port (0 picks a free one).
     pub port: u16,
     /// The mode the settings were loaded in.
     pub mode: Mode,
+}
+
+/// The WebAuthn relying party of passkeys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passkeys {
+    /// The RP id (a registrable domain).
+    pub rp_id: String,
+    /// The RP name.
+    pub rp_name: String,
+    /// The allowed origins (at least one).
+    pub origins: Vec<String>,
+}
+
+fn load_passkeys(env: &Env) -> Result<Option<Passkeys>, SettingsError> {
+    use names::{PASSKEYS_ORIGINS, PASSKEYS_RP_ID, PASSKEYS_RP_NAME};
+    let Some(rp_id) = env.get(PASSKEYS_RP_ID).map(|v| v.trim().to_ascii_lowercase()) else {
+        return Ok(None);
+    };
+    if rp_id.contains(['/', ':', ' ']) || rp_id.is_empty() {
+        return Err(SettingsError::new(
+            PASSKEYS_RP_ID,
+            format!("must be a domain name (no scheme, port or path), got {:?}", shorten(&rp_id)),
+        ));
+    }
+    let origins: Vec<String> = env
+        .get(PASSKEYS_ORIGINS)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(str::to_string)
+        .collect();
+    if origins.is_empty() {
+        return Err(SettingsError::new(
+            PASSKEYS_ORIGINS,
+            "is missing: name the web app's origin, e.g. https://app.example.com",
+        ));
+    }
+    for origin in &origins {
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://").filter(|_| rp_id == "localhost"))
+            .map(|rest| rest.split([':', '/']).next().unwrap_or_default());
+        let under = host.is_some_and(|h| h == rp_id || h.ends_with(&format!(".{rp_id}")));
+        if !under {
+            return Err(SettingsError::new(
+                PASSKEYS_ORIGINS,
+                format!("{:?} is not an https origin at or under {rp_id}", shorten(origin)),
+            ));
+        }
+    }
+    let rp_name = env.get(PASSKEYS_RP_NAME).unwrap_or(names::text_default(PASSKEYS_RP_NAME)).trim().to_string();
+    Ok(Some(Passkeys { rp_id, rp_name, origins }))
 }
 
 /// DPoP (RFC 9449) proof rules.
@@ -470,6 +525,7 @@ impl Settings {
             .chars()
             .take(64)
             .collect::<String>();
+        let passkeys = p.take(load_passkeys(env), || None);
         p.finish(Self {
             descriptor,
             expires,
@@ -484,6 +540,7 @@ impl Settings {
             service_documentation,
             federation,
             totp_issuer,
+            passkeys,
             store,
             port,
             mode,

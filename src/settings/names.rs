@@ -177,6 +177,9 @@ pub const PROVIDER_FIELDS: &[&str] = &[
 /// The fields of a provider set that are numbered (`Audiences__0`, `Audiences__1`, …).
 pub const PROVIDER_NUMBERED_FIELDS: &[&str] = &["Audiences", "Tenants"];
 pub const MFA_TOTP_ISSUER: &str = "JwtRefreshToken__Mfa__TotpIssuer";
+pub const PASSKEYS_RP_ID: &str = "JwtRefreshToken__Passkeys__RpId";
+pub const PASSKEYS_RP_NAME: &str = "JwtRefreshToken__Passkeys__RpName";
+pub const PASSKEYS_ORIGINS: &str = "JwtRefreshToken__Passkeys__Origins";
 pub const PASSWORD_MIN_LENGTH: &str = "JwtRefreshToken__Password__MinLength";
 pub const REUSE_GRACE: &str = "JwtRefreshToken__Rotation__ReuseGraceMs";
 pub const ROTATION_SECRET: &str = "JwtRefreshToken__Rotation__Secret";
@@ -284,6 +287,17 @@ pub const ALL: &[Setting] = &[
     Setting::new(MFA_TOTP_ISSUER, Deploy::Optional).text_default("jwt-refresh-token").doc(
         "The name authenticator apps show next to the account of a TOTP enrolment (the otpauth URI's \
          `issuer`): your product's name.",
+    ),
+    Setting::new(PASSKEYS_RP_ID, Deploy::Optional).doc(
+        "The WebAuthn relying party id of passkeys: the registrable domain of the web app \
+         (`example.com`, or `localhost` locally). Unset: no passkeys.",
+    ),
+    Setting::new(PASSKEYS_RP_NAME, Deploy::Optional).text_default("jwt-refresh-token").doc(
+        "The relying party name browsers show when a passkey is made: your product's name.",
+    ),
+    Setting::new(PASSKEYS_ORIGINS, Deploy::Optional).kind(Kind::List).doc(
+        "The origins passkey ceremonies may come from (`https://app.example.com`), comma-separated; each \
+         must be the RP id or under it. Required with `Passkeys__RpId`.",
     ),
     Setting::new(FEDERATION_PROVIDERS, Deploy::Optional).kind(Kind::Family(PROVIDER_FIELDS)).doc(
         "Sign-in providers whose OpenID Connect ID tokens `POST /api/token` exchanges (RFC 8693), one set per \

@@ -89,13 +89,39 @@ pub struct Factors {
     /// Keyed hashes (hex) of the unused recovery codes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recovery_codes: Vec<String>,
+    /// Registered passkeys (WebAuthn credentials).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passkeys: Vec<StoredPasskey>,
 }
 
 impl Factors {
-    /// Whether a login needs a second factor.
+    /// Whether a login needs a second factor: a confirmed authenticator, or a passkey.
     pub fn any_active(&self) -> bool {
-        self.totp.as_ref().is_some_and(|t| t.active)
+        self.totp.as_ref().is_some_and(|t| t.active) || !self.passkeys.is_empty()
     }
+}
+
+/// A registered passkey.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredPasskey {
+    /// The credential id, base64url.
+    pub id: String,
+    /// The name the user gave it.
+    pub name: String,
+    /// The credential as the WebAuthn library keeps it (public key, counter, flags).
+    pub credential: serde_json::Value,
+    /// The signature counter last seen (0 for authenticators that keep none).
+    pub counter: u32,
+    /// The authenticator may back the credential up (a synced passkey).
+    pub backup_eligible: bool,
+    /// The credential is backed up.
+    pub backup_state: bool,
+    /// When it was registered.
+    pub created_at_ms: UnixMs,
+    /// When it last signed in.
+    #[serde(default)]
+    pub last_used_at_ms: Option<UnixMs>,
 }
 
 /// A TOTP authenticator.

@@ -109,11 +109,14 @@ pub struct Principal {
 impl From<&UserRecord> for Principal {
     fn from(user: &UserRecord) -> Self {
         let mut second_factors = Vec::new();
-        if user.factors.any_active() {
+        if user.factors.totp.as_ref().is_some_and(|t| t.active) {
             second_factors.push("totp");
-            if !user.factors.recovery_codes.is_empty() {
-                second_factors.push("recovery_code");
-            }
+        }
+        if !user.factors.passkeys.is_empty() {
+            second_factors.push("webauthn");
+        }
+        if user.factors.any_active() && !user.factors.recovery_codes.is_empty() {
+            second_factors.push("recovery_code");
         }
         Self {
             id: user.id.clone(),
