@@ -52,6 +52,8 @@ mod logs;
 mod mfa;
 #[path = "support/oidc_provider.rs"]
 mod oidc_provider;
+#[path = "api/passkeys.rs"]
+mod passkeys;
 #[path = "api/persistence.rs"]
 mod persistence;
 #[path = "api/requests.rs"]
@@ -62,5 +64,7 @@ mod revocation;
 mod rotation;
 #[path = "api/sessions.rs"]
 mod sessions;
+#[path = "support/soft_authenticator.rs"]
+mod soft_authenticator;
 #[path = "api/users.rs"]
 mod users;

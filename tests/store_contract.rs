@@ -60,6 +60,16 @@ mod contract {
                     enrolled_at_ms: 1_700_000_000_000,
                 }),
                 recovery_codes: vec!["ab".repeat(32)],
+                passkeys: vec![jwt_refresh_token::store::StoredPasskey {
+                    id: "Y3JlZGVudGlhbA".into(),
+                    name: "laptop".into(),
+                    credential: serde_json::json!({"cred": {"counter": 3}}),
+                    counter: 3,
+                    backup_eligible: true,
+                    backup_state: false,
+                    created_at_ms: 1_700_000_000_000,
+                    last_used_at_ms: Some(1_700_000_100_000),
+                }],
             },
         }
     }

@@ -216,7 +216,9 @@ const server = createServer(async (req, res) => {
       'Cache-Control': 'no-cache',
       'X-Content-Type-Options': 'nosniff',
       'Referrer-Policy': 'no-referrer',
-      'Content-Security-Policy': `default-src 'self'; connect-src 'self' ${new URL(authUrl).origin}; frame-ancestors 'none'`,
+      // data: images: the authenticator app's QR code (an SVG from the token service, shown as an
+      // <img>, where it cannot run script).
+      'Content-Security-Policy': `default-src 'self'; connect-src 'self' ${new URL(authUrl).origin}; img-src 'self' data:; frame-ancestors 'none'`,
     });
     res.end(req.method === 'HEAD' ? undefined : content);
   } catch (error) {

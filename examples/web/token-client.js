@@ -19,10 +19,19 @@
 //
 // Refreshes are single-flight: within a tab one promise is shared, across tabs the Web Locks API
 // lets one tab refresh while the others wait and receive its result over a BroadcastChannel.
+//
+// Second factors and passkeys: a password login of a user with a second factor answers
+// `mfa_required` (thrown as MfaRequiredError); its `mfa_token` is held by the caller in memory
+// for the second step (a code, a recovery code or a passkey) and is never stored. Passkeys go
+// through `navigator.credentials`; the service speaks WebAuthn's JSON form (binary members
+// base64url), converted here both ways. A passkey sign-in ends like a password login: cookie
+// transport, a DPoP proof, the access token in memory.
 
 export const XSRF_STORAGE_KEY = 'jwt-refresh-token:xsrf-token';
 const XSRF_COOKIE = 'XSRF-TOKEN';
 const LOCK_NAME = 'jwt-refresh-token:refresh';
+// The second step of a login with a code (the service's mfa-otp grant).
+const MFA_OTP_GRANT = 'urn:ietf:params:oauth:grant-type:mfa-otp';
 const CHANNEL_NAME = 'jwt-refresh-token:session';
 // How long a tab that waited for another tab's refresh waits for that tab's broadcast after the
 // lock is released (it is posted before the release, so it is normally already there).
@@ -52,6 +61,16 @@ export class LoggedOutError extends Error {
   }
 }
 
+/** The password was right; a second factor must follow (`mfaToken`, the `factors` the user has). */
+export class MfaRequiredError extends ApiError {
+  constructor(status, body, headers) {
+    super(status, body, headers);
+    this.name = 'MfaRequiredError';
+    this.mfaToken = body.mfa_token;
+    this.factors = Array.isArray(body.factors) ? body.factors : [];
+  }
+}
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---- DPoP (RFC 9449) ----------------------------------------------------------------------------
@@ -67,6 +86,68 @@ function b64url(bytes) {
 }
 
 const utf8 = (text) => new TextEncoder().encode(text);
+
+function fromB64url(text) {
+  const base64 = text.replace(/-/g, '+').replace(/_/g, '/');
+  return Uint8Array.from(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, '=')), (c) => c.charCodeAt(0));
+}
+
+// ---- WebAuthn's JSON form (binary members base64url) ---------------------------------------------
+// PublicKeyCredential.parseCreationOptionsFromJSON() and credential.toJSON() do the same in recent
+// browsers; by hand it works everywhere navigator.credentials does.
+
+const withIds = (list) => (list ?? []).map((c) => ({ ...c, id: fromB64url(c.id) }));
+
+/** `PublicKeyCredentialCreationOptions` from the service's JSON (`options.publicKey`). */
+function creationOptions(json) {
+  return {
+    ...json,
+    challenge: fromB64url(json.challenge),
+    user: { ...json.user, id: fromB64url(json.user.id) },
+    excludeCredentials: withIds(json.excludeCredentials),
+  };
+}
+
+/** `PublicKeyCredentialRequestOptions` from the service's JSON (`options.publicKey`). */
+function requestOptions(json) {
+  return { ...json, challenge: fromB64url(json.challenge), allowCredentials: withIds(json.allowCredentials) };
+}
+
+/** Extension outputs with their binary members base64url. */
+function jsonSafe(value) {
+  if (value instanceof ArrayBuffer) return b64url(value);
+  if (ArrayBuffer.isView(value)) return b64url(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, jsonSafe(v)]));
+  return value;
+}
+
+/** A `PublicKeyCredential` (an attestation or an assertion) in WebAuthn's JSON form. */
+export function credentialJson(credential) {
+  const r = credential.response;
+  const response = { clientDataJSON: b64url(r.clientDataJSON) };
+  if (r.attestationObject) {
+    response.attestationObject = b64url(r.attestationObject);
+    if (typeof r.getTransports === 'function') response.transports = r.getTransports();
+  } else {
+    response.authenticatorData = b64url(r.authenticatorData);
+    response.signature = b64url(r.signature);
+    response.userHandle = r.userHandle ? b64url(r.userHandle) : null;
+  }
+  return {
+    id: credential.id,
+    rawId: b64url(credential.rawId),
+    type: credential.type,
+    response,
+    extensions: jsonSafe(credential.getClientExtensionResults()),
+  };
+}
+
+/** Asks the browser (and the person) for a passkey assertion for the service's request options. */
+export async function getAssertion(options) {
+  const credential = await navigator.credentials.get({ publicKey: requestOptions(options.publicKey) });
+  if (!credential) throw new Error('no passkey was chosen');
+  return credentialJson(credential);
+}
 
 /** Runs `work(store)` in a transaction of the key database; resolves to the request's result. */
 function keyDb(mode, work) {
@@ -241,21 +322,79 @@ export class TokenClient extends EventTarget {
     }
   }
 
-  /** Log in with cookie transport: the refresh token goes into the HttpOnly cookie. */
-  async login(username, password) {
-    const response = await this.#withProof(`${this.#authUrl}/api/token`, {
-      method: 'POST',
-      credentials: 'include',
-      cache: 'no-store',
-      headers: { 'Content-Type': 'application/json', 'X-Token-Transport': 'cookie' },
-      body: JSON.stringify({ username, password }),
-    });
-    const body = await readJson(response);
-    if (!response.ok) throw new ApiError(response.status, body, response.headers);
-    this.#accept(body, response.headers.get('X-XSRF-TOKEN'));
-    this.#broadcast({ type: 'token', ...this.#shareable() });
-    this.#log(`logged in as ${this.#access.claims.name ?? this.#access.claims.sub}`);
-    return this.#access.token;
+  /**
+   * Log in with cookie transport: the refresh token goes into the HttpOnly cookie. A user with a
+   * second factor gets MfaRequiredError: finish with loginWithCode() or loginWithPasskey().
+   */
+  login(username, password) {
+    return this.#signIn('token', { username, password });
+  }
+
+  /**
+   * The second step of a login that answered mfa_required: a code of the authenticator app (six
+   * digits) or a recovery code. A wrong code can be corrected with the same `mfaToken`.
+   */
+  loginWithCode(mfaToken, code) {
+    const typed = code.trim();
+    const factor = /^\d{6}$/.test(typed) ? { otp: typed } : { recovery_code: typed };
+    return this.#signIn('token', { grant_type: MFA_OTP_GRANT, mfa_token: mfaToken, ...factor });
+  }
+
+  /**
+   * Sign in with a passkey: with no `mfaToken`, without a password (any passkey this browser
+   * holds for the service); with one, as the second factor of the password login it came from.
+   */
+  async loginWithPasskey(mfaToken = null) {
+    const start = await this.#postJson(`${this.#authUrl}/api/passkeys/login/start`, mfaToken ? { mfa_token: mfaToken } : {});
+    const credential = await getAssertion(start.options);
+    const body = { ceremony: start.ceremony, credential };
+    if (mfaToken) body.mfa_token = mfaToken;
+    return this.#signIn('passkeys/login/finish', body);
+  }
+
+  // ---- second factors and passkeys of the signed-in user (access token) ----------------------
+
+  /** `{totp, totp_pending, recovery_codes_left}` of the signed-in user. */
+  factors() {
+    return this.#serviceCall('GET', 'mfa');
+  }
+
+  /** Starts adding an authenticator app: `{secret, otpauth_uri, qr_svg}` (pending until confirmed). */
+  enrolTotp() {
+    return this.#serviceCall('POST', 'mfa/totp');
+  }
+
+  /** Confirms the pending authenticator with one of its codes: logins need it from now on. Resolves to the recovery codes (shown once). */
+  async confirmTotp(code) {
+    return (await this.#serviceCall('POST', 'mfa/totp/verify', { code })).recovery_codes;
+  }
+
+  /** Removes the authenticator app, with a current code or a recovery code. */
+  removeTotp(code) {
+    return this.#serviceCall('DELETE', 'mfa/totp', { code });
+  }
+
+  /** The signed-in user's passkeys. */
+  async passkeys() {
+    return (await this.#serviceCall('GET', 'passkeys')).passkeys;
+  }
+
+  /**
+   * Creates a passkey on this device (the browser asks the person) and registers it:
+   * `{passkey, recovery_codes?}` (recovery codes when it is the account's first second factor).
+   */
+  async registerPasskey(name = '') {
+    const start = await this.#serviceCall('POST', 'passkeys/register/start', {});
+    const created = await navigator.credentials.create({ publicKey: creationOptions(start.options.publicKey) });
+    if (!created) throw new Error('no passkey was created');
+    const body = { ceremony: start.ceremony, credential: credentialJson(created) };
+    if (name.trim()) body.name = name.trim();
+    return this.#serviceCall('POST', 'passkeys/register/finish', body);
+  }
+
+  /** Removes one of the signed-in user's passkeys (its `id`). */
+  removePasskey(id) {
+    return this.#serviceCall('DELETE', `passkeys/${encodeURIComponent(id)}`);
   }
 
   /**
@@ -332,6 +471,53 @@ export class TokenClient extends EventTarget {
   }
 
   // ---- internals -------------------------------------------------------------------------
+
+  /** A token request that starts a session (login, second step, passkey): cookie transport, DPoP. */
+  async #signIn(route, body) {
+    const response = await this.#withProof(`${this.#authUrl}/api/${route}`, {
+      method: 'POST',
+      credentials: 'include',
+      cache: 'no-store',
+      headers: { 'Content-Type': 'application/json', 'X-Token-Transport': 'cookie' },
+      body: JSON.stringify(body),
+    });
+    const answer = await readJson(response);
+    if (response.status === 401 && answer?.error === 'mfa_required') {
+      this.#log(`the password was right; a second factor is required (${answer.factors?.join(', ')})`);
+      throw new MfaRequiredError(response.status, answer, response.headers);
+    }
+    if (!response.ok) throw new ApiError(response.status, answer, response.headers);
+    this.#accept(answer, response.headers.get('X-XSRF-TOKEN'));
+    this.#broadcast({ type: 'token', ...this.#shareable() });
+    this.#log(`logged in as ${this.#access.claims.name ?? this.#access.claims.sub} (${(this.#access.claims.amr ?? []).join(', ')})`);
+    return this.#access.token;
+  }
+
+  /** A JSON POST to the token service without credentials (a passkey ceremony's start). */
+  async #postJson(url, body) {
+    const response = await fetch(url, {
+      method: 'POST',
+      cache: 'no-store',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const answer = await readJson(response);
+    if (!response.ok) throw new ApiError(response.status, answer, response.headers);
+    return answer;
+  }
+
+  /** A call to a token-service route with the access token (refreshed when needed); its JSON answer. */
+  async #serviceCall(method, route, body) {
+    const init = { method };
+    if (body !== undefined) {
+      init.headers = { 'Content-Type': 'application/json' };
+      init.body = JSON.stringify(body);
+    }
+    const response = await this.fetch(`${this.#authUrl}/api/${route}`, init);
+    const answer = await readJson(response);
+    if (!response.ok) throw new ApiError(response.status, answer, response.headers);
+    return answer;
+  }
 
   async #validToken() {
     if (!this.#access) throw new LoggedOutError(this.#loggedOutReason);

@@ -221,15 +221,18 @@ impl AccountService {
         if user.factors.passkeys.len() >= MAX_PASSKEYS {
             return Err(ServiceError::Conflict("this account has as many passkeys as it may"));
         }
-        let exclude: Vec<_> =
-            user.factors.passkeys.iter().filter_map(|p| B64.decode(&p.id).ok()).map(Into::into).collect();
+        let exclude: Vec<_> = user.factors.passkeys.iter().filter_map(|p| B64.decode(&p.id).ok()).collect();
         let (options, state) = config
             .webauthn
             .start_passkey_registration(user_handle(&user.id), &user.username, &user.username, Some(exclude))
             .map_err(|e| internal("passkey registration", e))?;
         let mut options = serde_json::to_value(&options).map_err(|e| internal("passkey options", e))?;
         // A passkey signs in without a username: the credential must be discoverable.
-        if let Some(selection) = options["publicKey"]["authenticatorSelection"].as_object_mut() {
+        if let Some(selection) = options
+            .get_mut("publicKey")
+            .and_then(|k| k.get_mut("authenticatorSelection"))
+            .and_then(Value::as_object_mut)
+        {
             selection.insert("residentKey".into(), "required".into());
             selection.insert("requireResidentKey".into(), true.into());
         }
@@ -302,7 +305,8 @@ impl AccountService {
         let keys = self.factor_keys.as_ref().ok_or(ServiceError::NotAvailable("second factors are not enabled"))?;
         let (shown, kept) = keys.recovery_codes_for(&user.id)?;
         let key = user.username_key.clone();
-        let (outcome, _) = update_account(store, &key, None, |current| {
+        let known = store.get_account(&key).await?;
+        let (outcome, _) = update_account(store, &key, known, |current| {
             let Some(mut next) = current.cloned() else { return Step::Done(None) };
             let Some(u) = next.user.as_mut().filter(|u| u.id == user.id && !u.disabled) else {
                 return Step::Done(None);
@@ -428,7 +432,8 @@ impl AccountService {
         // (for an authenticator that counts) may be a cloned key.
         let now = self.clock.now_ms();
         let counter = result.counter();
-        let (updated, _) = update_account(store, &user.username_key, None, |current| {
+        let known = store.get_account(&user.username_key).await?;
+        let (updated, _) = update_account(store, &user.username_key, known, |current| {
             let Some(mut next) = current.cloned() else { return Step::Done(Err("gone")) };
             let Some(u) = next.user.as_mut().filter(|u| u.id == user.id && !u.disabled) else {
                 return Step::Done(Err("gone"));

@@ -13,6 +13,8 @@ mod dpop_client;
 mod emulator;
 #[path = "../support/oidc_provider.rs"]
 mod oidc_provider;
+#[path = "../support/soft_authenticator.rs"]
+mod soft_authenticator;
 
 mod accounts;
 mod admins;
@@ -33,6 +35,7 @@ mod lockout_owner;
 mod login;
 mod logs;
 mod mfa;
+mod passkeys;
 mod persistence;
 mod requests;
 mod revocation;

@@ -18,7 +18,16 @@ export const ISSUER = 'https://auth.browser-test.invalid';
 export const AUDIENCE = 'browser-test-api';
 export const ACCESS_LIFETIME_MS = 6000;
 export const REUSE_GRACE_MS = 1500;
-export const USERS = { alice: 'alice-browser-test-password', bob: 'bob-browser-test-password' };
+export const USERS = {
+  alice: 'alice-browser-test-password',
+  bob: 'bob-browser-test-password',
+  // The passkey and TOTP tests' users: each test enrols factors, so each has a user of its own.
+  carol: 'carol-browser-test-password',
+  dave: 'dave-browser-test-password',
+  erin: 'erin-browser-test-password',
+  frank: 'frank-browser-test-password',
+};
+export const RP_ID = 'localhost';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -106,6 +115,10 @@ export async function startAll() {
     // One test runs the page's clock a minute behind (a laptop waking up): its DPoP proofs' iat
     // is then 60 s off, so the window is wider than the default 60 s here.
     JwtRefreshToken__Dpop__ProofMaxAgeMs: '120000',
+    // Passkeys: the relying party is localhost and only the page's origin may use it (the
+    // same-site page on another port shares the RP id but is not an allowed origin).
+    JwtRefreshToken__Passkeys__RpId: RP_ID,
+    JwtRefreshToken__Passkeys__Origins: pageUrl,
     RUST_LOG: 'info',
   };
   for (const [name, password] of Object.entries(USERS)) {
