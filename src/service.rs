@@ -472,17 +472,7 @@ impl TokenService {
             LoginOutcome::Locked { retry_after_ms } => return Err(ServiceError::Locked { retry_after_ms }),
             LoginOutcome::Busy(why) => return Err(ServiceError::Busy(why)),
         };
-        let device_token = match &self.devices {
-            Some(devices) => {
-                let known = from.device_token.and_then(|t| devices.verified(t, &principal.id, now));
-                let device = match known {
-                    Some(device) => device,
-                    None => random_bytes::<16>()?,
-                };
-                Some(devices.issue(&principal.id, &device, now))
-            }
-            None => None,
-        };
+        let device_token = self.device_token(&principal.id, from.device_token, now)?;
         if !principal.second_factors.is_empty() {
             // The password passed; the second step proves the rest (RFC 6749 has no such answer:
             // `mfa_required` as Auth0's MFA API names it). No session, no device token yet.
@@ -493,6 +483,22 @@ impl TokenService {
             .start_checked_session(principal, now, client, GrantFailure::BadCredentials, &[FirstStep::Password.amr()])
             .await?;
         Ok(TokenPair { device_token, ..self.pair(&session, now)? })
+    }
+
+    /// The device token a completed login hands out: the presented one's device, renewed, when it
+    /// is valid for the user, else a new device's (`None` without device tokens).
+    fn device_token(
+        &self,
+        user_id: &str,
+        presented: Option<&str>,
+        now: UnixMs,
+    ) -> Result<Option<String>, ServiceError> {
+        let Some(devices) = &self.devices else { return Ok(None) };
+        let device = match presented.and_then(|t| devices.verified(t, user_id, now)) {
+            Some(device) => device,
+            None => random_bytes::<16>()?,
+        };
+        Ok(Some(devices.issue(user_id, &device, now)))
     }
 
     /// The `mfa_required` answer for `principal`, whose first step passed at `now`.
@@ -571,9 +577,22 @@ impl TokenService {
         client: Client<'_>,
         amr: &[&str],
     ) -> Result<TokenPair, ServiceError> {
+        self.second_step_login_from(principal, client, amr, None).await
+    }
+
+    /// [`TokenService::second_step_login`] of a client that presented `device_token`: a
+    /// completed login hands out a device token, as a password login does.
+    pub async fn second_step_login_from(
+        &self,
+        principal: Principal,
+        client: Client<'_>,
+        amr: &[&str],
+        device_token: Option<&str>,
+    ) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
+        let device_token = self.device_token(&principal.id, device_token, now)?;
         let session = self.start_checked_session(principal, now, client, GrantFailure::BadCredentials, amr).await?;
-        self.pair(&session, now)
+        Ok(TokenPair { device_token, ..self.pair(&session, now)? })
     }
 
     /// Writes a session for `principal`, then reads the account again (a disable racing the login

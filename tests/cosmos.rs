@@ -22,6 +22,8 @@ use serde_json::json;
 mod dpop_client;
 #[path = "support/emulator.rs"]
 mod emulator;
+#[path = "support/soft_authenticator.rs"]
+mod soft_authenticator;
 use dpop_client::ProofKey;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -95,6 +97,8 @@ async fn services(clock: &ManualClock, timeout_ms: u64) -> (Services, Arc<Cosmos
             "dcovv0KIIhbbODoiqbKJ-u31v-sSZBBwwOL-EmHM6hiqVa149migK55Eo-vBsOMR",
         ),
         ("JwtRefreshToken__Registration__Mode", "open"),
+        ("JwtRefreshToken__Passkeys__RpId", "example.test"),
+        ("JwtRefreshToken__Passkeys__Origins", "https://app.example.test"),
     ]);
     let settings = Settings::load(&env, Mode::Production).unwrap();
     let services = build_services(&settings, store.clone() as Arc<dyn Store>, Arc::new(clock.clone())).unwrap();
@@ -554,12 +558,49 @@ async fn a_two_step_login_costs_stated_round_trips() {
     // its release, the code's step written by compare-and-swap, then the session as at login
     // (create, re-read, list).
     let claims = service.redeem_mfa_token(&mfa_token).await.unwrap();
-    let principal = accounts.second_step(&claims, SecondFactor::Otp(&code(step + 1)), Some("192.0.2.1")).await.unwrap();
+    let origin = jwt_refresh_token::users::lockout::Origin { address: Some("192.0.2.1"), device_token: None };
+    let principal = accounts.second_step(&claims, SecondFactor::Otp(&code(step + 1)), origin).await.unwrap();
     let client = jwt_refresh_token::service::Client { address: Some("192.0.2.1"), user_agent: None, dpop_jkt: None };
     service.second_step_login(principal, client, &["pwd", "otp", "mfa"]).await.unwrap();
     let kinds = emulator::document_requests().await;
     let total = emulator::document_request_total().await;
     println!("second step: {total} document requests {kinds}");
     assert!(total <= 8, "second step: {total} > 8: {kinds}");
+    assert_eq!(kinds["create"].as_u64(), Some(2), "the marker and the session: {kinds}");
+}
+
+#[tokio::test]
+async fn a_passkey_sign_in_costs_stated_round_trips() {
+    let _serial = SERIAL.lock().await;
+    let clock = ManualClock::new(START);
+    let (Services { tokens: service, accounts, .. }, _store) = services(&clock, 10_000).await;
+    let pair = service.login("alice", &Password::new(PASSWORD), "192.0.2.1").await.unwrap();
+    let caller = service.authenticate_bearer(&pair.access_token).await.unwrap();
+    let origin = "https://app.example.test";
+    let mut key = soft_authenticator::SoftAuthenticator::new(true, false);
+    emulator::reset_stats().await;
+    let start = accounts.start_passkey_registration(&caller).await.unwrap();
+    let options = serde_json::to_value(&start).unwrap()["options"].clone();
+    let credential = key.register(&options, origin);
+    accounts.finish_passkey_registration(&caller, &start.ceremony, &credential, Some("key")).await.unwrap();
+    let kinds = emulator::document_requests().await;
+    let total = emulator::document_request_total().await;
+    println!("passkey registration: {total} document requests {kinds}");
+    // Start: the account read. Finish: the account read, the ceremony's marker, the credential's
+    // record (read, create), the account (read, replace).
+    assert!(total <= 7, "passkey registration: {total} > 7: {kinds}");
+    emulator::reset_stats().await;
+    let start = accounts.start_passkey_login(None).await.unwrap();
+    let options = serde_json::to_value(&start).unwrap()["options"].clone();
+    let credential = key.assert(&options, origin);
+    let signed_in = accounts.finish_passkey_login(&start.ceremony, &credential, None).await.unwrap();
+    let client = jwt_refresh_token::service::Client { address: Some("192.0.2.1"), user_agent: None, dpop_jkt: None };
+    service.second_step_login(signed_in.principal, client, &["hwk", "mfa"]).await.unwrap();
+    let kinds = emulator::document_requests().await;
+    let total = emulator::document_request_total().await;
+    println!("passkey sign-in: {total} document requests {kinds}");
+    // The ceremony's marker, the credential's record, the account, the counter written by
+    // compare-and-swap (read, replace), then the session as at login (create, re-read, list).
+    assert!(total <= 8, "passkey sign-in: {total} > 8: {kinds}");
     assert_eq!(kinds["create"].as_u64(), Some(2), "the marker and the session: {kinds}");
 }

@@ -30,8 +30,6 @@
 export const XSRF_STORAGE_KEY = 'jwt-refresh-token:xsrf-token';
 const XSRF_COOKIE = 'XSRF-TOKEN';
 const LOCK_NAME = 'jwt-refresh-token:refresh';
-// The second step of a login with a code (the service's mfa-otp grant).
-const MFA_OTP_GRANT = 'urn:ietf:params:oauth:grant-type:mfa-otp';
 const CHANNEL_NAME = 'jwt-refresh-token:session';
 // How long a tab that waited for another tab's refresh waits for that tab's broadcast after the
 // lock is released (it is posted before the release, so it is normally already there).
@@ -39,6 +37,8 @@ const HANDOFF_MS = 1000;
 // 503 / 429 retries of one refresh, each after the server's Retry-After (capped).
 const MAX_RETRIES = 3;
 const MAX_RETRY_AFTER_MS = 10_000;
+// The second step of a login with a code (the service's mfa-otp grant).
+const MFA_OTP_GRANT = 'urn:ietf:params:oauth:grant-type:mfa-otp';
 
 /** An error answer of the token service or of the API (OAuth-style JSON body when there is one). */
 export class ApiError extends Error {
@@ -86,68 +86,6 @@ function b64url(bytes) {
 }
 
 const utf8 = (text) => new TextEncoder().encode(text);
-
-function fromB64url(text) {
-  const base64 = text.replace(/-/g, '+').replace(/_/g, '/');
-  return Uint8Array.from(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, '=')), (c) => c.charCodeAt(0));
-}
-
-// ---- WebAuthn's JSON form (binary members base64url) ---------------------------------------------
-// PublicKeyCredential.parseCreationOptionsFromJSON() and credential.toJSON() do the same in recent
-// browsers; by hand it works everywhere navigator.credentials does.
-
-const withIds = (list) => (list ?? []).map((c) => ({ ...c, id: fromB64url(c.id) }));
-
-/** `PublicKeyCredentialCreationOptions` from the service's JSON (`options.publicKey`). */
-function creationOptions(json) {
-  return {
-    ...json,
-    challenge: fromB64url(json.challenge),
-    user: { ...json.user, id: fromB64url(json.user.id) },
-    excludeCredentials: withIds(json.excludeCredentials),
-  };
-}
-
-/** `PublicKeyCredentialRequestOptions` from the service's JSON (`options.publicKey`). */
-function requestOptions(json) {
-  return { ...json, challenge: fromB64url(json.challenge), allowCredentials: withIds(json.allowCredentials) };
-}
-
-/** Extension outputs with their binary members base64url. */
-function jsonSafe(value) {
-  if (value instanceof ArrayBuffer) return b64url(value);
-  if (ArrayBuffer.isView(value)) return b64url(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
-  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, jsonSafe(v)]));
-  return value;
-}
-
-/** A `PublicKeyCredential` (an attestation or an assertion) in WebAuthn's JSON form. */
-export function credentialJson(credential) {
-  const r = credential.response;
-  const response = { clientDataJSON: b64url(r.clientDataJSON) };
-  if (r.attestationObject) {
-    response.attestationObject = b64url(r.attestationObject);
-    if (typeof r.getTransports === 'function') response.transports = r.getTransports();
-  } else {
-    response.authenticatorData = b64url(r.authenticatorData);
-    response.signature = b64url(r.signature);
-    response.userHandle = r.userHandle ? b64url(r.userHandle) : null;
-  }
-  return {
-    id: credential.id,
-    rawId: b64url(credential.rawId),
-    type: credential.type,
-    response,
-    extensions: jsonSafe(credential.getClientExtensionResults()),
-  };
-}
-
-/** Asks the browser (and the person) for a passkey assertion for the service's request options. */
-export async function getAssertion(options) {
-  const credential = await navigator.credentials.get({ publicKey: requestOptions(options.publicKey) });
-  if (!credential) throw new Error('no passkey was chosen');
-  return credentialJson(credential);
-}
 
 /** Runs `work(store)` in a transaction of the key database; resolves to the request's result. */
 function keyDb(mode, work) {
@@ -220,6 +158,69 @@ async function readJson(response) {
   } catch {
     return null;
   }
+}
+
+// ---- WebAuthn's JSON form (binary members base64url) ---------------------------------------------
+// PublicKeyCredential.parseCreationOptionsFromJSON() and credential.toJSON() do the same in recent
+// browsers; by hand it works everywhere navigator.credentials does.
+
+function fromB64url(text) {
+  const base64 = text.replace(/-/g, '+').replace(/_/g, '/');
+  return Uint8Array.from(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, '=')), (c) => c.charCodeAt(0));
+}
+
+const withIds = (list) => (list ?? []).map((c) => ({ ...c, id: fromB64url(c.id) }));
+
+/** `PublicKeyCredentialCreationOptions` from the service's JSON (`options.publicKey`). */
+function creationOptions(json) {
+  return {
+    ...json,
+    challenge: fromB64url(json.challenge),
+    user: { ...json.user, id: fromB64url(json.user.id) },
+    excludeCredentials: withIds(json.excludeCredentials),
+  };
+}
+
+/** `PublicKeyCredentialRequestOptions` from the service's JSON (`options.publicKey`). */
+function requestOptions(json) {
+  return { ...json, challenge: fromB64url(json.challenge), allowCredentials: withIds(json.allowCredentials) };
+}
+
+/** Extension outputs with their binary members base64url. */
+function jsonSafe(value) {
+  if (value instanceof ArrayBuffer) return b64url(value);
+  if (ArrayBuffer.isView(value)) return b64url(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+  if (Array.isArray(value)) return value.map(jsonSafe);
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, jsonSafe(v)]));
+  return value;
+}
+
+/** A `PublicKeyCredential` (an attestation or an assertion) in WebAuthn's JSON form. */
+export function credentialJson(credential) {
+  const r = credential.response;
+  const response = { clientDataJSON: b64url(r.clientDataJSON) };
+  if (r.attestationObject) {
+    response.attestationObject = b64url(r.attestationObject);
+    if (typeof r.getTransports === 'function') response.transports = r.getTransports();
+  } else {
+    response.authenticatorData = b64url(r.authenticatorData);
+    response.signature = b64url(r.signature);
+    response.userHandle = r.userHandle ? b64url(r.userHandle) : null;
+  }
+  return {
+    id: credential.id,
+    rawId: b64url(credential.rawId),
+    type: credential.type,
+    response,
+    extensions: jsonSafe(credential.getClientExtensionResults()),
+  };
+}
+
+/** Asks the browser (and the person) for a passkey assertion for the service's request options. */
+export async function getAssertion(options) {
+  const credential = await navigator.credentials.get({ publicKey: requestOptions(options.publicKey) });
+  if (!credential) throw new Error('no passkey was chosen');
+  return credentialJson(credential);
 }
 
 export class TokenClient extends EventTarget {

@@ -374,15 +374,15 @@ impl AccountService {
     }
 
     /// The second step of a login (the mfa-otp grant): the user of `claims` (whose first step
-    /// passed, against the password they still have) passes `factor`. The caller starts the
+    /// passed, against the password they still have) passes `factor`; a wrong code counts in
+    /// the lockout of `origin` (its address, and its device when it presents a device token). The caller starts the
     /// session with [`SecondFactor::amr`].
     pub async fn second_step(
         &self,
         claims: &MfaClaims,
         factor: SecondFactor<'_>,
-        address: Option<&str>,
+        origin: Origin<'_>,
     ) -> Result<Principal, ServiceError> {
-        let origin = Origin { address, device_token: None };
         let fingerprint = claims.password_fingerprint.clone();
         let user = self.check_factor(&claims.username, &claims.user_id, factor, origin, false, |_, _| {}).await?;
         // The first step was checked against the password the user had then.

@@ -26,7 +26,7 @@ use webauthn_rs::prelude::{
 use super::AccountService;
 use crate::clock::UnixMs;
 use crate::service::{Caller, GrantFailure, ServiceError};
-use crate::store::{IdentityRecord, Step, StoredPasskey, UserRecord, update_account};
+use crate::store::{Account, IdentityRecord, Step, StoredPasskey, UserRecord, Versioned, update_account};
 use crate::tokens::mfa::MfaClaims;
 use crate::tokens::sealed::Sealer;
 use crate::users::{self, Principal};
@@ -349,7 +349,7 @@ impl AccountService {
             let state = serde_json::to_value(&state).map_err(|e| internal("passkey state", e))?;
             return Ok(Ceremony { options, ceremony: self.seal_ceremony("login", "", state)? });
         };
-        let user = self.user_by_claims(claims).await?;
+        let (user, _) = self.user_by_claims(claims).await?;
         let passkeys: Vec<Passkey> =
             user.factors.passkeys.iter().filter_map(|p| serde_json::from_value(p.credential.clone()).ok()).collect();
         if passkeys.is_empty() {
@@ -362,11 +362,20 @@ impl AccountService {
         Ok(Ceremony { options, ceremony: self.seal_ceremony("second", &user.id, state)? })
     }
 
-    async fn user_by_claims(&self, claims: &MfaClaims) -> Result<UserRecord, ServiceError> {
-        users::find_user(self.store.as_ref(), &claims.username)
-            .await?
+    /// The user of a first step's claims, and their account as read (one read).
+    async fn user_by_claims(
+        &self,
+        claims: &MfaClaims,
+    ) -> Result<(UserRecord, Option<Versioned<Account>>), ServiceError> {
+        let gone = || ServiceError::InvalidGrant(GrantFailure::BadCredentials);
+        let key = users::username_key(&claims.username).map_err(|_| gone())?;
+        let (_, known) = users::read_account(self.store.as_ref(), &key, &claims.username).await?;
+        let user = known
+            .as_ref()
+            .and_then(|a| a.value.user.clone())
             .filter(|u| u.id == claims.user_id && !u.disabled)
-            .ok_or(ServiceError::InvalidGrant(GrantFailure::BadCredentials))
+            .ok_or_else(gone)?;
+        Ok((user, known))
     }
 
     /// Finishes a passkey sign-in (`POST /api/passkeys/login/finish`) with the authenticator's
@@ -382,7 +391,7 @@ impl AccountService {
             .map_err(|_| refused("the credential is not a WebAuthn assertion"))?;
         let id = B64.encode(answer.get_credential_id());
         let store = self.store.as_ref();
-        let (user, result) = match mfa {
+        let (user, result, known) = match mfa {
             None => {
                 let state = self.open_ceremony(ceremony, "login", Some("")).await?;
                 let state: DiscoverableAuthentication =
@@ -396,10 +405,10 @@ impl AccountService {
                     .await?
                     .ok_or(refused("this passkey is not registered"))?;
                 let owner_key = record.value.owner_key.ok_or(refused("this passkey is not registered"))?;
-                let user = store
-                    .get_account(&owner_key)
-                    .await?
-                    .and_then(|a| a.value.user)
+                let known = store.get_account(&owner_key).await?;
+                let user = known
+                    .as_ref()
+                    .and_then(|a| a.value.user.clone())
                     .filter(|u| Some(&u.id) == record.value.owner_id.as_ref() && user_handle(&u.id) == handle)
                     .ok_or(refused("this passkey is not registered"))?;
                 let passkey = stored_passkey(&user, &id)?;
@@ -408,10 +417,10 @@ impl AccountService {
                         tracing::info!(error = %e, "passkey assertion refused");
                         refused("the assertion does not verify")
                     })?;
-                (user, result)
+                (user, result, known)
             }
             Some(claims) => {
-                let user = self.user_by_claims(claims).await?;
+                let (user, known) = self.user_by_claims(claims).await?;
                 let state = self.open_ceremony(ceremony, "second", Some(&user.id)).await?;
                 let state: PasskeyAuthentication =
                     serde_json::from_value(state).map_err(|e| internal("passkey state", e))?;
@@ -419,7 +428,7 @@ impl AccountService {
                     tracing::info!(error = %e, "passkey assertion refused");
                     refused("the assertion does not verify")
                 })?;
-                (user, result)
+                (user, result, known)
             }
         };
         if user.disabled {
@@ -432,7 +441,6 @@ impl AccountService {
         // (for an authenticator that counts) may be a cloned key.
         let now = self.clock.now_ms();
         let counter = result.counter();
-        let known = store.get_account(&user.username_key).await?;
         let (updated, _) = update_account(store, &user.username_key, known, |current| {
             let Some(mut next) = current.cloned() else { return Step::Done(Err("gone")) };
             let Some(u) = next.user.as_mut().filter(|u| u.id == user.id && !u.disabled) else {

@@ -8,13 +8,14 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::body::Fields;
-use super::cookies::Transport;
+use super::cookies::{self, Transport};
 use super::error::ApiError;
 use super::{Api, ApiRequest, ApiResponse, Operation};
 use crate::accounts::AccountService;
 use crate::accounts::factors::{MAX_CODE_LEN, SecondFactor};
 use crate::service::{Client, ServiceError};
 use crate::tokens::mfa;
+use crate::users::lockout::Origin;
 
 /// The grant of a login's second step.
 pub const MFA_OTP: &str = "urn:ietf:params:oauth:grant-type:mfa-otp";
@@ -48,10 +49,14 @@ pub(crate) async fn second_step(
     // code can be corrected with the same mfa_token; a passing one is then single-use twice over.
     let claims = api.service.peek_mfa_token(token)?;
     let address = req.client.as_deref();
-    let principal = accounts.second_step(&claims, factor, address).await?;
+    // The device token, as at login: a body field, else the cookie (a browser's).
+    let device_token = fields.string("device_token", super::MAX_TOKEN_LEN)?.or_else(|| cookies::device_cookie(req));
+    let origin = Origin { address, device_token };
+    let principal = accounts.second_step(&claims, factor, origin).await?;
     let claims = api.service.redeem_mfa_token(token).await?;
     let client = Client { address, user_agent: req.header("user-agent"), dpop_jkt: jkt.as_deref() };
-    let pair = api.service.second_step_login(principal, client, &factor.amr(claims.first_step)).await?;
+    let amr = factor.amr(claims.first_step);
+    let pair = api.service.second_step_login_from(principal, client, &amr, device_token).await?;
     let mut r = api.pair(&pair, transport);
     api.dpop_nonce(req, &mut r);
     Ok(r)

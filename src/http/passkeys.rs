@@ -92,7 +92,9 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             };
             let address = req.client.as_deref();
             let client = Client { address, user_agent: req.header("user-agent"), dpop_jkt: jkt.as_deref() };
-            let pair = api.service.second_step_login(signed_in.principal, client, &amr).await?;
+            let device_token =
+                fields.string("device_token", super::MAX_TOKEN_LEN)?.or_else(|| cookies::device_cookie(req));
+            let pair = api.service.second_step_login_from(signed_in.principal, client, &amr, device_token).await?;
             let mut r = api.pair(&pair, transport);
             api.dpop_nonce(req, &mut r);
             Ok(r)

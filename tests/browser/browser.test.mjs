@@ -6,9 +6,13 @@
 //
 // Every test ends by checking that no refresh token was readable by script: not in
 // document.cookie, localStorage, sessionStorage, nor in any response body the pages received.
+//
+// Second factors: passkeys through Chromium's DevTools virtual authenticator (one per tab, CTAP2,
+// resident keys, user verification), TOTP with codes computed here (RFC 6238).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startAll, USERS, ACCESS_LIFETIME_MS, REUSE_GRACE_MS, ISSUER } from './harness.mjs';
+import { createHmac } from 'node:crypto';
+import { startAll, USERS, ACCESS_LIFETIME_MS, REUSE_GRACE_MS, ISSUER, RP_ID } from './harness.mjs';
 
 const REFRESH_COOKIE = '__Host-refresh_token';
 const XSRF_COOKIE = 'XSRF-TOKEN';
@@ -644,6 +648,390 @@ test('DPoP: the key is non-extractable in IndexedDB; a copied cookie and XSRF va
   assert.equal(await page.getAttribute('#status', 'data-state'), 'in');
   assert.equal(claimsOf(await accessToken(page)).cnf.jkt, jkt, 'the same key after a reload');
   assert.equal((await callApi(page)).status, 200);
+  await assertNoLeak(dev);
+  await dev.context.close();
+});
+
+// ---- second factors: passkeys and an authenticator app ----------------------------------------------
+
+/** A virtual authenticator in `page`'s tab (it stays with the tab across navigations). */
+async function virtualAuthenticator(dev, page) {
+  const cdp = await dev.context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable', { enableUI: false });
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2',
+      transport: 'internal',
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+  return { credentials: async () => (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials };
+}
+
+const serviceResponse = (page, route, method = 'POST') =>
+  page.waitForResponse((r) => r.url() === `${env.authUrl}/api/${route}` && r.request().method() === method, { timeout: 10_000 });
+
+/**
+ * Clicks `selector` and waits for the service's answer to `route`, or for the page to show an
+ * error in `errorSelector` (then fails with it, at once rather than at a timeout).
+ */
+async function clickUntilAnswer(page, selector, route, errorSelector) {
+  const answered = serviceResponse(page, route);
+  const failed = page.waitForSelector(`${errorSelector}:not(:empty)`, { timeout: 10_000 }).then(() => page.textContent(errorSelector));
+  answered.catch(() => {});
+  failed.catch(() => {});
+  await page.click(selector);
+  const first = await Promise.race([answered, failed]);
+  if (typeof first === 'string') assert.fail(`the page showed an error instead of POST /api/${route}: ${first}`);
+  return first;
+}
+
+/** Submits the login form; the service's answer (200, or 401 mfa_required), whatever follows. */
+async function submitLogin(page, username) {
+  await page.fill('#login input[name=username]', username);
+  await page.fill('#login input[name=password]', USERS[username]);
+  const [response] = await Promise.all([serviceResponse(page, 'token'), page.click('#login-button')]);
+  return response;
+}
+
+async function logout(page) {
+  await page.click('#logout');
+  await page.waitForSelector('#status[data-state="out"]');
+}
+
+/** Opens the "Second factors and passkeys" section and waits for its state. */
+async function openSecurity(page) {
+  await page.click('#security summary');
+  await page.waitForSelector('#factors[data-totp]');
+}
+
+/** Adds a passkey through the page (the virtual authenticator answers); the finish answer. */
+async function addPasskey(page, name) {
+  const count = Number(await page.getAttribute('#factors', 'data-passkeys'));
+  await page.fill('#passkey-add input[name=name]', name);
+  const finish = await clickUntilAnswer(page, '#passkey-register', 'passkeys/register/finish', '#security-result');
+  assert.equal(finish.status(), 201, await finish.text());
+  await page.waitForSelector(`#factors[data-passkeys="${count + 1}"]`);
+  return finish.json();
+}
+
+/** A signed-in `username` with a passkey on this tab's virtual authenticator. */
+async function withPasskey(username) {
+  const dev = await device();
+  const page = await openApp(dev);
+  const authenticator = await virtualAuthenticator(dev, page);
+  await loginWithForm(page, username);
+  await openSecurity(page);
+  const registered = await addPasskey(page, `${username}'s test key`);
+  return { dev, page, authenticator, registered };
+}
+
+/** Clicks a passkey button; the service's answer to login/finish once the page is signed in. */
+async function passkeyButton(page, selector) {
+  const errors = selector === '#mfa-passkey' ? '#mfa-error' : '#login-error';
+  const finish = await clickUntilAnswer(page, selector, 'passkeys/login/finish', errors);
+  assert.equal(finish.status(), 200, await finish.text());
+  await page.waitForSelector('#status[data-state="in"]');
+  return finish;
+}
+
+// RFC 4226 / RFC 6238 (SHA-1), for the authenticator app the test plays.
+function base32(text) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of text.replace(/=+$/, '').toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  return Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+}
+
+function hotp(key, counter, digits = 6) {
+  const message = Buffer.alloc(8);
+  message.writeBigUInt64BE(BigInt(counter));
+  const mac = createHmac('sha1', key).update(message).digest();
+  const offset = mac[mac.length - 1] & 0x0f;
+  const value = (mac.readUInt32BE(offset) & 0x7fffffff) % 10 ** digits;
+  return String(value).padStart(digits, '0');
+}
+
+const TOTP_STEP_S = 30;
+const totpStep = () => Math.floor(Date.now() / 1000 / TOTP_STEP_S);
+
+test('RFC 6238 appendix B: the test\'s TOTP generator (SHA-1, T = 59 s)', () => {
+  const seed = Buffer.from('12345678901234567890');
+  assert.equal(hotp(seed, Math.floor(59 / TOTP_STEP_S), 8), '94287082');
+  assert.equal(hotp(seed, Math.floor(1111111109 / TOTP_STEP_S), 8), '07081804');
+  assert.equal(hotp(seed, Math.floor(59 / TOTP_STEP_S)), '287082', 'six digits: the last six');
+  assert.deepEqual(base32('GEZDGNBVGY3TQOJQ'), Buffer.from('1234567890'));
+});
+
+test('passkeys: a signed-in user registers one; the authenticator holds one resident credential', LIMIT, async () => {
+  const dev = await device();
+  const page = await openApp(dev);
+  const authenticator = await virtualAuthenticator(dev, page);
+  await loginWithForm(page, 'carol');
+  const sub = claimsOf(await accessToken(page)).sub;
+  await openSecurity(page);
+  assert.equal(await page.getAttribute('#factors', 'data-passkeys'), '0');
+
+  const [start, registered] = await Promise.all([serviceResponse(page, 'passkeys/register/start'), addPasskey(page, 'test laptop')]);
+  // The creation options: this RP, this user, a discoverable credential with user verification.
+  const { options } = await start.json();
+  assert.equal(options.publicKey.rp.id, RP_ID);
+  assert.equal(options.publicKey.user.name, 'carol');
+  assert.equal(options.publicKey.authenticatorSelection.residentKey, 'required');
+  assert.equal(options.publicKey.authenticatorSelection.userVerification, 'required');
+  assert.match(start.request().headers().authorization, /^DPoP ey/, 'register/start carries the DPoP-bound access token');
+
+  const { passkey, recovery_codes: codes } = registered;
+  assert.equal(passkey.name, 'test laptop');
+  assert.equal(passkey.last_used_at, null);
+  assert.equal(codes.length, 10, 'the first second factor comes with ten recovery codes');
+  assert.deepEqual(await page.$$eval('#recovery-codes li', (items) => items.map((i) => i.textContent)), codes);
+  assert.match(await page.textContent('#passkeys'), /test laptop/);
+
+  const credentials = await authenticator.credentials();
+  assert.equal(credentials.length, 1, JSON.stringify(credentials));
+  const [credential] = credentials;
+  assert.equal(credential.isResidentCredential, true);
+  assert.equal(credential.rpId, RP_ID);
+  assert.equal(Buffer.from(credential.credentialId, 'base64').toString('base64url'), passkey.id);
+  // The user handle is the account's id (a UUID), not its name.
+  assert.equal(Buffer.from(credential.userHandle, 'base64').toString('hex'), sub.replace(/-/g, ''));
+  const listed = await page.evaluate(() => window.app.passkeys());
+  assert.deepEqual(listed.map((p) => p.id), [passkey.id]);
+  const state = await page.evaluate(() => window.app.factors());
+  assert.equal(state.recovery_codes_left, 10);
+  await assertNoLeak(dev);
+  await dev.context.close();
+});
+
+test('passkeys: after logging out, "Sign in with a passkey" signs in without a password', LIMIT, async () => {
+  const { dev, page, registered } = await withPasskey('dave');
+  const passwordSession = claimsOf(await accessToken(page)).sid;
+  await logout(page);
+  assert.equal(await page.inputValue('#login input[name=password]'), '');
+
+  const finish = await passkeyButton(page, '#passkey-login');
+  const request = finish.request();
+  assert.equal(request.headers()['x-token-transport'], 'cookie');
+  assert.ok(request.headers().dpop, 'the passkey sign-in carried a DPoP proof');
+  assert.ok(!('mfa_token' in JSON.parse(request.postData())));
+  const body = await finish.json();
+  assert.equal(body.token_type, 'DPoP');
+  assert.ok(!('refresh_token' in body));
+  assert.ok(await refreshCookie(dev), 'the passkey sign-in set the refresh cookie');
+
+  const claims = claimsOf(await accessToken(page));
+  assert.equal(claims.name, 'dave');
+  assert.ok(claims.cnf?.jkt, 'the tokens are bound to the DPoP key');
+  assert.notEqual(claims.sid, passwordSession);
+  assert.ok(claims.amr.includes('mfa'), `amr ${claims.amr}`);
+  assert.ok(claims.amr.includes('hwk') || claims.amr.includes('swk'), `amr ${claims.amr}`);
+  assert.ok(!claims.amr.includes('pwd'), `amr ${claims.amr}`);
+  const result = await callApi(page);
+  assert.equal(result.status, 200);
+  assert.equal(result.body.message, 'hello, dave');
+  const [used] = await page.evaluate(() => window.app.passkeys());
+  assert.equal(used.id, registered.passkey.id);
+  assert.ok(used.last_used_at, 'the sign-in was recorded');
+  // A reload resumes the passkey's session through the cookie, like a password login's.
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.equal(await page.getAttribute('#status', 'data-state'), 'in');
+  assert.equal(claimsOf(await accessToken(page)).sid, claims.sid);
+  await assertNoLeak(dev);
+  await dev.context.close();
+});
+
+test('passkeys: as the second factor, the password login answers mfa_required and the passkey completes it', LIMIT, async () => {
+  const { dev, page } = await withPasskey('erin');
+  await logout(page);
+
+  const first = await submitLogin(page, 'erin');
+  assert.equal(first.status(), 401);
+  const required = await first.json();
+  assert.equal(required.error, 'mfa_required');
+  assert.equal(typeof required.mfa_token, 'string');
+  assert.ok(required.factors.includes('webauthn'), JSON.stringify(required.factors));
+  assert.ok(!('access_token' in required));
+  assert.equal(await refreshCookie(dev), null, 'no session before the second step');
+  await page.waitForSelector('#status[data-state="mfa"]');
+  assert.equal(await page.isVisible('#mfa-passkey'), true);
+  // The mfa_token stays in memory: not in storage, not in the page's DOM.
+  const visible = await page.evaluate(() => JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage), document.body.innerHTML]));
+  assert.ok(!visible.includes(required.mfa_token), 'the mfa_token is readable in storage or the DOM');
+
+  const [start, finish] = await Promise.all([serviceResponse(page, 'passkeys/login/start'), passkeyButton(page, '#mfa-passkey')]);
+  assert.deepEqual(JSON.parse(start.request().postData()), { mfa_token: required.mfa_token });
+  const allowed = (await start.json()).options.publicKey.allowCredentials;
+  assert.equal(allowed.length, 1, 'a second factor names the user\'s passkeys');
+  assert.equal(JSON.parse(finish.request().postData()).mfa_token, required.mfa_token);
+  const claims = claimsOf(await accessToken(page));
+  assert.equal(claims.name, 'erin');
+  for (const method of ['pwd', 'mfa']) assert.ok(claims.amr.includes(method), `amr ${claims.amr}`);
+  assert.ok(claims.amr.includes('hwk') || claims.amr.includes('swk'), `amr ${claims.amr}`);
+  assert.equal((await callApi(page)).status, 200);
+
+  // The mfa_token was used up with the passkey: another good assertion with it is refused.
+  const post = async (route, body) => {
+    const r = await fetch(`${env.authUrl}/api/passkeys/${route}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    return { status: r.status, body: await r.json() };
+  };
+  const restart = await post('login/start', { mfa_token: required.mfa_token });
+  assert.equal(restart.status, 200, JSON.stringify(restart));
+  const credential = await page.evaluate(
+    async (options) => (await import('./token-client.js')).getAssertion(options),
+    restart.body.options,
+  );
+  const again = await post('login/finish', { ceremony: restart.body.ceremony, credential, mfa_token: required.mfa_token });
+  assert.equal(again.status, 400, JSON.stringify(again));
+  assert.equal(again.body.error, 'invalid_grant');
+  assert.match(again.body.error_description, /used before/);
+  await assertNoLeak(dev);
+  await dev.context.close();
+});
+
+test('passkeys: an assertion made on another origin (same RP id, not allowed) is refused', LIMIT, async () => {
+  const { dev, page, registered } = await withPasskey('frank');
+  await logout(page);
+  // The options come from the service (read here: CORS would not let that page read them).
+  const start = await fetch(`${env.authUrl}/api/passkeys/login/start`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: '{}',
+  });
+  assert.equal(start.status, 200);
+  const { options, ceremony } = await start.json();
+
+  // The same tab (and authenticator) on http://localhost:<other port>: WebAuthn lets it use the
+  // RP id localhost, so the authenticator signs — for that origin.
+  await page.goto(`${env.sameSiteUrl}/`);
+  const credential = await page.evaluate(async (publicKey) => {
+    const bytes = (text) => Uint8Array.from(atob(text.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0));
+    const b64url = (buffer) => btoa(String.fromCharCode(...new Uint8Array(buffer))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+    const got = await navigator.credentials.get({
+      publicKey: { ...publicKey, challenge: bytes(publicKey.challenge), allowCredentials: [] },
+    });
+    const r = got.response;
+    return {
+      id: got.id,
+      rawId: b64url(got.rawId),
+      type: got.type,
+      response: {
+        clientDataJSON: b64url(r.clientDataJSON),
+        authenticatorData: b64url(r.authenticatorData),
+        signature: b64url(r.signature),
+        userHandle: r.userHandle ? b64url(r.userHandle) : null,
+      },
+      extensions: {},
+    };
+  }, options.publicKey);
+  assert.equal(credential.id, registered.passkey.id);
+  const clientData = JSON.parse(Buffer.from(credential.response.clientDataJSON, 'base64url').toString('utf8'));
+  assert.equal(clientData.type, 'webauthn.get');
+  assert.equal(clientData.origin, env.sameSiteUrl);
+
+  const mark = env.requests().length;
+  const finish = await fetch(`${env.authUrl}/api/passkeys/login/finish`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ ceremony, credential }),
+  });
+  const refused = await finish.json();
+  assert.equal(finish.status, 400, JSON.stringify(refused));
+  assert.equal(refused.error, 'invalid_grant');
+  assert.ok(!('access_token' in refused) && !('refresh_token' in refused));
+  assert.deepEqual(finish.headers.getSetCookie(), []);
+  const [line] = await servedSince(mark, 'passkeys', 1);
+  assert.deepEqual([line.status, line.outcome, line.reason], [400, 'invalid_grant', 'passkey_refused'], JSON.stringify(line));
+
+  // The passkey itself is fine: on the app's origin it signs in.
+  await page.goto(`${env.pageUrl}/?autorefresh=0`);
+  await page.waitForSelector('body[data-ready="true"]');
+  await passkeyButton(page, '#passkey-login');
+  assert.equal(claimsOf(await accessToken(page)).name, 'frank');
+  await assertNoLeak(dev);
+  await dev.context.close();
+});
+
+test('TOTP: enrol through the page (QR code, secret, code), then log in with mfa_required → code, and with a recovery code', LIMIT, async () => {
+  const dev = await device();
+  const page = await openApp(dev);
+  await loginWithForm(page, 'grace');
+  await openSecurity(page);
+  assert.equal(await page.getAttribute('#factors', 'data-totp'), 'off');
+
+  const [enrol] = await Promise.all([serviceResponse(page, 'mfa/totp'), page.click('#totp-start')]);
+  assert.equal(enrol.status(), 201);
+  await page.waitForSelector('#totp-enrol:not([hidden])');
+  const secret = await page.textContent('#totp-secret');
+  assert.equal(secret, (await enrol.json()).secret);
+  // The QR code is the service's SVG, shown as an image (the page's CSP allows data: images).
+  await page.waitForFunction(() => document.getElementById('totp-qr').complete);
+  const qr = await page.$eval('#totp-qr', (img) => ({ src: img.src, width: img.naturalWidth }));
+  assert.match(qr.src, /^data:image\/svg\+xml/);
+  assert.ok(qr.width > 0, 'the QR code did not render');
+
+  const key = base32(secret);
+  const confirmStep = totpStep();
+  await page.fill('#totp-enrol input[name=code]', hotp(key, confirmStep));
+  const verify = await clickUntilAnswer(page, '#totp-confirm', 'mfa/totp/verify', '#security-result');
+  assert.equal(verify.status(), 200, await verify.text());
+  await page.waitForSelector('#factors[data-totp="on"]');
+  const codes = await page.$$eval('#recovery-codes li', (items) => items.map((i) => i.textContent));
+  assert.deepEqual(codes, (await verify.json()).recovery_codes);
+  assert.equal(codes.length, 10);
+  assert.equal(await page.textContent('#totp-secret'), '', 'the secret is not shown after the confirmation');
+  await logout(page);
+
+  // The password alone no longer signs in.
+  const first = await submitLogin(page, 'grace');
+  assert.equal(first.status(), 401);
+  const required = await first.json();
+  assert.equal(required.error, 'mfa_required');
+  assert.ok(required.factors.includes('totp'), JSON.stringify(required.factors));
+  await page.waitForSelector('#status[data-state="mfa"]');
+  assert.equal(await page.isVisible('#mfa-passkey'), false, 'no passkey to offer');
+
+  // A wrong code is refused and can be corrected with the same mfa_token; a code of the next step
+  // (the confirmation used this one, and each step is accepted once) signs in.
+  const valid = [-1, 0, 1, 2].map((d) => hotp(key, confirmStep + d));
+  const wrong = ['000000', '111111', '222222'].find((c) => !valid.includes(c));
+  await page.fill('#mfa input[name=code]', wrong);
+  const [refused] = await Promise.all([serviceResponse(page, 'token'), page.click('#mfa-button')]);
+  assert.equal(refused.status(), 400);
+  assert.equal((await refused.json()).error, 'invalid_grant');
+  await page.waitForFunction(() => document.getElementById('mfa-error').textContent !== '');
+  assert.equal(await page.getAttribute('#status', 'data-state'), 'mfa');
+
+  await page.fill('#mfa input[name=code]', hotp(key, confirmStep + 1));
+  const [second] = await Promise.all([serviceResponse(page, 'token'), page.click('#mfa-button')]);
+  assert.equal(second.status(), 200, await second.text());
+  const sent = JSON.parse(second.request().postData());
+  assert.equal(sent.grant_type, 'urn:ietf:params:oauth:grant-type:mfa-otp');
+  assert.equal(sent.mfa_token, required.mfa_token);
+  assert.equal(second.request().headers()['x-token-transport'], 'cookie');
+  await page.waitForSelector('#status[data-state="in"]');
+  assert.deepEqual(claimsOf(await accessToken(page)).amr.slice().sort(), ['mfa', 'otp', 'pwd']);
+  assert.equal((await callApi(page)).status, 200);
+
+  // A recovery code instead of a code: once.
+  await logout(page);
+  assert.equal((await submitLogin(page, 'grace')).status(), 401);
+  await page.waitForSelector('#status[data-state="mfa"]');
+  await page.fill('#mfa input[name=code]', codes[0].toUpperCase());
+  const [recovered] = await Promise.all([serviceResponse(page, 'token'), page.click('#mfa-button')]);
+  assert.equal(recovered.status(), 200, await recovered.text());
+  assert.ok('recovery_code' in JSON.parse(recovered.request().postData()));
+  await page.waitForSelector('#status[data-state="in"]');
+  assert.deepEqual(claimsOf(await accessToken(page)).amr.slice().sort(), ['mfa', 'pwd']);
+  assert.equal((await page.evaluate(() => window.app.factors())).recovery_codes_left, 9);
   await assertNoLeak(dev);
   await dev.context.close();
 });

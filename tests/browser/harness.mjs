@@ -26,6 +26,7 @@ export const USERS = {
   dave: 'dave-browser-test-password',
   erin: 'erin-browser-test-password',
   frank: 'frank-browser-test-password',
+  grace: 'grace-browser-test-password',
 };
 export const RP_ID = 'localhost';
 
