@@ -78,6 +78,11 @@ pub struct UserInfo {
     pub has_password: bool,
     /// The sign-in providers' identities linked to the user.
     pub identities: Vec<identities::IdentityInfo>,
+    /// The second factors a password login of the user needs (`totp`, `webauthn`,
+    /// `recovery_code`); empty when none.
+    pub second_factors: Vec<&'static str>,
+    /// How many passkeys the user holds.
+    pub passkeys: usize,
 }
 
 impl From<&UserRecord> for UserInfo {
@@ -90,6 +95,8 @@ impl From<&UserRecord> for UserInfo {
             created_at: u.created_at_ms / 1000,
             has_password: u.has_password(),
             identities: u.identities.iter().map(identities::IdentityInfo::from).collect(),
+            second_factors: Principal::from(u).second_factors,
+            passkeys: u.factors.passkeys.len(),
         }
     }
 }

@@ -293,7 +293,19 @@ impl AccountService {
         let claim = match store.get_identity(PASSKEY_PROVIDER, &id).await? {
             None => store.put_identity(&record, None).await,
             Some(found) if found.value.owner_key.is_none() => store.put_identity(&record, Some(&found.version)).await,
-            Some(_) => return Err(ServiceError::Conflict("this passkey is registered already")),
+            Some(found) => {
+                // Held by an account that no longer lists it (an admin reset, or a registration
+                // that never finished a while ago) is free; else it is someone's passkey.
+                let owner = match &found.value.owner_key {
+                    Some(key) => store.get_account(key).await?.and_then(|a| a.value.user),
+                    None => None,
+                };
+                let listed = owner.is_some_and(|u| u.factors.passkeys.iter().any(|p| p.id == id));
+                if listed || now.saturating_sub(found.value.claimed_at_ms) < super::identities::STALE_AFTER_MS {
+                    return Err(ServiceError::Conflict("this passkey is registered already"));
+                }
+                store.put_identity(&record, Some(&found.version)).await
+            }
         };
         let claim = match claim {
             Ok(version) => version,

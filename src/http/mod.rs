@@ -786,7 +786,10 @@ impl Api {
         }
         if let Some(param) = &req.param {
             url.push('/');
-            url.push_str(&dpop::encode_segment(param));
+            // A path parameter (`passkeys/register/start`) keeps its slashes: each segment is
+            // encoded on its own, as the client's URL has it.
+            let segments: Vec<String> = param.split('/').map(dpop::encode_segment).collect();
+            url.push_str(&segments.join("/"));
         }
         url
     }

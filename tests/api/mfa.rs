@@ -212,8 +212,12 @@ async fn an_admin_reset_removes_the_factors_and_ends_the_sessions() {
     let erin = assert_token_pair(&second_step(&app, &token, "otp", &authenticator.code(at + 1)).await, "erin");
     let admin = app.login("root", PASSWORD).await;
     let bearer = admin["access_token"].as_str().unwrap();
+    let users = bearer_json(&app, "GET", "/api/users", &Value::Null, bearer).await.json();
+    let listed = users["users"].as_array().unwrap().iter().find(|u| u["username"] == "erin").unwrap().clone();
+    assert_eq!(listed["second_factors"], json!(["totp", "recovery_code"]), "admins see the factors: {listed}");
     let r = bearer_json(&app, "PATCH", "/api/users/erin", &json!({"reset_mfa": true}), bearer).await;
     assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["second_factors"], json!([]), "{}", r.text());
     assert!(app.refresh(erin["refresh_token"].as_str().unwrap()).await.status >= 400, "sessions ended");
     assert_token_pair(&app.try_login("erin", PASSWORD).await, "no second factor after the reset");
     // Not for non-admins.
