@@ -114,7 +114,7 @@ param jwtLoginLockoutMs int = 900000
 
 // ---------------------------------------------------------------- sign-in providers
 
-@description('Sign-in providers (docs/federation.md), one object each, written as the JwtRefreshToken__Federation__Providers__<name>__... app settings: name (a-z, 0-9, -), audiences (array of client ids, required) and, optional, tenants (array: microsoft only and required there, tenant ids or [\'any\']), issuer, jwksUri, nonceMode (none, raw, sha256), requireEmailVerified (bool), allowedAlgorithms (comma list, e.g. \'RS256\'). A field left out is not set (preset or default applies); any other field stops the deployment. Example: [ { name: \'apple\', audiences: [ \'com.example.app\' ] }, { name: \'microsoft\', audiences: [ \'<application id>\' ], tenants: [ \'any\' ] } ]. Client ids, not secrets: plain app settings. At most 16 (the handler\'s limit).')
+@description('Sign-in providers (docs/federation.md), one object each, written as the JwtRefreshToken__Federation__Providers__<name>__... app settings: name (a-z, 0-9, -), audiences (array of client ids, required) and, optional, tenants (array: microsoft only and required there, tenant ids or [\'any\']), issuer, jwksUri, nonceMode (none, raw, sha256), requireEmailVerified (bool), allowedAlgorithms (comma list, e.g. \'RS256\'), trustMfa (bool: an ID token whose amr holds mfa passes a second factor). A field left out is not set (preset or default applies); any other field stops the deployment. Example: [ { name: \'apple\', audiences: [ \'com.example.app\' ] }, { name: \'microsoft\', audiences: [ \'<application id>\' ], tenants: [ \'any\' ] } ]. Client ids, not secrets: plain app settings. At most 16 (the handler\'s limit).')
 @maxLength(16)
 param signInProviders array = []
 

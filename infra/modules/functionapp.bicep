@@ -98,7 +98,7 @@ param jwtLoginMaxFailures int
 @description('JwtRefreshToken__Login__LockoutMs')
 param jwtLoginLockoutMs int
 
-@description('Sign-in providers: objects { name, audiences, tenants?, issuer?, jwksUri?, nonceMode?, requireEmailVerified?, allowedAlgorithms? } (main.bicep, docs/federation.md).')
+@description('Sign-in providers: objects { name, audiences, tenants?, issuer?, jwksUri?, nonceMode?, requireEmailVerified?, allowedAlgorithms?, trustMfa? } (main.bicep, docs/federation.md).')
 @maxLength(16)
 param signInProviders array = []
 
@@ -342,9 +342,10 @@ var providerFields = {
   nonceMode: ''
   requireEmailVerified: ''
   allowedAlgorithms: ''
+  trustMfa: ''
 }
 var providersWithUnknownFields = filter(signInProviders, p => length(union(providerFields, p)) != length(providerFields))
-var providers = empty(providersWithUnknownFields) ? signInProviders : [ int('signInProviders: an entry has a field other than name, audiences, tenants, issuer, jwksUri, nonceMode, requireEmailVerified, allowedAlgorithms') ]
+var providers = empty(providersWithUnknownFields) ? signInProviders : [ int('signInProviders: an entry has a field other than name, audiences, tenants, issuer, jwksUri, nonceMode, requireEmailVerified, allowedAlgorithms, trustMfa') ]
 
 // Numbered values: one slot per (provider, n) for n below the handler's 32 per list (MAX_LIST in
 // src/settings/federation.rs; at most 16 providers, so at most 512 slots); the slots a provider's
@@ -388,6 +389,10 @@ var optionSettingLists = [for p in providers: [
   {
     name: 'JwtRefreshToken__Federation__Providers__${p.name}__AllowedAlgorithms'
     value: string(p.?allowedAlgorithms ?? '')
+  }
+  {
+    name: 'JwtRefreshToken__Federation__Providers__${p.name}__TrustMfa'
+    value: string(p.?trustMfa ?? '')
   }
 ]]
 var optionSettings = filter(flatten(optionSettingLists), o => !empty(o.value))
