@@ -113,10 +113,7 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
                 return Err(ApiError::NotFound("no such session"));
             }
             service.end_session(&caller, id).await?;
-            let mut r = ApiResponse::json(StatusCode::NO_CONTENT, &json!({}));
-            r.body.clear();
-            r.headers.remove(http::header::CONTENT_TYPE);
-            Ok(r)
+            Ok(ApiResponse::no_content())
         }
         Operation::ListUsers => {
             let caller = api.caller(req).await?;

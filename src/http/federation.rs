@@ -143,10 +143,7 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
                 return Err(ApiError::NotFound("no identity of that provider is linked"));
             }
             accounts(api)?.unlink_identity(&caller, provider).await?;
-            let mut r = ApiResponse::json(StatusCode::NO_CONTENT, &json!({}));
-            r.body.clear();
-            r.headers.remove(http::header::CONTENT_TYPE);
-            Ok(r)
+            Ok(ApiResponse::no_content())
         }
         _ => Err(ApiError::NotFound("no such route")),
     }

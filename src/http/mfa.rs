@@ -89,10 +89,7 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
                 SecondFactor::RecoveryCode(code)
             };
             accounts.remove_totp(&caller, factor, address).await?;
-            let mut r = ApiResponse::json(StatusCode::NO_CONTENT, &json!({}));
-            r.body.clear();
-            r.headers.remove(http::header::CONTENT_TYPE);
-            Ok(r)
+            Ok(ApiResponse::no_content())
         }
         _ => Err(ApiError::NotFound("no such route; use /api/mfa, /api/mfa/totp or /api/mfa/totp/verify")),
     }

@@ -411,6 +411,11 @@ impl ApiResponse {
         Self { status, headers, body, outcome: "ok", reason: None }
     }
 
+    /// 204 No Content: a deletion done.
+    pub(crate) fn no_content() -> Self {
+        Self::empty(StatusCode::NO_CONTENT)
+    }
+
     /// No content (a CORS preflight).
     fn empty(status: StatusCode) -> Self {
         Self { status, headers: HeaderMap::new(), body: Vec::new(), outcome: "ok", reason: None }

@@ -47,10 +47,7 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
         (Operation::RemovePasskey, Some(id)) if !id.contains('/') && id.len() <= 1024 => {
             let caller = api.caller(req).await?;
             accounts.remove_passkey(&caller, id).await?;
-            let mut r = ApiResponse::json(StatusCode::NO_CONTENT, &json!({}));
-            r.body.clear();
-            r.headers.remove(http::header::CONTENT_TYPE);
-            Ok(r)
+            Ok(ApiResponse::no_content())
         }
         (Operation::PasskeyCeremony, Some("register/start")) => {
             let caller = api.caller(req).await?;
