@@ -191,3 +191,36 @@ async fn an_invocation_body_handed_over_as_a_json_object_is_as_strict_as_a_strin
     let (status, _, body) = inner(&r.json());
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn the_second_factor_and_passkey_routes_take_their_path_from_the_invocation_payload() {
+    let app = TestApp::spawn(&[
+        ("JwtRefreshToken__Passkeys__RpId", "example.test"),
+        ("JwtRefreshToken__Passkeys__Origins", "https://app.example.test"),
+    ]);
+    app.add_user("carol", PASSWORD, &[]);
+    let token = access_token(&app.login("carol", PASSWORD).await);
+    let auth = json!({"Content-Type": ["application/json"], "Authorization": [format!("Bearer {token}")]});
+    // `mfa/{*factor}`: the host hands the rest of the path, slashes included, as one parameter.
+    let (_, outer) = app.invoke_with("mfa", "POST", auth.clone(), "", json!({"factor": "totp"}), json!({})).await;
+    let (status, _, body) = inner(&outer);
+    assert_eq!(status, 201, "{outer}");
+    assert!(body["otpauth_uri"].as_str().unwrap().starts_with("otpauth://totp/"));
+    let code = json!({"code": "000000"}).to_string();
+    let (_, outer) =
+        app.invoke_with("mfa", "POST", auth.clone(), &code, json!({"factor": "totp/verify"}), json!({})).await;
+    let (status, _, body) = inner(&outer);
+    assert_eq!((status, body["error"].clone()), (400, json!("invalid_grant")), "a wrong code: {outer}");
+    let (_, outer) = app.invoke_with("mfa", "GET", auth.clone(), "", json!({}), json!({})).await;
+    let (status, _, body) = inner(&outer);
+    assert_eq!((status, body["totp_pending"].clone()), (200, json!(true)), "{outer}");
+    let (_, outer) =
+        app.invoke_with("passkeys", "POST", auth.clone(), "{}", json!({"path": "register/start"}), json!({})).await;
+    let (status, _, body) = inner(&outer);
+    assert_eq!(status, 200, "{outer}");
+    assert!(body["ceremony"].is_string() && body["options"]["publicKey"]["challenge"].is_string(), "{body}");
+    let (_, outer) = app.invoke_with("passkeys", "GET", auth.clone(), "", json!({}), json!({})).await;
+    assert_eq!(inner(&outer).0, 200, "{outer}");
+    let (_, outer) = app.invoke_with("identities", "GET", auth, "", json!({}), json!({})).await;
+    assert_eq!(inner(&outer).0, 200, "{outer}");
+}
