@@ -47,14 +47,23 @@ async fn verify_and_consume(
     let sign_in = sign_in(api)?;
     let now = api.service.clock().now_ms();
     let (max, window) = (sign_in.max_failures, sign_in.failure_window_ms);
-    let address = format!("address:{}", req.client.as_deref().unwrap_or("unknown"));
+    // Without a trusted client address (invocation mode with no forwarded address) there is no
+    // per-address count: one bucket shared by every such client would let anyone lock them all out.
+    let address = req.client.as_deref().map(|a| format!("address:{a}"));
     let limited = |retry_after_ms| ApiError::from(ServiceError::RateLimited { retry_after_ms });
-    sign_in.failures.check(&address, max, window, now).map_err(limited)?;
+    if let Some(address) = &address {
+        sign_in.failures.check(address, max, window, now).map_err(limited)?;
+    }
+    let count_address = |now| {
+        if let Some(address) = &address {
+            sign_in.failures.count(address, window, now);
+        }
+    };
     let verified = match sign_in.verifier.verify(provider, token, nonce, now).await {
         Ok(v) => v,
         Err(FederationError::Unavailable(why)) => return Err(ServiceError::Busy(why).into()),
         Err(e) => {
-            sign_in.failures.count(&address, window, now);
+            count_address(now);
             let why = match e {
                 FederationError::UnknownProvider => "no sign-in provider of that name is configured",
                 FederationError::Refused(why) => why,
@@ -68,7 +77,7 @@ async fn verify_and_consume(
     sign_in.failures.check(&subject, max, window, now).map_err(limited)?;
     if let Err(e) = identities::consume(api.service.store().as_ref(), &verified, now).await {
         if matches!(e, ServiceError::InvalidGrant(_)) {
-            sign_in.failures.count(&address, window, now);
+            count_address(now);
             sign_in.failures.count(&subject, window, now);
         }
         return Err(e.into());

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, Reply, TestApp, assert_error, assert_token_pair, jwt_claims, tamper, with_claims};
+use crate::helpers::{
+    PASSWORD, Reply, TestApp, assert_error, assert_token_pair, inner, jwt_claims, tamper, with_claims,
+};
 use crate::oidc_provider::{self, Mode, Provider, SigningKey};
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -434,4 +436,24 @@ async fn the_presets_accept_real_shaped_tokens_of_apple_google_and_microsoft() {
     let meta = app.raw("GET", "/api/.well-known/openid-configuration", None, "", None).await;
     let grants = meta.json()["grant_types_supported"].clone();
     assert!(grants.as_array().unwrap().iter().any(|g| g == EXCHANGE), "{grants}");
+}
+
+#[tokio::test]
+async fn invocation_mode_without_a_forwarded_address_shares_no_failure_bucket() {
+    let provider = Provider::start().await;
+    let app = spawn(&provider, true, &[("JwtRefreshToken__Federation__MaxFailures".to_string(), "2".to_string())]);
+    let headers = json!({"Content-Type": ["application/json"]});
+    let body = |token: &str, nonce: &str| {
+        json!({"grant_type": EXCHANGE, "subject_token": token, "subject_token_type": ID_TOKEN, "provider": "test", "nonce": nonce})
+            .to_string()
+    };
+    // Someone sends garbage through the host with no forwarded address…
+    for _ in 0..3 {
+        let (_, outer) = app.invoke("token", "POST", headers.clone(), &body("a.b.c", "x")).await;
+        assert_eq!(inner(&outer).0, 400, "{outer}");
+    }
+    // …and another client without one still signs in.
+    let token = provider.id_token(claims(&provider, "p-20"));
+    let (_, outer) = app.invoke("token", "POST", headers, &body(&token, "n-p-20")).await;
+    assert_eq!(inner(&outer).0, 200, "{outer}");
 }
