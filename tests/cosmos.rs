@@ -529,7 +529,12 @@ async fn a_two_step_login_costs_stated_round_trips() {
     let password = Password::new(PASSWORD);
     let pair = service.login("alice", &password, "192.0.2.1").await.unwrap();
     let caller = service.authenticate_bearer(&pair.access_token).await.unwrap();
+    emulator::reset_stats().await;
     let enrolment = accounts.enrol_totp(&caller).await.unwrap();
+    // Enrolment: the account read and its replace.
+    let kinds = emulator::document_requests().await;
+    assert_eq!((kinds["read"].as_u64(), kinds["replace"].as_u64()), (Some(1), Some(1)), "enrolment: {kinds}");
+    assert_eq!(emulator::document_request_total().await, 2, "enrolment: {kinds}");
     let secret = totp_rs::Secret::try_from_base32(&enrolment.secret).unwrap().as_bytes().to_vec();
     let authenticator = totp_rs::Builder::new()
         .with_secret(secret)
@@ -541,7 +546,14 @@ async fn a_two_step_login_costs_stated_round_trips() {
         .unwrap();
     let step = u64::try_from(START / 1000).unwrap() / 30;
     let code = |s: u64| authenticator.generate(s * 30).to_string();
+    emulator::reset_stats().await;
     accounts.confirm_totp(&caller, &code(step), Some("192.0.2.1")).await.unwrap();
+    // Confirmation: the code is checked through the lockout (read, reserve, release) and its step
+    // and the recovery codes written by compare-and-swap.
+    let kinds = emulator::document_requests().await;
+    let total = emulator::document_request_total().await;
+    println!("TOTP confirmation: {total} document requests {kinds}");
+    assert!(total <= 4, "confirmation: {total} > 4: {kinds}");
     emulator::reset_stats().await;
     // The first step: the account read, the reservation and its release (as a login without a
     // device token, less the session and its checks).
