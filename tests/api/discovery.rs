@@ -29,7 +29,8 @@ async fn both_documents_name_the_issuer_exactly_and_only_endpoints_that_work() {
             assert_eq!(meta[field], format!("{issuer}/{route}"), "{path}: {field}");
         }
         assert_eq!(meta["introspection_endpoint_auth_methods_supported"], json!(["client_secret_basic"]), "{path}");
-        assert_eq!(meta["grant_types_supported"], json!(["password", "refresh_token"]));
+        let grants = json!(["password", "refresh_token", "urn:ietf:params:oauth:grant-type:mfa-otp"]);
+        assert_eq!(meta["grant_types_supported"], grants, "{path}: the token-exchange grant only with a provider");
         assert_eq!(meta["token_endpoint_auth_methods_supported"], json!(["none"]));
         assert_eq!(meta["dpop_signing_alg_values_supported"], json!(["ES256", "EdDSA", "RS256"]), "{path}");
         assert_eq!(meta["service_documentation"], docs, "{path}: as configured");
