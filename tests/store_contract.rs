@@ -595,8 +595,11 @@ async fn embedded_store_moves_an_old_epoch_account_into_its_own_record() {
     conn.execute_batch(
         "DROP TABLE store_values;
          DROP TABLE clients;
+         DROP TABLE used_tokens;
          ALTER TABLE accounts DROP COLUMN strikes;
-         ALTER TABLE accounts DROP COLUMN device_throttles;",
+         ALTER TABLE accounts DROP COLUMN device_throttles;
+         ALTER TABLE accounts DROP COLUMN identities;
+         ALTER TABLE accounts DROP COLUMN factors;",
     )
     .unwrap();
     conn.pragma_update(None, "user_version", 3).unwrap();
@@ -617,8 +620,11 @@ async fn embedded_store_of_schema_4_gains_the_roster_table_on_open() {
     conn.execute_batch(
         "DROP TABLE store_records;
          DROP TABLE clients;
+         DROP TABLE used_tokens;
          ALTER TABLE accounts DROP COLUMN strikes;
-         ALTER TABLE accounts DROP COLUMN device_throttles;",
+         ALTER TABLE accounts DROP COLUMN device_throttles;
+         ALTER TABLE accounts DROP COLUMN identities;
+         ALTER TABLE accounts DROP COLUMN factors;",
     )
     .unwrap();
     conn.pragma_update(None, "user_version", 4).unwrap();
@@ -638,7 +644,13 @@ async fn embedded_store_of_schema_5_gains_the_clients_table_on_open() {
     store.insert_session(&contract::session("id-a", "s1", 10_000)).await.unwrap();
     drop(store);
     let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
-    conn.execute_batch("DROP TABLE clients;").unwrap();
+    conn.execute_batch(
+        "DROP TABLE clients;
+         DROP TABLE used_tokens;
+         ALTER TABLE accounts DROP COLUMN identities;
+         ALTER TABLE accounts DROP COLUMN factors;",
+    )
+    .unwrap();
     conn.pragma_update(None, "user_version", 5).unwrap();
     drop(conn);
     let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -650,7 +662,43 @@ async fn embedded_store_of_schema_5_gains_the_clients_table_on_open() {
     drop(store);
     let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
+}
+
+/// Embedded-only: a store of schema 6 (before sign-in identities, second factors and used-token
+/// markers) opens upgraded to schema 7: its users gain empty identities and factors, and both
+/// work.
+#[tokio::test]
+async fn embedded_store_of_schema_6_gains_identities_factors_and_markers_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut alice = contract::user("alice", "id-a");
+    alice.factors = Default::default();
+    store.put_account(&contract::account("alice", Some(alice.clone())), None).await.unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    conn.execute_batch(
+        "DROP TABLE used_tokens;
+         ALTER TABLE accounts DROP COLUMN identities;
+         ALTER TABLE accounts DROP COLUMN factors;",
+    )
+    .unwrap();
+    conn.pragma_update(None, "user_version", 6).unwrap();
+    drop(conn);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let found = store.get_account("alice").await.unwrap().unwrap();
+    let user = found.value.user.clone().unwrap();
+    assert!(user.identities.is_empty() && user.factors == Default::default(), "{user:?}");
+    let mut with_factors = found.value.clone();
+    with_factors.user = Some(contract::user("alice", "id-a"));
+    store.put_account(&with_factors, Some(&found.version)).await.unwrap();
+    assert_eq!(store.get_account("alice").await.unwrap().unwrap().value.user, Some(contract::user("alice", "id-a")));
+    assert!(store.mark_used("m", 1, 10).await.unwrap());
+    assert!(!store.mark_used("m", 2, 10).await.unwrap());
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, 7);
 }
 
 /// Cosmos-only: an epoch written as a fake account by an older version is read while no epoch
