@@ -182,16 +182,15 @@ impl AccountService {
         self.factor_keys.as_ref().ok_or(ServiceError::NotAvailable("second factors are not enabled"))
     }
 
-    /// The caller's current account (one read).
+    /// The caller's current account (one read), refused when the user is disabled.
     pub(super) async fn caller_account(
         &self,
         caller: &Caller,
     ) -> Result<(UserRecord, Versioned<Account>), ServiceError> {
-        let gone = || ServiceError::InvalidGrant(GrantFailure::BadCredentials);
-        let key = users::username_key(&caller.username).map_err(|_| gone())?;
-        let (_, account) = users::read_account(self.store.as_ref(), &key, &caller.username).await?;
-        let account = account.ok_or_else(gone)?;
-        let user = account.value.user.clone().filter(|u| u.id == caller.claims.sub && !u.disabled).ok_or_else(gone)?;
+        let (user, account) = self.my_account(caller).await?;
+        if user.disabled {
+            return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials));
+        }
         Ok((user, account))
     }
 

@@ -142,7 +142,7 @@ impl AccountService {
     }
 
     /// The caller's current account (one read): the user, and the record for a later update.
-    async fn my_account(&self, caller: &Caller) -> Result<(UserRecord, Versioned<Account>), ServiceError> {
+    pub(super) async fn my_account(&self, caller: &Caller) -> Result<(UserRecord, Versioned<Account>), ServiceError> {
         let gone = || ServiceError::InvalidGrant(GrantFailure::BadCredentials);
         let key = users::username_key(&caller.username).map_err(|_| gone())?;
         let (_, account) = users::read_account(self.store_ref(), &key, &caller.username).await?;
