@@ -58,7 +58,15 @@ REQUIRED_OUTPUTS = [
     "cosmosEndpoint",
     "cosmosAccountName",
     "keyVaultName",
+    # Named in src/settings/names.rs (Email__From, Email__Acs__Endpoint) and the custom-domain steps.
+    "emailSenderAddress",
+    "communicationEndpoint",
+    "emailServiceName",
+    "communicationServiceName",
 ]
+# Built-in "Communication and Email Service Owner": the role Microsoft documents for sending email
+# with an Entra ID identity (infra/README.md, "E-mail").
+COMMUNICATION_EMAIL_OWNER = "09976791-48a7-449e-bb21-39d1a415f350"
 # Resource types without a stable API version that has the properties used (diagnostic
 # settings: workspaceId + logAnalyticsDestinationType exist only in the preview versions).
 PREVIEW_API_ALLOWED = {"microsoft.insights/diagnosticsettings"}
@@ -343,6 +351,10 @@ NAME_RULES = {
     "appInsights": (r"[^%&\\?/]{1,255}", "1-255 characters, no %&\\?/"),
     "identity": (r"[A-Za-z0-9][A-Za-z0-9_-]{2,127}", "3-128 letters, digits, hyphens, underscores"),
     "vnet": (r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}[A-Za-z0-9_]", "2-64 letters, digits, _.-"),
+    # Microsoft.Communication: emailServices ^[a-zA-Z0-9-]+$, communicationServices ^[-\w]+$, both
+    # 1-63 (Bicep types); the communication name is also the global host name <name>.<geo>.communication.azure.com.
+    "emailService": (r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", "1-63 letters, digits, hyphens, not at either end"),
+    "communication": (r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", "1-63 lowercase letters, digits, hyphens (a host name label)"),
 }
 
 
@@ -982,6 +994,73 @@ def main(argv: list[str] | None = None) -> int:
         if get(account.body, "properties.allowBlobPublicAccess") != "false":
             problems.append("storage allowBlobPublicAccess is not false")
 
+    def check_email(problems: list[str]) -> None:
+        prm = main_bf.params.get("sendEmail")
+        if prm is None or prm.type != "bool" or (prm.default or "").strip() != "false":
+            problems.append("main.bicep param sendEmail (bool, default false) is missing: a first deployment must need no e-mail domain")
+        email_bf = module_by_resource("Microsoft.Communication/communicationServices")
+        sym = module_symbol(email_bf)
+        if email_bf is None or sym is None:
+            problems.append("no module with a Microsoft.Communication/communicationServices resource")
+            return
+        head = main_bf.text[main_bf.text.find(f"module {sym} "):].split("=", 1)[1].strip()
+        if not re.match(r"if\s*\(\s*sendEmail\s*\)", head):
+            problems.append(f"module {sym} is not deployed `if (sendEmail)`")
+        service = own(email_bf, "Microsoft.Communication/emailServices")
+        domain = own(email_bf, "Microsoft.Communication/emailServices/domains")
+        acs = own(email_bf, "Microsoft.Communication/communicationServices")
+        if service is None or domain is None:
+            problems.append(f"{email_bf.path.name}: no Microsoft.Communication/emailServices with a domains child")
+            return
+        for r in (service, domain, acs):
+            if unquote(get(r.body, "location")) != "global":
+                problems.append(f"{email_bf.path.name}: {r.type} {r.symbol} location is not 'global'")
+        if (get(domain.body, "parent") or "").strip() != service.symbol or unquote(get(domain.body, "name")) != "AzureManagedDomain":
+            problems.append(f"{email_bf.path.name}: the domain is not the email service's child 'AzureManagedDomain'")
+        if unquote(get(domain.body, "properties.domainManagement")) != "AzureManaged":
+            problems.append(f"{email_bf.path.name}: domainManagement is not 'AzureManaged' (a first deployment needs no DNS)")
+        if unquote(get(domain.body, "properties.userEngagementTracking")) != "Disabled":
+            problems.append(f"{email_bf.path.name}: userEngagementTracking is not 'Disabled' (mails carry one-time codes)")
+        if (get(acs.body, "properties.dataLocation") or "").strip() != (get(service.body, "properties.dataLocation") or "?").strip():
+            problems.append(f"{email_bf.path.name}: the Communication Services and email service dataLocation differ (a domain links only within its geography)")
+        if not re.search(rf"\b{domain.symbol}\.id\b", get(acs.body, "properties.linkedDomains") or ""):
+            problems.append(f"{email_bf.path.name}: linkedDomains does not hold {domain.symbol}.id")
+        role_vars = {k for k, v in email_bf.vars.items() if v.strip("'") == COMMUNICATION_EMAIL_OWNER}
+        granted = False
+        for r in email_bf.resources_of("Microsoft.Authorization/roleAssignments"):
+            rd = get(r.body, "properties.roleDefinitionId") or ""
+            if not (COMMUNICATION_EMAIL_OWNER in rd or any(re.search(rf"\b{v}\b", rd) for v in role_vars)):
+                problems.append(f"{email_bf.path.name}: role assignment {r.symbol} is not Communication and Email Service Owner ({COMMUNICATION_EMAIL_OWNER})")
+                continue
+            if (get(r.body, "scope") or "").strip() != acs.symbol:
+                problems.append(f"{email_bf.path.name}: role assignment {r.symbol} is not scoped to the Communication Services resource {acs.symbol}")
+            elif (get(r.body, "properties.principalId") or "").strip() == "appPrincipalId" and unquote(get(r.body, "properties.principalType")) == "ServicePrincipal":
+                granted = True
+        if not granted:
+            problems.append("the app's identity (appPrincipalId, ServicePrincipal) gets no Communication and Email Service Owner role on the Communication Services resource")
+        if identity and passed_params(email_bf).get("appPrincipalId", "").strip() != f"{identity.symbol}.properties.principalId":
+            problems.append(f"module {sym}: appPrincipalId is not {identity.symbol}.properties.principalId (the app's identity)")
+        # App settings: one object with Transport 'acs', one with 'none', chosen by sendEmail.
+        holders = {n: entries(block_after(v) or "") for n, v in app_bf.vars.items() if v.startswith("{") and "JwtRefreshToken__Email__Transport" in entries(block_after(v) or "")}
+        on = next((n for n, e in holders.items() if unquote(e["JwtRefreshToken__Email__Transport"]) == "acs"), None)
+        off = next((n for n, e in holders.items() if unquote(e["JwtRefreshToken__Email__Transport"]) == "none"), None)
+        if on is None or off is None:
+            problems.append("no pair of app-settings objects with JwtRefreshToken__Email__Transport 'acs' and 'none'")
+            return
+        if not re.search(rf"\bsendEmail\s*\?\s*{on}\s*:\s*{off}\b", reached_text(settings_expr, set())):
+            problems.append(f"the app settings do not take `sendEmail ? {on} : {off}`")
+        if app_params.get("sendEmail", "").strip() != "sendEmail":
+            problems.append("sendEmail is not passed to the Function App module")
+        wanted = {
+            "JwtRefreshToken__Email__Acs__Endpoint": r"'https://\$\{\w+\.properties\.hostName\}'",
+            "JwtRefreshToken__Email__From": r".*\bmailFromSenderDomain\b.*",
+        }
+        for setting, output_rule in wanted.items():
+            value = holders[on].get(setting, "").strip()
+            m = re.fullmatch(rf"sendEmail\s*\?\s*{sym}!?\.outputs\.(\w+)\s*:\s*''", app_params.get(value, "").strip())
+            if not m or not re.fullmatch(output_rule, email_bf.outputs.get(m.group(1), ""), re.S):
+                problems.append(f"{setting} is not fed from module {sym} (sendEmail ? {sym}!.outputs.<x> : '' with <x> matching {output_rule})")
+
     def check_outputs(problems: list[str]) -> None:
         for name in REQUIRED_OUTPUTS:
             if name not in main_bf.outputs:
@@ -1011,6 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
     checks.run("CORS (explicit origins, credentials, * refused) and always-ready instances", check_cors_and_scale)
     checks.run("networkIsolation: VNet integration, private endpoints with DNS, public access off", check_network)
     checks.run("storage: no shared keys, no public blobs", check_storage)
+    checks.run("sendEmail: ACS Email (managed domain, no tracking, linked) and its send role only when on; app settings acs/none", check_email)
     checks.run("main.bicep outputs", check_outputs)
     return checks.report()
 

@@ -1,5 +1,6 @@
-// jwt-refresh-token on Azure Functions (Linux, custom handler) with Cosmos DB, Key Vault and
-// identity-based storage, deployed in one pass at resource-group scope:
+// jwt-refresh-token on Azure Functions (Linux, custom handler) with Cosmos DB, Key Vault,
+// identity-based storage and, with sendEmail, Azure Communication Services Email, deployed in one
+// pass at resource-group scope:
 //   scripts/deploy.sh   (bicep build, what-if, this deployment, secrets, package, publish, smoke test)
 // or by hand: az deployment group create -g <rg> -f infra/main.bicep -p infra/main.bicepparam
 // The two secrets are not parameters: the deploy step writes them into Key Vault afterwards
@@ -141,6 +142,41 @@ param cosmosUserContainerName string = 'users'
 @maxValue(120000)
 param cosmosRequestTimeoutMs int = 5000
 
+// ---------------------------------------------------------------- e-mail (Azure Communication Services)
+
+@description('true: Azure Communication Services Email (an Email Communication Service with a free Azure managed domain, a Communication Services resource linked to it, and the role that lets the app\'s identity send) and JwtRefreshToken__Email__Transport = acs. false (default): none of it and Transport = none (no e-mail features), so a first deployment needs no domain.')
+param sendEmail bool = false
+
+@description('Geography where the e-mail resources keep their data at rest (the same for both: a domain links only within its geography). Changing it replaces the resources.')
+@allowed([
+  'Africa'
+  'Asia Pacific'
+  'Australia'
+  'Brazil'
+  'Canada'
+  'Europe'
+  'France'
+  'Germany'
+  'India'
+  'Japan'
+  'Korea'
+  'Norway'
+  'Switzerland'
+  'UAE'
+  'UK'
+  'United States'
+])
+param emailDataLocation string = 'United States'
+
+@description('JwtRefreshToken__Email__ProductName (sendEmail only): the product name in every mail\'s subject and greeting.')
+param productName string = 'jwt-refresh-token'
+
+@description('JwtRefreshToken__Email__From (sendEmail only). "" (default): DoNotReply@<the Azure managed domain>, output emailSenderAddress. With a custom domain: an address of it (e.g. DoNotReply@mail.example.com), once the domain is verified and listed in emailCustomDomainIds (infra/README.md, "DNS steps for a custom domain").')
+param emailFrom string = ''
+
+@description('Resource ids of verified custom e-mail domains linked to the Communication Services resource next to the Azure managed domain (sendEmail only). Every deployment sets the linked domains to exactly these plus the managed one, so a domain linked by hand is unlinked again: list it here.')
+param emailCustomDomainIds array = []
+
 // ---------------------------------------------------------------- names
 
 // Each resource's naming rules: storage 3-24 lowercase letters/digits; Key Vault 3-24 letters,
@@ -160,6 +196,8 @@ var names = {
   plan: '${prefix}-plan-${token}'
   functionApp: '${prefix}-func-${token}'
   vnet: '${prefix}-vnet-${token}'
+  emailService: '${prefix}-email-${token}'
+  communication: '${prefix}-acs-${token}'
 }
 var allTags = union({ application: 'jwt-refresh-token' }, tags)
 
@@ -256,6 +294,21 @@ module roles 'modules/roles.bicep' = {
   }
 }
 
+// E-mail, only with sendEmail. Its role assignment is made inside the module; the Function App reads
+// the module's outputs, so its settings are applied after that assignment exists.
+module email 'modules/email.bicep' = if (sendEmail) {
+  name: 'email'
+  params: {
+    tags: allTags
+    emailServiceName: names.emailService
+    communicationServiceName: names.communication
+    dataLocation: emailDataLocation
+    appPrincipalId: appIdentity.properties.principalId
+    customDomainIds: emailCustomDomainIds
+    fromAddress: emailFrom
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
   // The site and its app settings (Key Vault references included) only after every role exists.
@@ -297,6 +350,10 @@ module functionApp 'modules/functionapp.bicep' = {
     cosmosTokenContainerName: cosmosTokenContainerName
     cosmosUserContainerName: cosmosUserContainerName
     cosmosRequestTimeoutMs: cosmosRequestTimeoutMs
+    sendEmail: sendEmail
+    emailAcsEndpoint: sendEmail ? email!.outputs.endpoint : ''
+    emailFrom: sendEmail ? email!.outputs.senderAddress : ''
+    emailProductName: productName
   }
 }
 
@@ -322,3 +379,9 @@ output rotationSecretName string = secretNames.rotationSecret
 output storageAccountName string = storage.outputs.name
 output appInsightsName string = monitoring.outputs.appInsightsName
 output logAnalyticsWorkspaceName string = monitoring.outputs.logAnalyticsName
+// E-mail (sendEmail; all "" without it): JwtRefreshToken__Email__From and __Acs__Endpoint, and the
+// two names the custom-domain steps of infra/README.md need.
+output emailSenderAddress string = sendEmail ? email!.outputs.senderAddress : ''
+output communicationEndpoint string = sendEmail ? email!.outputs.endpoint : ''
+output emailServiceName string = sendEmail ? email!.outputs.emailServiceName : ''
+output communicationServiceName string = sendEmail ? email!.outputs.communicationServiceName : ''

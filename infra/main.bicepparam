@@ -31,6 +31,15 @@ param cosmosDatabaseName = 'jwt-refresh-token'
 param cosmosTokenContainerName = 'tokens'
 param cosmosUserContainerName = 'users'
 
+// E-mail through Azure Communication Services: off for a first deployment (no domain needed).
+// true: an Azure managed domain sends as DoNotReply@<guid>.azurecomm.net (low limits); a custom
+// domain: infra/README.md, "DNS steps for a custom domain", then emailFrom and emailCustomDomainIds.
+param sendEmail = false
+param emailDataLocation = 'United States'
+param productName = 'jwt-refresh-token'
+param emailFrom = ''
+param emailCustomDomainIds = []
+
 param tags = {
   environment: 'dev'
 }

@@ -208,6 +208,28 @@ class BrokenTemplates(unittest.TestCase):
         self.edit("infra/modules/functionapp.bicep", "'JwtRefreshToken__Federation__Providers__${p.name}__Issuer'", "'JwtRefreshToken__Federation__Provider__${p.name}__Issuer'")
         self.assert_fails("check.py", "the template builds JwtRefreshToken__Federation__Provider__${p.name}__Issuer, which src/settings/names.rs does not list")
 
+    # -- e-mail (sendEmail)
+
+    def test_email_resources_deployed_without_send_email_fail(self) -> None:
+        self.edit("infra/main.bicep", "module email 'modules/email.bicep' = if (sendEmail) {", "module email 'modules/email.bicep' = {")
+        self.assert_fails("check.py", "module email is not deployed `if (sendEmail)`")
+
+    def test_email_send_role_removed_fails(self) -> None:
+        self.remove_resource("infra/modules/email.bicep", "sendRoleAssignment")
+        self.assert_fails("check.py", "gets no Communication and Email Service Owner role")
+
+    def test_email_engagement_tracking_on_fails(self) -> None:
+        self.edit("infra/modules/email.bicep", "userEngagementTracking: 'Disabled'", "userEngagementTracking: 'Enabled'")
+        self.assert_fails("check.py", "userEngagementTracking is not 'Disabled'")
+
+    def test_email_transport_acs_without_send_email_fails(self) -> None:
+        self.edit("infra/modules/functionapp.bicep", "var emailSettings = sendEmail ? emailAcsSettings : emailOffSettings", "var emailSettings = emailAcsSettings")
+        self.assert_fails("check.py", "the app settings do not take `sendEmail ? emailAcsSettings : emailOffSettings`")
+
+    def test_an_unsanitised_communication_name_fails(self) -> None:
+        self.edit("infra/main.bicep", "communication: '${prefix}-acs-${token}'", "communication: '${namePrefix}-acs-${token}'")
+        self.assert_fails("check.py", "names.communication")
+
     # -- options and naming
 
     def test_cors_wildcard_guard_removed_fails(self) -> None:

@@ -16,6 +16,7 @@ pub mod epoch;
 pub mod federation;
 pub mod http;
 pub mod keyed;
+pub mod mail;
 pub mod secret;
 pub mod service;
 pub mod settings;

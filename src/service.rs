@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::clock::{Clock, UnixMs};
 use crate::keyed::KeyedLocks;
+use crate::mail::{Mailer, Notice, Queued};
 use crate::secret::{Password, token_prefix};
 use crate::store::{Cas, SessionDetails, SessionRecord, SessionStore, Store, StoreError, Versioned, retry_cas};
 use crate::tokens::access::{AccessClaims, AccessTokenError, AccessTokens, Expiry, Subject};
@@ -52,6 +53,8 @@ pub enum GrantFailure {
     Passkey(&'static str),
     /// The account of a provider sign-in is disabled.
     AccountDisabled,
+    /// An e-mail code is wrong, expired, used, void after too many tries, or for another address.
+    EmailCode,
 }
 
 impl GrantFailure {
@@ -71,6 +74,7 @@ impl GrantFailure {
             Self::MfaToken(_) => "mfa_token_refused",
             Self::SecondFactor => "second_factor_refused",
             Self::Passkey(_) => "passkey_refused",
+            Self::EmailCode => "email_code_refused",
         }
     }
 
@@ -85,6 +89,7 @@ impl GrantFailure {
             Self::MfaToken(why) => why,
             Self::SecondFactor => "the code is wrong, expired or was used before",
             Self::Passkey(why) => why,
+            Self::EmailCode => "the code is wrong, expired or was used before; ask for a new one",
             _ => "the refresh token is invalid, expired or revoked",
         }
     }
@@ -287,6 +292,8 @@ pub struct TokenService {
     epoch: Arc<crate::epoch::Epoch>,
     /// Issues a device token with every password login (none without).
     devices: Option<DeviceTokens>,
+    /// Sends the new-device notice (a mailer that sends nothing without e-mail).
+    mailer: Mailer,
     /// Verifies DPoP proofs (RFC 9449) and remembers their `jti`s.
     proofs: Arc<Proofs>,
     /// Token requests without a DPoP proof are refused.
@@ -340,6 +347,7 @@ impl TokenService {
             rotated: Arc::default(),
             epoch: Arc::default(),
             devices: None,
+            mailer: Mailer::off(),
             proofs,
             dpop_required: false,
             mfa_tokens,
@@ -385,6 +393,13 @@ impl TokenService {
     #[must_use]
     pub fn with_device_tokens(mut self, devices: DeviceTokens) -> Self {
         self.devices = Some(devices);
+        self
+    }
+
+    /// Sends the new-device notice through `mailer`.
+    #[must_use]
+    pub fn with_mailer(mut self, mailer: Mailer) -> Self {
+        self.mailer = mailer;
         self
     }
 
@@ -479,9 +494,13 @@ impl TokenService {
             return Err(self.mfa_required(&principal, FirstStep::Password, now));
         }
         let client = Client { address: from.address, user_agent: from.user_agent, dpop_jkt: from.dpop_jkt };
+        let new_device = self.is_new_device(&principal.id, from.device_token, now).then(|| principal.clone());
         let session = self
             .start_checked_session(principal, now, client, GrantFailure::BadCredentials, &[FirstStep::Password.amr()])
             .await?;
+        if let Some(principal) = new_device {
+            self.notify_new_device(&principal, &client, now);
+        }
         Ok(TokenPair { device_token, ..self.pair(&session, now)? })
     }
 
@@ -499,6 +518,24 @@ impl TokenService {
             None => random_bytes::<16>()?,
         };
         Ok(Some(devices.issue(user_id, &device, now)))
+    }
+
+    /// Whether a completed login by `principal` presenting `presented` comes from a new device (no
+    /// device token of the user's that verifies); `false` without device tokens.
+    fn is_new_device(&self, user_id: &str, presented: Option<&str>, now: UnixMs) -> bool {
+        self.devices.as_ref().is_some_and(|d| presented.and_then(|t| d.verified(t, user_id, now)).is_none())
+    }
+
+    /// The new-device notice of a completed login (to the user's verified address, if any).
+    fn notify_new_device(&self, principal: &Principal, client: &Client<'_>, now: UnixMs) {
+        let notice = Notice::NewDevice {
+            at_ms: now,
+            user_agent: client.user_agent.map(str::to_string),
+            address: client.address.map(str::to_string),
+        };
+        if self.mailer.notify(principal.email.as_deref(), &principal.name, notice) == Queued::Yes {
+            tracing::info!(user_id = %principal.id, "new-device notice queued");
+        }
     }
 
     /// The `mfa_required` answer for `principal`, whose first step passed at `now`.
@@ -590,8 +627,12 @@ impl TokenService {
         device_token: Option<&str>,
     ) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
+        let new_device = self.is_new_device(&principal.id, device_token, now).then(|| principal.clone());
         let device_token = self.device_token(&principal.id, device_token, now)?;
         let session = self.start_checked_session(principal, now, client, GrantFailure::BadCredentials, amr).await?;
+        if let Some(principal) = new_device {
+            self.notify_new_device(&principal, &client, now);
+        }
         Ok(TokenPair { device_token, ..self.pair(&session, now)? })
     }
 

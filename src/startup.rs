@@ -161,12 +161,45 @@ pub fn build_services(
         Some(passkeys) => accounts.with_passkeys(passkey_config(passkeys, &refresh)?),
         None => accounts,
     };
+    let mailer = start_mailer(&settings.email)?;
+    let accounts = if mailer.enabled() {
+        let code_key = refresh.derive_key(crate::accounts::email::CODE_LABEL);
+        accounts.with_email(crate::accounts::email::EmailRules::new(mailer.clone(), code_key, settings.email.codes))
+    } else {
+        accounts
+    };
     let clients = ClientService::new(store.clone(), clock.clone(), settings.introspection_max_per_minute);
     let dpop = settings.dpop;
     let tokens = TokenService::new(store, directory, access, refresh, policy, clock)
         .with_device_tokens(devices)
+        .with_mailer(mailer)
         .with_dpop(dpop.required, dpop.require_nonce, dpop.proof_max_age_ms);
     Ok(Services { tokens: Arc::new(tokens), accounts: Arc::new(accounts), clients: Arc::new(clients) })
+}
+
+/// The mailer of `email` (off without a transport); a transport that cannot start names its setting.
+fn start_mailer(email: &crate::settings::email::Email) -> Result<crate::mail::Mailer, SettingsError> {
+    use crate::settings::email::Transport;
+    use crate::settings::names::{EMAIL_ACS_ENDPOINT, EMAIL_OUTBOX_PATH, EMAIL_SMTP_HOST, EMAIL_TRANSPORT};
+    let setting = match &email.transport {
+        Transport::None => return Ok(crate::mail::Mailer::off()),
+        Transport::Outbox { path } => {
+            tracing::info!(outbox = %path.display(), "e-mail goes to the outbox directory as .eml files");
+            EMAIL_OUTBOX_PATH
+        }
+        Transport::Acs { endpoint, .. } => {
+            tracing::info!(%endpoint, "e-mail goes through Azure Communication Services");
+            EMAIL_ACS_ENDPOINT
+        }
+        Transport::Smtp { host, port, .. } => {
+            tracing::info!(%host, port, "e-mail goes through an SMTP relay");
+            EMAIL_SMTP_HOST
+        }
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(SettingsError::new(EMAIL_TRANSPORT, "the mail queue needs the async runtime (a bug)"));
+    }
+    crate::mail::Mailer::start(email).map_err(|e| SettingsError::new(setting, e.to_string()))
 }
 
 /// The WebAuthn relying party of `passkeys`; a refused origin names the setting.

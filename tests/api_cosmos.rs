@@ -10,6 +10,8 @@ const BACKEND: helpers::Backend = helpers::Backend::Cosmos;
 
 #[path = "api/accounts.rs"]
 mod accounts;
+#[path = "support/acs_endpoint.rs"]
+mod acs_endpoint;
 #[path = "api/admins.rs"]
 mod admins;
 #[path = "api/bearer.rs"]
@@ -26,6 +28,8 @@ mod discovery;
 mod dpop;
 #[path = "support/dpop_client.rs"]
 mod dpop_client;
+#[path = "api/email.rs"]
+mod email;
 #[path = "support/emulator.rs"]
 mod emulator;
 #[path = "api/federation.rs"]

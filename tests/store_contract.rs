@@ -11,9 +11,9 @@ use jwt_refresh_token::settings::{CosmosAuth, CosmosSettings};
 use jwt_refresh_token::store::cosmos::{CosmosStore, Provisioning};
 use jwt_refresh_token::store::embedded::EmbeddedStore;
 use jwt_refresh_token::store::{
-    Account, AddressThrottle, AdminRoster, ClientRecord, ClientStore as _, DeviceThrottle, IdentityRecord,
-    LoginThrottle, NameClaim, SessionDetails, SessionRecord, SessionStore as _, Step, Store, StoreError, UserRecord,
-    UserStore as _, Version, Versioned, update_account,
+    Account, AddressThrottle, AdminRoster, ClientRecord, ClientStore as _, CodeRecord, DeviceThrottle, EmailClaim,
+    IdentityRecord, LoginThrottle, NameClaim, SessionDetails, SessionRecord, SessionStore as _, Step, Store,
+    StoreError, UserRecord, UserStore as _, Version, Versioned, update_account,
 };
 
 mod contract {
@@ -71,6 +71,7 @@ mod contract {
                     last_used_at_ms: Some(1_700_000_100_000),
                 }],
             },
+            email: Some(jwt_refresh_token::store::EmailAddress { address: "ann@example.com".into(), verified: true }),
         }
     }
 
@@ -393,6 +394,50 @@ mod contract {
         assert!(store.list_users().await.unwrap().is_empty(), "an identity record is no user");
     }
 
+    pub async fn an_email_claim_is_created_once_then_compare_and_swap_and_is_no_account(store: &dyn Store) {
+        let address = format!("{}@example.com", "a.b+c".repeat(40));
+        assert!(store.get_email_claim(&address).await.unwrap().is_none());
+        let first = EmailClaim { owner_key: "ann".into(), owner_id: "u-1".into(), claimed_at_ms: 1 };
+        let v1 = store.put_email_claim(&address, &first, None).await.unwrap();
+        assert!(matches!(store.put_email_claim(&address, &first, None).await, Err(StoreError::Conflict)));
+        let taken = EmailClaim { owner_key: "bob".into(), owner_id: "u-2".into(), claimed_at_ms: 2 };
+        let v2 = store.put_email_claim(&address, &taken, Some(&v1)).await.unwrap();
+        assert!(matches!(store.put_email_claim(&address, &first, Some(&v1)).await, Err(StoreError::Precondition)));
+        assert_eq!(store.get_email_claim(&address).await.unwrap().unwrap(), Versioned { value: taken, version: v2 });
+        assert!(store.get_email_claim("other@example.com").await.unwrap().is_none(), "claims are per address");
+        assert!(store.list_users().await.unwrap().is_empty(), "a claim is no user");
+    }
+
+    pub async fn a_code_record_is_compare_and_swap_and_reads_as_absent_once_expired(store: &dyn Store) {
+        let record = CodeRecord {
+            code_hash: Some("ab".repeat(32)),
+            address: Some("ann@example.com".into()),
+            code_expires_at_ms: 5_000,
+            failures: 0,
+            sent_at_ms: vec![1_000],
+            expires_at_ms: 10_000,
+        };
+        let key = "reset:u-1";
+        assert!(store.get_code(key, 1_000).await.unwrap().is_none());
+        let v1 = store.put_code(key, &record, None, 1_000).await.unwrap();
+        assert!(
+            matches!(store.put_code(key, &record, None, 2_000).await, Err(StoreError::Conflict)),
+            "a live one stays"
+        );
+        let got = store.get_code(key, 2_000).await.unwrap().unwrap();
+        assert_eq!((&got.value, &got.version), (&record, &v1));
+        let used = CodeRecord { code_hash: None, failures: 1, ..record.clone() };
+        let v2 = store.put_code(key, &used, Some(&v1), 2_000).await.unwrap();
+        assert!(matches!(store.put_code(key, &record, Some(&v1), 2_000).await, Err(StoreError::Precondition)));
+        assert_eq!(store.get_code(key, 3_000).await.unwrap().unwrap(), Versioned { value: used, version: v2 });
+        assert!(store.get_code(key, 10_000).await.unwrap().is_none(), "expired: absent");
+        let fresh = CodeRecord { expires_at_ms: 20_000, ..record.clone() };
+        store.put_code(key, &fresh, None, 10_000).await.unwrap();
+        assert_eq!(store.get_code(key, 10_001).await.unwrap().unwrap().value, fresh, "an expired record is taken over");
+        assert!(store.get_code("verify:u-1", 10_001).await.unwrap().is_none(), "records are per key");
+        assert!(store.list_users().await.unwrap().is_empty(), "a code record is no user");
+    }
+
     pub async fn a_used_token_marker_is_taken_once_until_it_expires(store: &dyn Store) {
         let marker = "ab".repeat(32);
         assert!(store.mark_used(&marker, 1_000, 61_000).await.unwrap(), "first use");
@@ -476,6 +521,8 @@ macro_rules! store_contract {
                 a_name_claim_is_created_once_then_compare_and_swap_and_is_no_account,
                 an_identity_record_is_created_once_then_compare_and_swap_and_is_no_account,
                 a_used_token_marker_is_taken_once_until_it_expires,
+                an_email_claim_is_created_once_then_compare_and_swap_and_is_no_account,
+                a_code_record_is_compare_and_swap_and_reads_as_absent_once_expired,
                 clients_read_back_list_in_id_order_and_are_no_accounts,
                 adding_an_existing_client_conflicts_and_changes_nothing,
                 deleting_a_client_reports_whether_it_existed
@@ -596,6 +643,8 @@ async fn embedded_store_moves_an_old_epoch_account_into_its_own_record() {
         "DROP TABLE store_values;
          DROP TABLE clients;
          DROP TABLE used_tokens;
+         DROP TABLE codes;
+         ALTER TABLE accounts DROP COLUMN email;
          ALTER TABLE accounts DROP COLUMN strikes;
          ALTER TABLE accounts DROP COLUMN device_throttles;
          ALTER TABLE accounts DROP COLUMN identities;
@@ -621,6 +670,8 @@ async fn embedded_store_of_schema_4_gains_the_roster_table_on_open() {
         "DROP TABLE store_records;
          DROP TABLE clients;
          DROP TABLE used_tokens;
+         DROP TABLE codes;
+         ALTER TABLE accounts DROP COLUMN email;
          ALTER TABLE accounts DROP COLUMN strikes;
          ALTER TABLE accounts DROP COLUMN device_throttles;
          ALTER TABLE accounts DROP COLUMN identities;
@@ -647,6 +698,8 @@ async fn embedded_store_of_schema_5_gains_the_clients_table_on_open() {
     conn.execute_batch(
         "DROP TABLE clients;
          DROP TABLE used_tokens;
+         DROP TABLE codes;
+         ALTER TABLE accounts DROP COLUMN email;
          ALTER TABLE accounts DROP COLUMN identities;
          ALTER TABLE accounts DROP COLUMN factors;",
     )
@@ -662,7 +715,7 @@ async fn embedded_store_of_schema_5_gains_the_clients_table_on_open() {
     drop(store);
     let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
 }
 
 /// Embedded-only: a store of schema 6 (before sign-in identities, second factors and used-token
@@ -679,6 +732,8 @@ async fn embedded_store_of_schema_6_gains_identities_factors_and_markers_on_open
     let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
     conn.execute_batch(
         "DROP TABLE used_tokens;
+         DROP TABLE codes;
+         ALTER TABLE accounts DROP COLUMN email;
          ALTER TABLE accounts DROP COLUMN identities;
          ALTER TABLE accounts DROP COLUMN factors;",
     )
@@ -698,7 +753,7 @@ async fn embedded_store_of_schema_6_gains_identities_factors_and_markers_on_open
     drop(store);
     let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
 }
 
 /// Cosmos-only: an epoch written as a fake account by an older version is read while no epoch

@@ -126,6 +126,18 @@ param cosmosUserContainerName string
 @description('JwtRefreshToken__Cosmos__RequestTimeoutMs')
 param cosmosRequestTimeoutMs int
 
+@description('true: e-mail through Azure Communication Services (JwtRefreshToken__Email__Transport = acs); false: Transport = none.')
+param sendEmail bool = false
+
+@description('JwtRefreshToken__Email__Acs__Endpoint: https://<Communication Services hostName> ("" without sendEmail).')
+param emailAcsEndpoint string = ''
+
+@description('JwtRefreshToken__Email__From: the sender address of a linked domain ("" without sendEmail).')
+param emailFrom string = ''
+
+@description('JwtRefreshToken__Email__ProductName')
+param emailProductName string = 'jwt-refresh-token'
+
 var isFlex = hostingPlan == 'FlexConsumption'
 var hasSubnet = !empty(appSubnetId)
 
@@ -322,6 +334,22 @@ var jwtSettings = {
   JwtRefreshToken__Cors__AllowedOrigins: join(corsOrigins, ',')
 }
 
+// E-mail (names: src/settings/names.rs, EMAIL_*). With sendEmail: Azure Communication Services
+// Email, which the handler calls with a token for the app's identity (AZURE_CLIENT_ID; the identity
+// holds its role on the Communication Services resource, modules/email.bicep). Without it: no
+// transport, so no e-mail features (and no address is asked for). One object or the other, each a
+// variable of its own so infra/check.py reads both sets of names.
+var emailAcsSettings = {
+  JwtRefreshToken__Email__Transport: 'acs'
+  JwtRefreshToken__Email__Acs__Endpoint: emailAcsEndpoint
+  JwtRefreshToken__Email__From: emailFrom
+  JwtRefreshToken__Email__ProductName: emailProductName
+}
+var emailOffSettings = {
+  JwtRefreshToken__Email__Transport: 'none'
+}
+var emailSettings = sendEmail ? emailAcsSettings : emailOffSettings
+
 // Sign-in providers (names: src/settings/names.rs, FEDERATION_PROVIDERS; docs/federation.md): each
 // entry of signInProviders becomes its JwtRefreshToken__Federation__Providers__<name>__... set.
 // audiences and tenants are numbered (__Audiences__0, __1, ...); every other field is one setting,
@@ -413,7 +441,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_80: no .NET Framework: a Rust custom handler
   // checkov:skip=CKV_AZURE_88: no Azure Files share on purpose: it needs an account key (allowSharedKeyAccess is false)
   // checkov:skip=CKV_AZURE_222: not a site; see the site's reason
-  properties: union(hostSettings, isFlex ? {} : dedicatedPlanSettings, jwtSettings, federationSettings)
+  properties: union(hostSettings, isFlex ? {} : dedicatedPlanSettings, jwtSettings, emailSettings, federationSettings)
 }
 
 output name string = site.name

@@ -16,6 +16,8 @@
 use std::sync::Arc;
 
 use hmac::{KeyInit as _, Mac as _};
+
+use crate::mail::Notice;
 use serde::Serialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
@@ -170,7 +172,7 @@ impl FactorKeys {
 
 /// What a checked code matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Matched {
+pub(super) enum Matched {
     /// The authenticator's code of this time step.
     Step(u64),
     /// This recovery code (its keyed hash).
@@ -242,7 +244,7 @@ impl AccountService {
     /// Checks `factor` for `username` through the lockout (wrong codes count as failed logins
     /// from `origin`), and on success records its use by compare-and-swap (a step, or a recovery
     /// code, is accepted once); `pending`: check the authenticator awaiting confirmation.
-    async fn check_factor(
+    pub(super) async fn check_factor(
         &self,
         username: &str,
         user_id: &str,
@@ -335,14 +337,16 @@ impl AccountService {
         let keys = self.keys()?;
         let (shown, kept) = keys.recovery_codes(&caller.claims.sub)?;
         let origin = Origin { address, device_token: None };
-        self.check_factor(&caller.username, &caller.claims.sub, SecondFactor::Otp(code), origin, true, |u, _| {
-            if let Some(t) = u.factors.totp.as_mut() {
-                t.active = true;
-            }
-            // New codes for a new factor (a passkey holder's old ones are replaced too).
-            u.factors.recovery_codes.clone_from(&kept);
-        })
-        .await?;
+        let user = self
+            .check_factor(&caller.username, &caller.claims.sub, SecondFactor::Otp(code), origin, true, |u, _| {
+                if let Some(t) = u.factors.totp.as_mut() {
+                    t.active = true;
+                }
+                // New codes for a new factor (a passkey holder's old ones are replaced too).
+                u.factors.recovery_codes.clone_from(&kept);
+            })
+            .await?;
+        self.notify(&user, Notice::FactorAdded { what: "An authenticator app".into() });
         tracing::info!("TOTP authenticator confirmed");
         Ok(shown)
     }
@@ -360,14 +364,16 @@ impl AccountService {
             return Err(ServiceError::NotFound("no authenticator is active"));
         }
         let origin = Origin { address, device_token: None };
-        self.check_factor(&caller.username, &caller.claims.sub, factor, origin, false, |u, _| {
-            u.factors.totp = None;
-            // The recovery codes stay while a passkey is a second factor still.
-            if u.factors.passkeys.is_empty() {
-                u.factors.recovery_codes.clear();
-            }
-        })
-        .await?;
+        let user = self
+            .check_factor(&caller.username, &caller.claims.sub, factor, origin, false, |u, _| {
+                u.factors.totp = None;
+                // The recovery codes stay while a passkey is a second factor still.
+                if u.factors.passkeys.is_empty() {
+                    u.factors.recovery_codes.clear();
+                }
+            })
+            .await?;
+        self.notify(&user, Notice::FactorRemoved { what: "The authenticator app".into() });
         tracing::info!("TOTP authenticator removed");
         Ok(())
     }
@@ -404,6 +410,7 @@ impl AccountService {
             })
             .await?;
         let sessions_ended = self.end_sessions(&user.id, Reason::FactorsReset).await?;
+        self.notify(&user, Notice::FactorsReset);
         tracing::info!(changed = %user.id, ended = sessions_ended, "second factors reset");
         Ok(Changed { user: UserInfo::from(&user), sessions_ended })
     }

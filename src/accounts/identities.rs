@@ -240,6 +240,7 @@ impl AccountService {
                     password_hash: String::new(),
                     roles: Vec::new(),
                     identities: vec![link_of(verified, now)],
+                    email: None,
                 };
                 match self.insert_new_user(&username, new, now).await {
                     Ok(user) => {

@@ -86,6 +86,7 @@ mod tests {
             created_at_ms: 0,
             identities: Vec::new(),
             factors: Default::default(),
+            email: None,
         });
         store.put_account(&account, None).await.unwrap();
     }

@@ -22,6 +22,7 @@ use crate::users::profile::{self, PasswordPolicyError};
 use crate::users::{self, HashError, Lockout, MAX_PASSWORD_BYTES, PasswordHasher, Principal, UserState, UsernameError};
 
 mod admins;
+pub mod email;
 pub mod factors;
 pub mod identities;
 mod lookalikes;
@@ -83,6 +84,10 @@ pub struct UserInfo {
     pub second_factors: Vec<&'static str>,
     /// How many passkeys the user holds.
     pub passkeys: usize,
+    /// The user's e-mail address, if any.
+    pub email: Option<String>,
+    /// Whether it is verified.
+    pub email_verified: bool,
 }
 
 impl From<&UserRecord> for UserInfo {
@@ -97,6 +102,8 @@ impl From<&UserRecord> for UserInfo {
             identities: u.identities.iter().map(identities::IdentityInfo::from).collect(),
             second_factors: Principal::from(u).second_factors,
             passkeys: u.factors.passkeys.len(),
+            email: u.email.as_ref().map(|e| e.address.clone()),
+            email_verified: u.email.as_ref().is_some_and(|e| e.verified),
         }
     }
 }
@@ -132,6 +139,17 @@ pub struct UserChange {
     pub remove_roles: Vec<String>,
     /// Clear every failed-login count and lock.
     pub unlock: bool,
+    /// Set or remove the user's e-mail address.
+    pub email: Option<EmailChange>,
+}
+
+/// An admin's change of a user's address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmailChange {
+    /// The new address; `None` removes it.
+    pub address: Option<String>,
+    /// Set it as verified without a code (it must belong to no other account).
+    pub verified: bool,
 }
 
 /// A user about to be written.
@@ -141,6 +159,8 @@ struct NewUser {
     password_hash: String,
     roles: Vec<String>,
     identities: Vec<crate::store::LinkedIdentity>,
+    /// The address given at sign-up (unverified).
+    email: Option<crate::store::EmailAddress>,
 }
 
 /// The account service.
@@ -159,6 +179,10 @@ pub struct AccountService {
     factor_keys: Option<factors::FactorKeys>,
     /// The WebAuthn relying party; without it, passkeys are not available.
     passkeys: Option<passkeys::PasskeyConfig>,
+    /// Addresses, verification and recovery by e-mail; without it, not available.
+    email: Option<email::EmailRules>,
+    /// Security notices (a mailer that sends nothing without e-mail).
+    mailer: crate::mail::Mailer,
 }
 
 fn username_error(e: UsernameError) -> ServiceError {
@@ -208,6 +232,8 @@ impl AccountService {
             lockout: None,
             factor_keys: None,
             passkeys: None,
+            email: None,
+            mailer: crate::mail::Mailer::off(),
         }
     }
 
@@ -290,16 +316,36 @@ impl AccountService {
         password: &Password,
         client: Option<&str>,
     ) -> Result<Principal, ServiceError> {
+        self.register_with_email(username, password, None, client).await
+    }
+
+    /// Sign-up with an address (`{"username","password","email"}`): the account keeps it
+    /// unverified, and a verification code is mailed to it.
+    pub async fn register_with_email(
+        &self,
+        username: &str,
+        password: &Password,
+        email: Option<&str>,
+        client: Option<&str>,
+    ) -> Result<Principal, ServiceError> {
         let signup = match &self.signup {
             Some(signup) if signup.rules.registration == RegistrationMode::Open => signup,
             _ => return Err(ServiceError::AccessDenied("registration is closed; ask an administrator for an account")),
         };
         profile::check_new_username(username).map_err(username_error)?;
         self.check_password(password, username, PasswordCheck::Policy)?;
+        let email = match email {
+            Some(raw) => {
+                self.email_rules()?;
+                Some(crate::store::EmailAddress { address: email::normalise(raw)?, verified: false })
+            }
+            None => None,
+        };
         let now = self.clock.now_ms();
         signup.count(client, now).map_err(|retry_after_ms| ServiceError::Locked { retry_after_ms })?;
-        let user = self.insert_user(username, password, Vec::new(), now).await?;
+        let user = self.insert_user(username, password, Vec::new(), email, now).await?;
         tracing::info!(user_id = %user.id, "account created by sign-up");
+        self.verify_new_address(&user).await;
         Ok(Principal::from(&user))
     }
 
@@ -316,7 +362,7 @@ impl AccountService {
         profile::check_new_username(username).map_err(username_error)?;
         self.check_password(password, username, check)?;
         let roles = checked_roles(roles)?;
-        let user = self.insert_user(username, password, roles, self.clock.now_ms()).await?;
+        let user = self.insert_user(username, password, roles, None, self.clock.now_ms()).await?;
         if admins::is_enabled_admin(&user) {
             admins::enlist(self.store.as_ref(), &user.id).await?;
         }
@@ -330,10 +376,12 @@ impl AccountService {
         username: &str,
         password: &Password,
         roles: Vec<String>,
+        email: Option<crate::store::EmailAddress>,
         now: UnixMs,
     ) -> Result<UserRecord, ServiceError> {
         let hash = self.hasher.hash(password).await.map_err(hash_error)?;
-        let new = NewUser { id: uuid::Uuid::new_v4().to_string(), password_hash: hash, roles, identities: Vec::new() };
+        let new =
+            NewUser { id: uuid::Uuid::new_v4().to_string(), password_hash: hash, roles, identities: Vec::new(), email };
         self.insert_new_user(username, new, now).await
     }
 
@@ -367,6 +415,7 @@ impl AccountService {
             created_at_ms: now,
             identities: new.identities,
             factors: Default::default(),
+            email: new.email,
         };
         // Most names are new: the first try inserts without reading, and a record found then is
         // read. Only a user written by someone else makes the name taken; a throttle already
@@ -445,10 +494,20 @@ impl AccountService {
                 }
             }
         }
+        let new_email = match &change.email {
+            Some(EmailChange { address, verified }) => {
+                let user = users::find_user(store, username).await?.ok_or(ServiceError::UnknownUser)?;
+                Some(self.admin_email(&user, address.as_deref(), *verified).await?)
+            }
+            None => None,
+        };
         let changed = self
             .update_user(username, |a| {
                 if let Some(u) = a.user.as_mut() {
                     apply(u);
+                    if let Some(email) = &new_email {
+                        u.email.clone_from(email);
+                    }
                 }
                 if change.unlock {
                     users::lockout::unlock(a);
@@ -481,6 +540,9 @@ impl AccountService {
             Some(reason) => self.end_sessions(&user.id, reason).await?,
             None => 0,
         };
+        if change.disabled == Some(true) && user.disabled {
+            self.notify(&user, crate::mail::Notice::AccountDisabled);
+        }
         tracing::info!(changed = %user.id, ended = sessions_ended, "user changed");
         Ok(Changed { user: UserInfo::from(&user), sessions_ended })
     }
@@ -505,6 +567,7 @@ impl AccountService {
             })
             .await?;
         let sessions_ended = self.end_sessions(&user.id, Reason::PasswordSet).await?;
+        self.notify(&user, crate::mail::Notice::PasswordChanged);
         tracing::info!(changed = %user.id, ended = sessions_ended, "password set");
         Ok(Changed { user: UserInfo::from(&user), sessions_ended })
     }
@@ -550,22 +613,24 @@ impl AccountService {
             Err(e @ HashError::Failed(_)) => return Err(hash_error(e)),
         };
         let (changed, _) = update_account(store, &key, account, |current| {
-            let Some(mut next) = current.cloned() else { return Step::Done(false) };
+            let Some(mut next) = current.cloned() else { return Step::Done(None) };
             let Some(u) = next.user.as_mut().filter(|u| u.id == user_id && !u.disabled) else {
-                return Step::Done(false);
+                return Step::Done(None);
             };
             // Changed by someone else since it was verified: the current password may be stale.
             if u.password_hash != verified_hash {
-                return Step::Done(false);
+                return Step::Done(None);
             }
             u.password_hash.clone_from(&new_hash);
-            Step::Write(next, true)
+            let after = u.clone();
+            Step::Write(next, Some(after))
         })
         .await?;
-        if !changed {
+        let Some(changed) = changed else {
             return Err(ServiceError::InvalidGrant(GrantFailure::BadCredentials));
-        }
+        };
         let ended = self.end_sessions(user_id, Reason::PasswordChanged { kept: &caller.claims.sid }).await?;
+        self.notify(&changed, crate::mail::Notice::PasswordChanged);
         tracing::info!(ended, "password changed; other sessions ended");
         Ok(ended)
     }
@@ -731,6 +796,7 @@ mod tests {
                 created_at_ms: 0,
                 identities: Vec::new(),
                 factors: Default::default(),
+                email: None,
             };
             let mut account = Account::empty(name);
             account.user = Some(user);

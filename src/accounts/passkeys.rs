@@ -25,6 +25,7 @@ use webauthn_rs::prelude::{
 
 use super::AccountService;
 use crate::clock::UnixMs;
+use crate::mail::Notice;
 use crate::service::{Caller, GrantFailure, ServiceError};
 use crate::store::{Account, IdentityRecord, Step, StoredPasskey, UserRecord, Versioned, update_account};
 use crate::tokens::mfa::MfaClaims;
@@ -341,6 +342,7 @@ impl AccountService {
             let _ = store.put_identity(&free, Some(&claim)).await;
             return Err(ServiceError::Conflict("the account changed meanwhile; try again"));
         };
+        self.notify(&user, Notice::FactorAdded { what: format!("The passkey \"{}\"", stored.name) });
         tracing::info!("passkey registered");
         Ok(Registered { passkey: PasskeyInfo::from(&stored), recovery_codes: new_codes.then_some(shown) })
     }
@@ -538,6 +540,8 @@ impl AccountService {
                 tracing::warn!(error = %e, "removed passkey's record left claimed; the account no longer lists it");
             }
         }
+        let name = user.factors.passkeys.iter().find(|p| p.id == id).map_or("", |p| p.name.as_str());
+        self.notify(&user, Notice::FactorRemoved { what: format!("The passkey \"{name}\"") });
         tracing::info!("passkey removed");
         Ok(())
     }

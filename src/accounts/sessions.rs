@@ -13,6 +13,9 @@ pub enum Reason<'a> {
     Disabled,
     /// An operator set the password: every session ends.
     PasswordSet,
+    /// The password was reset with a code mailed to the verified address: every session ends
+    /// (whoever holds one may be why the owner lost the password).
+    PasswordReset,
     /// An admin removed the user's second factors: every session ends (whoever holds one may be
     /// the reason for the reset).
     FactorsReset,
@@ -28,7 +31,7 @@ pub enum Reason<'a> {
 /// Applies `reason` to the sessions of `user_id`; returns how many ended.
 pub(super) async fn follow(store: &dyn SessionStore, user_id: &str, reason: Reason<'_>) -> Result<u64, StoreError> {
     match reason {
-        Reason::Disabled | Reason::PasswordSet | Reason::FactorsReset => {
+        Reason::Disabled | Reason::PasswordSet | Reason::PasswordReset | Reason::FactorsReset => {
             store.delete_user_sessions(user_id, None).await
         }
         Reason::PasswordChanged { kept } => store.delete_user_sessions(user_id, Some(kept)).await,

@@ -11,7 +11,7 @@ use super::body::Fields;
 use super::cookies;
 use super::error::ApiError;
 use super::{Api, ApiRequest, ApiResponse, MAX_TOKEN_LEN, Operation};
-use crate::accounts::{AccountService, Actor, MAX_PAGE, PasswordCheck, UserChange};
+use crate::accounts::{AccountService, Actor, EmailChange, MAX_PAGE, PasswordCheck, UserChange};
 use crate::secret::Password;
 use crate::service::{Client, ServiceError};
 use crate::users::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
@@ -84,12 +84,16 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             let password = Password::new(fields.required("password", MAX_PASSWORD_BYTES)?);
             let jkt = api.proof_key(req)?;
             let client = Client { address, user_agent: req.header("user-agent"), dpop_jkt: jkt.as_deref() };
-            let principal = accounts()?.register(username, &password, client.address).await?;
+            let email = fields.string("email", crate::accounts::email::MAX_ADDRESS_LEN * 4)?;
+            let principal = accounts()?.register_with_email(username, &password, email, client.address).await?;
             let pair = service.open_session(principal, client).await?;
             let mut r = api.pair(&pair, transport);
             api.dpop_nonce(req, &mut r);
             r.status = StatusCode::CREATED;
             Ok(r)
+        }
+        Operation::ChangePassword if req.param.is_some() => {
+            super::email::recovery(api, req.param.as_deref().unwrap_or_default(), req).await
         }
         Operation::ChangePassword => {
             let caller = api.caller(req).await?;
@@ -140,11 +144,30 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
             let caller = api.caller(req).await?;
             let username = req.param.as_deref().unwrap_or_default();
             let fields = json_only(Fields::parse(req)?)?;
-            if let Some(unknown) = fields.names().find(|n| !["disabled", "roles", "unlock", "reset_mfa"].contains(n)) {
+            const FIELDS: [&str; 6] = ["disabled", "roles", "unlock", "reset_mfa", "email", "email_verified"];
+            if let Some(unknown) = fields.names().find(|n| !FIELDS.contains(n)) {
                 return Err(ApiError::InvalidRequest(format!(
-                    "unknown field {unknown:?}; use disabled, roles, unlock or reset_mfa"
+                    "unknown field {unknown:?}; use disabled, roles, unlock, reset_mfa, email or email_verified"
                 )));
             }
+            let email = match (fields.value("email"), boolean(&fields, "email_verified")?) {
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err(ApiError::InvalidRequest("email_verified goes with email".into()));
+                }
+                (Some(Value::Null), verified) => {
+                    if verified == Some(true) {
+                        return Err(ApiError::InvalidRequest(
+                            "email null removes the address; it cannot be verified".into(),
+                        ));
+                    }
+                    Some(EmailChange { address: None, verified: false })
+                }
+                (Some(_), verified) => {
+                    let address = fields.required("email", crate::accounts::email::MAX_ADDRESS_LEN * 4)?;
+                    Some(EmailChange { address: Some(address.to_string()), verified: verified == Some(true) })
+                }
+            };
             let reset_mfa = boolean(&fields, "reset_mfa")? == Some(true);
             let change = UserChange {
                 disabled: boolean(&fields, "disabled")?,
@@ -153,11 +176,12 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
                     None | Some(false) => false,
                     Some(true) => true,
                 },
+                email,
                 ..UserChange::default()
             };
             if change == UserChange::default() && !reset_mfa {
                 return Err(ApiError::InvalidRequest(
-                    "send at least one of disabled, roles, unlock or reset_mfa".into(),
+                    "send at least one of disabled, roles, unlock, reset_mfa or email".into(),
                 ));
             }
             let accounts = accounts()?;
@@ -184,6 +208,8 @@ pub(crate) async fn handle(api: &Api, operation: Operation, req: &ApiRequest) ->
         | Operation::RemoveFactor
         | Operation::ListPasskeys
         | Operation::PasskeyCeremony
-        | Operation::RemovePasskey => Err(ApiError::NotFound("no such route")),
+        | Operation::RemovePasskey
+        | Operation::EmailState
+        | Operation::SetEmail => Err(ApiError::NotFound("no such route")),
     }
 }

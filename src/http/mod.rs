@@ -25,6 +25,7 @@ use crate::users::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
 mod accounts;
 pub mod body;
 pub mod cookies;
+mod email;
 pub mod error;
 mod federation;
 mod introspect;
@@ -55,7 +56,8 @@ pub enum Function {
     Jwks,
     /// `/api/register`: sign up (POST).
     Register,
-    /// `/api/password`: change the caller's password (POST).
+    /// `/api/password[/forgot|/reset]`: change the caller's password (POST), ask for a reset code by
+    /// e-mail (POST `forgot`), set a new password with it (POST `reset`).
     Password,
     /// `/api/sessions[/{id}]`: the caller's sessions (GET), end one (DELETE).
     Sessions,
@@ -76,6 +78,8 @@ pub enum Function {
     /// `/api/passkeys[/…]`: the caller's passkeys (GET), the registration and sign-in ceremonies
     /// (POST `register/start|finish`, `login/start|finish`), remove one (DELETE `{id}`).
     Passkeys,
+    /// `/api/email[/verify]`: the caller's address (GET), set it (POST), verify it (POST `verify`).
+    Email,
 }
 
 /// What a function does with a method.
@@ -125,6 +129,10 @@ pub(crate) enum Operation {
     PasskeyCeremony,
     /// Remove a passkey.
     RemovePasskey,
+    /// The caller's e-mail address.
+    EmailState,
+    /// Set (no parameter) or verify (`verify`) the caller's address.
+    SetEmail,
 }
 
 /// One function and the methods it serves.
@@ -137,7 +145,7 @@ pub struct Route {
 }
 
 /// Every function and its methods: the one source for dispatch, `Allow`, CORS and `function.json`.
-pub static ROUTES: [Route; 14] = [
+pub static ROUTES: [Route; 15] = [
     Route {
         function: Function::Token,
         methods: &[(Method::POST, Operation::Login), (Method::PATCH, Operation::Refresh)],
@@ -203,6 +211,14 @@ pub static ROUTES: [Route; 14] = [
             (Method::DELETE, Operation::RemovePasskey),
         ],
     },
+    Route {
+        function: Function::Email,
+        methods: &[
+            (Method::GET, Operation::EmailState),
+            (Method::HEAD, Operation::EmailState),
+            (Method::POST, Operation::SetEmail),
+        ],
+    },
 ];
 
 /// The path segment under the route prefix that holds the discovery documents.
@@ -231,6 +247,7 @@ impl Function {
             Self::Identities => "identities",
             Self::Mfa => "mfa",
             Self::Passkeys => "passkeys",
+            Self::Email => "email",
         }
     }
 
@@ -264,6 +281,7 @@ impl Function {
             Self::Identities => Some("provider"),
             Self::Mfa => Some("factor"),
             Self::Passkeys => Some("path"),
+            Self::Password | Self::Email => Some("action"),
             _ => None,
         }
     }
@@ -609,8 +627,10 @@ impl Api {
                 | Operation::PasskeyCeremony
                 | Operation::RemovePasskey
         );
+        // `password/forgot|reset` and `email/verify` beside `password` and `email`.
+        let may_have_param = matches!(operation, Operation::ChangePassword | Operation::SetEmail);
         match (&req.param, needs_param) {
-            (Some(_), false) => return Err(ApiError::NotFound("no such route")),
+            (Some(_), false) if !may_have_param => return Err(ApiError::NotFound("no such route")),
             (None, true) => return Err(ApiError::NotFound("this method needs an id in the path")),
             _ => {}
         }
@@ -637,6 +657,7 @@ impl Api {
             Operation::ListPasskeys | Operation::PasskeyCeremony | Operation::RemovePasskey => {
                 passkeys::handle(self, operation, req).await
             }
+            Operation::EmailState | Operation::SetEmail => email::handle(self, operation, req).await,
         }
     }
 

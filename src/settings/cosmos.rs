@@ -38,10 +38,32 @@ pub enum Identity {
     Developer,
 }
 
+impl Identity {
+    /// The Entra ID credential this names: the managed identity (user-assigned with `client_id`),
+    /// or the developer's own sign-in. Cosmos DB and ACS Email both take their tokens from it.
+    pub fn credential(
+        self,
+        client_id: Option<&str>,
+    ) -> Result<std::sync::Arc<dyn azure_core::credentials::TokenCredential>, azure_core::Error> {
+        if self == Identity::Managed {
+            let mut options = azure_identity::ManagedIdentityCredentialOptions::default();
+            if let Some(id) = client_id {
+                options.user_assigned_id = Some(azure_identity::UserAssignedId::ClientId(id.to_string()));
+            }
+            let credential: std::sync::Arc<dyn azure_core::credentials::TokenCredential> =
+                azure_identity::ManagedIdentityCredential::new(Some(options))?;
+            return Ok(credential);
+        }
+        let credential: std::sync::Arc<dyn azure_core::credentials::TokenCredential> =
+            azure_identity::DeveloperToolsCredential::new(None)?;
+        Ok(credential)
+    }
+}
+
 /// Chooses the credential from what the platform set. Running in Azure (`WEBSITE_SITE_NAME` is set
 /// in every App Service and Functions app) without a managed identity is a misconfiguration, named
 /// here, rather than a silent fall-back to developer credentials that cannot work there.
-fn identity(env: &Env) -> Result<Identity, SettingsError> {
+pub(super) fn identity(env: &Env, needed_by: &str) -> Result<Identity, SettingsError> {
     match (env.get(IDENTITY_ENDPOINT), env.get(IDENTITY_HEADER), env.get(WEBSITE_SITE_NAME)) {
         (Some(_), Some(_), _) => Ok(Identity::Managed),
         (None, None, None) => Ok(Identity::Developer),
@@ -52,7 +74,7 @@ fn identity(env: &Env) -> Result<Identity, SettingsError> {
         (None, _, _) => Err(SettingsError::new(
             IDENTITY_ENDPOINT,
             format!(
-                "is missing: the app runs in Azure ({WEBSITE_SITE_NAME} is set) with {COSMOS_ENDPOINT} but has no \
+                "is missing: the app runs in Azure ({WEBSITE_SITE_NAME} is set) with {needed_by} but has no \
                  managed identity; assign one to the Function App (infra/main.bicep does)"
             ),
         )),
@@ -97,7 +119,7 @@ pub fn load_store(env: &Env) -> Result<StoreSettings, SettingsError> {
             ));
         }
         (Some(endpoint), None) => {
-            let identity = identity(env)?;
+            let identity = identity(env, COSMOS_ENDPOINT)?;
             let client_id = env.get(AZURE_CLIENT_ID).map(|s| s.trim().to_string());
             // Without a client id, the managed-identity endpoint is asked for the system-assigned
             // identity, which the template does not create: every request would fail later.

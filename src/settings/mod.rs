@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use crate::secret::SecretBytes;
 
 mod cosmos;
+pub mod email;
 pub mod entropy;
 mod env;
 pub mod federation;
@@ -281,6 +282,8 @@ pub struct Settings {
     pub totp_issuer: String,
     /// Passkeys (WebAuthn), when a relying party is configured.
     pub passkeys: Option<Passkeys>,
+    /// E-mail: transport, templates, codes and notices.
+    pub email: email::Email,
     /// State.
     pub store: StoreSettings,
     /// Listening port (0 picks a free one).
@@ -526,6 +529,7 @@ impl Settings {
             .take(64)
             .collect::<String>();
         let passkeys = p.take(load_passkeys(env), || None);
+        let email = email::load(env, mode, &store, &mut p);
         p.finish(Self {
             descriptor,
             expires,
@@ -541,6 +545,7 @@ impl Settings {
             federation,
             totp_issuer,
             passkeys,
+            email,
             store,
             port,
             mode,

@@ -180,6 +180,35 @@ pub const MFA_TOTP_ISSUER: &str = "JwtRefreshToken__Mfa__TotpIssuer";
 pub const PASSKEYS_RP_ID: &str = "JwtRefreshToken__Passkeys__RpId";
 pub const PASSKEYS_RP_NAME: &str = "JwtRefreshToken__Passkeys__RpName";
 pub const PASSKEYS_ORIGINS: &str = "JwtRefreshToken__Passkeys__Origins";
+pub const EMAIL_TRANSPORT: &str = "JwtRefreshToken__Email__Transport";
+pub const EMAIL_FROM: &str = "JwtRefreshToken__Email__From";
+pub const EMAIL_PRODUCT_NAME: &str = "JwtRefreshToken__Email__ProductName";
+pub const EMAIL_APP_URL: &str = "JwtRefreshToken__Email__AppUrl";
+pub const EMAIL_VERIFY_URL: &str = "JwtRefreshToken__Email__VerifyUrl";
+pub const EMAIL_RESET_URL: &str = "JwtRefreshToken__Email__ResetUrl";
+pub const EMAIL_OUTBOX_PATH: &str = "JwtRefreshToken__Email__OutboxPath";
+pub const EMAIL_ACS_ENDPOINT: &str = "JwtRefreshToken__Email__Acs__Endpoint";
+pub const EMAIL_ACS_API_VERSION: &str = "JwtRefreshToken__Email__Acs__ApiVersion";
+pub const EMAIL_SMTP_HOST: &str = "JwtRefreshToken__Email__Smtp__Host";
+pub const EMAIL_SMTP_PORT: &str = "JwtRefreshToken__Email__Smtp__Port";
+pub const EMAIL_SMTP_SECURITY: &str = "JwtRefreshToken__Email__Smtp__Security";
+pub const EMAIL_SMTP_USERNAME: &str = "JwtRefreshToken__Email__Smtp__Username";
+pub const EMAIL_SMTP_PASSWORD: &str = "JwtRefreshToken__Email__Smtp__Password";
+pub const EMAIL_ALLOW_HTTP_LOOPBACK: &str = "JwtRefreshToken__Email__AllowHttpLoopback";
+pub const EMAIL_QUEUE_CAPACITY: &str = "JwtRefreshToken__Email__QueueCapacity";
+pub const EMAIL_MAX_ATTEMPTS: &str = "JwtRefreshToken__Email__MaxAttempts";
+pub const EMAIL_RETRY_BASE: &str = "JwtRefreshToken__Email__RetryBaseMs";
+pub const EMAIL_SEND_TIMEOUT: &str = "JwtRefreshToken__Email__SendTimeoutMs";
+pub const EMAIL_CODE_LENGTH: &str = "JwtRefreshToken__Email__CodeLength";
+pub const EMAIL_CODE_LIFETIME: &str = "JwtRefreshToken__Email__CodeLifetimeMs";
+pub const EMAIL_CODE_ATTEMPTS: &str = "JwtRefreshToken__Email__CodeAttempts";
+pub const EMAIL_CODES_PER_HOUR: &str = "JwtRefreshToken__Email__CodesPerHour";
+pub const EMAIL_MAILS_PER_ADDRESS_PER_HOUR: &str = "JwtRefreshToken__Email__MailsPerAddressPerHour";
+pub const EMAIL_NOTIFY_PASSWORD_CHANGED: &str = "JwtRefreshToken__Email__Notify__PasswordChanged";
+pub const EMAIL_NOTIFY_NEW_DEVICE: &str = "JwtRefreshToken__Email__Notify__NewDevice";
+pub const EMAIL_NOTIFY_FACTOR_CHANGED: &str = "JwtRefreshToken__Email__Notify__FactorChanged";
+pub const EMAIL_NOTIFY_ACCOUNT_DISABLED: &str = "JwtRefreshToken__Email__Notify__AccountDisabled";
+pub const EMAIL_NOTIFY_EMAIL_CHANGED: &str = "JwtRefreshToken__Email__Notify__EmailChanged";
 pub const PASSWORD_MIN_LENGTH: &str = "JwtRefreshToken__Password__MinLength";
 pub const REUSE_GRACE: &str = "JwtRefreshToken__Rotation__ReuseGraceMs";
 pub const ROTATION_SECRET: &str = "JwtRefreshToken__Rotation__Secret";
@@ -325,6 +354,92 @@ pub const ALL: &[Setting] = &[
     ),
     Setting::new(FEDERATION_FAILURE_WINDOW, Deploy::Optional).int(900_000, 1_000, 86_400_000).doc(
         "The window of `Federation__MaxFailures`.",
+    ),
+    Setting::new(EMAIL_TRANSPORT, Deploy::Optional).kind(Kind::Choice(&["none", "acs", "smtp", "outbox"])).text_default("none").doc(
+        "How mail is sent: `acs` (Azure Communication Services Email with the managed identity), `smtp` (your \
+         relay), `outbox` (one `.eml` file per message in `Email__OutboxPath`, for local work and tests) or \
+         `none` (no addresses, no recovery by e-mail). `--dev`: `outbox`.",
+    ),
+    Setting::new(EMAIL_FROM, Deploy::Optional).doc(
+        "The sender address (`DoNotReply@<domain>` with ACS: the Bicep output `emailSenderAddress`). Required \
+         with a transport; `--dev`: `no-reply@localhost`.",
+    ),
+    Setting::new(EMAIL_PRODUCT_NAME, Deploy::Optional).text_default("jwt-refresh-token").doc(
+        "Your product's name, in every subject and greeting.",
+    ),
+    Setting::new(EMAIL_APP_URL, Deploy::Optional).kind(Kind::Url).doc(
+        "Your app's address, linked at the foot of every mail. Unset: no link.",
+    ),
+    Setting::new(EMAIL_VERIFY_URL, Deploy::Optional).kind(Kind::Url).doc(
+        "The page where users enter an address-verification code; the mail links to it with the code after `#code=` \
+         (a fragment, never sent to a server). Unset: the mail carries the code only.",
+    ),
+    Setting::new(EMAIL_RESET_URL, Deploy::Optional).kind(Kind::Url).doc(
+        "The page where users enter a password-reset code, linked as `Email__VerifyUrl` is.",
+    ),
+    Setting::new(EMAIL_OUTBOX_PATH, Deploy::Local).kind(Kind::Path).default(DefaultValue::Derived(
+        "`outbox` in the embedded store's directory",
+    )).doc("The directory the `outbox` transport writes `.eml` files into (made when missing)."),
+    Setting::new(EMAIL_ACS_ENDPOINT, Deploy::Optional).kind(Kind::Url).doc(
+        "The Communication Services endpoint, `https://<name>.<geography>.communication.azure.com` (the Bicep output \
+         `communicationEndpoint`). Required with `acs`; the managed identity needs a role that may send.",
+    ),
+    Setting::new(EMAIL_ACS_API_VERSION, Deploy::Optional).text_default("2023-03-31").doc(
+        "The ACS Email REST API version.",
+    ),
+    Setting::new(EMAIL_SMTP_HOST, Deploy::Optional).doc("The SMTP relay's host name. Required with `smtp`."),
+    Setting::new(EMAIL_SMTP_PORT, Deploy::Optional).int(587, 1, 65_535).doc("The SMTP relay's port."),
+    Setting::new(EMAIL_SMTP_SECURITY, Deploy::Optional).kind(Kind::Choice(&["starttls", "tls", "none"])).text_default("starttls").doc(
+        "`starttls` (required upgrade, port 587), `tls` (implicit TLS, port 465) or `none` (plain text: only \
+         for a relay on loopback).",
+    ),
+    Setting::new(EMAIL_SMTP_USERNAME, Deploy::Optional).doc("The SMTP user name, if the relay needs one."),
+    Setting::secret(EMAIL_SMTP_PASSWORD, Deploy::Optional).doc("The SMTP password (with `Email__Smtp__Username`)."),
+    Setting::new(EMAIL_ALLOW_HTTP_LOOPBACK, Deploy::Local).kind(Kind::Flag).text_default("false").doc(
+        "Tests only: allow an `http://127.0.0.1` ACS endpoint (otherwise only https).",
+    ),
+    Setting::new(EMAIL_QUEUE_CAPACITY, Deploy::Optional).int(1_000, 1, 100_000).doc(
+        "Mails waiting to be sent on one instance; when it is full a new mail is dropped and logged, and the \
+         user's answer is unchanged.",
+    ),
+    Setting::new(EMAIL_MAX_ATTEMPTS, Deploy::Optional).int(6, 1, 20).doc(
+        "Tries per mail: a throttled or failed send is tried again after `Retry-After` or an exponential backoff.",
+    ),
+    Setting::new(EMAIL_RETRY_BASE, Deploy::Optional).int(2_000, 10, 60_000).doc(
+        "The first backoff between tries (doubling, with jitter, at most 5 minutes).",
+    ),
+    Setting::new(EMAIL_SEND_TIMEOUT, Deploy::Optional).int(10_000, 500, 120_000).doc(
+        "Timeout of one request to the mail transport.",
+    ),
+    Setting::new(EMAIL_CODE_LENGTH, Deploy::Optional).int(6, 6, 8).doc(
+        "Digits of verification and reset codes.",
+    ),
+    Setting::new(EMAIL_CODE_LIFETIME, Deploy::Optional).int(900_000, 1_000, 3_600_000).doc(
+        "How long a verification or reset code is valid (15 minutes).",
+    ),
+    Setting::new(EMAIL_CODE_ATTEMPTS, Deploy::Optional).int(5, 1, 20).doc(
+        "Wrong tries a code allows; then it is void and a new one must be asked for.",
+    ),
+    Setting::new(EMAIL_CODES_PER_HOUR, Deploy::Optional).int(5, 1, 100).doc(
+        "Codes one account is sent per hour, per purpose (verification, reset).",
+    ),
+    Setting::new(EMAIL_MAILS_PER_ADDRESS_PER_HOUR, Deploy::Optional).int(10, 1, 1_000).doc(
+        "Code mails one address receives per hour, whichever accounts ask.",
+    ),
+    Setting::new(EMAIL_NOTIFY_PASSWORD_CHANGED, Deploy::Optional).kind(Kind::Flag).text_default("true").doc(
+        "Mail the account's verified address when its password is changed, set or reset.",
+    ),
+    Setting::new(EMAIL_NOTIFY_NEW_DEVICE, Deploy::Optional).kind(Kind::Flag).text_default("true").doc(
+        "Mail it when a password login comes from a new device (no valid device token).",
+    ),
+    Setting::new(EMAIL_NOTIFY_FACTOR_CHANGED, Deploy::Optional).kind(Kind::Flag).text_default("true").doc(
+        "Mail it when an authenticator or passkey is added or removed, or an admin resets the factors.",
+    ),
+    Setting::new(EMAIL_NOTIFY_ACCOUNT_DISABLED, Deploy::Optional).kind(Kind::Flag).text_default("true").doc(
+        "Mail it when the account is disabled.",
+    ),
+    Setting::new(EMAIL_NOTIFY_EMAIL_CHANGED, Deploy::Optional).kind(Kind::Flag).text_default("true").doc(
+        "Mail the old verified address when the account's address is changed.",
     ),
     Setting::new(PASSWORD_MIN_LENGTH, Deploy::Optional)
         .int(8, 8, 1_024)

@@ -29,12 +29,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    Account, AddressThrottle, AdminRoster, Cas, ClientRecord, ClientStore, DeviceThrottle, Factors, IdentityRecord,
-    LinkedIdentity, LoginThrottle, NameClaim, SessionDetails, SessionRecord, SessionStore, StoreError, UserRecord,
-    UserStore, Version, Versioned, retry_cas,
+    Account, AddressThrottle, AdminRoster, Cas, ClientRecord, ClientStore, CodeRecord, DeviceThrottle, EmailAddress,
+    EmailClaim, Factors, IdentityRecord, LinkedIdentity, LoginThrottle, NameClaim, SessionDetails, SessionRecord,
+    SessionStore, StoreError, UserRecord, UserStore, Version, Versioned, retry_cas,
 };
 use crate::clock::{Clock, UnixMs};
-use crate::settings::{CosmosAuth, CosmosSettings, Identity};
+use crate::settings::{CosmosAuth, CosmosSettings};
 
 /// Largest number of operations Cosmos accepts in one transactional batch.
 const MAX_BATCH_OPERATIONS: usize = 100;
@@ -200,6 +200,8 @@ struct UserDoc {
     identities: Vec<LinkedIdentity>,
     #[serde(default)]
     factors: Factors,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email: Option<EmailAddress>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -243,6 +245,7 @@ impl AccountDoc {
                 created_at_ms: u.created_at_ms,
                 identities: u.identities.clone(),
                 factors: u.factors.clone(),
+                email: u.email.clone(),
             }),
             failures: a.throttle.failures,
             last_failure_ms: a.throttle.last_failure_ms,
@@ -271,6 +274,7 @@ impl AccountDoc {
                     created_at_ms: u.created_at_ms,
                     identities: u.identities,
                     factors: u.factors,
+                    email: u.email,
                 }),
                 username_key: key,
                 throttle: LoginThrottle {
@@ -349,6 +353,18 @@ fn identity_doc_id(provider: &str, subject: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(format!("{provider}\u{0}{subject}").as_bytes());
     format!("{IDENTITY_PREFIX}{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Ids of e-mail claim documents: this, then the hex SHA-256 of the address.
+const EMAIL_CLAIM_PREFIX: &str = "emailclaim.";
+/// Ids of e-mail code documents: this, then the hex SHA-256 of the code key.
+const CODE_PREFIX: &str = "code.";
+
+/// `prefix` and the hex SHA-256 of `key` (keys may hold characters and lengths ids may not).
+fn hashed_id(prefix: &str, key: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    format!("{prefix}{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// Ids of used-token markers (the marker is already a hex hash).
@@ -443,9 +459,10 @@ impl CosmosStore {
                     .map_err(|_| StoreError::unavailable("the Cosmos account key is not text"))?;
                 AccountReference::with_authentication_key(endpoint, azure_core::credentials::Secret::new(key))
             }
-            CosmosAuth::EntraId { client_id, identity } => {
-                AccountReference::with_credential(endpoint, credential(*identity, client_id.as_deref())?)
-            }
+            CosmosAuth::EntraId { client_id, identity } => AccountReference::with_credential(
+                endpoint,
+                identity.credential(client_id.as_deref()).map_err(StoreError::unavailable)?,
+            ),
         };
         let mut throttling = ThrottlingRetryOptions::default();
         throttling.max_retry_count = Some(MAX_THROTTLE_RETRIES);
@@ -613,23 +630,6 @@ fn routing(region: Option<&str>) -> RoutingStrategy {
         Some(r) => RoutingStrategy::ProximityTo(r.to_string().into()),
         None => RoutingStrategy::PreferredRegions(Vec::new()),
     }
-}
-
-fn credential(
-    identity: Identity,
-    client_id: Option<&str>,
-) -> Result<Arc<dyn azure_core::credentials::TokenCredential>, StoreError> {
-    if identity == Identity::Managed {
-        let mut options = azure_identity::ManagedIdentityCredentialOptions::default();
-        if let Some(id) = client_id {
-            options.user_assigned_id = Some(azure_identity::UserAssignedId::ClientId(id.to_string()));
-        }
-        let credential =
-            azure_identity::ManagedIdentityCredential::new(Some(options)).map_err(StoreError::unavailable)?;
-        return Ok(credential);
-    }
-    let credential = azure_identity::DeveloperToolsCredential::new(None).map_err(StoreError::unavailable)?;
-    Ok(credential)
 }
 
 #[async_trait]
@@ -822,8 +822,20 @@ impl CosmosStore {
         value: &T,
         expected: Option<&Version>,
     ) -> Result<Version, StoreError> {
+        self.put_record_ttl(id, kind, value, expected, -1).await
+    }
+
+    /// [`CosmosStore::put_record`] with a `ttl` in seconds (-1: never expires).
+    async fn put_record_ttl<T: Serialize + Clone + Send + Sync>(
+        &self,
+        id: String,
+        kind: &str,
+        value: &T,
+        expected: Option<&Version>,
+        ttl: i64,
+    ) -> Result<Version, StoreError> {
         let c = self.containers().await?;
-        let doc = RecordDoc { id: id.clone(), kind: kind.into(), value: value.clone(), ttl: -1, etag: None };
+        let doc = RecordDoc { id: id.clone(), kind: kind.into(), value: value.clone(), ttl, etag: None };
         let response = self
             .timed(async {
                 match expected {
@@ -927,6 +939,49 @@ impl UserStore for CosmosStore {
     async fn put_identity(&self, identity: &IdentityRecord, expected: Option<&Version>) -> Result<Version, StoreError> {
         let id = identity_doc_id(&identity.provider, &identity.subject);
         self.put_record(id, IDENTITY_KIND, identity, expected).await
+    }
+
+    async fn get_email_claim(&self, address: &str) -> Result<Option<Versioned<EmailClaim>>, StoreError> {
+        self.get_record(hashed_id(EMAIL_CLAIM_PREFIX, address)).await
+    }
+
+    async fn put_email_claim(
+        &self,
+        address: &str,
+        claim: &EmailClaim,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError> {
+        self.put_record(hashed_id(EMAIL_CLAIM_PREFIX, address), "emailClaim", claim, expected).await
+    }
+
+    async fn get_code(&self, key: &str, now: UnixMs) -> Result<Option<Versioned<CodeRecord>>, StoreError> {
+        // Cosmos hides an expired document, but its TTL counts in seconds: check to the millisecond.
+        let code: Option<Versioned<CodeRecord>> = self.get_record(hashed_id(CODE_PREFIX, key)).await?;
+        Ok(code.filter(|c| c.value.expires_at_ms > now))
+    }
+
+    async fn put_code(
+        &self,
+        key: &str,
+        code: &CodeRecord,
+        expected: Option<&Version>,
+        now: UnixMs,
+    ) -> Result<Version, StoreError> {
+        let id = hashed_id(CODE_PREFIX, key);
+        let ttl = ttl_seconds(code.expires_at_ms, now);
+        match self.put_record_ttl(id.clone(), "emailCode", code, expected, ttl).await {
+            Err(StoreError::Conflict) if expected.is_none() => {
+                // A document whose time is up but which Cosmos has not removed yet is taken over.
+                let stale: Option<Versioned<CodeRecord>> = self.get_record(id.clone()).await?;
+                match stale {
+                    Some(s) if s.value.expires_at_ms <= now => {
+                        self.put_record_ttl(id, "emailCode", code, Some(&s.version), ttl).await
+                    }
+                    _ => Err(StoreError::Conflict),
+                }
+            }
+            other => other,
+        }
     }
 
     async fn purge_expired_accounts(&self, _now: UnixMs) -> Result<u64, StoreError> {

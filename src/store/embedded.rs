@@ -9,14 +9,14 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::{
-    Account, AdminRoster, ClientRecord, ClientStore, IdentityRecord, LoginThrottle, NameClaim, SessionRecord,
-    SessionStore, StoreError, UserRecord, UserStore, Version, Versioned,
+    Account, AdminRoster, ClientRecord, ClientStore, CodeRecord, EmailClaim, IdentityRecord, LoginThrottle, NameClaim,
+    SessionRecord, SessionStore, StoreError, UserRecord, UserStore, Version, Versioned,
 };
 use crate::clock::UnixMs;
 
 /// File name of the database inside the store directory.
 pub const DATABASE_FILE: &str = "store.db";
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     strikes INTEGER NOT NULL DEFAULT 0,
     device_throttles TEXT NOT NULL DEFAULT '[]',
     identities TEXT NOT NULL DEFAULT '[]',
-    factors TEXT NOT NULL DEFAULT '{}'
+    factors TEXT NOT NULL DEFAULT '{}',
+    email TEXT
 );
 CREATE INDEX IF NOT EXISTS accounts_by_expiry ON accounts (expires_at_ms) WHERE user_id IS NULL;
 CREATE TABLE IF NOT EXISTS sessions (
@@ -71,6 +72,13 @@ CREATE TABLE IF NOT EXISTS used_tokens (
     expires_at_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS used_tokens_by_expiry ON used_tokens (expires_at_ms);
+CREATE TABLE IF NOT EXISTS codes (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS codes_by_expiry ON codes (expires_at_ms);
 CREATE TABLE IF NOT EXISTS clients (
     client_id TEXT PRIMARY KEY,
     secret_hash BLOB NOT NULL,
@@ -87,6 +95,10 @@ const NAME_CLAIM: &str = "name-claim:";
 /// The rows of `store_records` holding sign-in identities start with this, then the provider, a
 /// NUL and the subject.
 const IDENTITY: &str = "identity:";
+
+/// The rows of `store_records` holding the claims on verified e-mail addresses start with this,
+/// then the address.
+const EMAIL_CLAIM: &str = "email-claim:";
 
 /// The row of `store_values` holding the revoke-everyone epoch.
 const SESSIONS_EPOCH: &str = "sessions_epoch";
@@ -166,6 +178,11 @@ impl EmbeddedStore {
                  ALTER TABLE accounts ADD COLUMN factors TEXT NOT NULL DEFAULT '{}';",
             )
             .map_err(map_err)?;
+        }
+        if (1..8).contains(&version) {
+            // Version 8 adds the user's e-mail address (and the e-mail codes' table, created by
+            // `SCHEMA` below).
+            conn.execute_batch("ALTER TABLE accounts ADD COLUMN email TEXT;").map_err(map_err)?;
         }
         // Version 6 adds the introspection clients' table (created by `SCHEMA` below).
         if version != SCHEMA_VERSION {
@@ -368,7 +385,7 @@ fn session_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<SessionRecord>,
 
 const ACCOUNT_COLUMNS: &str = "username_key, user_id, username, password_hash, roles, disabled, created_at_ms, \
      failures, last_failure_ms, locked_until_ms, expires_at_ms, version, address_throttles, strikes, device_throttles, \
-     identities, factors";
+     identities, factors, email";
 
 fn account_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<Account>, rusqlite::Error> {
     let username_key: String = row.get(0)?;
@@ -395,6 +412,12 @@ fn account_from_row(row: &rusqlite::Row<'_>) -> Result<Versioned<Account>, rusql
                     let text: String = row.get(16)?;
                     serde_json::from_str(&text).map_err(|e| {
                         rusqlite::Error::FromSqlConversionFailure(16, rusqlite::types::Type::Text, Box::new(e))
+                    })?
+                },
+                email: {
+                    let text: Option<String> = row.get(17)?;
+                    text.map(|t| serde_json::from_str(&t)).transpose().map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Text, Box::new(e))
                     })?
                 },
             })
@@ -559,6 +582,7 @@ impl SessionStore for EmbeddedStore {
                 .exec_cached("DELETE FROM sessions WHERE expires_at_ms <= ?1 OR idle_expires_at_ms <= ?1", params![now])
                 .map_err(map_err)?;
             conn.exec_cached("DELETE FROM used_tokens WHERE expires_at_ms <= ?1", params![now]).map_err(map_err)?;
+            conn.exec_cached("DELETE FROM codes WHERE expires_at_ms <= ?1", params![now]).map_err(map_err)?;
             Ok(n as u64)
         })
         .await
@@ -700,6 +724,11 @@ impl UserStore for EmbeddedStore {
                 serde_json::to_string(&u.map(|u| u.identities.as_slice()).unwrap_or_default()).map_err(StoreError::unavailable)?;
             let factors = serde_json::to_string(&u.map(|u| u.factors.clone()).unwrap_or_default())
                 .map_err(StoreError::unavailable)?;
+            let email = u
+                .and_then(|u| u.email.as_ref())
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(StoreError::unavailable)?;
             let values = params![
                 a.username_key,
                 u.map(|u| &u.id),
@@ -717,13 +746,14 @@ impl UserStore for EmbeddedStore {
                 t.strikes,
                 devices,
                 identities,
-                factors
+                factors,
+                email
             ];
             match expected {
                 None => {
                     conn.exec_cached(
                         &format!(
-                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 + 1, ?13, ?14, ?15, ?16, ?17)"
+                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 + 1, ?13, ?14, ?15, ?16, ?17, ?18)"
                         ),
                         values,
                     )
@@ -736,7 +766,7 @@ impl UserStore for EmbeddedStore {
                             "UPDATE accounts SET user_id = ?2, username = ?3, password_hash = ?4, roles = ?5, disabled = ?6,
                                  created_at_ms = ?7, failures = ?8, last_failure_ms = ?9, locked_until_ms = ?10,
                                  expires_at_ms = ?11, address_throttles = ?13, strikes = ?14, device_throttles = ?15,
-                                 identities = ?16, factors = ?17,
+                                 identities = ?16, factors = ?17, email = ?18,
                                  version = version + 1
                              WHERE username_key = ?1 AND version = ?12",
                             values,
@@ -798,6 +828,86 @@ impl UserStore for EmbeddedStore {
     async fn put_identity(&self, identity: &IdentityRecord, expected: Option<&Version>) -> Result<Version, StoreError> {
         let name = format!("{IDENTITY}{}\u{0}{}", identity.provider, identity.subject);
         self.put_record(name, identity, expected).await
+    }
+
+    async fn get_email_claim(&self, address: &str) -> Result<Option<Versioned<EmailClaim>>, StoreError> {
+        self.get_record(format!("{EMAIL_CLAIM}{address}")).await
+    }
+
+    async fn put_email_claim(
+        &self,
+        address: &str,
+        claim: &EmailClaim,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError> {
+        self.put_record(format!("{EMAIL_CLAIM}{address}"), claim, expected).await
+    }
+
+    async fn get_code(&self, key: &str, now: UnixMs) -> Result<Option<Versioned<CodeRecord>>, StoreError> {
+        let key = key.to_string();
+        self.run(move |conn| {
+            let row: Option<(String, i64)> = conn
+                .row_cached(
+                    "SELECT body, version FROM codes WHERE name = ?1 AND expires_at_ms > ?2",
+                    params![key, now],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(map_err)?;
+            row.map(|(body, version)| {
+                let value = serde_json::from_str(&body).map_err(StoreError::unavailable)?;
+                Ok(Versioned { value, version: version_of(version) })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn put_code(
+        &self,
+        key: &str,
+        code: &CodeRecord,
+        expected: Option<&Version>,
+        now: UnixMs,
+    ) -> Result<Version, StoreError> {
+        let body = serde_json::to_string(code).map_err(StoreError::unavailable)?;
+        let (key, expires) = (key.to_string(), code.expires_at_ms);
+        let expected = match expected {
+            None => None,
+            Some(v) => Some(expected_counter(v).ok_or(StoreError::Precondition)?),
+        };
+        self.run(move |conn| match expected {
+            None => {
+                // A record that expired is taken over; a live one stays.
+                let version: Option<i64> = conn
+                    .row_cached(
+                        "INSERT INTO codes (name, body, version, expires_at_ms) VALUES (?1, ?2, 1, ?3)
+                         ON CONFLICT (name) DO UPDATE SET body = excluded.body, version = codes.version + 1,
+                             expires_at_ms = excluded.expires_at_ms
+                         WHERE codes.expires_at_ms <= ?4
+                         RETURNING version",
+                        params![key, body, expires, now],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(map_err)?;
+                version.map(version_of).ok_or(StoreError::Conflict)
+            }
+            Some(expected) => {
+                let changed = conn
+                    .exec_cached(
+                        "UPDATE codes SET body = ?2, expires_at_ms = ?3, version = version + 1
+                         WHERE name = ?1 AND version = ?4 AND expires_at_ms > ?5",
+                        params![key, body, expires, expected, now],
+                    )
+                    .map_err(map_err)?;
+                if changed == 1 {
+                    return Ok(version_of(expected + 1));
+                }
+                Err(missing_or_stale(conn, "SELECT 1 FROM codes WHERE name = ?1", params![key])?)
+            }
+        })
+        .await
     }
 
     async fn purge_expired_accounts(&self, now: UnixMs) -> Result<u64, StoreError> {

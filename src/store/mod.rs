@@ -77,6 +77,59 @@ pub struct UserRecord {
     pub identities: Vec<LinkedIdentity>,
     /// Second factors: a TOTP authenticator and its recovery codes.
     pub factors: Factors,
+    /// The user's e-mail address, normalised, and whether it was verified.
+    pub email: Option<EmailAddress>,
+}
+
+/// An account's e-mail address.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailAddress {
+    /// The address, normalised (see `accounts::email::normalise`).
+    pub address: String,
+    /// Proven by a code sent to it, or set as verified by an admin. A verified address belongs to
+    /// one account (its [`EmailClaim`]).
+    pub verified: bool,
+}
+
+/// Which account a verified address belongs to: a record of its own per address, created (never
+/// blindly overwritten) before the account marks the address verified, so that two accounts
+/// verifying one address on two instances race on one record. The account is the source of truth:
+/// a claim whose account no longer holds the address verified is stale and may be taken over.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailClaim {
+    /// The username key of the account.
+    pub owner_key: String,
+    /// That account's user id.
+    pub owner_id: String,
+    /// When it was claimed.
+    pub claimed_at_ms: UnixMs,
+}
+
+/// A short-lived record under a key of its own: an e-mail code outstanding for an account (its
+/// keyed hash only) and the times codes were sent, or only the send times of an address. Expires
+/// by itself (Cosmos TTL; the embedded store's purge) at `expires_at_ms`, and reads as absent after.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeRecord {
+    /// The keyed hash (hex) of the outstanding code; `None` once used or void.
+    #[serde(default)]
+    pub code_hash: Option<String>,
+    /// The address the code was sent to.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// When the outstanding code stops being valid.
+    #[serde(default)]
+    pub code_expires_at_ms: UnixMs,
+    /// Wrong tries of the outstanding code.
+    #[serde(default)]
+    pub failures: u32,
+    /// When codes were sent, oldest first (only those of the last hour are kept).
+    #[serde(default)]
+    pub sent_at_ms: Vec<UnixMs>,
+    /// When the record may be forgotten.
+    pub expires_at_ms: UnixMs,
 }
 
 /// A user's second factors (kept with the user, so a login's one account read sees them).
@@ -487,6 +540,32 @@ pub trait UserStore: Send + Sync + fmt::Debug {
     /// Writes the record of `identity`'s (provider, subject): created when `expected` is `None`
     /// ([`StoreError::Conflict`] when one exists), else replaced only if still at `expected`.
     async fn put_identity(&self, identity: &IdentityRecord, expected: Option<&Version>) -> Result<Version, StoreError>;
+
+    /// The claim on the verified `address` (normalised), if any.
+    async fn get_email_claim(&self, address: &str) -> Result<Option<Versioned<EmailClaim>>, StoreError>;
+
+    /// Writes the claim on `address`: created when `expected` is `None` ([`StoreError::Conflict`]
+    /// when one exists), else replaced only at `expected`.
+    async fn put_email_claim(
+        &self,
+        address: &str,
+        claim: &EmailClaim,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError>;
+
+    /// The code record under `key`, unless it expired by `now`.
+    async fn get_code(&self, key: &str, now: UnixMs) -> Result<Option<Versioned<CodeRecord>>, StoreError>;
+
+    /// Writes the code record under `key`, to expire at its `expires_at_ms`: created when `expected`
+    /// is `None` (a record expired by `now` is taken over; a live one is [`StoreError::Conflict`]),
+    /// else replaced only at `expected`.
+    async fn put_code(
+        &self,
+        key: &str,
+        code: &CodeRecord,
+        expected: Option<&Version>,
+        now: UnixMs,
+    ) -> Result<Version, StoreError>;
 }
 
 /// Introspection clients, one record per client id; records of their own (never accounts).
@@ -649,6 +728,24 @@ pub(crate) mod testing {
         }
         async fn get_identity(&self, p: &str, s: &str) -> Result<Option<Versioned<IdentityRecord>>, StoreError> {
             self.inner.get_identity(p, s).await
+        }
+        async fn get_email_claim(&self, a: &str) -> Result<Option<Versioned<EmailClaim>>, StoreError> {
+            self.inner.get_email_claim(a).await
+        }
+        async fn put_email_claim(&self, a: &str, c: &EmailClaim, v: Option<&Version>) -> Result<Version, StoreError> {
+            self.inner.put_email_claim(a, c, v).await
+        }
+        async fn get_code(&self, k: &str, now: UnixMs) -> Result<Option<Versioned<CodeRecord>>, StoreError> {
+            self.inner.get_code(k, now).await
+        }
+        async fn put_code(
+            &self,
+            k: &str,
+            c: &CodeRecord,
+            v: Option<&Version>,
+            now: UnixMs,
+        ) -> Result<Version, StoreError> {
+            self.inner.put_code(k, c, v, now).await
         }
         async fn put_identity(&self, i: &IdentityRecord, v: Option<&Version>) -> Result<Version, StoreError> {
             self.inner.put_identity(i, v).await

@@ -104,6 +104,8 @@ pub struct Principal {
     pub second_factors: Vec<&'static str>,
     /// The fingerprint of the password hash the login was checked against (binds an `mfa_token`).
     pub password_fingerprint: String,
+    /// The user's verified e-mail address (where security notices go), if any.
+    pub email: Option<String>,
 }
 
 impl From<&UserRecord> for Principal {
@@ -124,6 +126,7 @@ impl From<&UserRecord> for Principal {
             roles: user.roles.clone(),
             second_factors,
             password_fingerprint: password_fingerprint(&user.password_hash),
+            email: user.email.as_ref().filter(|e| e.verified).map(|e| e.address.clone()),
         }
     }
 }
@@ -301,6 +304,7 @@ mod tests {
             created_at_ms: 0,
             identities: Vec::new(),
             factors: Default::default(),
+            email: None,
         };
         let mut account = Account::empty(&key);
         account.user = Some(user.clone());

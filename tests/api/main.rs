@@ -7,6 +7,8 @@
 /// The store every handler in this test binary uses.
 const BACKEND: helpers::Backend = helpers::Backend::Embedded;
 
+#[path = "../support/acs_endpoint.rs"]
+mod acs_endpoint;
 #[path = "../support/dpop_client.rs"]
 mod dpop_client;
 #[path = "../support/emulator.rs"]
@@ -24,6 +26,7 @@ mod concurrency;
 mod configuration;
 mod discovery;
 mod dpop;
+mod email;
 mod federation;
 mod hardening;
 mod helpers;
