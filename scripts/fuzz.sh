@@ -45,6 +45,11 @@ export JwtRefreshToken__Login__LockoutMs=1000
 export JwtRefreshToken__Introspection__MaxPerMinute=1000000
 # Passkeys on (a relying party for a local web app), so their ceremonies can start: 200.
 export JwtRefreshToken__Passkeys__RpId=localhost JwtRefreshToken__Passkeys__Origins=http://localhost:8080
+# E-mail to the outbox (one .eml per mail), budgets past what the run sends, so the hooks can read
+# the codes of throwaway users and verify addresses and reset passwords with them: 200.
+export JwtRefreshToken__Email__Transport=outbox JwtRefreshToken__Email__From=no-reply@fuzz.test
+export JwtRefreshToken__Email__OutboxPath=$store/outbox FUZZ_OUTBOX=$store/outbox
+export JwtRefreshToken__Email__CodesPerHour=100 JwtRefreshToken__Email__MailsPerAddressPerHour=1000
 JwtRefreshToken__Descriptor__AlgorithmKey=$("$BIN" keys generate --algorithm HS256)
 export JwtRefreshToken__Descriptor__AlgorithmKey
 

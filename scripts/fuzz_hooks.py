@@ -61,7 +61,11 @@ CLIENT_ID = os.environ["FUZZ_CLIENT_ID"]
 CLIENT_SECRET = os.environ["FUZZ_CLIENT_SECRET"]
 
 ADMIN_OPERATIONS = ["listUsers", "createUser", "changeUser", "revoke", "revokeViaPatch"]
-USER_OPERATIONS = ["changePassword", "listSessions", "endSession", "listIdentities", "linkIdentity", "unlinkIdentity"]
+USER_OPERATIONS = [
+    "changePassword", "listSessions", "endSession", "listIdentities", "linkIdentity", "unlinkIdentity",
+    "getEmail", "setEmail", "verifyEmail",
+]
+OUTBOX = os.environ["FUZZ_OUTBOX"]
 # The caller's second factors and passkeys: the dedicated user (the passkey sign-in ceremony takes
 # no credentials).
 MFA_OPERATIONS = [
@@ -213,6 +217,50 @@ def throwaway_user() -> str:
     raise RuntimeError("sign-up of a throwaway user kept being throttled")
 
 
+def _mails_to(address: str) -> list[tuple[float, str | None]]:
+    """(time written, code) of every mail in the outbox to `address`, oldest first."""
+    found = []
+    names = os.listdir(OUTBOX) if os.path.isdir(OUTBOX) else []
+    for name in (n for n in names if n.endswith(".eml")):
+        path = os.path.join(OUTBOX, name)
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+        if f"To: {address}" in lines:
+            code = next((line[len("Code: "):].strip() for line in lines if line.startswith("Code: ")), None)
+            found.append((os.path.getmtime(path), code))
+    return sorted(found, key=lambda m: m[0])
+
+
+def mailed_code(address: str, before: int) -> str:
+    """The code of mail number `before + 1` to `address` (waits up to 10 s for it)."""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        mails = _mails_to(address)
+        if len(mails) > before and mails[-1][1]:
+            return mails[-1][1]
+        time.sleep(0.05)
+    raise RuntimeError(f"no mail {before + 1} to {address} in the outbox")
+
+
+def user_with_address(verified: bool) -> tuple[str, str, str]:
+    """A throwaway user signed up with an address (verified with its mailed code when `verified`):
+    (access token, username, address)."""
+    for _ in range(8):
+        name = f"fz-mail-{secrets.token_hex(6)}"
+        address = f"{name}@example.com"
+        r = _post("/api/register", {"username": name, "password": strong_password(), "email": address})
+        if r.status_code in (429, 503):
+            time.sleep(min(float(r.headers.get("Retry-After", "1")), 5.0))
+            continue
+        _stats["throwaway_users"] += 1
+        token = _checked(r, 201, "sign-up with an address")["access_token"]
+        if verified:
+            code = mailed_code(address, 0)
+            _checked(_post("/api/email/verify", {"code": code}, token), 200, "address verification")
+        return token, name, address
+    raise RuntimeError("sign-up of a throwaway user kept being throttled")
+
+
 def pending_authenticator() -> tuple[str, str]:
     """A throwaway user with a pending TOTP authenticator: (access token, base32 secret)."""
     token = throwaway_user()
@@ -284,6 +332,20 @@ def _valid_inputs(operation: str, case) -> None:
             case.body["token_type_hint"] = "access_token"
     elif operation == "register" and _structured(case):
         case.body = {"username": f"fz{n}-{secrets.token_hex(4)}", "password": strong_password()}
+        if n % 2:
+            case.body["email"] = f"fz{n}-{secrets.token_hex(4)}@example.com"
+    elif operation == "setEmail" and _structured(case):
+        case.body = {"email": f"fz-set-{n}-{secrets.token_hex(4)}@example.com"}
+    elif operation == "verifyEmail" and _structured(case):
+        token, _, address = user_with_address(verified=False)
+        _bearer(case, token)
+        case.body = {"code": mailed_code(address, 0)}
+    elif operation == "forgotPassword" and _structured(case):
+        case.body = {"username": USER} if n % 2 else {"email": f"nobody-{n}@example.com"}
+    elif operation == "resetPassword" and _structured(case):
+        _, name, address = user_with_address(verified=True)
+        _checked(_post("/api/password/forgot", {"username": name}), 202, "password reset request")
+        case.body = {"username": name, "code": mailed_code(address, 1), "password": strong_password()}
     elif operation == "changePassword" and _structured(case):
         new = strong_password()
         case.body = {"current_password": _passwords[USER], "new_password": new}

@@ -301,6 +301,10 @@ async fn serve(env: &Env, mode: Mode) -> Result<(), Failure> {
     }
     if mode == Mode::Development {
         tracing::warn!("development mode: local defaults for missing settings; never use in production");
+        if let crate::settings::email::Transport::Outbox { path } = &settings.email.transport {
+            // Where sign-up, verification and reset codes can be read (`Code: …` lines).
+            eprintln!("development mode: e-mail is written to {} (one .eml file per message)", path.display());
+        }
     }
     let app = Application::build(&settings, Arc::new(SystemClock)).await.map_err(|e| match e {
         crate::startup::StartupError::Settings(s) => Failure::config(s),

@@ -86,6 +86,32 @@ async fn service(clock: &ManualClock, timeout_ms: u64) -> (Arc<TokenService>, Ar
     (services.tokens, store)
 }
 
+/// Where the services' mail goes (the `outbox` transport), for the whole test binary.
+static OUTBOX: std::sync::LazyLock<tempfile::TempDir> = std::sync::LazyLock::new(|| tempfile::tempdir().unwrap());
+
+/// The code of the newest mail to `to` in the outbox (waiting up to 10 s for it to be written).
+async fn mailed_code(to: &str, seen_before: usize) -> String {
+    for _ in 0..200 {
+        let mut codes = Vec::new();
+        for entry in std::fs::read_dir(OUTBOX.path()).unwrap().filter_map(Result::ok) {
+            let raw = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if raw.lines().any(|l| l == format!("To: {to}")) {
+                let modified = entry.metadata().and_then(|m| m.modified()).unwrap();
+                let code = raw.lines().find_map(|l| l.strip_prefix("Code: ")).map(str::to_string);
+                codes.push((modified, code));
+            }
+        }
+        if codes.len() > seen_before {
+            codes.sort();
+            if let Some((_, Some(code))) = codes.last() {
+                return code.clone();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no mail {} to {to}", seen_before + 1);
+}
+
 /// Both services on a fresh Cosmos database with user `alice`.
 async fn services(clock: &ManualClock, timeout_ms: u64) -> (Services, Arc<CosmosStore>) {
     let store = store(clock, timeout_ms).await;
@@ -99,6 +125,9 @@ async fn services(clock: &ManualClock, timeout_ms: u64) -> (Services, Arc<Cosmos
         ("JwtRefreshToken__Registration__Mode", "open"),
         ("JwtRefreshToken__Passkeys__RpId", "example.test"),
         ("JwtRefreshToken__Passkeys__Origins", "https://app.example.test"),
+        ("JwtRefreshToken__Email__Transport", "outbox"),
+        ("JwtRefreshToken__Email__From", "no-reply@service.test"),
+        ("JwtRefreshToken__Email__OutboxPath", OUTBOX.path().to_str().unwrap()),
     ]);
     let settings = Settings::load(&env, Mode::Production).unwrap();
     let services = build_services(&settings, store.clone() as Arc<dyn Store>, Arc::new(clock.clone())).unwrap();
@@ -615,4 +644,49 @@ async fn a_passkey_sign_in_costs_stated_round_trips() {
     // compare-and-swap (read, replace), then the session as at login (create, re-read, list).
     assert!(total <= 8, "passkey sign-in: {total} > 8: {kinds}");
     assert_eq!(kinds["create"].as_u64(), Some(2), "the marker and the session: {kinds}");
+}
+
+#[tokio::test]
+async fn e_mail_operations_cost_stated_round_trips() {
+    use jwt_refresh_token::accounts::email::Who;
+    let _serial = SERIAL.lock().await;
+    let clock = ManualClock::new(START);
+    let (Services { tokens: service, accounts, .. }, _store) = services(&clock, 10_000).await;
+    let pair = service.login("alice", &Password::new(PASSWORD), "192.0.2.1").await.unwrap();
+    let caller = service.authenticate_bearer(&pair.access_token).await.unwrap();
+    let measure = |what: &'static str, budget: u64| async move {
+        let kinds = emulator::document_requests().await;
+        let total = emulator::document_request_total().await;
+        println!("{what}: {total} document requests {kinds}");
+        assert!(total <= budget, "{what}: {total} > {budget}: {kinds}");
+        emulator::reset_stats().await;
+    };
+    // Setting the address: the account read, the address's and the account's code records read
+    // and written, the account written.
+    emulator::reset_stats().await;
+    accounts.set_my_email(&caller, "alice@example.com").await.unwrap();
+    measure("set address", 6).await;
+    let code = mailed_code("alice@example.com", 0).await;
+    emulator::reset_stats().await;
+    // Verifying: the account read, the code read and used, the address claim read and created,
+    // the account written.
+    accounts.verify_my_email(&caller, &code).await.unwrap();
+    measure("verify address", 6).await;
+    // Forgot, by username: the account read, then the two code records read and written.
+    assert!(accounts.request_password_reset(&Who::Username("alice".into())).await.unwrap());
+    measure("forgot by username", 5).await;
+    // By address: the claim read first.
+    assert!(accounts.request_password_reset(&Who::Email("alice@example.com".into())).await.unwrap());
+    measure("forgot by address", 6).await;
+    // Nothing to send: the account read only.
+    assert!(!accounts.request_password_reset(&Who::Username("nobody".into())).await.unwrap());
+    measure("forgot, unknown account", 1).await;
+    let code = mailed_code("alice@example.com", 2).await;
+    emulator::reset_stats().await;
+    // Reset: the account read, the code read and used, the account read and written, the
+    // sessions' query and one delete per session (alice has one).
+    let new = Password::new("plum umbrella cactus 1987");
+    let ended = accounts.reset_password(&Who::Username("alice".into()), &code, &new, None, None).await.unwrap();
+    assert_eq!(ended, 1);
+    measure("reset (one session)", 8).await;
 }

@@ -18,7 +18,8 @@
 //! - set an address: 6 (the caller's account, the address and account budgets read and written, the
 //!   account written);
 //! - verify it: 6 (account, the code read and used, the address claim read and written, account);
-//! - forgot, by username: 5 (account, budgets and code); by address: 6 (the claim first);
+//! - forgot, by username: 5 (account, budgets and code); by address: 6 (the claim first); for an
+//!   account without a verified address: 1;
 //! - reset without a second factor: 7 (account, code read and used, account read and written, and
 //!   the sessions' query; each session ended is one delete more).
 
@@ -568,22 +569,24 @@ impl AccountService {
         let code = rules.parse_code(typed)?;
         let refused = || ServiceError::InvalidGrant(GrantFailure::EmailCode);
         let Some((user, address)) = self.recovery_account(who).await? else { return Err(refused()) };
-        self.check_password(new, &user.username, PasswordCheck::Policy)?;
         let now = self.clock.now_ms();
+        // The code is checked first: without it, every account answers `invalid_grant` alike
+        // (a password or factor answer would tell which accounts have a verified address). With
+        // it, a weak password or a missing factor is answered and the code kept for the retry.
+        let policy = self.check_password(new, &user.username, PasswordCheck::Policy);
         let needs_factor = user.factors.any_active();
-        if needs_factor && factor.is_none() {
-            // Check the code without using it, so the client can ask for the factor and send both.
-            return match self.use_code(rules, Purpose::Reset, &user.id, &code, now, false).await? {
-                Checked::Right(_) => Err(ServiceError::InvalidRequest(
-                    "this account has a second factor: send `otp` (a current code of the authenticator app) or \
-                     `recovery_code` with the reset code",
-                )),
-                Checked::Refused => Err(refused()),
-            };
-        }
-        match self.use_code(rules, Purpose::Reset, &user.id, &code, now, true).await? {
+        let missing_factor = needs_factor && factor.is_none();
+        let consume = policy.is_ok() && !missing_factor;
+        match self.use_code(rules, Purpose::Reset, &user.id, &code, now, consume).await? {
             Checked::Right(sent_to) if sent_to == address => {}
             _ => return Err(refused()),
+        }
+        policy?;
+        if missing_factor {
+            return Err(ServiceError::InvalidRequest(
+                "this account has a second factor: send `otp` (a current code of the authenticator app) or \
+                 `recovery_code` with the reset code",
+            ));
         }
         let hash = match self.hasher.hash(new).await {
             Ok(hash) => hash,

@@ -55,7 +55,7 @@ pub enum Transport {
     Acs(Acs),
     /// SMTP.
     Smtp {
-        /// lettre's pooled client.
+        /// lettre's client (a connection per mail).
         client: lettre::AsyncSmtpTransport<Tokio1Executor>,
         /// The sender.
         from: Mailbox,
@@ -224,10 +224,16 @@ fn failure_of(what: &str, status: reqwest::StatusCode, headers: &reqwest::header
     let why = format!("{what} answered {status} ({})", error_code(body));
     match status.as_u16() {
         408 | 429 | 500..=599 => Failure::Transient { why, retry_after: retry_after(headers) },
-        401 | 403 => Failure::Permanent(format!(
-            "{why}: the managed identity may not send mail; give it a role with \
-             Microsoft.Communication/CommunicationServices/Read and …/EmailServices/write (infra/main.bicep does)"
-        )),
+        // A role assignment takes minutes to apply after a deployment: tried again, within the
+        // tries allowed.
+        401 | 403 => Failure::Transient {
+            why: format!(
+                "{why}: the managed identity may not send mail (yet); it needs the Communication and Email \
+                 Service Owner role on the resource, or one with Microsoft.Communication/CommunicationServices/Read \
+                 and …/EmailServices/write (infra/modules/email.bicep assigns it)"
+            ),
+            retry_after: retry_after(headers),
+        },
         _ => Failure::Permanent(why),
     }
 }

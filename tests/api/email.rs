@@ -308,6 +308,17 @@ async fn a_reset_sets_the_password_once_and_ends_every_session() {
     let code = mail.code();
     assert!(mail.decoded().contains(&format!("https://app.test/reset#code={code}")), "{}", mail.raw);
     let new_password = "plum umbrella cactus 1987";
+    // Without the code, nothing tells this account from one that does not exist.
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for who in [json!("lea"), json!("nobody-at-all")] {
+        let guess = json!({"username": who, "code": wrong, "password": "password"});
+        assert_error(
+            &app.post_json("/api/password/reset", &guess).await,
+            400,
+            "invalid_grant",
+            "no code, weak password",
+        );
+    }
     let weak = json!({"username": "lea", "code": code, "password": "password"});
     assert_error(&app.post_json("/api/password/reset", &weak).await, 400, "invalid_request", "the password policy");
     let wrong_user = json!({"username": "kim", "code": code, "password": new_password});
@@ -493,4 +504,101 @@ async fn the_acs_transport_sends_with_the_managed_identity_retries_and_follows_t
     assert_eq!(polls, 3, "two Running polls, then Succeeded");
     let logs = app.wait_for_logs(|lines| lines.iter().any(|l| l.contains("mail sent"))).await;
     assert!(!logs.iter().any(|l| l.contains(acs_endpoint::TOKEN)), "the token is never logged");
+}
+
+#[tokio::test]
+async fn dev_mode_writes_mail_to_the_outbox_of_its_store_and_says_where() {
+    if crate::helpers::backend() == crate::helpers::Backend::Cosmos {
+        // `--dev` keeps the outbox beside the embedded store; the Cosmos runs set it explicitly.
+        return;
+    }
+    let config = crate::helpers::Config::new()
+        .arg("--dev")
+        .without(crate::helpers::ISSUER_SETTING)
+        .without(crate::helpers::AUDIENCE_SETTING)
+        .without(crate::helpers::KEY_SETTING);
+    let app = TestApp::start(config);
+    let outbox = app.store_dir().join("outbox");
+    let wanted = format!("e-mail is written to {}", outbox.display());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !app.stderr().iter().any(|l| l.contains(&wanted)) {
+        assert!(Instant::now() < deadline, "{wanted:?} not in {:?}", app.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = json!({"username": "dev-user", "password": PASSWORD, "email": "dev@example.com"});
+    signed_up(&app.post_json("/api/register", &body).await, "sign-up in dev mode");
+    let mail = wait_for_mail(&outbox, "dev@example.com", "confirm your e-mail address", 1).await;
+    assert_eq!(mail.code().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_verifying_one_address_for_two_accounts_give_it_to_one() {
+    let outbox = tempfile::tempdir().unwrap();
+    let one = app_with(outbox.path(), &[]);
+    let two = one.second_instance();
+    one.add_user("una", PASSWORD, &[]);
+    one.add_user("ugo", PASSWORD, &[]);
+    let una = access(&one.login("una", PASSWORD).await);
+    let ugo = access(&two.login("ugo", PASSWORD).await);
+    bearer(&one, "POST", "/api/email", &json!({"email": "both@example.com"}), &una).await;
+    bearer(&two, "POST", "/api/email", &json!({"email": "both@example.com"}), &ugo).await;
+    wait_for_mail(outbox.path(), "both@example.com", "confirm", 2).await;
+    let code_for = |name: &str| {
+        let greeting = format!("Hello {name},");
+        mails(outbox.path()).into_iter().find(|m| m.raw.contains(&greeting)).unwrap().code()
+    };
+    let (for_una, for_ugo) = (json!({"code": code_for("una")}), json!({"code": code_for("ugo")}));
+    let (a, b) = tokio::join!(
+        bearer(&one, "POST", "/api/email/verify", &for_una, &una),
+        bearer(&two, "POST", "/api/email/verify", &for_ugo, &ugo),
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409], "exactly one account gets the address: {} / {}", a.text(), b.text());
+    let winner = if a.status == 200 { (&one, &una) } else { (&two, &ugo) };
+    let state = bearer(winner.0, "GET", "/api/email", &Value::Null, winner.1).await.json();
+    assert_eq!(state["verified"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_recovery_requests_stays_bounded_and_other_routes_answer() {
+    let outbox = tempfile::tempdir().unwrap();
+    let app = app_with(outbox.path(), &[]);
+    let root = admin(&app).await;
+    app.add_user("vic", PASSWORD, &[]);
+    verified(&app, &root, "vic", "vic@example.com").await;
+    let base_kib = app.memory_kib("VmRSS");
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let (client, url) = (reqwest::Client::new(), app.url("/api/password/forgot"));
+        clients.spawn(async move {
+            let mut statuses = Vec::new();
+            for j in 0..100 {
+                let body = if (i + j) % 4 == 0 {
+                    json!({"username": "vic"})
+                } else {
+                    json!({"email": format!("x{i}-{j}@example.com")})
+                };
+                let r = client.post(&url).json(&body).send().await.unwrap();
+                statuses.push(r.status().as_u16());
+            }
+            statuses
+        });
+    }
+    // While it runs, an unrelated route answers.
+    let login = app.try_login("vic", PASSWORD).await;
+    assert_token_pair(&login, "a login during the flood");
+    let mut answered = 0;
+    while let Some(statuses) = clients.join_next().await {
+        for status in statuses.unwrap() {
+            assert_eq!(status, 202);
+            answered += 1;
+        }
+    }
+    let peak_kib = app.memory_kib("VmHWM");
+    eprintln!("recovery flood: {answered} answers, base {base_kib} KiB, peak {peak_kib} KiB");
+    assert!(peak_kib <= base_kib + 64 * 1024, "peak {peak_kib} KiB over base {base_kib} KiB + 64 MiB");
+    // The per-account budget held: at most `CodesPerHour` (5) reset codes went to the address.
+    let sent = count_mails(outbox.path(), "vic@example.com", "password reset code", Duration::from_secs(1)).await;
+    assert!((1..=5).contains(&sent), "{sent} reset codes");
 }
