@@ -18,6 +18,7 @@
 //! - set an address: 6 (the caller's account, the address and account budgets read and written, the
 //!   account written);
 //! - verify it: 6 (account, the code read and used, the address claim read and written, account);
+//!   one more when another account's stale claim is taken over (its account read);
 //! - forgot, by username: 5 (account, budgets and code); by address: 6 (the claim first); for an
 //!   account without a verified address: 1;
 //! - reset without a second factor: 7 (account, code read and used, account read and written, and
@@ -50,6 +51,9 @@ pub const CODE_LABEL: &[u8] = b"jwt-refresh-token/email-code/v1";
 pub const MAX_ADDRESS_LEN: usize = 254;
 /// The window of the send budgets.
 const HOUR_MS: i64 = 3_600_000;
+/// How long a fresh claim on an address holds off other accounts even before its account says the
+/// address is verified (the claim is written first, the account right after).
+const CLAIM_PENDING_MS: i64 = 60_000;
 /// Recovery lookups running in the background at once per instance; more are dropped (logged).
 const RECOVERY_IN_FLIGHT: usize = 64;
 
@@ -363,28 +367,36 @@ impl AccountService {
         Ok(EmailState::of(&after, false))
     }
 
-    /// Makes `address` the verified address of `user` alone: creates its claim, takes over a stale
-    /// one, or refuses when another account holds it verified.
+    /// Makes `address` the verified address of `user` alone, before the account says so: writes
+    /// its claim by compare-and-swap (created, or replaced at the version read — also when the
+    /// claim is already the user's, so that a racing takeover loses). Refused while the claim's
+    /// account holds the address verified, or holds it unverified and claimed it within
+    /// [`CLAIM_PENDING_MS`] (its verification is writing the account right now). A claim whose
+    /// account moved to another address, or never finished, is taken over.
     async fn claim_address(&self, address: &str, user: &UserRecord, now: UnixMs) -> Result<(), ServiceError> {
         let store = self.store.as_ref();
         let claim = EmailClaim { owner_key: user.username_key.clone(), owner_id: user.id.clone(), claimed_at_ms: now };
         for _ in 0..MAX_CAS_ATTEMPTS {
             let current = store.get_email_claim(address).await?;
-            let expected = match &current {
-                None => None,
-                Some(c) if c.value.owner_id == user.id => return Ok(()),
-                Some(c) => {
-                    let owner = store.get_account(&c.value.owner_key).await?.and_then(|a| a.value.user);
-                    let still_theirs = owner
-                        .as_ref()
-                        .is_some_and(|o| o.id == c.value.owner_id && verified_address(o) == Some(address));
-                    if still_theirs {
+            if let Some(c) = current.as_ref().filter(|c| c.value.owner_id != user.id) {
+                let owner = store.get_account(&c.value.owner_key).await?.and_then(|a| a.value.user);
+                let held = owner
+                    .as_ref()
+                    .filter(|o| o.id == c.value.owner_id)
+                    .and_then(|o| o.email.as_ref())
+                    .filter(|e| e.address == address);
+                match held {
+                    Some(e) if e.verified => {
                         return Err(ServiceError::Conflict("this address belongs to another account"));
                     }
-                    Some(&c.version)
+                    // Its owner is verifying it right now (the claim is written before the account).
+                    Some(_) if now.saturating_sub(c.value.claimed_at_ms) < CLAIM_PENDING_MS => {
+                        return Err(ServiceError::Conflict("this address is being verified for another account"));
+                    }
+                    _ => {}
                 }
-            };
-            match store.put_email_claim(address, &claim, expected).await {
+            }
+            match store.put_email_claim(address, &claim, current.as_ref().map(|c| &c.version)).await {
                 Ok(_) => return Ok(()),
                 Err(StoreError::Conflict | StoreError::Precondition | StoreError::NotFound) => {}
                 Err(e) => return Err(e.into()),
@@ -653,6 +665,67 @@ impl AccountService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Clock as _, ManualClock};
+    use crate::settings::Hashing;
+    use crate::store::Account;
+    use crate::store::testing::Contended;
+
+    /// Writes user `name` (id `id-<name>`) with `email`.
+    async fn put_user(store: &dyn Store, name: &str, email: Option<EmailAddress>) -> UserRecord {
+        let user = UserRecord {
+            id: format!("id-{name}"),
+            username: name.into(),
+            username_key: name.into(),
+            password_hash: String::new(),
+            roles: vec![],
+            disabled: false,
+            created_at_ms: 0,
+            identities: vec![],
+            factors: Default::default(),
+            email,
+        };
+        let current = store.get_account(name).await.unwrap();
+        let mut account = current.as_ref().map_or_else(|| Account::empty(name), |a| a.value.clone());
+        account.user = Some(user.clone());
+        store.put_account(&account, current.as_ref().map(|a| &a.version)).await.unwrap();
+        user
+    }
+
+    #[tokio::test]
+    async fn a_claim_is_refused_while_its_owner_holds_or_is_verifying_the_address_and_taken_over_after() {
+        let store: Arc<dyn Store> = Arc::new(Contended::new(0));
+        let clock = ManualClock::new(1_000_000);
+        let hasher =
+            crate::users::PasswordHasher::start(&Hashing { workers: 1, queue_length: 4, queue_timeout_ms: 1_000 })
+                .unwrap();
+        let accounts = AccountService::new(store.clone(), hasher, Arc::new(clock.clone()), 8);
+        let x = "x@example.com";
+        let unverified = Some(EmailAddress { address: x.into(), verified: false });
+        let ann = put_user(store.as_ref(), "ann", unverified.clone()).await;
+        let bob = put_user(store.as_ref(), "bob", unverified).await;
+        let now = clock.now_ms();
+        accounts.claim_address(x, &ann, now).await.unwrap();
+        // Ann is verifying (her account does not say so yet): Bob waits.
+        let r = accounts.claim_address(x, &bob, now + 1_000).await;
+        assert!(matches!(r, Err(ServiceError::Conflict(_))), "{r:?}");
+        // Ann never finished: after the pending time the claim is Bob's.
+        accounts.claim_address(x, &bob, now + CLAIM_PENDING_MS).await.unwrap();
+        assert_eq!(store.get_email_claim(x).await.unwrap().unwrap().value.owner_id, "id-bob");
+        // Bob's account says verified: Ann is refused however late.
+        let bob = put_user(store.as_ref(), "bob", Some(EmailAddress { address: x.into(), verified: true })).await;
+        let r = accounts.claim_address(x, &ann, now + 10 * CLAIM_PENDING_MS).await;
+        assert!(matches!(r, Err(ServiceError::Conflict(_))), "{r:?}");
+        // Bob moves to another address: the claim is free at once.
+        put_user(store.as_ref(), "bob", Some(EmailAddress { address: "b@example.com".into(), verified: false })).await;
+        accounts.claim_address(x, &ann, now + 10 * CLAIM_PENDING_MS + 1).await.unwrap();
+        // A claim by its owner again is a write too (a racing takeover at the old version loses).
+        let before = store.get_email_claim(x).await.unwrap().unwrap();
+        accounts.claim_address(x, &ann, now + 11 * CLAIM_PENDING_MS).await.unwrap();
+        let after = store.get_email_claim(x).await.unwrap().unwrap();
+        assert_ne!(before.version, after.version);
+        let stale = EmailClaim { owner_key: "bob".into(), owner_id: bob.id.clone(), claimed_at_ms: 0 };
+        assert!(matches!(store.put_email_claim(x, &stale, Some(&before.version)).await, Err(StoreError::Precondition)));
+    }
 
     #[test]
     fn addresses_are_normalised_and_odd_ones_refused() {

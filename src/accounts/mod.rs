@@ -335,10 +335,12 @@ impl AccountService {
         profile::check_new_username(username).map_err(username_error)?;
         self.check_password(password, username, PasswordCheck::Policy)?;
         let email = match email {
-            Some(raw) => {
-                self.email_rules()?;
-                Some(crate::store::EmailAddress { address: email::normalise(raw)?, verified: false })
+            Some(_) if self.email_rules().is_err() => {
+                return Err(ServiceError::InvalidRequest(
+                    "this service sends no e-mail (JwtRefreshToken__Email__Transport is none): sign up without `email`",
+                ));
             }
+            Some(raw) => Some(crate::store::EmailAddress { address: email::normalise(raw)?, verified: false }),
             None => None,
         };
         let now = self.clock.now_ms();

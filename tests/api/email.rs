@@ -602,3 +602,15 @@ async fn a_flood_of_recovery_requests_stays_bounded_and_other_routes_answer() {
     let sent = count_mails(outbox.path(), "vic@example.com", "password reset code", Duration::from_secs(1)).await;
     assert!((1..=5).contains(&sent), "{sent} reset codes");
 }
+
+#[tokio::test]
+async fn without_a_transport_e_mail_is_refused_plainly() {
+    let app = TestApp::spawn(&[(names::REGISTRATION_MODE, "open")]);
+    let body = json!({"username": "wes", "password": PASSWORD, "email": "wes@example.com"});
+    assert_error(&app.post_json("/api/register", &body).await, 400, "invalid_request", "sign-up with an address");
+    let pair =
+        signed_up(&app.post_json("/api/register", &json!({"username": "wes", "password": PASSWORD})).await, "sign-up");
+    let r = bearer(&app, "POST", "/api/email", &json!({"email": "wes@example.com"}), &access(&pair)).await;
+    assert_error(&r, 404, "not_found", "setting an address");
+    assert_error(&app.post_json("/api/password/forgot", &json!({"username": "wes"})).await, 404, "not_found", "forgot");
+}
