@@ -614,3 +614,54 @@ async fn without_a_transport_e_mail_is_refused_plainly() {
     assert_error(&r, 404, "not_found", "setting an address");
     assert_error(&app.post_json("/api/password/forgot", &json!({"username": "wes"})).await, 404, "not_found", "forgot");
 }
+
+#[tokio::test]
+async fn adding_and_removing_factors_and_passkeys_and_an_admin_reset_each_send_a_notice() {
+    use crate::soft_authenticator::SoftAuthenticator;
+    const ORIGIN: &str = "https://app.example.test";
+    let outbox = tempfile::tempdir().unwrap();
+    let app = app_with(
+        outbox.path(),
+        &[("JwtRefreshToken__Passkeys__RpId", "example.test"), ("JwtRefreshToken__Passkeys__Origins", ORIGIN)],
+    );
+    let root = admin(&app).await;
+    app.add_user("zoe", PASSWORD, &[]);
+    verified(&app, &root, "zoe", "zoe@example.com").await;
+    let token = access(&app.login("zoe", PASSWORD).await);
+    // A passkey: added, then removed.
+    let mut key = SoftAuthenticator::new(true, false);
+    let start = bearer(&app, "POST", "/api/passkeys/register/start", &json!({}), &token).await.json();
+    let credential = key.register(&start["options"], ORIGIN);
+    let body = json!({"ceremony": start["ceremony"], "credential": credential, "name": "laptop"});
+    let r = bearer(&app, "POST", "/api/passkeys/register/finish", &body, &token).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["passkey"]["id"].as_str().unwrap().to_string();
+    let added = wait_for_mail(outbox.path(), "zoe@example.com", "sign-in method was added", 1).await;
+    assert!(added.decoded().contains("The passkey \"laptop\""), "{}", added.raw);
+    let r = bearer(&app, "DELETE", &format!("/api/passkeys/{id}"), &Value::Null, &token).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let removed = wait_for_mail(outbox.path(), "zoe@example.com", "sign-in method was removed", 1).await;
+    assert!(removed.decoded().contains("The passkey \"laptop\""), "{}", removed.raw);
+    // An authenticator app: added, then removed with a recovery code.
+    let enrolment = bearer(&app, "POST", "/api/mfa/totp", &Value::Null, &token).await.json();
+    let r = bearer(
+        &app,
+        "POST",
+        "/api/mfa/totp/verify",
+        &json!({"code": totp_now(enrolment["secret"].as_str().unwrap())}),
+        &token,
+    )
+    .await;
+    let recovery = r.json()["recovery_codes"][0].as_str().unwrap().to_string();
+    wait_for_mail(outbox.path(), "zoe@example.com", "sign-in method was added", 2).await;
+    let r = bearer(&app, "DELETE", "/api/mfa/totp", &json!({"code": recovery}), &token).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let removed = wait_for_mail(outbox.path(), "zoe@example.com", "sign-in method was removed", 2).await;
+    assert!(removed.decoded().contains("The authenticator app"), "{}", removed.raw);
+    // An admin's reset of the factors.
+    let r = app
+        .raw("PATCH", "/api/users/zoe", Some("application/json"), json!({"reset_mfa": true}).to_string(), Some(&root))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_for_mail(outbox.path(), "zoe@example.com", "second factors were removed", 1).await;
+}
