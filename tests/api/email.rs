@@ -478,9 +478,9 @@ async fn the_acs_transport_sends_with_the_managed_identity_retries_and_follows_t
         (names::IDENTITY_HEADER, acs_endpoint::IDENTITY_HEADER),
     ]);
     let body = json!({"username": "sam", "password": PASSWORD, "email": "sam@example.com"});
-    let started = Instant::now();
     signed_up(&app.post_json("/api/register", &body).await, "sign-up through ACS");
-    assert!(started.elapsed() < Duration::from_secs(2), "the answer does not wait for ACS");
+    // The 202 comes a second after the 429 and another after the 503: the answer came first.
+    assert!(acs.seen().iter().all(|s| s.status != 202), "the answer does not wait for ACS: {:?}", acs.seen());
     let deadline = Instant::now() + Duration::from_secs(20);
     while acs.succeeded().is_empty() {
         assert!(Instant::now() < deadline, "the operation was not followed: {:?}", acs.seen());
