@@ -587,7 +587,22 @@ async fn cosmos() -> (Arc<dyn Store>, ()) {
     // The store's clock at 0: a session's TTL is its whole `expires_at_ms` (the contract's
     // sessions end at small absolute times), not the 1 s minimum a wall clock would give.
     let store = CosmosStore::new(settings, Arc::new(ManualClock::new(0)));
-    store.connect(Provisioning::CreateMissing).await.expect("connect to the Cosmos emulator");
+    // Every contract test connects at once, and the test peer (a Node server) now and then drops
+    // one of that burst of connections mid-answer (a broken pipe while reading the account's
+    // properties): that connection is tried again, a few times. The contract itself runs on the
+    // connected store, unaided.
+    let mut tries = 0u64;
+    loop {
+        match store.connect(Provisioning::CreateMissing).await {
+            Ok(()) => break,
+            Err(e) if tries < 4 => {
+                tries += 1;
+                eprintln!("connect to the Cosmos emulator, try {tries}: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+            }
+            Err(e) => panic!("connect to the Cosmos emulator: {e:?}"),
+        }
+    }
     (Arc::new(store), ())
 }
 
