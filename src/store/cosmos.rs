@@ -321,10 +321,7 @@ const ADMINS_ID: &str = "admins.roster";
 const NAME_CLAIM_PREFIX: &str = "nameclaim.";
 
 fn name_claim_id(skeleton: &str) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(skeleton.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{NAME_CLAIM_PREFIX}{hex}")
+    hashed_id(NAME_CLAIM_PREFIX, skeleton)
 }
 
 /// A record of its own in the accounts container, its id its partition key: the admin roster (see
@@ -350,9 +347,7 @@ const IDENTITY_PREFIX: &str = "identity.";
 const IDENTITY_KIND: &str = "identity";
 
 fn identity_doc_id(provider: &str, subject: &str) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(format!("{provider}\u{0}{subject}").as_bytes());
-    format!("{IDENTITY_PREFIX}{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    hashed_id(IDENTITY_PREFIX, &format!("{provider}\u{0}{subject}"))
 }
 
 /// Ids of e-mail claim documents: this, then the hex SHA-256 of the address.
