@@ -487,14 +487,14 @@ impl TokenService {
             LoginOutcome::Locked { retry_after_ms } => return Err(ServiceError::Locked { retry_after_ms }),
             LoginOutcome::Busy(why) => return Err(ServiceError::Busy(why)),
         };
-        let device_token = self.device_token(&principal.id, from.device_token, now)?;
+        let (device_token, new_device) = self.device_token(&principal.id, from.device_token, now)?;
         if !principal.second_factors.is_empty() {
             // The password passed; the second step proves the rest (RFC 6749 has no such answer:
             // `mfa_required` as Auth0's MFA API names it). No session, no device token yet.
             return Err(self.mfa_required(&principal, FirstStep::Password, now));
         }
         let client = Client { address: from.address, user_agent: from.user_agent, dpop_jkt: from.dpop_jkt };
-        let new_device = self.is_new_device(&principal.id, from.device_token, now).then(|| principal.clone());
+        let new_device = new_device.then(|| principal.clone());
         let session = self
             .start_checked_session(principal, now, client, GrantFailure::BadCredentials, &[FirstStep::Password.amr()])
             .await?;
@@ -505,25 +505,20 @@ impl TokenService {
     }
 
     /// The device token a completed login hands out: the presented one's device, renewed, when it
-    /// is valid for the user, else a new device's (`None` without device tokens).
+    /// is valid for the user, else a new device's (`None` without device tokens); and whether the
+    /// device is new (no token of the user's verified), which the new-device notice follows.
     fn device_token(
         &self,
         user_id: &str,
         presented: Option<&str>,
         now: UnixMs,
-    ) -> Result<Option<String>, ServiceError> {
-        let Some(devices) = &self.devices else { return Ok(None) };
-        let device = match presented.and_then(|t| devices.verified(t, user_id, now)) {
-            Some(device) => device,
-            None => random_bytes::<16>()?,
+    ) -> Result<(Option<String>, bool), ServiceError> {
+        let Some(devices) = &self.devices else { return Ok((None, false)) };
+        let (device, new) = match presented.and_then(|t| devices.verified(t, user_id, now)) {
+            Some(device) => (device, false),
+            None => (random_bytes::<16>()?, true),
         };
-        Ok(Some(devices.issue(user_id, &device, now)))
-    }
-
-    /// Whether a completed login by `principal` presenting `presented` comes from a new device (no
-    /// device token of the user's that verifies); `false` without device tokens.
-    fn is_new_device(&self, user_id: &str, presented: Option<&str>, now: UnixMs) -> bool {
-        self.devices.as_ref().is_some_and(|d| presented.and_then(|t| d.verified(t, user_id, now)).is_none())
+        Ok((Some(devices.issue(user_id, &device, now)), new))
     }
 
     /// The new-device notice of a completed login (to the user's verified address, if any).
@@ -627,8 +622,8 @@ impl TokenService {
         device_token: Option<&str>,
     ) -> Result<TokenPair, ServiceError> {
         let now = self.clock.now_ms();
-        let new_device = self.is_new_device(&principal.id, device_token, now).then(|| principal.clone());
-        let device_token = self.device_token(&principal.id, device_token, now)?;
+        let (device_token, new_device) = self.device_token(&principal.id, device_token, now)?;
+        let new_device = new_device.then(|| principal.clone());
         let session = self.start_checked_session(principal, now, client, GrantFailure::BadCredentials, amr).await?;
         if let Some(principal) = new_device {
             self.notify_new_device(&principal, &client, now);
