@@ -16,14 +16,13 @@
 use std::sync::Arc;
 
 use hmac::{KeyInit as _, Mac as _};
-
-use crate::mail::Notice;
 use serde::Serialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 use totp_rs::{Algorithm, Builder, Totp};
 
 use super::{AccountService, Actor, Changed, Reason, UserInfo, username_error};
+use crate::mail::Notice;
 use crate::service::{Caller, GrantFailure, ServiceError};
 use crate::store::{Account, Factors, Step, TotpFactor, UserRecord, Versioned, update_account};
 use crate::tokens::mfa::{FirstStep, MfaClaims};
